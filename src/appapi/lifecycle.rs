@@ -1,0 +1,113 @@
+//! The routes AppAPI drives an ExApp with (appapi.md §2).
+//!
+//! - `GET /heartbeat`: `{"status":"ok"}`, open to all (AppAPI sends no headers here on
+//!   manual and legacy daemons).
+//! - `POST /init`: answers `200 {}` at once, prepares the data directory in the
+//!   background and reports progress to `ex-app/status` until 100 (or an error).
+//!   Progress 100 makes AppAPI call `/enabled` *inside* that status request, so this
+//!   server must keep answering while its own call is pending (axum does).
+//! - `PUT /enabled?enabled=1|0`: registers or removes the top-menu page. AppAPI reads
+//!   only the JSON `error` field: empty means success, whatever the HTTP status.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::client::ClientError;
+use super::ui;
+use crate::web::AppState;
+
+pub async fn heartbeat() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn init(State(app): State<AppState>) -> Json<Value> {
+    tokio::spawn(run_init(app));
+    Json(json!({}))
+}
+
+/// The work behind `/init`, reported to AppAPI step by step.
+async fn run_init(app: AppState) {
+    let data_dir = app.config.data_dir.clone();
+    let prepared = tokio::task::spawn_blocking(move || std::fs::create_dir_all(&data_dir)).await;
+    let (progress, error) = match prepared {
+        Ok(Ok(())) => (100, None),
+        Ok(Err(e)) => (
+            1,
+            Some(format!(
+                "cannot create the data directory {}: {e}",
+                app.config.data_dir.display()
+            )),
+        ),
+        Err(e) => (1, Some(format!("initialisation task failed: {e}"))),
+    };
+    if let Some(error) = &error {
+        tracing::error!(%error, "initialisation failed");
+    }
+    report_progress(&app, progress, error.as_deref()).await;
+}
+
+/// Sends progress, retrying only when Nextcloud could not be reached at all.
+async fn report_progress(app: &AppState, progress: u8, error: Option<&str>) {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=6 {
+        match app.nextcloud.set_init_progress(progress, error).await {
+            Ok(()) => {
+                tracing::info!(progress, "reported initialisation progress");
+                return;
+            }
+            Err(e @ ClientError::Transport(_)) if attempt < 6 => {
+                tracing::warn!(error = %e, attempt, "could not report progress; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, progress, "could not report initialisation progress");
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EnabledQuery {
+    enabled: Option<String>,
+}
+
+pub async fn enabled(
+    State(app): State<AppState>,
+    Query(query): Query<EnabledQuery>,
+) -> (StatusCode, Json<Value>) {
+    let enable = match query.enabled.as_deref() {
+        Some("1") => true,
+        Some("0") => false,
+        other => {
+            let error = format!("enabled must be 1 or 0, not {other:?}");
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": error })));
+        }
+    };
+    let result = if enable {
+        ui::register(&app.nextcloud, &app.config).await
+    } else {
+        ui::unregister(&app.nextcloud).await
+    };
+    match result {
+        Ok(()) => {
+            app.set_enabled(enable);
+            tracing::info!(enabled = enable, "AppAPI changed the app's state");
+            (StatusCode::OK, Json(json!({ "error": "" })))
+        }
+        Err(e) => {
+            let action = if enable { "enable" } else { "disable" };
+            tracing::error!(error = %e, "could not {action}");
+            (
+                StatusCode::OK,
+                Json(json!({ "error": format!("harpbridge could not {action}: {e}") })),
+            )
+        }
+    }
+}

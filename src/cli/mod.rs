@@ -1,0 +1,5 @@
+//! The command-line roles of the `harpbridge` binary, one file each.
+//!
+//! `main.rs` only parses arguments and hands over to one of these.
+
+pub mod serve;

@@ -1,0 +1,61 @@
+//! `harpbridge serve`: the ExApp itself.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::ConfigArgs;
+use crate::listener;
+use crate::web::{self, AppState};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Validates the settings (exit 2 with one line on a bad one), then serves until stopped.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let config = match args.config.validate() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("harpbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("harpbridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("harpbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
+    let listen = config.listen.clone();
+    let state = AppState::new(config).context("cannot set up the Nextcloud client")?;
+    let bound = listener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        app_id = %state.config.app_id,
+        version = %state.config.app_version,
+        nextcloud = %state.config.nextcloud_url,
+        listen = %bound.describe(),
+        harp = state.config.harp.is_some(),
+        "harpbridge serving"
+    );
+    listener::serve(bound, web::router(state))
+        .await
+        .context("server failed")
+}

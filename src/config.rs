@@ -1,0 +1,374 @@
+//! Every setting of `harpbridge serve`, in one place.
+//!
+//! AppAPI configures an ExApp only through environment variables (appapi.md §4); each one
+//! can also be given as a flag, which wins. Values are read as plain strings and checked
+//! here, once, so that a missing or malformed value stops start-up with one line that names
+//! it (exit code 2) instead of clap's multi-line usage text.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// The raw settings as clap reads them from flags and the environment.
+///
+/// Everything is a string so that validation, and its error message, stays ours.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// The ExApp's id as registered in AppAPI.
+    #[arg(long, env = "APP_ID")]
+    pub app_id: Option<String>,
+    /// The shared secret AppAPI signs requests with (never logged).
+    #[arg(long, env = "APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    /// The ExApp version AppAPI deployed.
+    #[arg(long, env = "APP_VERSION")]
+    pub app_version: Option<String>,
+    /// Address to listen on (without HaRP).
+    #[arg(long, env = "APP_HOST")]
+    pub app_host: Option<String>,
+    /// Port to listen on (without HaRP); with HaRP the FRP remote port.
+    #[arg(long, env = "APP_PORT")]
+    pub app_port: Option<String>,
+    /// Human name shown in Nextcloud.
+    #[arg(long, env = "APP_DISPLAY_NAME")]
+    pub app_display_name: Option<String>,
+    /// AppAPI's version; sent back as AA-VERSION, never validated.
+    #[arg(long, env = "AA_VERSION")]
+    pub aa_version: Option<String>,
+    /// Where Nextcloud answers this ExApp (a trailing `/index.php` and `/` are stripped).
+    #[arg(long, env = "NEXTCLOUD_URL")]
+    pub nextcloud_url: Option<String>,
+    /// Directory for the identity key, database and blocks.
+    #[arg(long = "data-dir", env = "APP_PERSISTENT_STORAGE")]
+    pub data_dir: Option<String>,
+    /// CPU, CUDA or ROCM (harpbridge only needs CPU).
+    #[arg(long, env = "COMPUTE_DEVICE")]
+    pub compute_device: Option<String>,
+    /// HaRP's shared key; when set, listen on HaRP's FRP unix socket (never logged).
+    #[arg(long, env = "HP_SHARED_KEY", hide_env_values = true)]
+    pub hp_shared_key: Option<String>,
+    /// HaRP's FRP server host (used by the container's frpc, kept for reference).
+    #[arg(long, env = "HP_FRP_ADDRESS")]
+    pub hp_frp_address: Option<String>,
+    /// HaRP's FRP server port.
+    #[arg(long, env = "HP_FRP_PORT")]
+    pub hp_frp_port: Option<String>,
+    /// Override where to listen: `tcp://HOST:PORT` or `unix://PATH`.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// A secret that never shows itself in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for signing and comparing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the HTTP server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address, `host:port` (host may be a name or an IP literal).
+    Tcp { host: String, port: u16 },
+    /// A unix socket path, as HaRP's FRP tunnel expects (`/tmp/exapp.sock`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            Listen::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Listen::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+/// The unix socket that HaRP's FRP client forwards to (appapi.md §12).
+pub const HARP_SOCKET: &str = "/tmp/exapp.sock";
+
+/// What AppAPI told the container about HaRP.
+#[derive(Debug, Clone)]
+pub struct Harp {
+    pub shared_key: Secret,
+    pub frp_address: Option<String>,
+    pub frp_port: Option<u16>,
+}
+
+/// The device the container was deployed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeDevice {
+    Cpu,
+    Cuda,
+    Rocm,
+}
+
+/// Validated settings of `harpbridge serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_id: String,
+    pub app_secret: Secret,
+    pub app_version: String,
+    pub app_display_name: String,
+    pub aa_version: String,
+    /// Nextcloud's base URL, without `/index.php` and without a trailing `/`.
+    pub nextcloud_url: String,
+    pub data_dir: PathBuf,
+    pub compute_device: ComputeDevice,
+    pub harp: Option<Harp>,
+    pub listen: Listen,
+}
+
+/// A setting that is missing or cannot be used. Its `Display` is the one line printed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required setting {var} (set the environment variable or {flag})")]
+    Missing {
+        var: &'static str,
+        flag: &'static str,
+    },
+    #[error("malformed setting {var}: {reason}")]
+    Malformed { var: &'static str, reason: String },
+}
+
+fn required(
+    value: &Option<String>,
+    var: &'static str,
+    flag: &'static str,
+) -> Result<String, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(ConfigError::Missing { var, flag }),
+    }
+}
+
+fn optional(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+fn port(value: &str, var: &'static str) -> Result<u16, ConfigError> {
+    match value.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(ConfigError::Malformed {
+            var,
+            reason: format!("{value:?} is not a TCP port (1-65535)"),
+        }),
+    }
+}
+
+/// Strips `/index.php` and trailing slashes, and checks the URL is http(s) with a host.
+pub fn normalize_nextcloud_url(raw: &str) -> Result<String, ConfigError> {
+    let malformed = |reason: String| ConfigError::Malformed {
+        var: "NEXTCLOUD_URL",
+        reason,
+    };
+    let mut url = raw.trim().trim_end_matches('/').to_owned();
+    if let Some(stripped) = url.strip_suffix("/index.php") {
+        url = stripped.trim_end_matches('/').to_owned();
+    }
+    let parsed = url::Url::parse(&url).map_err(|e| malformed(format!("{raw:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(malformed(format!("{raw:?} is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+fn parse_listen(raw: &str) -> Result<Listen, ConfigError> {
+    let malformed = |reason: String| ConfigError::Malformed {
+        var: "--listen",
+        reason,
+    };
+    if let Some(path) = raw.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err(malformed("unix:// needs a socket path".into()));
+        }
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    let Some(addr) = raw.strip_prefix("tcp://") else {
+        return Err(malformed(format!(
+            "{raw:?}: expected tcp://HOST:PORT or unix://PATH"
+        )));
+    };
+    let (host, port_str) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| malformed(format!("{raw:?}: expected tcp://HOST:PORT")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(malformed(format!("{raw:?}: missing host")));
+    }
+    let port = port_str
+        .parse::<u16>()
+        .map_err(|_| malformed(format!("{raw:?}: {port_str:?} is not a port")))?;
+    Ok(Listen::Tcp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+impl ConfigArgs {
+    /// Checks every setting and builds the [`Config`]; the first problem wins.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let app_id = required(&self.app_id, "APP_ID", "--app-id")?;
+        if !app_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::Malformed {
+                var: "APP_ID",
+                reason: format!("{app_id:?} may hold only letters, digits, '_' and '-'"),
+            });
+        }
+        let app_secret = Secret::new(required(&self.app_secret, "APP_SECRET", "--app-secret")?);
+        let app_version = required(&self.app_version, "APP_VERSION", "--app-version")?;
+        let app_host = required(&self.app_host, "APP_HOST", "--app-host")?;
+        let app_port = port(
+            &required(&self.app_port, "APP_PORT", "--app-port")?,
+            "APP_PORT",
+        )?;
+        let nextcloud_url = normalize_nextcloud_url(&required(
+            &self.nextcloud_url,
+            "NEXTCLOUD_URL",
+            "--nextcloud-url",
+        )?)?;
+        let compute_device = match optional(&self.compute_device)
+            .map(|d| d.to_ascii_uppercase())
+            .as_deref()
+        {
+            None | Some("CPU") => ComputeDevice::Cpu,
+            Some("CUDA") => ComputeDevice::Cuda,
+            Some("ROCM") => ComputeDevice::Rocm,
+            Some(other) => {
+                return Err(ConfigError::Malformed {
+                    var: "COMPUTE_DEVICE",
+                    reason: format!("{other:?} is not CPU, CUDA or ROCM"),
+                })
+            }
+        };
+        let harp = match optional(&self.hp_shared_key) {
+            None => None,
+            Some(key) => Some(Harp {
+                shared_key: Secret::new(key),
+                frp_address: optional(&self.hp_frp_address),
+                frp_port: optional(&self.hp_frp_port)
+                    .map(|p| port(&p, "HP_FRP_PORT"))
+                    .transpose()?,
+            }),
+        };
+        let listen = match optional(&self.listen) {
+            Some(raw) => parse_listen(&raw)?,
+            None if harp.is_some() => Listen::Unix(PathBuf::from(HARP_SOCKET)),
+            None => Listen::Tcp {
+                host: app_host,
+                port: app_port,
+            },
+        };
+        let data_dir = optional(&self.data_dir)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("{app_id}_data")));
+        Ok(Config {
+            app_display_name: optional(&self.app_display_name).unwrap_or_else(|| app_id.clone()),
+            aa_version: optional(&self.aa_version).unwrap_or_else(|| "32.0.0".to_owned()),
+            app_id,
+            app_secret,
+            app_version,
+            nextcloud_url,
+            data_dir,
+            compute_device,
+            harp,
+            listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> ConfigArgs {
+        ConfigArgs {
+            app_id: Some("harpbridge".into()),
+            app_secret: Some("s3cret".into()),
+            app_version: Some("0.1.0".into()),
+            app_host: Some("127.0.0.1".into()),
+            app_port: Some("23001".into()),
+            nextcloud_url: Some("http://nc.local/index.php/".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn strips_index_php_and_slashes() {
+        let c = full().validate().unwrap();
+        assert_eq!(c.nextcloud_url, "http://nc.local");
+        assert_eq!(
+            normalize_nextcloud_url("https://x.org/nc/").unwrap(),
+            "https://x.org/nc"
+        );
+        assert!(normalize_nextcloud_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn harp_key_selects_the_unix_socket_unless_overridden() {
+        let mut a = full();
+        a.hp_shared_key = Some("k".into());
+        assert_eq!(
+            a.validate().unwrap().listen,
+            Listen::Unix(HARP_SOCKET.into())
+        );
+        a.listen = Some("tcp://[::1]:9000".into());
+        assert_eq!(
+            a.validate().unwrap().listen,
+            Listen::Tcp {
+                host: "::1".into(),
+                port: 9000
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_named() {
+        let mut a = full();
+        a.app_port = Some("eighty".into());
+        assert!(matches!(
+            a.validate(),
+            Err(ConfigError::Malformed {
+                var: "APP_PORT",
+                ..
+            })
+        ));
+        let mut a = full();
+        a.compute_device = Some("tpu".into());
+        assert!(matches!(
+            a.validate(),
+            Err(ConfigError::Malformed {
+                var: "COMPUTE_DEVICE",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let c = full().validate().unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

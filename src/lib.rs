@@ -1,0 +1,17 @@
+//! harpbridge: the Harp protocol (private, real-time, peer-to-peer file sync between
+//! trusted devices) packaged as a Nextcloud AppAPI External App.
+//!
+//! One binary, several roles (see `src/main.rs`). The modules follow the data flow:
+//!
+//! - [`config`]: every setting, read once at start-up from AppAPI's environment and flags.
+//! - [`appapi`]: the Nextcloud AppAPI contract: authentication, lifecycle, the OCS client.
+//! - [`web`]: the axum router that AppAPI, HaRP and the panel talk to.
+//! - [`listener`]: where the router listens (TCP or HaRP's unix socket) and how it stops.
+//! - [`logging`]: tracing set-up, readable or JSON.
+
+pub mod appapi;
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod logging;
+pub mod web;

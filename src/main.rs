@@ -1,0 +1,34 @@
+//! The `harpbridge` binary: parse the command line, set up logging, run one role.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use harpbridge::{cli, logging};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harpbridge",
+    version,
+    about = "Harp peer-to-peer file sync for Nextcloud"
+)]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run as the Nextcloud ExApp: AppAPI lifecycle, webhooks, panel and swarm.
+    Serve(cli::serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log);
+    match cli.command {
+        Command::Serve(args) => cli::serve::run(args),
+    }
+}

@@ -1,0 +1,65 @@
+//! The HTTP face of harpbridge: one axum router for AppAPI, HaRP and the panel.
+//!
+//! Every route sits behind [`crate::appapi::auth::require_appapi`], except
+//! `GET /heartbeat`. Handlers share one [`AppState`].
+
+pub mod assets;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::{middleware, Router};
+
+use crate::appapi::auth::{require_appapi, AppApiAuth};
+use crate::appapi::client::{ClientError, NextcloudClient};
+use crate::appapi::lifecycle;
+use crate::config::Config;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub nextcloud: NextcloudClient,
+    pub auth: Arc<AppApiAuth>,
+    enabled: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<Self, ClientError> {
+        let nextcloud = NextcloudClient::new(&config)?;
+        let auth = Arc::new(AppApiAuth::new(
+            config.app_id.clone(),
+            config.app_secret.clone(),
+        ));
+        Ok(AppState {
+            config: Arc::new(config),
+            nextcloud,
+            auth,
+            enabled: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether AppAPI last told us we are enabled (since this process started).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+    }
+}
+
+/// The whole router, authentication included.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/heartbeat", get(lifecycle::heartbeat))
+        .route("/init", post(lifecycle::init))
+        .route("/enabled", put(lifecycle::enabled))
+        .merge(assets::routes())
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            require_appapi,
+        ))
+        .with_state(state)
+}
