@@ -4,6 +4,8 @@
 //! [`crate::config::Secret`], whose `Debug` hides them, so no log line can hold
 //! `APP_SECRET`, `AUTHORIZATION-APP-API`, `harp-shared-key` or a cookie.
 
+use std::io::IsTerminal;
+
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +39,7 @@ pub fn init(args: &LogArgs) {
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match args.log_format {
         LogFormat::Text => builder.try_init(),

@@ -1,0 +1,259 @@
+//! Runs the real `harpbridge serve` binary for a test and keeps everything it logs.
+//!
+//! Logs go to memory and to `target/test-logs/`, so that CI can also check a whole run's
+//! logs for secrets. [`ExApp::stop`] sends SIGTERM (as `docker stop` does), waits, and
+//! asserts that nothing logged holds the secret or an auth header built from it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use super::nextcloud::ExAppTarget;
+
+/// How to start the ExApp.
+#[derive(Debug, Clone)]
+pub struct ExAppOptions {
+    pub app_id: String,
+    pub secret: String,
+    pub version: String,
+    pub nextcloud_url: String,
+    pub data_dir: PathBuf,
+    /// `--listen`; `None` leaves the choice to the configuration (HaRP socket or APP_HOST:APP_PORT).
+    pub listen: Option<String>,
+    pub harp_shared_key: Option<String>,
+    pub json_logs: bool,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl ExAppOptions {
+    pub fn new(nextcloud_url: &str, data_dir: &Path) -> Self {
+        ExAppOptions {
+            app_id: "harpbridge".into(),
+            secret: unique_secret(),
+            version: "0.1.0".into(),
+            nextcloud_url: nextcloud_url.into(),
+            data_dir: data_dir.to_owned(),
+            listen: Some("tcp://127.0.0.1:0".into()),
+            harp_shared_key: None,
+            json_logs: false,
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// A secret that cannot appear in a log by accident.
+pub fn unique_secret() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("hbSecret{nanos:x}{:x}Zq", std::process::id())
+}
+
+pub struct ExApp {
+    child: Child,
+    pub options: ExAppOptions,
+    /// `tcp://127.0.0.1:PORT` or `unix:///path`, as the ExApp logged it.
+    pub listen: String,
+    logs: Arc<Mutex<String>>,
+}
+
+impl ExApp {
+    /// Spawns the binary and waits until it logs where it listens.
+    pub fn start(options: ExAppOptions) -> ExApp {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_harpbridge"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                "trace,hyper=info,hyper_util=info,reqwest=debug,h2=info,rustls=info",
+            )
+            .env("APP_ID", &options.app_id)
+            .env("APP_SECRET", &options.secret)
+            .env("APP_VERSION", &options.version)
+            .env("APP_HOST", "127.0.0.1")
+            .env("APP_PORT", "23000")
+            .env("APP_DISPLAY_NAME", "Harp Bridge")
+            .env("AA_VERSION", super::AA_VERSION)
+            .env(
+                "NEXTCLOUD_URL",
+                format!("{}/index.php", options.nextcloud_url),
+            )
+            .env("APP_PERSISTENT_STORAGE", &options.data_dir)
+            .env("COMPUTE_DEVICE", "CPU")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(listen) = &options.listen {
+            command.arg("--listen").arg(listen);
+        }
+        if let Some(key) = &options.harp_shared_key {
+            command
+                .env("HP_SHARED_KEY", key)
+                .env("HP_FRP_ADDRESS", "appapi-harp")
+                .env("HP_FRP_PORT", "8782");
+        }
+        if options.json_logs {
+            command.arg("--log-format").arg("json");
+        }
+        for (k, v) in &options.extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn harpbridge");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let log_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        let _ = std::fs::create_dir_all(&log_dir);
+        let log_file = log_dir.join(format!("harpbridge-{}.log", child.id()));
+        remember_secret(&log_dir, &options.secret);
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            let log_file = log_file.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_file)
+                    .ok();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(f) = file.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listen = loop {
+            if let Some(listen) = find_listen(&logs.lock().unwrap_or_else(|e| e.into_inner())) {
+                break listen;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "harpbridge exited early with {status}:\n{}",
+                    logs.lock().unwrap_or_else(|e| e.into_inner())
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "harpbridge did not start in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        ExApp {
+            child,
+            options,
+            listen,
+            logs,
+        }
+    }
+
+    /// Where AppAPI (the double) reaches this ExApp.
+    pub fn target(&self) -> ExAppTarget {
+        match self.listen.strip_prefix("unix://") {
+            Some(path) => ExAppTarget::Unix(PathBuf::from(path)),
+            None => ExAppTarget::Tcp(self.base_url()),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (TCP listeners only).
+    pub fn base_url(&self) -> String {
+        let addr = self
+            .listen
+            .strip_prefix("tcp://")
+            .expect("not a TCP listener");
+        format!("http://{addr}")
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// SIGTERM, wait for a clean exit, and check the logs hold no secret. Returns the logs.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "harpbridge ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let logs = self.logs();
+        assert!(status.success(), "harpbridge exited with {status}:\n{logs}");
+        assert_no_secret(&logs, &self.options.secret);
+        logs
+    }
+}
+
+impl Drop for ExApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails if `logs` hold the secret, or an `AUTHORIZATION-APP-API` value made from it.
+pub fn assert_no_secret(logs: &str, secret: &str) {
+    assert!(!logs.contains(secret), "a log line holds the app secret");
+    for user in ["", "admin", "alice"] {
+        let header = STANDARD.encode(format!("{user}:{secret}"));
+        assert!(
+            !logs.contains(&header),
+            "a log line holds an AUTHORIZATION-APP-API value"
+        );
+    }
+}
+
+/// Appends the secret and the auth values made from it to `target/test-logs.secrets`,
+/// so that `.ci/test.d/10-no-secrets-in-logs.sh` can check every log of the run.
+fn remember_secret(log_dir: &Path, secret: &str) {
+    use std::io::Write;
+    let Some(parent) = log_dir.parent() else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(parent.join("test-logs.secrets"))
+    {
+        let _ = writeln!(f, "{secret}");
+        for user in ["", "admin", "alice"] {
+            let _ = writeln!(f, "{}", STANDARD.encode(format!("{user}:{secret}")));
+        }
+    }
+}
+
+fn find_listen(logs: &str) -> Option<String> {
+    let line = logs.lines().find(|l| l.contains("harpbridge serving"))?;
+    if let Some(rest) = line.split("\"listen\":\"").nth(1) {
+        return rest.split('"').next().map(str::to_owned);
+    }
+    let rest = line.split("listen=").nth(1)?;
+    rest.split_whitespace().next().map(str::to_owned)
+}
