@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run as the Nextcloud ExApp: AppAPI lifecycle, webhooks, panel and swarm.
     Serve(cli::serve::ServeArgs),
+    /// Print the ExApp manifest (info.xml, or the JSON for `occ app_api:app:register --json-info`).
+    Manifest(cli::manifest::ManifestArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +32,6 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     match cli.command {
         Command::Serve(args) => cli::serve::run(args),
+        Command::Manifest(args) => cli::manifest::run(args),
     }
 }

@@ -2,4 +2,5 @@
 //!
 //! `main.rs` only parses arguments and hands over to one of these.
 
+pub mod manifest;
 pub mod serve;
