@@ -3,7 +3,13 @@
 //! Every route sits behind [`crate::appapi::auth::require_appapi`], except
 //! `GET /heartbeat`. Handlers share one [`AppState`].
 
+pub mod access;
+pub mod api;
 pub mod assets;
+pub mod events;
+pub mod hub;
+pub mod panel;
+pub mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub nextcloud: NextcloudClient,
     pub auth: Arc<AppApiAuth>,
+    /// The panel: its hub (live state + WebSocket fan-out) and admin checks.
+    pub panel: Arc<panel::Panel>,
     enabled: Arc<AtomicBool>,
 }
 
@@ -32,9 +40,11 @@ impl AppState {
             config.app_id.clone(),
             config.app_secret.clone(),
         ));
+        let panel = Arc::new(panel::Panel::new(nextcloud.clone(), &config.app_version));
         Ok(AppState {
             config: Arc::new(config),
             nextcloud,
+            panel,
             auth,
             enabled: Arc::new(AtomicBool::new(false)),
         })
@@ -57,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/init", post(lifecycle::init))
         .route("/enabled", put(lifecycle::enabled))
         .merge(assets::routes())
+        .merge(api::routes())
+        .merge(ws::routes())
         .layer(middleware::from_fn_with_state(
             state.auth.clone(),
             require_appapi,

@@ -1,0 +1,86 @@
+//! Who may do what in the panel.
+//!
+//! AppAPI (PHP proxy) and HaRP both vouch for the acting Nextcloud user in
+//! `AUTHORIZATION-APP-API`; [`crate::appapi::auth::require_appapi`] has checked the
+//! secret before any handler runs. On top of that:
+//!
+//! - every panel route needs a user (an empty user, i.e. the system or an anonymous
+//!   visitor, gets 403);
+//! - reading is open to every user, filtered to what they may see ([`Viewer`]);
+//! - changing settings (libraries) and pairing need a Nextcloud admin. That is decided by
+//!   asking Nextcloud for the user's groups (`GET /ocs/v2.php/cloud/users/{uid}/groups`,
+//!   signed as that user), never by a request header: HaRP's routes and the PHP proxy's
+//!   access levels are a first gate, this is ours. Answers are cached for [`ADMIN_TTL`]
+//!   per user so that a page load or a reconnect storm does not become a storm of calls
+//!   to Nextcloud.
+//!
+//! When Nextcloud cannot answer, the user counts as not an admin (fail closed); a
+//! mutation then answers 502 with the reason, reads go on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::appapi::client::{ClientError, NextcloudClient};
+
+use super::events::Viewer;
+
+/// How long a group lookup is trusted.
+pub const ADMIN_TTL: Duration = Duration::from_secs(60);
+
+/// Cached admin checks against Nextcloud.
+pub struct Access {
+    nextcloud: NextcloudClient,
+    cache: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access").finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    pub fn new(nextcloud: NextcloudClient) -> Self {
+        Access {
+            nextcloud,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `uid` is a Nextcloud admin, from the cache or from Nextcloud.
+    pub async fn is_admin(&self, uid: &str) -> Result<bool, ClientError> {
+        if let Some(&(admin, at)) = self.lock().get(uid) {
+            if at.elapsed() < ADMIN_TTL {
+                return Ok(admin);
+            }
+        }
+        let admin = self.nextcloud.user_is_admin(uid).await?;
+        let mut cache = self.lock();
+        // Keep the cache small: forget expired answers when it grows.
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < ADMIN_TTL);
+        }
+        cache.insert(uid.to_owned(), (admin, Instant::now()));
+        Ok(admin)
+    }
+
+    /// The viewer for `uid`; a failed lookup yields a non-admin viewer (logged).
+    pub async fn viewer(&self, uid: &str) -> Viewer {
+        let is_admin = match self.is_admin(uid).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                tracing::warn!(user = uid, error = %e, "cannot ask Nextcloud for the user's groups; treating as not an admin");
+                false
+            }
+        };
+        Viewer {
+            uid: uid.to_owned(),
+            is_admin,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (bool, Instant)>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,50 @@
+//! What the panel's routes share: the [`Hub`], the admin check, and the hand-over of
+//! pairing requests to the swarm.
+
+use std::sync::OnceLock;
+
+use tokio::sync::mpsc;
+
+use super::access::Access;
+use super::events::Device;
+use super::hub::Hub;
+use crate::appapi::client::NextcloudClient;
+
+/// An admin asked to pair with a discovered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairRequest {
+    pub peer_id: String,
+    /// The Nextcloud admin who asked.
+    pub requested_by: String,
+}
+
+/// The panel's shared state (one per process, in [`super::AppState`]).
+#[derive(Debug)]
+pub struct Panel {
+    pub hub: Hub,
+    pub access: Access,
+    pairing: OnceLock<mpsc::Sender<PairRequest>>,
+}
+
+impl Panel {
+    pub fn new(nextcloud: NextcloudClient, version: &str) -> Panel {
+        Panel {
+            hub: Hub::new(Device {
+                device_id: None,
+                version: version.to_owned(),
+            }),
+            access: Access::new(nextcloud),
+            pairing: OnceLock::new(),
+        }
+    }
+
+    /// The swarm calls this once it runs; until then pairing answers 503.
+    /// Returns `false` if a receiver was already connected.
+    pub fn connect_pairing(&self, tx: mpsc::Sender<PairRequest>) -> bool {
+        self.pairing.set(tx).is_ok()
+    }
+
+    pub(crate) fn pairing(&self) -> Option<&mpsc::Sender<PairRequest>> {
+        self.pairing.get()
+    }
+}
