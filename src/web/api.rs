@@ -9,9 +9,14 @@
 //! | `GET /api/activity?library=ID&limit=N` | user | `{"entries":[ChainEntry]}`, oldest first, `limit` ≤ 200 (default 200) |
 //! | `GET /api/transfers` | user | `{"transfers":[Transfer]}` |
 //! | `GET /api/libraries` | user | `{"libraries":[Library]}` |
-//! | `POST /api/libraries` | admin | body [`NewLibrary`]; 201 with the [`Library`]; 409 if that user's folder is one already |
-//! | `DELETE /api/libraries/{id}` | admin | 204; 404 if unknown |
-//! | `POST /api/peers/{id}/pair` | admin | 202 once handed to the swarm; 404 unknown, 409 already trusted, 503 swarm not running |
+//! | `POST /api/admin/libraries` | admin | body [`NewLibrary`]; 201 with the [`Library`]; 409 if that user's folder is one already |
+//! | `DELETE /api/admin/libraries/{id}` | admin | 204; 404 if unknown |
+//! | `POST /api/admin/peers/{id}/pair` | admin | 202 once handed to the swarm; 404 unknown, 409 already trusted, 503 swarm not running |
+//!
+//! Mutations live under `/api/admin/` so that `appinfo/info.xml` can give them their
+//! own route (`^/api/admin/.*$`, verbs GET, POST, PUT, DELETE, access level ADMIN): the
+//! PHP proxy and HaRP then refuse non-admins before we are asked, and the read routes
+//! (`^/api/.*$`) stay GET-only.
 //!
 //! "user" means any Nextcloud user, seeing only what [`Viewer`] allows (their own
 //! libraries, an admin all); "admin" is checked with Nextcloud (see [`super::access`]).
@@ -90,11 +95,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/snapshot", get(snapshot))
         .route("/api/overview", get(overview))
         .route("/api/peers", get(peers))
-        .route("/api/peers/{id}/pair", post(pair))
+        .route("/api/admin/peers/{id}/pair", post(pair))
         .route("/api/activity", get(activity))
         .route("/api/transfers", get(transfers))
-        .route("/api/libraries", get(libraries).post(add_library))
-        .route("/api/libraries/{id}", delete(remove_library))
+        .route("/api/libraries", get(libraries))
+        .route("/api/admin/libraries", post(add_library))
+        .route("/api/admin/libraries/{id}", delete(remove_library))
         .layer(middleware::from_fn(no_store))
 }
 

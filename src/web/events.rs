@@ -330,7 +330,7 @@ pub struct Overview {
     pub libraries: Vec<Library>,
 }
 
-/// `POST /api/libraries` (admin).
+/// `POST /api/admin/libraries` (admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewLibrary {
     pub name: String,

@@ -180,15 +180,15 @@ export class PanelClient {
 	}
 
 	addLibrary(library: NewLibrary): Promise<Library> {
-		return this.request<Library>('POST', '/libraries', library)
+		return this.request<Library>('POST', '/admin/libraries', library)
 	}
 
 	removeLibrary(id: string): Promise<void> {
-		return this.request<void>('DELETE', `/libraries/${encodeURIComponent(id)}`)
+		return this.request<void>('DELETE', `/admin/libraries/${encodeURIComponent(id)}`)
 	}
 
 	pair(peerId: string): Promise<void> {
-		return this.request<void>('POST', `/peers/${encodeURIComponent(peerId)}/pair`)
+		return this.request<void>('POST', `/admin/peers/${encodeURIComponent(peerId)}/pair`)
 	}
 
 	// ---- WebSocket ----------------------------------------------------------

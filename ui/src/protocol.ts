@@ -136,7 +136,7 @@ export interface Overview {
 	libraries: Library[]
 }
 
-/** `POST /api/libraries` body (admin). */
+/** `POST /api/admin/libraries` body (admin). */
 export interface NewLibrary {
 	name: string
 	owner: string
