@@ -10,8 +10,11 @@
 //! - [`logging`]: tracing set-up, readable or JSON.
 
 pub mod appapi;
+pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod db;
+pub mod identity;
 pub mod listener;
 pub mod logging;
 pub mod web;

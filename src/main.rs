@@ -25,6 +25,10 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Print the ExApp manifest (info.xml, or the JSON for `occ app_api:app:register --json-info`).
     Manifest(cli::manifest::ManifestArgs),
+    /// Show this device's identity (its PeerId), creating its key on first use.
+    Id(cli::id::IdArgs),
+    /// Look at and verify the hash chains: log, show, verify.
+    Chain(cli::chain::ChainArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     match cli.command {
         Command::Serve(args) => cli::serve::run(args),
+        Command::Id(args) => cli::id::run(args),
+        Command::Chain(args) => cli::chain::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
     }
 }

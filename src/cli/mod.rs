@@ -3,4 +3,6 @@
 //! `main.rs` only parses arguments and hands over to one of these.
 
 pub mod manifest;
+pub mod chain;
+pub mod id;
 pub mod serve;

@@ -1,0 +1,672 @@
+//! The durable chain store: every library's entries in the shared redb database, an
+//! in-memory DAG index per library, and the operations the engine and the sync protocol use.
+//!
+//! # Layout
+//!
+//! One table, [`ENTRIES`]: key `(library id, position)`, value the entry's canonical bytes
+//! ([`Entry::to_bytes`]). Positions count 0, 1, 2 … per library in the order entries were
+//! accepted, which is always a topological order (parents are accepted before children).
+//! Hashes are not stored: they are recomputed from the bytes, so stored bytes cannot claim a
+//! hash they do not have.
+//!
+//! # Durability and checking
+//!
+//! Every append or insert is one redb write transaction committed with
+//! `Durability::Immediate`: when the call returns `Ok`, the entries are on disk and survive
+//! `kill -9`; when it fails, none of them are stored and the index is rolled back. Opening a
+//! store reads every entry and verifies it exactly as if it had come from a peer (decoding,
+//! links, genesis, Lamport clock, sequence number, membership, signature); the first bad
+//! entry makes [`ChainStore::open`] fail with [`ChainError::Damaged`], naming the library, the
+//! entry's position and its hash.
+//!
+//! # Concurrency
+//!
+//! [`ChainStore`] is a cheap `Clone` (an `Arc`). Calls block (disk I/O, fsync, signature
+//! checks): async callers should use `spawn_blocking`. One mutex guards the indexes, so
+//! writes are serialised, as redb serialises them anyway.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{Signer, SigningKey};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::dag::LibIndex;
+use super::entry::{Entry, Meta, Op, MAX_PARENTS};
+use super::error::{ChainError, EntryFault};
+use super::fold::{Folder, Tree};
+use super::sig::{self, SigItem};
+use super::types::{DeviceKey, EntryHash, LibraryId};
+
+/// The chain's table in the shared database: `(library, position) → entry bytes`.
+pub const ENTRIES: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("chain_entries");
+
+/// Entries decoded and checked per step while loading (bounds memory at open).
+const LOAD_CHUNK: usize = 16_384;
+
+/// What [`ChainStore::insert_remote`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InsertOutcome {
+    /// Entries newly stored.
+    pub inserted: usize,
+    /// Entries the store already had.
+    pub already_had: usize,
+}
+
+/// What [`ChainStore::verify`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    /// Libraries.
+    pub libraries: usize,
+    /// Entries, all libraries together.
+    pub entries: u64,
+}
+
+/// A short summary of one library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibrarySummary {
+    /// The library.
+    pub library: LibraryId,
+    /// Its entries.
+    pub entries: usize,
+    /// Its heads, ascending.
+    pub heads: Vec<EntryHash>,
+    /// Its members at the heads.
+    pub members: Vec<DeviceKey>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    libs: Mutex<HashMap<LibraryId, LibIndex>>,
+}
+
+/// The chain store. See the module docs.
+#[derive(Clone)]
+pub struct ChainStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ChainStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainStore").finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn sign_all(entries: &mut [Entry], key: &SigningKey) {
+    let sign = |chunk: &mut [Entry]| {
+        for e in chunk {
+            let s = key.sign(&e.hash().0).to_bytes();
+            e.set_signature(s);
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    if entries.len() < 256 || threads < 2 {
+        sign(entries);
+        return;
+    }
+    let per = entries.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for chunk in entries.chunks_mut(per) {
+            s.spawn(move || sign(chunk));
+        }
+    });
+}
+
+fn write_entries(
+    db: &Database,
+    lib: LibraryId,
+    start: u64,
+    entries: &[&Entry],
+) -> Result<(), ChainError> {
+    let mut txn = db.begin_write().map_err(ChainError::db)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(ChainError::db)?;
+    {
+        let mut t = txn.open_table(ENTRIES).map_err(ChainError::db)?;
+        for (i, e) in entries.iter().enumerate() {
+            t.insert((lib.0, start + i as u64), e.to_bytes().as_slice())
+                .map_err(ChainError::db)?;
+        }
+    }
+    txn.commit().map_err(ChainError::db)
+}
+
+/// Reads, decodes and verifies every stored entry, building the indexes.
+fn load_all(db: &Database) -> Result<HashMap<LibraryId, LibIndex>, ChainError> {
+    let txn = db.begin_read().map_err(ChainError::db)?;
+    let table = match txn.open_table(ENTRIES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+        Err(e) => return Err(ChainError::db(e)),
+    };
+    let mut libs = HashMap::new();
+    let mut raw: Vec<(LibraryId, u64, Vec<u8>)> = Vec::with_capacity(LOAD_CHUNK);
+    for item in table.iter().map_err(ChainError::db)? {
+        let (k, v) = item.map_err(ChainError::db)?;
+        let (lib, idx) = k.value();
+        raw.push((LibraryId(lib), idx, v.value().to_vec()));
+        if raw.len() == LOAD_CHUNK {
+            load_chunk(&mut libs, &raw)?;
+            raw.clear();
+        }
+    }
+    load_chunk(&mut libs, &raw)?;
+    Ok(libs)
+}
+
+fn load_chunk(
+    libs: &mut HashMap<LibraryId, LibIndex>,
+    raw: &[(LibraryId, u64, Vec<u8>)],
+) -> Result<(), ChainError> {
+    let mut sigs: Vec<SigItem> = Vec::with_capacity(raw.len());
+    let mut fault: Option<ChainError> = None;
+    for (lib, idx, bytes) in raw {
+        let index = libs.entry(*lib).or_insert_with(|| LibIndex::new(*lib));
+        let damaged = |hash: Option<EntryHash>, reason: String| ChainError::Damaged {
+            library: *lib,
+            index: *idx,
+            hash,
+            reason,
+        };
+        if *idx != index.len() as u64 {
+            fault = Some(ChainError::Damaged {
+                library: *lib,
+                index: index.len() as u64,
+                hash: None,
+                reason: format!("missing (the next stored entry is #{idx})"),
+            });
+            break;
+        }
+        let e = match Entry::from_bytes(bytes) {
+            Ok(e) => e,
+            Err(err) => {
+                fault = Some(damaged(None, format!("undecodable: {err}")));
+                break;
+            }
+        };
+        match index.check(&e) {
+            Ok(c) => {
+                sigs.push((e.hash(), c.vk, *e.signature()));
+                index.push(&e, c);
+            }
+            Err(f) => {
+                fault = Some(damaged(Some(e.hash()), f.to_string()));
+                break;
+            }
+        }
+    }
+    // A bad signature before the first structural fault is the earlier damage.
+    if let Err(i) = sig::verify_all(&sigs) {
+        let (lib, idx, _) = &raw[i];
+        return Err(ChainError::Damaged {
+            library: *lib,
+            index: *idx,
+            hash: Some(sigs[i].0),
+            reason: EntryFault::BadSignature.to_string(),
+        });
+    }
+    match fault {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+impl ChainStore {
+    /// Opens the chain on a shared database handle, creating its table if needed, and
+    /// verifies every stored entry (see the module docs). A damaged chain is refused.
+    pub fn open(db: Arc<Database>) -> Result<Self, ChainError> {
+        {
+            let txn = db.begin_write().map_err(ChainError::db)?;
+            txn.open_table(ENTRIES).map_err(ChainError::db)?;
+            txn.commit().map_err(ChainError::db)?;
+        }
+        let libs = load_all(&db)?;
+        Ok(ChainStore {
+            inner: Arc::new(Inner {
+                db,
+                libs: Mutex::new(libs),
+            }),
+        })
+    }
+
+    /// Convenience: opens the database file at `path` (see [`crate::db`]) and the chain on it.
+    pub fn open_path(path: &Path) -> Result<Self, ChainError> {
+        let db = Database::create(path).map_err(ChainError::db)?;
+        Self::open(Arc::new(db))
+    }
+
+    /// The shared database handle.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.inner.db
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<LibraryId, LibIndex>> {
+        self.inner.libs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads every stored entry from disk and verifies it from scratch.
+    pub fn verify(&self) -> Result<VerifyReport, ChainError> {
+        let libs = load_all(&self.inner.db)?;
+        Ok(VerifyReport {
+            libraries: libs.len(),
+            entries: libs.values().map(|l| l.len() as u64).sum(),
+        })
+    }
+
+    /// The libraries in this store, ascending.
+    pub fn libraries(&self) -> Vec<LibraryId> {
+        let mut v: Vec<LibraryId> = self.lock().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Entries, heads and members of a library.
+    pub fn summary(&self, lib: &LibraryId) -> Result<LibrarySummary, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(LibrarySummary {
+            library: *lib,
+            entries: index.len(),
+            heads: index.heads(),
+            members: index.current_members().members(),
+        })
+    }
+
+    /// Creates a library whose genesis adds `key`'s device (named `device_name`).
+    pub fn create_library(
+        &self,
+        key: &SigningKey,
+        device_name: &str,
+    ) -> Result<(LibraryId, Entry), ChainError> {
+        let lib = LibraryId::random().map_err(|e| ChainError::Random(e.to_string()))?;
+        let e = self.create_library_with(lib, key, device_name, now_ms())?;
+        Ok((lib, e))
+    }
+
+    /// Creates a library with a given id and genesis wall time (tests, golden vectors).
+    pub fn create_library_with(
+        &self,
+        lib: LibraryId,
+        key: &SigningKey,
+        device_name: &str,
+        wall_ms: u64,
+    ) -> Result<Entry, ChainError> {
+        let author = DeviceKey(key.verifying_key().to_bytes());
+        let meta = Meta {
+            library: lib,
+            author,
+            seq: 1,
+            lamport: 1,
+            wall_ms,
+            op: Op::AddDevice {
+                device: author,
+                name: device_name.to_string(),
+            },
+        };
+        let genesis = Entry::sign(meta, Vec::new(), key);
+        let mut libs = self.lock();
+        if libs.contains_key(&lib) {
+            return Err(ChainError::LibraryExists(lib));
+        }
+        let mut index = LibIndex::new(lib);
+        let c = index
+            .check(&genesis)
+            .map_err(|fault| ChainError::Rejected {
+                hash: genesis.hash(),
+                fault,
+            })?;
+        index.push(&genesis, c);
+        write_entries(&self.inner.db, lib, 0, &[&genesis])?;
+        libs.insert(lib, index);
+        Ok(genesis)
+    }
+
+    /// Appends one local operation signed by `key`, naming all current heads as parents
+    /// (at most 64), durably. Returns the new entry once it is on disk.
+    pub fn append(&self, lib: &LibraryId, key: &SigningKey, op: Op) -> Result<Entry, ChainError> {
+        let mut v = self.append_batch_at(lib, key, vec![op], now_ms())?;
+        v.pop().ok_or(ChainError::UnknownLibrary(*lib))
+    }
+
+    /// Appends several local operations in one durable transaction: the first names the
+    /// current heads, each next one the previous entry.
+    pub fn append_batch(
+        &self,
+        lib: &LibraryId,
+        key: &SigningKey,
+        ops: Vec<Op>,
+    ) -> Result<Vec<Entry>, ChainError> {
+        self.append_batch_at(lib, key, ops, now_ms())
+    }
+
+    /// [`ChainStore::append_batch`] with an explicit wall time.
+    pub fn append_batch_at(
+        &self,
+        lib: &LibraryId,
+        key: &SigningKey,
+        ops: Vec<Op>,
+        wall_ms: u64,
+    ) -> Result<Vec<Entry>, ChainError> {
+        let author = DeviceKey(key.verifying_key().to_bytes());
+        let mut libs = self.lock();
+        let index = libs.get_mut(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        let heads: Vec<EntryHash> = index.heads().into_iter().take(MAX_PARENTS).collect();
+        let head_nodes: Vec<u32> = heads.iter().filter_map(|h| index.get(h)).collect();
+        let mut lamport = 1 + head_nodes
+            .iter()
+            .map(|&i| index.nodes[i as usize].lamport)
+            .max()
+            .unwrap_or(0);
+        let a = index.authors.iter().position(|x| x.key == author);
+        let mut seq = 1 + a.map_or(0, |a| {
+            head_nodes
+                .iter()
+                .map(|&i| index.nodes[i as usize].vc.get(a).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        });
+        let mut parents = heads;
+        let mut entries = Vec::with_capacity(ops.len());
+        for op in ops {
+            let meta = Meta {
+                library: *lib,
+                author,
+                seq,
+                lamport,
+                wall_ms,
+                op,
+            };
+            let e = Entry::unsigned(meta, std::mem::take(&mut parents));
+            parents = vec![e.hash()];
+            seq += 1;
+            lamport += 1;
+            entries.push(e);
+        }
+        sign_all(&mut entries, key);
+        let snap = index.snapshot();
+        let start = index.len() as u64;
+        for e in &entries {
+            match index.check(e) {
+                Ok(c) => {
+                    index.push(e, c);
+                }
+                Err(fault) => {
+                    index.rollback(snap);
+                    return Err(ChainError::Rejected {
+                        hash: e.hash(),
+                        fault,
+                    });
+                }
+            }
+        }
+        let refs: Vec<&Entry> = entries.iter().collect();
+        if let Err(err) = write_entries(&self.inner.db, *lib, start, &refs) {
+            index.rollback(snap);
+            return Err(err);
+        }
+        Ok(entries)
+    }
+
+    /// Appends a `Merge` naming all heads, if there are several. Returns it, or `None` when
+    /// there is one head already.
+    pub fn merge(&self, lib: &LibraryId, key: &SigningKey) -> Result<Option<Entry>, ChainError> {
+        if self.heads(lib)?.len() < 2 {
+            return Ok(None);
+        }
+        self.append(lib, key, Op::Merge).map(Some)
+    }
+
+    /// The library's heads, ascending.
+    pub fn heads(&self, lib: &LibraryId) -> Result<Vec<EntryHash>, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(index.heads())
+    }
+
+    /// Number of entries in the library.
+    pub fn len(&self, lib: &LibraryId) -> Result<usize, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(index.len())
+    }
+
+    /// True if the library holds the entry.
+    pub fn contains(&self, lib: &LibraryId, hash: &EntryHash) -> bool {
+        self.lock()
+            .get(lib)
+            .is_some_and(|index| index.get(hash).is_some())
+    }
+
+    /// The devices that are members at the library's heads.
+    pub fn members(&self, lib: &LibraryId) -> Result<Vec<DeviceKey>, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(index.current_members().members())
+    }
+
+    /// True if `device` is a member at the library's heads.
+    pub fn is_member(&self, lib: &LibraryId, device: &DeviceKey) -> bool {
+        self.lock()
+            .get(lib)
+            .is_some_and(|index| index.current_members().is_member(device))
+    }
+
+    fn read_at(&self, lib: &LibraryId, positions: &[u32]) -> Result<Vec<Entry>, ChainError> {
+        let txn = self.inner.db.begin_read().map_err(ChainError::db)?;
+        let table = txn.open_table(ENTRIES).map_err(ChainError::db)?;
+        let mut out = Vec::with_capacity(positions.len());
+        for &i in positions {
+            let damaged = |reason: String| ChainError::Damaged {
+                library: *lib,
+                index: u64::from(i),
+                hash: None,
+                reason,
+            };
+            let guard = table
+                .get((lib.0, u64::from(i)))
+                .map_err(ChainError::db)?
+                .ok_or_else(|| damaged("vanished from the database".into()))?;
+            out.push(
+                Entry::from_bytes(guard.value())
+                    .map_err(|e| damaged(format!("undecodable: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// One entry by hash, searching every library.
+    pub fn entry(&self, hash: &EntryHash) -> Result<Option<(LibraryId, Entry)>, ChainError> {
+        let found = self
+            .lock()
+            .iter()
+            .find_map(|(lib, index)| index.get(hash).map(|i| (*lib, i)));
+        match found {
+            None => Ok(None),
+            Some((lib, i)) => Ok(self.read_at(&lib, &[i])?.pop().map(|e| (lib, e))),
+        }
+    }
+
+    /// The library's entry hashes in the deterministic topological order (Lamport clock, then
+    /// hash): the order [`ChainStore::tree`] folds in.
+    pub fn log(&self, lib: &LibraryId) -> Result<Vec<EntryHash>, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(index
+            .topo_order()
+            .into_iter()
+            .map(|i| index.nodes[i as usize].hash)
+            .collect())
+    }
+
+    /// Entries by hash, in the order asked; `None` for hashes the library does not hold.
+    pub fn entries(
+        &self,
+        lib: &LibraryId,
+        hashes: &[EntryHash],
+    ) -> Result<Vec<Option<Entry>>, ChainError> {
+        let positions: Vec<Option<u32>> = {
+            let libs = self.lock();
+            let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+            hashes.iter().map(|h| index.get(h)).collect()
+        };
+        let present: Vec<u32> = positions.iter().flatten().copied().collect();
+        let mut read = self.read_at(lib, &present)?.into_iter();
+        Ok(positions
+            .into_iter()
+            .map(|p| p.and_then(|_| read.next()))
+            .collect())
+    }
+
+    /// What the other side lacks, given its heads: every entry here that is not an ancestor
+    /// of (or equal to) one of `their_heads`, ancestors first, read lazily in batches of at
+    /// most `batch_size`. Heads this store does not know are ignored (they may be entries
+    /// this side lacks; the protocol's next round covers them).
+    pub fn missing_for(
+        &self,
+        lib: &LibraryId,
+        their_heads: &[EntryHash],
+        batch_size: usize,
+    ) -> Result<Missing, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(Missing {
+            store: self.clone(),
+            lib: *lib,
+            order: index.missing_for(their_heads),
+            pos: 0,
+            batch: batch_size.max(1),
+        })
+    }
+
+    /// Verifies a batch of entries from a peer and stores them atomically: all or nothing.
+    /// The batch may come in any order and may repeat entries the store has. Each new entry
+    /// must have its parents here or earlier in the batch, a valid signature by a device that
+    /// is a member at that point of the DAG, and follow every rule of [`crate::chain`]; the
+    /// first that does not makes the call fail with [`ChainError::Rejected`] naming it.
+    /// A library this store does not know is created when the batch starts with its genesis.
+    pub fn insert_remote(
+        &self,
+        lib: &LibraryId,
+        batch: Vec<Entry>,
+    ) -> Result<InsertOutcome, ChainError> {
+        let mut batch = batch;
+        batch.sort_by_key(|e| (e.meta().lamport, e.hash()));
+        batch.dedup_by_key(|e| e.hash());
+        let mut libs = self.lock();
+        let is_new = !libs.contains_key(lib);
+        let mut fresh = LibIndex::new(*lib);
+        let index = match libs.get_mut(lib) {
+            Some(i) => i,
+            None => &mut fresh,
+        };
+        let snap = index.snapshot();
+        let start = index.len() as u64;
+        let mut outcome = InsertOutcome::default();
+        let mut new: Vec<&Entry> = Vec::new();
+        let mut sigs: Vec<SigItem> = Vec::new();
+        for e in &batch {
+            if index.get(&e.hash()).is_some() {
+                outcome.already_had += 1;
+                continue;
+            }
+            match index.check(e) {
+                Ok(c) => {
+                    sigs.push((e.hash(), c.vk, *e.signature()));
+                    index.push(e, c);
+                    new.push(e);
+                }
+                Err(fault) => {
+                    index.rollback(snap);
+                    return Err(ChainError::Rejected {
+                        hash: e.hash(),
+                        fault,
+                    });
+                }
+            }
+        }
+        if let Err(i) = sig::verify_all(&sigs) {
+            index.rollback(snap);
+            return Err(ChainError::Rejected {
+                hash: sigs[i].0,
+                fault: EntryFault::BadSignature,
+            });
+        }
+        if new.is_empty() {
+            return Ok(outcome);
+        }
+        if let Err(err) = write_entries(&self.inner.db, *lib, start, &new) {
+            index.rollback(snap);
+            return Err(err);
+        }
+        outcome.inserted = new.len();
+        if is_new {
+            libs.insert(*lib, fresh);
+        }
+        Ok(outcome)
+    }
+
+    /// Folds the library into its file tree (see [`crate::chain::fold`]).
+    pub fn tree(&self, lib: &LibraryId) -> Result<Tree, ChainError> {
+        const STEP: usize = 4096;
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        let order = index.topo_order();
+        let mut folder = Folder::new(|x, y| index.is_ancestor_or_self(x, y));
+        for chunk in order.chunks(STEP) {
+            let entries = self.read_at(lib, chunk)?;
+            for (&i, e) in chunk.iter().zip(&entries) {
+                folder.apply(i, e);
+            }
+        }
+        Ok(folder.finish())
+    }
+}
+
+/// The entries another side lacks, in batches, ancestors first (see
+/// [`ChainStore::missing_for`]). Each item is one batch read from the database.
+#[derive(Debug)]
+pub struct Missing {
+    store: ChainStore,
+    lib: LibraryId,
+    order: Vec<u32>,
+    pos: usize,
+    batch: usize,
+}
+
+impl Missing {
+    /// Entries in all, including those already returned.
+    pub fn total(&self) -> usize {
+        self.order.len()
+    }
+    /// Entries not yet returned.
+    pub fn remaining(&self) -> usize {
+        self.order.len() - self.pos
+    }
+}
+
+impl Iterator for Missing {
+    type Item = Result<Vec<Entry>, ChainError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.order.len() {
+            return None;
+        }
+        let end = (self.pos + self.batch).min(self.order.len());
+        let chunk = &self.order[self.pos..end];
+        self.pos = end;
+        Some(self.store.read_at(&self.lib, chunk))
+    }
+}

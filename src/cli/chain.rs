@@ -1,0 +1,460 @@
+//! `harpbridge chain …`: look at and check the hash chains in a data directory.
+//!
+//! - `chain log [--library L]`: every entry, in the fold order.
+//! - `chain show HASH`: one entry in full.
+//! - `chain verify`: re-verify everything; exit 1 naming the first bad entry.
+//! - `chain init`: start a new library with this device as its only member.
+//!
+//! Hidden helpers for tests and benchmarks: `chain stress-append` (appends in a loop and
+//! prints each hash once its commit returned: the crash-safety test kills it) and
+//! `chain bench` (the figures `bench/chain` reports).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use crate::chain::{ChainPath, ChainStore, ContentId, EntryHash, LibraryId, Op, TreeItem};
+use crate::db;
+use crate::identity::DeviceIdentity;
+
+/// Arguments of `harpbridge chain`.
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// The data directory (holds identity.key and harpbridge.redb).
+    #[arg(
+        long,
+        global = true,
+        env = "APP_PERSISTENT_STORAGE",
+        value_name = "DIR"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: ChainCommand,
+}
+
+/// The `chain` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// List every entry, in the deterministic fold order (Lamport clock, then hash).
+    Log {
+        /// Only this library (32 hex characters).
+        #[arg(long)]
+        library: Option<LibraryId>,
+    },
+    /// Show one entry in full.
+    Show {
+        /// The entry's hash (64 hex characters).
+        hash: EntryHash,
+    },
+    /// Verify every stored entry; exit 1 and name the first bad one.
+    Verify,
+    /// Start a new library with this device as its only member.
+    Init {
+        /// A name for this device in the library.
+        #[arg(long, default_value = "harpbridge")]
+        name: String,
+    },
+    /// Show a library's file tree as folded from its chain.
+    Tree {
+        /// The library (32 hex characters).
+        library: LibraryId,
+    },
+    /// (testing) Append entries in a loop, printing each hash after its commit returned.
+    #[command(hide = true)]
+    StressAppend {
+        /// Entries per durable transaction.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Stop after this many entries (default: never).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// (benchmark) Measure append, verify and fold rates; print lines and one JSON line.
+    #[command(hide = true)]
+    Bench {
+        /// Entries in the big chain (batched append, verify, fold).
+        #[arg(long, default_value_t = 200_000)]
+        entries: usize,
+        /// Single durable appends to time.
+        #[arg(long, default_value_t = 500)]
+        single: usize,
+        /// Where to put the benchmark's databases (a real disk: fsync matters).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Also write the JSON line to this file.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
+}
+
+/// Runs a `chain` subcommand. Exit 0 on success, 1 when verification finds a fault (or any
+/// other failure), 2 for bad usage.
+pub fn run(args: ChainArgs) -> ExitCode {
+    let result = match args.command {
+        ChainCommand::Bench {
+            entries,
+            single,
+            work_dir,
+            json_out,
+        } => bench(entries, single, work_dir, json_out),
+        command => {
+            let Some(data_dir) = args.data_dir else {
+                eprintln!("harpbridge: --data-dir (or APP_PERSISTENT_STORAGE) is required");
+                return ExitCode::from(2);
+            };
+            match command {
+                ChainCommand::Log { library } => log(&data_dir, library),
+                ChainCommand::Show { hash } => show(&data_dir, hash),
+                ChainCommand::Verify => verify(&data_dir),
+                ChainCommand::Init { name } => init(&data_dir, &name),
+                ChainCommand::Tree { library } => tree(&data_dir, library),
+                ChainCommand::StressAppend { batch, count } => {
+                    stress_append(&data_dir, batch.max(1), count)
+                }
+                ChainCommand::Bench { .. } => Ok(()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harpbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<ChainStore> {
+    if !data_dir.join(db::DB_FILE).exists() {
+        bail!(
+            "no database in {} (nothing to show yet)",
+            data_dir.display()
+        );
+    }
+    let database = db::open(data_dir)?;
+    ChainStore::open(database).context("the chain does not verify")
+}
+
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Put {
+            path,
+            size,
+            content,
+            ..
+        } => format!(
+            "put {path} ({size} bytes, content {})",
+            &content.to_hex()[..12]
+        ),
+        Op::Delete { path } => format!("delete {path}"),
+        Op::Rename { from, to } => format!("rename {from} -> {to}"),
+        Op::Mkdir { path } => format!("mkdir {path}"),
+        Op::Merge => "merge".to_string(),
+        Op::AddDevice { device, name } => {
+            format!("add-device {} ({name})", device.display_name())
+        }
+        Op::RemoveDevice { device } => format!("remove-device {}", device.display_name()),
+    }
+}
+
+fn log(data_dir: &Path, only: Option<LibraryId>) -> anyhow::Result<()> {
+    let store = open_store(data_dir)?;
+    let libs = match only {
+        Some(l) => vec![l],
+        None => store.libraries(),
+    };
+    let mut out = std::io::stdout().lock();
+    for lib in libs {
+        let summary = store.summary(&lib)?;
+        writeln!(
+            out,
+            "library {lib}: {} entries, {} head(s), {} member(s)",
+            summary.entries,
+            summary.heads.len(),
+            summary.members.len()
+        )?;
+        let hashes = store.log(&lib)?;
+        for chunk in hashes.chunks(4096) {
+            for e in store.entries(&lib, chunk)?.into_iter().flatten() {
+                let m = e.meta();
+                writeln!(
+                    out,
+                    "{} L{:<5} {} #{:<4} {}",
+                    e.hash().short(),
+                    m.lamport,
+                    m.author.short_id(),
+                    m.seq,
+                    describe(&m.op)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(data_dir: &Path, hash: EntryHash) -> anyhow::Result<()> {
+    let store = open_store(data_dir)?;
+    let Some((lib, e)) = store.entry(&hash)? else {
+        bail!("no entry {hash}");
+    };
+    let m = e.meta();
+    println!("hash:      {}", e.hash());
+    println!("library:   {lib}");
+    println!("author:    {} ({})", m.author.display_name(), m.author);
+    println!("seq:       {}", m.seq);
+    println!("lamport:   {}", m.lamport);
+    println!(
+        "wall time: {} ms ({} UTC)",
+        m.wall_ms,
+        crate::chain::fold::utc_stamp(m.wall_ms)
+    );
+    if e.parents().is_empty() {
+        println!("parents:   (genesis)");
+    }
+    for p in e.parents() {
+        println!("parent:    {p}");
+    }
+    println!("operation: {}", describe(&m.op));
+    if let Op::Put {
+        mtime_ms,
+        content,
+        nextcloud,
+        ..
+    } = &m.op
+    {
+        println!("mtime:     {mtime_ms} ms");
+        println!("content:   {content}");
+        if let Some(nc) = nextcloud {
+            println!("nextcloud: fileid {} etag {}", nc.fileid, nc.etag);
+        }
+    }
+    println!("signature: {}", crate::chain::types::to_hex(e.signature()));
+    println!("bytes:     {}", e.to_bytes().len());
+    Ok(())
+}
+
+fn verify(data_dir: &Path) -> anyhow::Result<()> {
+    // Opening reads and verifies every entry (and refuses a damaged chain).
+    let store = open_store(data_dir)?;
+    let libs = store.libraries();
+    let mut entries = 0;
+    for lib in &libs {
+        entries += store.len(lib)?;
+    }
+    println!("ok: {} libraries, {entries} entries verified", libs.len());
+    Ok(())
+}
+
+fn init(data_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (id, _) = DeviceIdentity::load_or_create(data_dir)?;
+    let database = db::open(data_dir)?;
+    let store = ChainStore::open(database).context("the chain does not verify")?;
+    let (lib, genesis) = store.create_library(id.signing_key(), name)?;
+    println!("library {lib} (genesis {})", genesis.hash());
+    Ok(())
+}
+
+fn tree(data_dir: &Path, lib: LibraryId) -> anyhow::Result<()> {
+    let store = open_store(data_dir)?;
+    for (path, item) in store.tree(&lib)?.items {
+        match item {
+            TreeItem::Dir { .. } => println!("{path}/"),
+            TreeItem::File { size, content, .. } => {
+                println!("{path}  {size} bytes  {}", &content.to_hex()[..12])
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sample_op(i: u64) -> anyhow::Result<Op> {
+    let mut content = [0u8; 32];
+    content[..8].copy_from_slice(&i.to_be_bytes());
+    Ok(Op::Put {
+        path: ChainPath::new(&format!("dir-{}/file-{}.txt", i % 17, i % 1000))?,
+        size: i * 1000,
+        mtime_ms: i64::try_from(i).unwrap_or(0),
+        content: ContentId(content),
+        nextcloud: None,
+    })
+}
+
+fn stress_append(data_dir: &Path, batch: usize, count: Option<u64>) -> anyhow::Result<()> {
+    let (id, _) = DeviceIdentity::load_or_create(data_dir)?;
+    let database = db::open(data_dir)?;
+    let store = ChainStore::open(database).context("the chain does not verify")?;
+    let lib = match store.libraries().first() {
+        Some(l) => *l,
+        None => store.create_library(id.signing_key(), "stress")?.0,
+    };
+    let mut i = store.len(&lib)? as u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let ops = (0..batch as u64)
+            .map(|k| sample_op(i + k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries = store.append_batch(&lib, id.signing_key(), ops)?;
+        for e in &entries {
+            writeln!(out, "{}", e.hash())?;
+        }
+        out.flush()?;
+        i += entries.len() as u64;
+        if count.is_some_and(|c| i >= c) {
+            return Ok(());
+        }
+    }
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn bench(
+    n: usize,
+    single: usize,
+    work_dir: Option<PathBuf>,
+    json_out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use ed25519_dalek::{Signer, Verifier};
+    use sha3::{Digest, Sha3_256};
+
+    let parent = work_dir.unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent)?;
+    let work = parent.join(format!("chain-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).context("cannot make a work directory")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "chain bench: {n} entries, {threads} cores, work dir {}",
+        work.display()
+    );
+
+    // Baselines, same run.
+    let buf = vec![0x5au8; 64 << 20];
+    let t = Instant::now();
+    let mut reps = 0usize;
+    let mut d = [0u8; 32];
+    while t.elapsed().as_secs_f64() < 1.0 {
+        d = Sha3_256::digest(&buf).into();
+        reps += 1;
+    }
+    let sha3_mb_s = (reps * 64) as f64 / t.elapsed().as_secs_f64();
+    let key = DeviceIdentity::generate();
+    let sk = key.signing_key();
+    let vk = sk.verifying_key();
+    let sigs: Vec<_> = (0..4000u32)
+        .map(|i| {
+            let mut m = d;
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            (m, sk.sign(&m))
+        })
+        .collect();
+    let t = Instant::now();
+    for (m, s) in &sigs {
+        vk.verify(m, s).context("baseline signature")?;
+    }
+    let ed_verify = rate(sigs.len(), t.elapsed().as_secs_f64());
+    println!("baseline: SHA3-256 {sha3_mb_s:.0} MB/s, ed25519 verify {ed_verify:.0}/s (one core, one by one)");
+
+    // Single durable appends: one fsync'd transaction each.
+    let store = ChainStore::open(db::open(&work.join("single"))?)?;
+    let (lib, _) = store.create_library(sk, "bench")?;
+    let t = Instant::now();
+    for i in 0..single as u64 {
+        store.append(&lib, sk, sample_op(i)?)?;
+    }
+    let single_rate = rate(single, t.elapsed().as_secs_f64());
+    println!("durable append, one entry per commit: {single_rate:.0} entries/s");
+    drop(store);
+
+    // Batched durable appends.
+    const BATCH: usize = 1000;
+    let path = work.join("big");
+    let store = ChainStore::open(db::open(&path)?)?;
+    let (lib, _) = store.create_library(sk, "bench")?;
+    let mut i = 0u64;
+    let t = Instant::now();
+    while (i as usize) < n {
+        let ops = (0..BATCH as u64)
+            .map(|k| sample_op(i + k))
+            .collect::<Result<Vec<_>, _>>()?;
+        i += store.append_batch(&lib, sk, ops)?.len() as u64;
+    }
+    let batched_rate = rate(i as usize, t.elapsed().as_secs_f64());
+    println!("durable append, {BATCH} entries per commit: {batched_rate:.0} entries/s");
+
+    // Verify: re-read everything from disk and check it all.
+    let t = Instant::now();
+    let report = store.verify()?;
+    let verify_rate = rate(report.entries as usize, t.elapsed().as_secs_f64());
+    println!("verify (read, decode, hash, links, signatures): {verify_rate:.0} entries/s");
+
+    // Open = verify + build the index.
+    drop(store);
+    let t = Instant::now();
+    let store = ChainStore::open(db::open(&path)?)?;
+    let open_rate = rate(store.len(&lib)?, t.elapsed().as_secs_f64());
+    println!("open (verify and index): {open_rate:.0} entries/s");
+
+    // Fold.
+    let t = Instant::now();
+    let tree = store.tree(&lib)?;
+    let fold_rate = rate(store.len(&lib)?, t.elapsed().as_secs_f64());
+    println!(
+        "fold to tree ({} files): {fold_rate:.0} entries/s",
+        tree.files()
+    );
+
+    // Sync ingest: everything into a fresh store, in batches of 1000.
+    let other = ChainStore::open(db::open(&work.join("replica"))?)?;
+    let t = Instant::now();
+    let mut moved = 0usize;
+    for batch in store.missing_for(&lib, &[], 1000)? {
+        moved += other.insert_remote(&lib, batch?)?.inserted;
+    }
+    let ingest_rate = rate(moved, t.elapsed().as_secs_f64());
+    println!(
+        "sync ingest (missing_for + insert_remote, 1000 per batch): {ingest_rate:.0} entries/s"
+    );
+    if other.heads(&lib)? != store.heads(&lib)? {
+        bail!("replica heads differ after sync");
+    }
+
+    let json = serde_json::json!({
+        "bench": "chain",
+        "entries": n,
+        "cores": threads,
+        "append_single_entries_s": single_rate.round(),
+        "append_batched_entries_s": batched_rate.round(),
+        "append_batch_size": BATCH,
+        "verify_entries_s": verify_rate.round(),
+        "open_entries_s": open_rate.round(),
+        "fold_entries_s": fold_rate.round(),
+        "sync_ingest_entries_s": ingest_rate.round(),
+        "verify_vs_ed25519_single_core": (verify_rate / ed_verify * 100.0).round() / 100.0,
+        "baseline": {
+            "sha3_256_mb_s": sha3_mb_s.round(),
+            "ed25519_verify_per_s": ed_verify.round(),
+        }
+    });
+    let line = json.to_string();
+    println!("{line}");
+    if let Some(p) = json_out {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&p, format!("{line}\n"))?;
+    }
+    drop((store, other));
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! The one embedded database of a data directory: `<data>/harpbridge.redb`.
+//!
+//! # Why redb
+//!
+//! [redb](https://docs.rs/redb) is pure Rust (no C toolchain, no system library), ACID, and
+//! its commits with [`redb::Durability::Immediate`] (the only durability harpbridge uses)
+//! return only after the data is fsync'd, so an acknowledged write survives `kill -9` and
+//! power loss; after a crash it recovers to the last committed transaction on open. Several
+//! typed tables share one file and one write lock, which is what harpbridge needs: the chain
+//! (`chain_entries`, see [`crate::chain`]), and later the event queue, block index and
+//! settings, each adding its own tables to the same [`Arc<Database>`]. Alternatives weighed:
+//! SQLite (C dependency, a SQL layer we do not need), sled (unmaintained, no fsync'd
+//! commit guarantee), fjall/LSM stores (more moving parts than an append-mostly log needs).
+//!
+//! Handles are opened once per process and shared; redb refuses a second open of the same
+//! file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use redb;
+use redb::Database;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "harpbridge.redb";
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// redb refused to open or create the file.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: redb::DatabaseError,
+    },
+}
+
+/// The database path for a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Opens (creating if needed) `<data_dir>/harpbridge.redb`.
+pub fn open(data_dir: &Path) -> Result<Arc<Database>, DbError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| DbError::CreateDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    open_file(&db_path(data_dir))
+}
+
+/// Opens (creating if needed) a database file at an explicit path.
+pub fn open_file(path: &Path) -> Result<Arc<Database>, DbError> {
+    Database::create(path)
+        .map(Arc::new)
+        .map_err(|source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A database held in memory only (tests and benchmarks of logic, not of durability).
+pub fn in_memory() -> Result<Arc<Database>, redb::Error> {
+    Ok(Arc::new(Database::builder().create_with_backend(
+        redb::backends::InMemoryBackend::new(),
+    )?))
+}
