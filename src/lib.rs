@@ -13,6 +13,7 @@ pub mod appapi;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod db;
 pub mod identity;
 pub mod listener;

@@ -1,0 +1,202 @@
+//! [`ContentWriter`]: ingest one file version from a stream, holding only a bounded buffer.
+//!
+//! # Flow
+//!
+//! ```text
+//! bytes ──write()──▶ Chunker (8 MiB buffer) ──block──▶ BLAKE3 ──▶ block file (atomic, fsync)
+//!                                                          └────▶ manifest list (36 B/block)
+//! finish() ──▶ last blocks ──▶ fsync block dirs ──▶ one redb transaction:
+//!              index the blocks, store the manifest, add it to the library's current set
+//! ```
+//!
+//! Blocks reach their files as soon as they are cut, so memory stays at the chunker's buffer
+//! (2 × max block = 8 MiB) plus the manifest list, whatever the file size. Nothing names the
+//! version until `finish` commits: a writer dropped or killed half-way leaves only whole block
+//! files the index does not know, which the next open adopts as evictable cache (a retried
+//! ingest then finds them already there).
+//!
+//! # Driving it from async code
+//!
+//! The writer is synchronous (hashing and fsync are blocking work). The ingest worker, which
+//! receives reqwest's `Stream<Item = Result<Bytes>>`, can either run the whole loop inside
+//! `spawn_blocking` with `Handle::block_on(stream.next())`, or (recommended) forward the
+//! chunks through a small bounded channel to one blocking task:
+//!
+//! ```ignore
+//! let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8); // bounds memory: 8 chunks
+//! let store = store.clone();
+//! let job = tokio::task::spawn_blocking(move || {
+//!     let mut w = store.writer(library);
+//!     while let Some(b) = rx.blocking_recv() {
+//!         w.write(&b)?;
+//!     }
+//!     w.finish()
+//! });
+//! while let Some(chunk) = body.next().await {
+//!     if tx.send(chunk?).await.is_err() { break; } // the writer failed: see `job`
+//! }
+//! drop(tx);
+//! let ingested = job.await??;
+//! ```
+//!
+//! The bounded channel is the back-pressure: when the disk is slower than the network, the
+//! download waits instead of piling up bytes in memory. If the download fails half-way, drop
+//! the sender *and* make the task skip `finish` (e.g. send an abort flag): a version must
+//! only be finished with all its bytes.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::PathBuf;
+
+use crate::chain::LibraryId;
+
+use super::chunker::Chunker;
+use super::error::ContentError;
+use super::ids::{BlockHash, ManifestId};
+use super::manifest::{BlockRef, Manifest, MAX_BLOCKS};
+use super::store::ContentStore;
+
+/// What a finished ingest produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// The version's manifest id (convert to the chain's `ContentId` with `.into()`).
+    pub id: ManifestId,
+    /// File size in bytes.
+    pub size: u64,
+    /// Blocks in the manifest.
+    pub blocks: u64,
+    /// Blocks the store did not have before.
+    pub new_blocks: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
+}
+
+/// Ingests one file version; see the module docs.
+pub struct ContentWriter {
+    chunker: Chunker,
+    sink: Sink,
+}
+
+struct Sink {
+    store: ContentStore,
+    library: LibraryId,
+    blocks: Vec<BlockRef>,
+    size: u64,
+    dirty_dirs: HashSet<PathBuf>,
+    /// Blocks this writer pinned against eviction (released on finish or drop).
+    pinned: HashSet<BlockHash>,
+    poisoned: bool,
+}
+
+impl Sink {
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), ContentError> {
+        if self.blocks.len() >= MAX_BLOCKS as usize {
+            return Err(ContentError::FileTooLarge);
+        }
+        let hash = BlockHash::of(bytes);
+        if self.pinned.insert(hash) {
+            // Pin before looking at the disk, so an eviction pass either ran before (and the
+            // file is gone, so we write it) or skips this block.
+            self.store.pin_inflight(hash);
+            let files = &self.store.inner.files;
+            if !files.exists(&hash) {
+                files.write_atomic(&hash, bytes, &mut self.dirty_dirs)?;
+            }
+        }
+        // Chunks are at most the chunker's max (≤ 16 MiB), so the length fits in u32.
+        let size = u32::try_from(bytes.len())
+            .map_err(|_| ContentError::BlockTooLarge(bytes.len() as u64))?;
+        self.blocks.push(BlockRef { hash, size });
+        self.size += u64::from(size);
+        Ok(())
+    }
+}
+
+impl ContentWriter {
+    pub(crate) fn new(store: ContentStore, library: LibraryId) -> Self {
+        ContentWriter {
+            chunker: Chunker::new(store.inner.chunker),
+            sink: Sink {
+                store,
+                library,
+                blocks: Vec::new(),
+                size: 0,
+                dirty_dirs: HashSet::new(),
+                pinned: HashSet::new(),
+                poisoned: false,
+            },
+        }
+    }
+
+    /// Bytes accepted so far.
+    pub fn written(&self) -> u64 {
+        self.sink.size
+    }
+
+    /// Feeds the next bytes of the file. Whole blocks are hashed and written to disk as soon
+    /// as their end is certain. After an error the writer refuses further use
+    /// ([`ContentError::WriterPoisoned`]); drop it and start again.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ContentError> {
+        if self.sink.poisoned {
+            return Err(ContentError::WriterPoisoned);
+        }
+        let sink = &mut self.sink;
+        let r = self.chunker.push(bytes, &mut |b: &[u8]| sink.emit(b));
+        if r.is_err() {
+            self.sink.poisoned = true;
+        }
+        r
+    }
+
+    /// Ends the file: writes the last blocks, makes them durable, and in one transaction
+    /// indexes them, stores the manifest and adds the version to the library's current set
+    /// (so its blocks are safe from eviction; the engine's next
+    /// [`set_current`](ContentStore::set_current) for the library replaces that set). Durable
+    /// when it returns. May then run an eviction pass if the store is over its limit.
+    pub fn finish(mut self) -> Result<Ingested, ContentError> {
+        if self.sink.poisoned {
+            return Err(ContentError::WriterPoisoned);
+        }
+        let sink = &mut self.sink;
+        self.chunker.finish(&mut |b: &[u8]| sink.emit(b))?;
+        let files = &self.sink.store.inner.files;
+        files.sync_dirs(&mut self.sink.dirty_dirs)?;
+        let manifest = Manifest::new(self.chunker.params(), std::mem::take(&mut self.sink.blocks));
+        let store = self.sink.store.clone();
+        let (id, new_blocks, new_bytes) = store.commit_version(self.sink.library, &manifest)?;
+        let pinned = std::mem::take(&mut self.sink.pinned);
+        store.unpin_inflight(pinned);
+        if let Err(e) = store.evict_if_over() {
+            tracing::warn!(error = %e, "eviction after ingest failed");
+        }
+        Ok(Ingested {
+            id,
+            size: manifest.total_size,
+            blocks: manifest.blocks.len() as u64,
+            new_blocks,
+            new_bytes,
+        })
+    }
+}
+
+impl Drop for ContentWriter {
+    fn drop(&mut self) {
+        let pinned = std::mem::take(&mut self.sink.pinned);
+        if !pinned.is_empty() {
+            self.sink.store.unpin_inflight(pinned);
+        }
+    }
+}
+
+impl io::Write for ContentWriter {
+    /// The same as [`ContentWriter::write`], for `std::io::copy`. Errors are
+    /// `io::Error::other(ContentError)`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        ContentWriter::write(self, buf).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
