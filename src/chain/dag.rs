@@ -202,6 +202,38 @@ impl LibIndex {
         out
     }
 
+    /// For each author, how many of its entries this index holds (= its largest sequence
+    /// number here, since an author's entries form one chain).
+    pub(crate) fn version_vector(&self) -> Vec<(DeviceKey, u64)> {
+        self.authors
+            .iter()
+            .filter(|a| !a.entries.is_empty())
+            .map(|a| (a.key, a.entries.len() as u64))
+            .collect()
+    }
+
+    /// The nodes the holder of `their` lacks, in topological order.
+    pub(crate) fn missing_for_vector(&self, their: &[(DeviceKey, u64)]) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for author in &self.authors {
+            let have = their
+                .iter()
+                .filter(|(k, _)| *k == author.key)
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(0);
+            let from = usize::try_from(have).unwrap_or(usize::MAX);
+            if from < author.entries.len() {
+                out.extend_from_slice(&author.entries[from..]);
+            }
+        }
+        out.sort_unstable_by_key(|&i| {
+            let n = &self.nodes[i as usize];
+            (n.lamport, n.hash)
+        });
+        out
+    }
+
     fn merge_members(&self, parents: &[u32]) -> Arc<Membership> {
         let first = &self.nodes[parents[0] as usize].members;
         if parents

@@ -365,13 +365,13 @@ impl ChainStore {
         let index = libs.get_mut(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
         let heads: Vec<EntryHash> = index.heads().into_iter().take(MAX_PARENTS).collect();
         let head_nodes: Vec<u32> = heads.iter().filter_map(|h| index.get(h)).collect();
-        let mut lamport = 1 + head_nodes
+        let first_lamport = 1 + head_nodes
             .iter()
             .map(|&i| index.nodes[i as usize].lamport)
             .max()
             .unwrap_or(0);
         let a = index.authors.iter().position(|x| x.key == author);
-        let mut seq = 1 + a.map_or(0, |a| {
+        let first_seq = 1 + a.map_or(0, |a| {
             head_nodes
                 .iter()
                 .map(|&i| index.nodes[i as usize].vc.get(a).copied().unwrap_or(0))
@@ -380,19 +380,17 @@ impl ChainStore {
         });
         let mut parents = heads;
         let mut entries = Vec::with_capacity(ops.len());
-        for op in ops {
+        for (k, op) in (0u64..).zip(ops) {
             let meta = Meta {
                 library: *lib,
                 author,
-                seq,
-                lamport,
+                seq: first_seq + k,
+                lamport: first_lamport + k,
                 wall_ms,
                 op,
             };
             let e = Entry::unsigned(meta, std::mem::take(&mut parents));
             parents = vec![e.hash()];
-            seq += 1;
-            lamport += 1;
             entries.push(e);
         }
         sign_all(&mut entries, key);
@@ -546,6 +544,35 @@ impl ChainStore {
             store: self.clone(),
             lib: *lib,
             order: index.missing_for(their_heads),
+            pos: 0,
+            batch: batch_size.max(1),
+        })
+    }
+
+    /// This store's version vector: for each author, how many of its entries the library
+    /// holds. Because each author's entries form one chain, this describes exactly which
+    /// entries the store has, including ones the other side has never heard of.
+    pub fn version_vector(&self, lib: &LibraryId) -> Result<Vec<(DeviceKey, u64)>, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(index.version_vector())
+    }
+
+    /// Like [`ChainStore::missing_for`], given the other side's
+    /// [`ChainStore::version_vector`] instead of its heads: exact even when the other side
+    /// holds entries this one lacks.
+    pub fn missing_for_vector(
+        &self,
+        lib: &LibraryId,
+        their_vector: &[(DeviceKey, u64)],
+        batch_size: usize,
+    ) -> Result<Missing, ChainError> {
+        let libs = self.lock();
+        let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+        Ok(Missing {
+            store: self.clone(),
+            lib: *lib,
+            order: index.missing_for_vector(their_vector),
             pos: 0,
             batch: batch_size.max(1),
         })
