@@ -167,7 +167,7 @@ fn an_edit_in_the_middle_changes_only_a_few_blocks() {
             .filter(|b| !blocks_a.contains(&b.hash))
             .count();
         assert!(
-            changed >= 1 && changed <= 2,
+            (1..=2).contains(&changed),
             "{name}: {changed} blocks changed"
         );
         assert_eq!(v.new_blocks as usize, changed, "{name}");

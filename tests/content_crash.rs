@@ -1,0 +1,150 @@
+//! `kill -9` during an ingest: the store must open again, hold only whole blocks (every block
+//! file hashes to its name, no temporary file survives), keep every version that finished
+//! before the kill, and index nothing it does not have.
+//!
+//! The victim is this test binary re-executed with `HB_CONTENT_CRASH_CHILD` set: it ingests a
+//! known file to completion, says so on stdout, then ingests an endless stream until the
+//! parent kills it with SIGKILL at a different moment each round.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harpbridge::chain::LibraryId;
+use harpbridge::content::{BlockHash, ContentStore, ManifestId, StoreOptions};
+
+const LIB: LibraryId = LibraryId([3; 16]);
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = vec![0u8; len];
+    for c in out.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        c.copy_from_slice(&v[..c.len()]);
+    }
+    out
+}
+
+fn open(data: &Path) -> ContentStore {
+    let db = harpbridge::db::open(data).unwrap();
+    ContentStore::open(db, data, StoreOptions::default()).unwrap()
+}
+
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("HB_CONTENT_CRASH_CHILD") else {
+        return;
+    };
+    let round: u64 = std::env::var("HB_CONTENT_CRASH_ROUND")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    let store = open(Path::new(&dir));
+    let known = random_bytes(3 * 1024 * 1024 + 17, 1);
+    let v = store.ingest_reader(LIB, &known[..]).unwrap();
+    println!("DONE {}", v.id);
+    std::io::stdout().flush().unwrap();
+    // Ingest until killed: fresh bytes every round, in 64 KiB pieces.
+    let mut w = store.writer(LIB);
+    let mut i = 0u64;
+    loop {
+        w.write(&random_bytes(64 * 1024, 1_000_000 * (round + 1) + i))
+            .unwrap();
+        i += 1;
+    }
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_during_ingest_leaves_a_store_that_opens_with_only_whole_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let exe = std::env::current_exe().unwrap();
+    let known = random_bytes(3 * 1024 * 1024 + 17, 1);
+    let mut temp_seen = 0;
+    for (round, delay_ms) in [(0u64, 120u64), (1, 333), (2, 700), (3, 50)] {
+        let before = files_under(&data.join("blocks")).len();
+        let mut child = Command::new(&exe)
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("HB_CONTENT_CRASH_CHILD", &data)
+            .env("HB_CONTENT_CRASH_ROUND", round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let id: ManifestId = loop {
+            let line = lines.next().expect("child exited early").unwrap();
+            if let Some(at) = line.find("DONE ") {
+                break line[at + 5..].trim().parse().unwrap();
+            }
+        };
+        // Let it write some blocks of the endless file, then kill it mid-flight.
+        let t = Instant::now();
+        while files_under(&data.join("blocks")).len() < before + 2
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        temp_seen += files_under(&data.join("blocks"))
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+            .count();
+
+        let store = open(&data);
+        let report = store.open_report().clone();
+        assert!(report.adopted >= 1, "round {round}: {report:?}");
+        assert_eq!(
+            report.discarded, 0,
+            "round {round}: a named file was partial"
+        );
+        for p in files_under(store.blocks_dir()) {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            assert!(
+                !name.ends_with(".tmp"),
+                "round {round}: {name} survived open"
+            );
+            let mut bytes = Vec::new();
+            std::fs::File::open(&p)
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            assert_eq!(BlockHash::of(&bytes).to_hex(), name, "round {round}");
+        }
+        assert!(store.verify_all().unwrap().is_empty(), "round {round}");
+        let mut back = Vec::new();
+        store
+            .open_reader(&id)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == known, "round {round}: finished version damaged");
+        assert_eq!(store.current(LIB).unwrap(), vec![id]);
+    }
+    eprintln!("temporary files left by the kills (and removed on open): {temp_seen}");
+}
