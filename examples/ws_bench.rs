@@ -352,6 +352,16 @@ fn main() {
     let events = arg(1, 200);
     let interval = Duration::from_millis(arg(2, 20));
     START.get_or_init(Instant::now);
+    // Other work on the machine moves these figures: say how busy it was.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(-1.0);
+    println!("load average (1 min) at start: {loadavg}");
     let limit = raise_nofile(4 * clients as u64 + 512);
     println!(
         "ws bench: {clients} clients, {events} events every {interval:?}, RLIMIT_NOFILE {limit}"
@@ -392,6 +402,7 @@ fn main() {
         "clients": clients,
         "events": events,
         "interval_ms": interval.as_millis() as u64,
+        "loadavg_1m_at_start": loadavg,
         "deliveries": ws.samples,
         "clients_complete": ws_complete,
         "p50_ms": round(ws.p50_ms),

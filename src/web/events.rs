@@ -109,8 +109,14 @@ pub enum Operation {
     Rename { from: String, to: String },
     Mkdir { path: String },
     Merge,
-    AddDevice { device: String },
-    RemoveDevice { device: String },
+    AddDevice {
+        device: String,
+        /// The name the device was added under.
+        name: Option<String>,
+    },
+    RemoveDevice {
+        device: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +133,50 @@ pub struct ChainEntry {
     pub lamport: u64,
     pub time_ms: u64,
     pub op: Operation,
+}
+
+impl ChainEntry {
+    /// The panel's view of a chain entry (`user`: the Nextcloud user whose change it
+    /// records, which the chain itself does not hold).
+    pub fn from_chain(entry: &crate::chain::Entry, user: Option<String>) -> ChainEntry {
+        use crate::chain::Op;
+        let meta = entry.meta();
+        let op = match &meta.op {
+            Op::Put { path, size, .. } => Operation::Put {
+                path: path.as_str().to_owned(),
+                size: *size,
+            },
+            Op::Delete { path } => Operation::Delete {
+                path: path.as_str().to_owned(),
+            },
+            Op::Rename { from, to } => Operation::Rename {
+                from: from.as_str().to_owned(),
+                to: to.as_str().to_owned(),
+            },
+            Op::Mkdir { path } => Operation::Mkdir {
+                path: path.as_str().to_owned(),
+            },
+            Op::Merge => Operation::Merge,
+            Op::AddDevice { device, name } => Operation::AddDevice {
+                device: device.display_name(),
+                name: (!name.is_empty()).then(|| name.clone()),
+            },
+            Op::RemoveDevice { device } => Operation::RemoveDevice {
+                device: device.display_name(),
+            },
+        };
+        ChainEntry {
+            library_id: meta.library.to_hex(),
+            hash: entry.hash().to_hex(),
+            parents: entry.parents().iter().map(|p| p.to_hex()).collect(),
+            author: meta.author.display_name(),
+            user,
+            seq: meta.seq,
+            lamport: meta.lamport,
+            time_ms: meta.wall_ms,
+            op,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,6 +525,36 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Operation::Merge).unwrap(),
             json!({"kind": "merge"})
+        );
+    }
+
+    #[test]
+    fn chain_entries_convert_with_their_real_hash() {
+        use crate::chain::{ChainPath, DeviceKey, Entry, EntryHash, LibraryId, Meta, Op};
+        let meta = Meta {
+            library: LibraryId([7; 16]),
+            author: DeviceKey([9; 32]),
+            seq: 3,
+            lamport: 5,
+            wall_ms: 1_764_090_000_000,
+            op: Op::Rename {
+                from: ChainPath::new("a/b.txt").unwrap(),
+                to: ChainPath::new("a/c.txt").unwrap(),
+            },
+        };
+        let entry = Entry::unsigned(meta, vec![EntryHash([1; 32])]);
+        let view = ChainEntry::from_chain(&entry, Some("alice".into()));
+        assert_eq!(view.hash, entry.hash().to_hex());
+        assert_eq!(view.hash.len(), 64);
+        assert_eq!(view.library_id, "07".repeat(16));
+        assert_eq!(view.parents, vec!["01".repeat(32)]);
+        assert_eq!((view.seq, view.lamport, view.time_ms), (3, 5, 1_764_090_000_000));
+        assert_eq!(
+            view.op,
+            Operation::Rename {
+                from: "a/b.txt".into(),
+                to: "a/c.txt".into()
+            }
         );
     }
 

@@ -28,7 +28,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 
 use super::api::ApiError;
@@ -39,6 +39,8 @@ use crate::appapi::auth::AppApiUser;
 
 /// How often a connection sends a `ping` message.
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Most queued events written with one flush.
+pub const MAX_BATCH: usize = 64;
 /// How long a dropped client gets to take its close frame.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -67,47 +69,62 @@ fn now_ms() -> u64 {
 }
 
 /// Runs one WebSocket connection until it ends.
-pub async fn serve(socket: WebSocket, hub: Hub, viewer: Viewer) {
+///
+/// One task per connection, without splitting the socket: it waits for whichever comes
+/// first of a queued event, a message from the client, the ping timer or the hub's "too
+/// slow". Events that queued up meanwhile are written as one batch with a single flush
+/// (at most [`MAX_BATCH`]), so a busy connection costs one write per batch, not per event.
+pub async fn serve(mut socket: WebSocket, hub: Hub, viewer: Viewer) {
     let mut sub: Subscription = hub.subscribe(viewer);
     let id = sub.id;
-    let kicked = sub.kicked.clone();
-    let (mut sink, mut stream) = socket.split();
-
-    // The reader: answers nothing itself (axum queues pongs), ends on close or error.
-    let mut reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = stream.next().await {
-            if let Message::Close(_) = message {
-                break;
-            }
-        }
-    });
-
+    let kick = sub.kicked.clone();
+    // One waiter for the whole connection: `notify_one` leaves a permit if it fires
+    // while we are writing, so nothing is missed between polls.
+    let kicked = kick.notified();
+    tokio::pin!(kicked);
     let snapshot = std::mem::take(&mut sub.snapshot);
     let first = ServerMessage::new(Body::Snapshot { snapshot }).to_json();
-    let mut outgoing = Some(Message::Text(Utf8Bytes::from(first)));
+    let mut batch: Vec<Message> = vec![Message::Text(Utf8Bytes::from(first))];
     let mut ping = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut too_slow = false;
 
     loop {
-        if let Some(message) = outgoing.take() {
+        if !batch.is_empty() {
+            let write = async {
+                for message in batch.drain(..) {
+                    socket.feed(message).await?;
+                }
+                socket.flush().await
+            };
             tokio::select! {
-                sent = sink.send(message) => if sent.is_err() { break },
-                _ = kicked.notified() => { too_slow = true; break },
-                _ = &mut reader => break,
+                written = write => if written.is_err() { break },
+                _ = &mut kicked => { too_slow = true; break },
             }
         }
         tokio::select! {
-            _ = kicked.notified() => { too_slow = true; break },
-            _ = &mut reader => break,
+            _ = &mut kicked => { too_slow = true; break },
+            incoming = socket.recv() => match incoming {
+                // What the client says is ignored; axum answers its pings.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
             next = sub.rx.recv() => match next {
-                Some(text) => outgoing = Some(Message::Text(text)),
+                Some(text) => {
+                    batch.push(Message::Text(text));
+                    while batch.len() < MAX_BATCH {
+                        match sub.rx.try_recv() {
+                            Ok(text) => batch.push(Message::Text(text)),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 // The hub removed us (closed queue): treat as too slow.
                 None => { too_slow = true; break },
             },
             _ = ping.tick() => {
                 let text = ServerMessage::new(Body::Ping { time_ms: now_ms() }).to_json();
-                outgoing = Some(Message::Text(Utf8Bytes::from(text)));
+                batch.push(Message::Text(Utf8Bytes::from(text)));
             }
         }
     }
@@ -118,9 +135,8 @@ pub async fn serve(socket: WebSocket, hub: Hub, viewer: Viewer) {
             code: CLOSE_TOO_SLOW,
             reason: Utf8Bytes::from_static("too slow: reconnect for a fresh snapshot"),
         }));
-        let _ = timeout(CLOSE_GRACE, sink.send(close)).await;
+        let _ = timeout(CLOSE_GRACE, socket.send(close)).await;
     } else {
-        let _ = timeout(CLOSE_GRACE, sink.close()).await;
+        let _ = timeout(CLOSE_GRACE, socket.close()).await;
     }
-    reader.abort();
 }

@@ -41,7 +41,7 @@ export type Operation =
 	| { kind: 'rename', from: string, to: string }
 	| { kind: 'mkdir', path: string }
 	| { kind: 'merge' }
-	| { kind: 'add_device', device: string }
+	| { kind: 'add_device', device: string, name: string | null }
 	| { kind: 'remove_device', device: string }
 
 export interface ChainEntry {
