@@ -12,7 +12,8 @@
 // WebSocket); a non-admin gets no admin controls; without HaRP the page says it polls and
 // still shows new entries. Screenshots go to target/panel*.png.
 //
-// Env: HARPBRIDGE_PANEL_FIXTURE (default target/debug/examples/panel_fixture),
+// Env: HARPBRIDGE_PANEL_FIXTURE (default $CARGO_TARGET_DIR or target, then
+// debug/examples/panel_fixture),
 // CHROMIUM (default /usr/bin/chromium).
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -26,7 +27,8 @@ import { chromium } from 'playwright-core'
 import { FakeNextcloud } from './harness/nextcloud.mjs'
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
-const fixturePath = process.env.HARPBRIDGE_PANEL_FIXTURE ?? join(repo, 'target', 'debug', 'examples', 'panel_fixture')
+const fixturePath = process.env.HARPBRIDGE_PANEL_FIXTURE
+	?? join(process.env.CARGO_TARGET_DIR ?? join(repo, 'target'), 'debug', 'examples', 'panel_fixture')
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium'
 const APP_ID = 'harpbridge'
 const SECRET = 'browser-test-secret-' + Math.random().toString(36).slice(2)
