@@ -175,8 +175,9 @@ fn golden_hashes() {
         for (i, h) in got.iter().enumerate() {
             println!("hash {i}: {h}");
         }
-        println!("genesis bytes: {}", hex(&v[0].to_bytes()));
-        println!("merge bytes: {}", hex(&v[5].to_bytes()));
+        for (i, e) in v.iter().enumerate() {
+            println!("bytes {i}: {}", hex(&e.to_bytes()));
+        }
     }
     assert_eq!(got, EXPECTED_HASHES);
     assert_eq!(hex(&v[0].to_bytes()), EXPECTED_GENESIS_BYTES);
