@@ -57,6 +57,18 @@ pub struct ConfigArgs {
     /// Override where to listen: `tcp://HOST:PORT` or `unix://PATH`.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Sync this user's folder as a library (created at start if missing): `UID:/FOLDER`.
+    #[arg(long = "library", value_name = "UID:/FOLDER")]
+    pub libraries: Vec<String>,
+    /// This device's name in membership entries (default: `<app id>@<hostname>`).
+    #[arg(long, env = "HARPBRIDGE_DEVICE_NAME")]
+    pub device_name: Option<String>,
+    /// Seconds between library scans when webhooks are unavailable.
+    #[arg(long, env = "HARPBRIDGE_SCAN_INTERVAL", default_value = "300")]
+    pub scan_interval: String,
+    /// Size limit of the block cache in MiB.
+    #[arg(long, env = "HARPBRIDGE_CACHE_LIMIT_MIB", default_value = "16384")]
+    pub cache_limit_mib: String,
 }
 
 /// A secret that never shows itself in `Debug` or `Display` output.
@@ -132,6 +144,12 @@ pub struct Config {
     pub compute_device: ComputeDevice,
     pub harp: Option<Harp>,
     pub listen: Listen,
+    /// Libraries to create at start if missing: (user id, folder).
+    pub libraries: Vec<(String, String)>,
+    pub device_name: String,
+    pub scan_interval: std::time::Duration,
+    /// Block cache limit in bytes.
+    pub cache_limit: u64,
 }
 
 /// A setting that is missing or cannot be used. Its `Display` is the one line printed.
@@ -281,6 +299,50 @@ impl ConfigArgs {
                 port: app_port,
             },
         };
+        let libraries = self
+            .libraries
+            .iter()
+            .map(|spec| match spec.split_once(':') {
+                Some((uid, folder)) if !uid.trim().is_empty() => {
+                    Ok((uid.trim().to_owned(), folder.trim().to_owned()))
+                }
+                _ => Err(ConfigError::Malformed {
+                    var: "--library",
+                    reason: format!("{spec:?} is not UID:/FOLDER"),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let scan_interval = match self.scan_interval.trim().parse::<u64>() {
+            Ok(s) if s > 0 => std::time::Duration::from_secs(s),
+            _ => {
+                return Err(ConfigError::Malformed {
+                    var: "HARPBRIDGE_SCAN_INTERVAL",
+                    reason: format!(
+                        "{:?} is not a positive number of seconds",
+                        self.scan_interval
+                    ),
+                })
+            }
+        };
+        let cache_limit = match self.cache_limit_mib.trim().parse::<u64>() {
+            Ok(m) if m > 0 => m.saturating_mul(1 << 20),
+            _ => {
+                return Err(ConfigError::Malformed {
+                    var: "HARPBRIDGE_CACHE_LIMIT_MIB",
+                    reason: format!("{:?} is not a positive number of MiB", self.cache_limit_mib),
+                })
+            }
+        };
+        let device_name = optional(&self.device_name).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default();
+            if host.is_empty() {
+                app_id.clone()
+            } else {
+                format!("{app_id}@{host}")
+            }
+        });
         let data_dir = optional(&self.data_dir)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(format!("{app_id}_data")));
@@ -295,6 +357,10 @@ impl ConfigArgs {
             compute_device,
             harp,
             listen,
+            libraries,
+            device_name,
+            scan_interval,
+            cache_limit,
         })
     }
 }
@@ -311,6 +377,8 @@ mod tests {
             app_host: Some("127.0.0.1".into()),
             app_port: Some("23001".into()),
             nextcloud_url: Some("http://nc.local/index.php/".into()),
+            scan_interval: "300".into(),
+            cache_limit_mib: "1024".into(),
             ..Default::default()
         }
     }

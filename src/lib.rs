@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod db;
+pub mod engine;
 pub mod identity;
 pub mod listener;
 pub mod logging;

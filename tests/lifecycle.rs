@@ -181,9 +181,7 @@ async fn init_reports_an_error_when_the_data_directory_cannot_be_made() {
     assert_eq!(out.exit_code, 1, "{}", out.stdout);
     let app = nc.app("harpbridge").unwrap();
     assert!(
-        app.status
-            .error
-            .contains("cannot create the data directory"),
+        app.status.error.contains("cannot use the data directory"),
         "{:?}",
         app.status
     );

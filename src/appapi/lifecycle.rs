@@ -2,12 +2,14 @@
 //!
 //! - `GET /heartbeat`: `{"status":"ok"}`, open to all (AppAPI sends no headers here on
 //!   manual and legacy daemons).
-//! - `POST /init`: answers `200 {}` at once, prepares the data directory in the
-//!   background and reports progress to `ex-app/status` until 100 (or an error).
+//! - `POST /init`: answers `200 {}` at once, then reports to `ex-app/status` in the
+//!   background: progress 100, or the reason the data directory cannot be used.
 //!   Progress 100 makes AppAPI call `/enabled` *inside* that status request, so this
 //!   server must keep answering while its own call is pending (axum does).
 //! - `PUT /enabled?enabled=1|0`: registers or removes the top-menu page. AppAPI reads
-//!   only the JSON `error` field: empty means success, whatever the HTTP status.
+//!   only the JSON `error` field: empty means success, whatever the HTTP status. It also
+//!   registers (or removes) our file-event webhooks; if that fails the engine falls back
+//!   to scanning, and the enable still succeeds.
 
 use std::time::Duration;
 
@@ -30,25 +32,15 @@ pub async fn init(State(app): State<AppState>) -> Json<Value> {
     Json(json!({}))
 }
 
-/// The work behind `/init`, reported to AppAPI step by step.
+/// The work behind `/init`: the storage was opened at start; report how that went.
 async fn run_init(app: AppState) {
-    let data_dir = app.config.data_dir.clone();
-    let prepared = tokio::task::spawn_blocking(move || std::fs::create_dir_all(&data_dir)).await;
-    let (progress, error) = match prepared {
-        Ok(Ok(())) => (100, None),
-        Ok(Err(e)) => (
-            1,
-            Some(format!(
-                "cannot create the data directory {}: {e}",
-                app.config.data_dir.display()
-            )),
-        ),
-        Err(e) => (1, Some(format!("initialisation task failed: {e}"))),
-    };
-    if let Some(error) = &error {
-        tracing::error!(%error, "initialisation failed");
+    match app.engine_error.as_deref() {
+        Some(error) => {
+            tracing::error!(%error, "initialisation failed");
+            report_progress(&app, 1, Some(error)).await;
+        }
+        None => report_progress(&app, 100, None).await,
     }
-    report_progress(&app, progress, error.as_deref()).await;
 }
 
 /// Sends progress, retrying only when Nextcloud could not be reached at all.
@@ -95,6 +87,20 @@ pub async fn enabled(
     } else {
         ui::unregister(&app.nextcloud).await
     };
+    if result.is_ok() {
+        if let Some(engine) = &app.engine {
+            engine.remember_enabled(enable);
+            // Webhook trouble does not fail the enable: the engine scans instead.
+            if enable {
+                engine.register_webhooks().await;
+                let engine = engine.clone();
+                let wanted = app.config.libraries.clone();
+                tokio::spawn(async move { engine.ensure_libraries(&wanted).await });
+            } else {
+                engine.unregister_webhooks().await;
+            }
+        }
+    }
     match result {
         Ok(()) => {
             app.set_enabled(enable);

@@ -43,7 +43,18 @@ pub fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
-    let state = AppState::new(config).context("cannot set up the Nextcloud client")?;
+    let state = AppState::new(config)
+        .context("cannot set up the Nextcloud client")?
+        .start_engine();
+    if let Some(engine) = &state.engine {
+        // Only once AppAPI has enabled us are our credentials good: calls made before
+        // registration count as brute-force attempts against this address.
+        if engine.was_enabled() {
+            let engine = engine.clone();
+            let wanted = state.config.libraries.clone();
+            tokio::spawn(async move { engine.ensure_libraries(&wanted).await });
+        }
+    }
     let bound = listener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

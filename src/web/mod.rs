@@ -8,6 +8,7 @@ pub mod api;
 pub mod assets;
 pub mod events;
 pub mod hub;
+pub mod ingest;
 pub mod panel;
 pub mod ws;
 
@@ -21,6 +22,7 @@ use crate::appapi::auth::{require_appapi, AppApiAuth};
 use crate::appapi::client::{ClientError, NextcloudClient};
 use crate::appapi::lifecycle;
 use crate::config::Config;
+use crate::engine::{Engine, EngineOptions};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -30,6 +32,10 @@ pub struct AppState {
     pub auth: Arc<AppApiAuth>,
     /// The panel: its hub (live state + WebSocket fan-out) and admin checks.
     pub panel: Arc<panel::Panel>,
+    /// The engine (ingest, chain, content); `None` if the data directory could not be
+    /// opened, with the reason in `engine_error` (reported to AppAPI by `/init`).
+    pub engine: Option<Engine>,
+    pub engine_error: Option<Arc<str>>,
     enabled: Arc<AtomicBool>,
 }
 
@@ -46,8 +52,38 @@ impl AppState {
             nextcloud,
             panel,
             auth,
+            engine: None,
+            engine_error: None,
             enabled: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Opens the data directory and starts the engine; on failure keeps serving the
+    /// lifecycle so that `/init` can tell the admin why (needs a tokio runtime).
+    pub fn start_engine(mut self) -> Self {
+        let options = EngineOptions {
+            data_dir: self.config.data_dir.clone(),
+            app_id: self.config.app_id.clone(),
+            device_name: self.config.device_name.clone(),
+            scan_interval: self.config.scan_interval,
+            cache_limit: self.config.cache_limit,
+        };
+        match Engine::start(
+            options,
+            self.nextcloud.clone(),
+            Some(self.panel.hub.clone()),
+        ) {
+            Ok(engine) => self.engine = Some(engine),
+            Err(e) => {
+                let error = format!(
+                    "cannot use the data directory {}: {e}",
+                    self.config.data_dir.display()
+                );
+                tracing::error!(%error, "harpbridge runs without storage");
+                self.engine_error = Some(error.into());
+            }
+        }
+        self
     }
 
     /// Whether AppAPI last told us we are enabled (since this process started).
@@ -69,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(api::routes())
         .merge(ws::routes())
+        .merge(ingest::routes())
         .layer(middleware::from_fn_with_state(
             state.auth.clone(),
             require_appapi,

@@ -28,6 +28,7 @@ pub struct ExAppOptions {
     pub harp_shared_key: Option<String>,
     pub json_logs: bool,
     pub extra_env: Vec<(String, String)>,
+    pub extra_args: Vec<String>,
 }
 
 impl ExAppOptions {
@@ -42,6 +43,7 @@ impl ExAppOptions {
             harp_shared_key: None,
             json_logs: false,
             extra_env: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -105,6 +107,7 @@ impl ExApp {
         for (k, v) in &options.extra_env {
             command.env(k, v);
         }
+        command.args(&options.extra_args);
         let mut child = command.spawn().expect("spawn harpbridge");
         let logs = Arc::new(Mutex::new(String::new()));
         let log_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
@@ -256,4 +259,107 @@ fn find_listen(logs: &str) -> Option<String> {
     }
     let rest = line.split("listen=").nth(1)?;
     rest.split_whitespace().next().map(str::to_owned)
+}
+
+impl ExApp {
+    /// A request to the ExApp signed as AppAPI does for `user` (empty = none).
+    pub fn signed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+    ) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base_url()))
+            .header("EX-APP-ID", &self.options.app_id)
+            .header("EX-APP-VERSION", &self.options.version)
+            .header("AA-VERSION", super::AA_VERSION)
+            .header(
+                "AUTHORIZATION-APP-API",
+                STANDARD.encode(format!("{user}:{}", self.options.secret)),
+            )
+    }
+
+    /// GET a JSON API as `user`.
+    pub async fn api(&self, path: &str, user: &str) -> serde_json::Value {
+        let response = self
+            .signed(reqwest::Method::GET, path, user)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "GET {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+    }
+
+    /// Waits until `n` libraries exist and have been scanned; returns their ids.
+    pub async fn wait_libraries(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = self.api("/api/ingest", "admin").await;
+            let ids: Vec<String> = status["libraries"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|l| l["id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let scanned = ids
+                .iter()
+                .all(|id| status["scans"][id.as_str()]["state"] == "done");
+            if ids.len() >= n && scanned {
+                return ids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "libraries not ready after 120 s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the ingest queue is empty and no scan runs.
+    pub async fn wait_idle(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = self.api("/api/ingest", "admin").await;
+            let scanning = status["scans"]
+                .as_object()
+                .is_some_and(|s| s.values().any(|p| p["state"] == "running"));
+            if status["backlog"] == 0 && !scanning {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ExApp not idle after 120 s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The chain entries the panel lists, oldest first, as `kind path[ -> to]` strings.
+    pub async fn entry_lines(&self) -> Vec<String> {
+        let activity = self.api("/api/activity", "admin").await;
+        activity["entries"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        let op = &e["op"];
+                        match op["kind"].as_str().unwrap_or("") {
+                            "rename" => format!(
+                                "rename {} -> {}",
+                                op["from"].as_str().unwrap_or(""),
+                                op["to"].as_str().unwrap_or("")
+                            ),
+                            kind => format!("{kind} {}", op["path"].as_str().unwrap_or("")),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }

@@ -13,15 +13,21 @@
 //! - [`exapp`]: spawns `harpbridge serve`, captures its logs, checks them for secrets.
 //! - [`ocs`]: OCS envelopes and errors.
 //! - [`raw_http`]: a minimal HTTP/1.1 client for unix sockets.
-//!
-//! Later parts (WebDAV, webhooks) add modules here and routes to `nextcloud::routes`.
+//! - [`files`], [`webdav`]: users' files and WebDAV over them.
+//! - [`webhooks`]: webhook_listeners: registration API, jobs, delivery through AppAPI.
+//! - [`actions`]: what a user does in Nextcloud's web UI (writes, moves, deletes), which
+//!   fire the same events as WebDAV.
 #![allow(dead_code)]
 
+pub mod actions;
 pub mod exapp;
+pub mod files;
 pub mod nextcloud;
 pub mod occ;
 pub mod ocs;
 pub mod raw_http;
+pub mod webdav;
+pub mod webhooks;
 
 pub use exapp::{ExApp, ExAppOptions};
 pub use nextcloud::FakeNextcloud;

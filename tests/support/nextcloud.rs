@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::body::{to_bytes, Body};
+use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -21,7 +21,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::files::UserFiles;
 use super::ocs::{self, Version};
+use super::webhooks::{Job, WebhookRow};
 
 /// Where AppAPI reaches an ExApp.
 #[derive(Debug, Clone)]
@@ -102,6 +104,19 @@ pub struct NcState {
     /// When set, AppAPI's UI endpoints fail with this OCS status (a broken server).
     pub fail_ui_with: Option<u16>,
     next_id: i64,
+    /// Each user's files.
+    pub user_files: BTreeMap<String, UserFiles>,
+    pub next_fileid: u64,
+    /// Chunked uploads in progress: (uid, folder) → chunk name → bytes.
+    pub uploads: BTreeMap<(String, String), BTreeMap<String, Bytes>>,
+    /// Whether the webhook_listeners app is enabled (its routes 404 otherwise).
+    pub webhook_listeners_enabled: bool,
+    pub webhooks: BTreeMap<u64, WebhookRow>,
+    pub next_webhook_id: u64,
+    /// `WebhookCall` jobs waiting for the worker.
+    pub webhook_jobs: Vec<Job>,
+    /// When set, WebDAV answers 503 (Nextcloud down for maintenance).
+    pub dav_down: bool,
 }
 
 pub(crate) struct Inner {
@@ -142,6 +157,8 @@ impl FakeNextcloud {
             let mut s = inner.lock();
             s.users.insert("admin".into(), vec!["admin".into()]);
             s.users.insert("alice".into(), vec!["users".into()]);
+            s.webhook_listeners_enabled = true;
+            s.next_fileid = 100;
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -213,9 +230,41 @@ fn routes(inner: Arc<Inner>) -> Router {
         .route("/ocs/{ver}/apps/app_api/ex-app/state", get(ex_app_state))
         .route("/ocs/{ver}/apps/app_api/api/v1/ui/{kind}", any(ui_row))
         .route("/ocs/{ver}/cloud/users/{uid}/groups", get(user_groups))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "Page not found") })
+        .route(
+            "/ocs/{ver}/apps/webhook_listeners/api/v1/webhooks",
+            any(super::webhooks::api),
+        )
+        .route(
+            "/ocs/{ver}/apps/webhook_listeners/api/v1/webhooks/{*rest}",
+            any(super::webhooks::api),
+        )
+        .fallback(dav_or_404)
         .layer(middleware::from_fn_with_state(inner.clone(), record))
         .with_state(inner)
+}
+
+/// WebDAV lives under `/remote.php/dav/`; anything else is Nextcloud's 404 page.
+async fn dav_or_404(State(inner): State<Arc<Inner>>, request: Request) -> Response {
+    if request.uri().path().starts_with("/remote.php/dav/") {
+        if inner.lock().dav_down {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Nextcloud is in maintenance mode",
+            )
+                .into_response();
+        }
+        return super::webdav::handle(State(inner), request).await;
+    }
+    (StatusCode::NOT_FOUND, "Page not found").into_response()
+}
+
+/// A core/other-app OCS login (`AppApiAdminAccessWithoutUser` lets user-less calls in).
+pub(crate) fn core_login(
+    inner: &Inner,
+    headers: &HeaderMap,
+    version: Version,
+) -> Result<Login, Response> {
+    login(inner, headers, version, RouteKind::Core, |_| false)
 }
 
 /// Records every exchange the ExApp makes with us.
@@ -392,21 +441,26 @@ async fn set_init_status(
             app.status.error.clear();
             false
         } else {
-            app.status.init = progress as u8;
             if !error.is_empty() {
                 app.status.error = error.clone();
             }
             if progress == 100 && error.is_empty() {
-                app.status.action.clear();
-                app.status.kind.clear();
+                // Marked done after the enable step below, so `--wait-finish` (which
+                // polls for 100) returns only once /enabled has run.
                 true
             } else {
+                app.status.init = progress as u8;
                 false
             }
         }
     };
     if run_enable {
         super::occ::enable_exapp(&inner, &login.app_id).await;
+        if let Some(app) = inner.lock().apps.get_mut(&login.app_id) {
+            app.status.init = 100;
+            app.status.action.clear();
+            app.status.kind.clear();
+        }
     }
     ocs::ok(version, json!([]))
 }

@@ -57,7 +57,7 @@ enum Call {
 }
 
 /// An ExApp's answer, or the transport error AppAPI would see.
-type Answer = Result<(u16, String), String>;
+pub(crate) type Answer = Result<(u16, String), String>;
 
 async fn call_exapp(inner: &Inner, app: &ExAppRow, call: Call) -> Answer {
     let (method, path_and_query, timeout) = match call {
@@ -86,8 +86,29 @@ async fn call_exapp(inner: &Inner, app: &ExAppRow, call: Call) -> Answer {
         }
     }
     headers.push(("User-Agent", super::NC_USER_AGENT.into()));
-    let timeout = Duration::from_secs(timeout);
-    let answer: Answer = match &app.target {
+    send_to_exapp(
+        inner,
+        &app.target,
+        method,
+        &path_and_query,
+        &headers,
+        bytes::Bytes::new(),
+        Duration::from_secs(timeout),
+    )
+    .await
+}
+
+/// Sends one request to an ExApp over TCP or its unix socket and records the exchange.
+pub(crate) async fn send_to_exapp(
+    inner: &Inner,
+    target: &ExAppTarget,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: bytes::Bytes,
+    timeout: Duration,
+) -> Answer {
+    let answer: Answer = match target {
         ExAppTarget::Tcp(base) => {
             let mut request = inner
                 .http
@@ -96,24 +117,28 @@ async fn call_exapp(inner: &Inner, app: &ExAppRow, call: Call) -> Answer {
                     format!("{base}{path_and_query}"),
                 )
                 .timeout(timeout);
-            for (n, v) in &headers {
+            for (n, v) in headers {
                 request = request.header(*n, v);
             }
-            if method != "GET" {
+            if method != "GET" && body.is_empty() {
                 request = request.header("Content-Length", "0");
+            }
+            if !body.is_empty() {
+                request = request.body(body.clone());
             }
             match request.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     Ok((status, r.text().await.unwrap_or_default()))
                 }
+                Err(e) if e.is_timeout() => Err("cURL error 28: Operation timed out".into()),
                 Err(e) => Err(format!("cURL error: {e}")),
             }
         }
         ExAppTarget::Unix(path) => {
             match tokio::time::timeout(
                 timeout,
-                raw_http::request(path, method, &path_and_query, &headers),
+                raw_http::request_with_body(path, method, path_and_query, headers, &body),
             )
             .await
             {
@@ -126,9 +151,9 @@ async fn call_exapp(inner: &Inner, app: &ExAppRow, call: Call) -> Answer {
     let (path, query) = path_and_query
         .split_once('?')
         .map(|(p, q)| (p.to_owned(), q.to_owned()))
-        .unwrap_or((path_and_query.clone(), String::new()));
+        .unwrap_or((path_and_query.to_owned(), String::new()));
     let mut header_map = HeaderMap::new();
-    for (n, v) in &headers {
+    for (n, v) in headers {
         if let (Ok(n), Ok(v)) = (
             axum::http::HeaderName::from_bytes(n.as_bytes()),
             axum::http::HeaderValue::from_str(v),
@@ -136,7 +161,7 @@ async fn call_exapp(inner: &Inner, app: &ExAppRow, call: Call) -> Answer {
             header_map.append(n, v);
         }
     }
-    let (status, body) = match &answer {
+    let (status, answer_body) = match &answer {
         Ok((s, b)) => (*s, b.clone()),
         Err(e) => (0, e.clone()),
     };
@@ -145,9 +170,9 @@ async fn call_exapp(inner: &Inner, app: &ExAppRow, call: Call) -> Answer {
         path,
         query,
         headers: headers_vec(&header_map),
-        body: String::new(),
+        body: String::from_utf8_lossy(&body).into_owned(),
         status,
-        answer: body,
+        answer: answer_body,
     });
     answer
 }
@@ -353,6 +378,9 @@ impl FakeNextcloud {
         let mut state = self.inner.lock();
         state.apps.remove(app_id);
         state.ui.retain(|r| r.app_id != app_id);
+        state
+            .webhooks
+            .retain(|_, w| w.app_id.as_deref() != Some(app_id));
         outcome(0, format!("ExApp {app_id} successfully unregistered.\n"))
     }
 }

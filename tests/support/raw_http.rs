@@ -18,13 +18,27 @@ pub async fn request(
     path_and_query: &str,
     headers: &[(&str, String)],
 ) -> std::io::Result<RawResponse> {
+    request_with_body(socket, method, path_and_query, headers, &[]).await
+}
+
+pub async fn request_with_body(
+    socket: &Path,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<RawResponse> {
     let mut stream = UnixStream::connect(socket).await?;
-    let mut head = format!("{method} {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut head = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -1,0 +1,460 @@
+//! Reading the truth of one path over WebDAV and recording it in the chain.
+//!
+//! Events only say *where* to look. For each path the worker asks Nextcloud what is there
+//! now (PROPFIND), and records the difference with the library's current tree:
+//!
+//! - gone → `Delete` (if the tree has it);
+//! - a folder → `Mkdir` (if the tree lacks it), and a walk of its children when it may
+//!   have arrived with content (copy, restore, move into the library);
+//! - a file → download it as a stream into the content store; a `Put` only if its
+//!   content differs from the tree's version.
+//!
+//! A rename whose source is gone and whose target exists becomes one `Rename`, so peers
+//! move the file instead of fetching it again. Looking before recording makes the
+//! worker correct whatever order events arrive in, and lets it process one event twice.
+
+use std::collections::HashSet;
+
+use futures_util::StreamExt;
+
+use super::event::{EventKind, FileEvent};
+use super::libraries::Library;
+use super::stats::{lock, Counters, ScanProgress, ScanState};
+use super::{Engine, EngineError};
+use crate::appapi::multistatus::DavEntry;
+use crate::appapi::webdav::{DavError, Depth};
+use crate::chain::{ChainPath, NextcloudRef, Op, TreeItem};
+
+/// Scans append in batches of this many entries (one fsync each).
+const SCAN_BATCH: usize = 256;
+
+/// Whether a walk also records deletions of what it did not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// New content under a folder (copy, restore): add what is there.
+    Additions,
+    /// A full scan: also delete what is gone.
+    Full,
+}
+
+fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
+    ChainPath::new(rel).map_err(|e| EngineError::Invalid(format!("path {rel:?}: {e}")))
+}
+
+/// The library path of a PROPFIND href, if it lies in the library.
+fn href_to_rel(library: &Library, href: &str) -> Option<String> {
+    let below = href.split_once("/remote.php/dav/files/")?.1;
+    let (_uid, user_path) = below.split_once('/').unwrap_or((below, ""));
+    let user_path = user_path.trim_end_matches('/');
+    library.relative(user_path).map(str::to_owned)
+}
+
+impl Engine {
+    /// Processes one queued event against every library it touches.
+    pub(crate) async fn process(&self, event: &FileEvent) -> Result<(), EngineError> {
+        for library in self.inner.libraries.list() {
+            let source = event.source.as_ref().and_then(|s| library.node_path(s));
+            let target = library.node_path(&event.node);
+            if source.is_none() && target.is_none() {
+                continue;
+            }
+            let lock = self.write_lock(&library.id);
+            let _guard = lock.lock().await;
+            let user = event.user.as_deref();
+            if let (EventKind::Renamed, Some(from), Some(to)) = (event.kind, source, target) {
+                if self.rename(&library, from, to, user).await? {
+                    continue;
+                }
+            }
+            // A copy leaves its source as it was; a move (into or out of the library)
+            // empties it. A restore's source is the trash bin, outside every library.
+            if let (EventKind::Renamed, Some(from)) = (event.kind, source) {
+                self.reconcile(&library, from, None, user).await?;
+            }
+            if let Some(to) = target {
+                let walk = match event.kind {
+                    EventKind::Written | EventKind::Deleted | EventKind::Touched => None,
+                    _ => Some(Walk::Additions),
+                };
+                self.reconcile(&library, to, walk, user).await?;
+            }
+        }
+        Counters::add(&self.inner.counters.processed, 1);
+        Ok(())
+    }
+
+    /// Records a rename as one entry when the source is gone and the target is there.
+    async fn rename(
+        &self,
+        library: &Library,
+        from: &str,
+        to: &str,
+        user: Option<&str>,
+    ) -> Result<bool, EngineError> {
+        if from.is_empty() || to.is_empty() || from == to {
+            return Ok(false);
+        }
+        let tree = self.tree(&library.id)?;
+        if !tree.items.contains_key(from) || tree.items.contains_key(to) {
+            return Ok(false);
+        }
+        if self.stat(library, from).await?.is_some() || self.stat(library, to).await?.is_none() {
+            return Ok(false);
+        }
+        let op = Op::Rename {
+            from: chain_path(from)?,
+            to: chain_path(to)?,
+        };
+        self.append(library, vec![op], user).await?;
+        Ok(true)
+    }
+
+    /// PROPFIND depth 0 of a library path; `None` when it does not exist.
+    async fn stat(&self, library: &Library, rel: &str) -> Result<Option<DavEntry>, EngineError> {
+        match self
+            .inner
+            .dav
+            .propfind(&library.uid, &library.user_path(rel), Depth::Zero)
+            .await
+        {
+            Ok(entries) => Ok(entries.into_iter().next()),
+            Err(DavError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes the tree agree with Nextcloud at `rel`.
+    async fn reconcile(
+        &self,
+        library: &Library,
+        rel: &str,
+        walk: Option<Walk>,
+        user: Option<&str>,
+    ) -> Result<(), EngineError> {
+        match self.stat(library, rel).await? {
+            None => {
+                if !rel.is_empty() && self.tree(&library.id)?.items.contains_key(rel) {
+                    let op = Op::Delete {
+                        path: chain_path(rel)?,
+                    };
+                    self.append(library, vec![op], user).await?;
+                }
+            }
+            Some(entry) if entry.is_dir => {
+                if !rel.is_empty()
+                    && !matches!(
+                        self.tree(&library.id)?.items.get(rel),
+                        Some(TreeItem::Dir { .. })
+                    )
+                {
+                    let op = Op::Mkdir {
+                        path: chain_path(rel)?,
+                    };
+                    self.append(library, vec![op], user).await?;
+                }
+                if let Some(walk) = walk {
+                    self.walk(library, rel, walk, None).await?;
+                }
+            }
+            Some(entry) => {
+                if let Some(op) = self.ingest_file(library, rel, &entry, false).await? {
+                    self.append(library, vec![op], user).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a file's content into the store; the `Put` to record, if its content is new.
+    ///
+    /// `trust_unchanged`: during scans, a file whose file id, ETag and size equal the
+    /// tree's version is taken as unchanged without downloading it.
+    async fn ingest_file(
+        &self,
+        library: &Library,
+        rel: &str,
+        entry: &DavEntry,
+        trust_unchanged: bool,
+    ) -> Result<Option<Op>, EngineError> {
+        let tree = self.tree(&library.id)?;
+        let current = match tree.items.get(rel) {
+            Some(TreeItem::File {
+                content,
+                size,
+                nextcloud,
+                ..
+            }) => Some((*content, *size, nextcloud.clone())),
+            _ => None,
+        };
+        if trust_unchanged {
+            if let Some((_, size, Some(nc))) = &current {
+                if Some(nc.fileid) == entry.fileid
+                    && Some(&nc.etag) == entry.etag.as_ref()
+                    && Some(*size) == entry.size
+                {
+                    return Ok(None);
+                }
+            }
+        }
+        let user_path = library.user_path(rel);
+        if self
+            .inner
+            .own_writes
+            .is_echo(&library.uid, &user_path, &entry.checksums)
+        {
+            Counters::add(&self.inner.counters.echoes, 1);
+            return Ok(None);
+        }
+        let ingested = match self.download(library, &user_path).await {
+            Ok(i) => i,
+            // Gone between PROPFIND and GET: its delete event will follow.
+            Err(EngineError::Dav(DavError::NotFound(_))) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Counters::add(&self.inner.counters.bytes_in, ingested.size);
+        let content = ingested.id.into();
+        if current.as_ref().is_some_and(|(c, _, _)| *c == content) {
+            Counters::add(&self.inner.counters.unchanged, 1);
+            return Ok(None);
+        }
+        Ok(Some(Op::Put {
+            path: chain_path(rel)?,
+            size: ingested.size,
+            mtime_ms: entry.mtime.unwrap_or(0).saturating_mul(1000),
+            content,
+            nextcloud: entry.fileid.map(|fileid| NextcloudRef {
+                fileid,
+                etag: entry.etag.clone().unwrap_or_default(),
+            }),
+        }))
+    }
+
+    /// Streams a file from Nextcloud into the content store, a few chunks in memory at most.
+    async fn download(
+        &self,
+        library: &Library,
+        user_path: &str,
+    ) -> Result<crate::content::Ingested, EngineError> {
+        let response = self.inner.dav.get(&library.uid, user_path).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+        let store = self.inner.content.clone();
+        let id = library.id;
+        let job = tokio::task::spawn_blocking(move || {
+            let mut writer = store.writer(id);
+            while let Some(bytes) = rx.blocking_recv() {
+                if bytes.is_empty() {
+                    // The download failed: abandon this version unfinished.
+                    return Ok(None);
+                }
+                writer.write(&bytes)?;
+            }
+            writer.finish().map(Some)
+        });
+        let mut body = response.bytes_stream();
+        let mut failure = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) if bytes.is_empty() => continue,
+                Ok(bytes) => {
+                    if tx.send(bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    let _ = tx.send(bytes::Bytes::new()).await;
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = job
+            .await
+            .map_err(|e| EngineError::Invalid(format!("ingest task: {e}")))?;
+        if let Some(e) = failure {
+            return Err(DavError::Transport(e).into());
+        }
+        written?.ok_or_else(|| EngineError::Invalid("download abandoned".into()))
+    }
+
+    /// Walks the folder `rel` and everything below it, recording what differs.
+    async fn walk(
+        &self,
+        library: &Library,
+        rel: &str,
+        mode: Walk,
+        progress_key: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let mut pending: Vec<Op> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut folders = vec![rel.to_owned()];
+        while let Some(folder) = folders.pop() {
+            let listing = match self
+                .inner
+                .dav
+                .propfind(&library.uid, &library.user_path(&folder), Depth::One)
+                .await
+            {
+                Ok(l) => l,
+                Err(DavError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.scan_progress(progress_key, |p| p.folders += 1);
+            for entry in listing {
+                let Some(child) = href_to_rel(library, &entry.href) else {
+                    continue;
+                };
+                if child == folder || child.is_empty() {
+                    continue;
+                }
+                if ChainPath::new(&child).is_err() {
+                    tracing::warn!(library = %library.id, path = %child, "skipping a path the chain cannot hold");
+                    continue;
+                }
+                seen.insert(child.clone());
+                if entry.is_dir {
+                    if !matches!(
+                        self.tree(&library.id)?.items.get(&child),
+                        Some(TreeItem::Dir { .. })
+                    ) {
+                        pending.push(Op::Mkdir {
+                            path: chain_path(&child)?,
+                        });
+                    }
+                    folders.push(child);
+                } else {
+                    self.scan_progress(progress_key, |p| p.files_seen += 1);
+                    if let Some(op) = self.ingest_file(library, &child, &entry, true).await? {
+                        if let Op::Put { size, .. } = &op {
+                            let size = *size;
+                            self.scan_progress(progress_key, |p| {
+                                p.files_ingested += 1;
+                                p.bytes += size;
+                            });
+                        }
+                        pending.push(op);
+                    }
+                }
+                if pending.len() >= SCAN_BATCH {
+                    self.append(library, std::mem::take(&mut pending), None)
+                        .await?;
+                }
+            }
+        }
+        if mode == Walk::Full {
+            let tree = self.tree(&library.id)?;
+            let prefix = if rel.is_empty() {
+                String::new()
+            } else {
+                format!("{rel}/")
+            };
+            let mut gone: Vec<&String> = tree
+                .items
+                .keys()
+                .filter(|p| p.starts_with(&prefix) && !seen.contains(*p))
+                .collect();
+            // Delete only the topmost missing path of each subtree.
+            gone.sort();
+            let mut last: Option<&String> = None;
+            for path in gone {
+                if last.is_some_and(|l| {
+                    path.strip_prefix(l.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+                }) {
+                    continue;
+                }
+                pending.push(Op::Delete {
+                    path: chain_path(path)?,
+                });
+                last = Some(path);
+            }
+        }
+        self.append(library, pending, None).await?;
+        Ok(())
+    }
+
+    fn scan_progress(&self, key: Option<&str>, update: impl FnOnce(&mut ScanProgress)) {
+        if let Some(key) = key {
+            if let Some(p) = lock(&self.inner.status.scans).get_mut(key) {
+                update(p);
+                if p.files_seen > 0 && p.files_seen % 1000 == 0 {
+                    tracing::info!(
+                        library = key,
+                        files = p.files_seen,
+                        ingested = p.files_ingested,
+                        "scan progress"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Scans a whole library (its initial scan, or the periodic one without webhooks).
+    pub async fn scan_library(&self, library: &Library) {
+        let key = library.id.to_hex();
+        lock(&self.inner.status.scans).insert(
+            key.clone(),
+            ScanProgress {
+                state: ScanState::Running,
+                folders: 0,
+                files_seen: 0,
+                files_ingested: 0,
+                bytes: 0,
+                error: None,
+                started_ms: crate::chain::now_ms(),
+                finished_ms: None,
+            },
+        );
+        self.publish_library(library);
+        let result = {
+            let lock_ = self.write_lock(&library.id);
+            let _guard = lock_.lock().await;
+            self.walk(library, "", Walk::Full, Some(&key)).await
+        };
+        let now = crate::chain::now_ms();
+        if let Some(p) = lock(&self.inner.status.scans).get_mut(&key) {
+            p.finished_ms = Some(now);
+            match &result {
+                Ok(()) => {
+                    p.state = ScanState::Done;
+                    tracing::info!(library = %key, files = p.files_seen, ingested = p.files_ingested, bytes = p.bytes, "scan finished");
+                }
+                Err(e) => {
+                    p.state = ScanState::Failed;
+                    p.error = Some(e.to_string());
+                    tracing::error!(library = %key, error = %e, "scan failed");
+                }
+            }
+        }
+        self.publish_library(library);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::LibraryId;
+
+    #[test]
+    fn hrefs_map_to_library_paths() {
+        let lib = Library {
+            id: LibraryId([0; 16]),
+            name: "n".into(),
+            uid: "alice".into(),
+            folder: "Team".into(),
+            created_ms: 0,
+        };
+        assert_eq!(
+            href_to_rel(&lib, "/remote.php/dav/files/alice/Team/"),
+            Some(String::new())
+        );
+        assert_eq!(
+            href_to_rel(&lib, "/nc/remote.php/dav/files/alice/Team/a b.txt"),
+            Some("a b.txt".into())
+        );
+        assert_eq!(
+            href_to_rel(&lib, "/remote.php/dav/files/alice/Other/x"),
+            None
+        );
+    }
+}

@@ -1,0 +1,463 @@
+//! The engine: turns Nextcloud's file changes into chain entries and stored content.
+//!
+//! ```text
+//! webhook ─▶ receiver ─▶ queue (durable) ─▶ worker ─▶ WebDAV PROPFIND/GET ─▶ content store
+//!                                                                         └─▶ chain entry
+//! ```
+//!
+//! - [`event`]: the validated file event.
+//! - [`libraries`]: which user folders are synced, each as one chain.
+//! - [`queue`]: the durable, de-duplicating queue between the receiver and the worker.
+//! - [`ingest`]: reading one path's truth over WebDAV and recording it.
+//! - [`worker`]: draining the queue, with retries and backoff when Nextcloud is down.
+//! - [`echo`]: not recording our own writes twice.
+//! - [`stats`]: counters and states for the API and the log.
+
+pub mod echo;
+pub mod event;
+pub mod ingest;
+pub mod libraries;
+pub mod queue;
+pub mod stats;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::appapi::client::NextcloudClient;
+use crate::appapi::webdav::{DavError, Depth, WebDav};
+use crate::appapi::webhooks::{self, Registration};
+use crate::chain::{ChainStore, Entry, EntryHash, LibraryId, Op, Tree};
+use crate::content::{ContentStore, StoreOptions};
+use crate::identity::DeviceIdentity;
+use crate::web::events as panel;
+use crate::web::hub::Hub;
+
+use echo::OwnWrites;
+use event::FileEvent;
+use libraries::{Libraries, Library, LibraryError};
+use queue::{Enqueued, Queue, QueueError};
+use stats::{lock, Counters, Status, WebhookState};
+
+/// The file in the data directory that says AppAPI has enabled us.
+const ENABLED_MARKER: &str = "enabled";
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub data_dir: PathBuf,
+    pub app_id: String,
+    /// The name of this device in membership entries.
+    pub device_name: String,
+    /// Scan every library this often when webhooks are unavailable.
+    pub scan_interval: Duration,
+    /// Size limit of the block store.
+    pub cache_limit: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot open the database: {0}")]
+    Db(#[from] crate::db::DbError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("chain: {0}")]
+    Chain(#[from] crate::chain::ChainError),
+    #[error("content store: {0}")]
+    Content(#[from] crate::content::ContentError),
+    #[error(transparent)]
+    Library(#[from] LibraryError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("Nextcloud: {0}")]
+    Dav(#[from] DavError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: EngineOptions,
+    chain: ChainStore,
+    content: ContentStore,
+    identity: DeviceIdentity,
+    libraries: Libraries,
+    queue: Queue,
+    dav: WebDav,
+    nextcloud: NextcloudClient,
+    own_writes: OwnWrites,
+    counters: Counters,
+    status: Status,
+    hub: Option<Hub>,
+    /// Each library's folded tree, valid while the chain's heads are the ones noted.
+    trees: Mutex<HashMap<LibraryId, (Vec<EntryHash>, Arc<Tree>)>>,
+    /// One library is written by one task at a time.
+    write_locks: Mutex<HashMap<LibraryId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.inner.options.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the receiver did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Queued,
+    Duplicate,
+    /// No library holds any of its paths: counted and dropped.
+    Outside,
+}
+
+impl Engine {
+    /// Opens the data directory's stores and starts the worker (needs a tokio runtime).
+    pub fn start(
+        options: EngineOptions,
+        nextcloud: NextcloudClient,
+        hub: Option<Hub>,
+    ) -> Result<Engine, EngineError> {
+        let db = crate::db::open(&options.data_dir)?;
+        let (identity, _) = DeviceIdentity::load_or_create(&options.data_dir)?;
+        let chain = ChainStore::open(db.clone())?;
+        let content = ContentStore::open(
+            db.clone(),
+            &options.data_dir,
+            StoreOptions {
+                cache_limit: options.cache_limit,
+                ..StoreOptions::default()
+            },
+        )?;
+        let libraries = Libraries::open(db.clone())?;
+        let queue = Queue::open(db)?;
+        if let Some(hub) = &hub {
+            hub.set_device_id(Some(identity.peer_id().to_string()));
+        }
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                dav: WebDav::new(nextcloud.clone()),
+                nextcloud,
+                options,
+                chain,
+                content,
+                identity,
+                libraries,
+                queue,
+                own_writes: OwnWrites::default(),
+                counters: Counters::default(),
+                status: Status::default(),
+                hub,
+                trees: Mutex::new(HashMap::new()),
+                write_locks: Mutex::new(HashMap::new()),
+            }),
+        };
+        for library in engine.inner.libraries.list() {
+            engine.publish_library(&library);
+        }
+        tokio::spawn(worker::run(engine.clone()));
+        Ok(engine)
+    }
+
+    pub fn chain(&self) -> &ChainStore {
+        &self.inner.chain
+    }
+
+    pub fn content(&self) -> &ContentStore {
+        &self.inner.content
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    pub fn libraries(&self) -> &Libraries {
+        &self.inner.libraries
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.inner.status
+    }
+
+    pub fn own_writes(&self) -> &OwnWrites {
+        &self.inner.own_writes
+    }
+
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.inner.identity
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.options.data_dir
+    }
+
+    /// Takes a validated delivery: drops it if it touches no library, else queues it.
+    pub async fn accept(&self, key: [u8; 32], event: FileEvent) -> Result<Accepted, QueueError> {
+        if self.inner.libraries.matching(event.nodes()).is_empty() {
+            Counters::add(&self.inner.counters.outside, 1);
+            tracing::debug!(path = %event.node.path, "event outside every library dropped");
+            return Ok(Accepted::Outside);
+        }
+        match self.inner.queue.enqueue(key, event).await? {
+            Enqueued::Queued(_) => {
+                Counters::add(&self.inner.counters.queued, 1);
+                Ok(Accepted::Queued)
+            }
+            Enqueued::Duplicate => {
+                Counters::add(&self.inner.counters.duplicates, 1);
+                Ok(Accepted::Duplicate)
+            }
+        }
+    }
+
+    /// Registers our webhooks (on enable); remembers and logs how it went.
+    pub async fn register_webhooks(&self) {
+        let state = match webhooks::register(&self.inner.nextcloud, &self.inner.options.app_id)
+            .await
+        {
+            Ok(Registration::Registered { kinds, refused }) => {
+                for (kind, why) in &refused {
+                    tracing::warn!(event = kind.name(), reason = %why, "Nextcloud refused a webhook");
+                }
+                tracing::info!(events = kinds.len(), "webhooks registered");
+                WebhookState::Registered {
+                    events: kinds.iter().map(|k| k.name().to_owned()).collect(),
+                    refused: refused
+                        .iter()
+                        .map(|(k, why)| format!("{}: {why}", k.name()))
+                        .collect(),
+                }
+            }
+            Ok(Registration::Unavailable(reason)) => {
+                tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: scanning libraries periodically instead");
+                WebhookState::Unavailable { reason }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not register webhooks");
+                WebhookState::Error {
+                    error: e.to_string(),
+                }
+            }
+        };
+        *lock(&self.inner.status.webhooks) = state;
+        self.inner.queue.wake();
+    }
+
+    /// Removes our webhooks (on disable).
+    pub async fn unregister_webhooks(&self) {
+        if let Err(e) =
+            webhooks::unregister(&self.inner.nextcloud, &self.inner.options.app_id).await
+        {
+            tracing::warn!(error = %e, "could not remove webhooks");
+        }
+        *lock(&self.inner.status.webhooks) = WebhookState::Unknown;
+    }
+
+    /// Whether the periodic scan stands in for webhooks.
+    pub fn scanning_instead_of_webhooks(&self) -> bool {
+        matches!(
+            *lock(&self.inner.status.webhooks),
+            WebhookState::Unavailable { .. } | WebhookState::Error { .. }
+        )
+    }
+
+    /// Creates a library for `uid`'s `folder` and starts its initial scan.
+    pub async fn create_library(
+        &self,
+        name: &str,
+        uid: &str,
+        folder: &str,
+    ) -> Result<Library, EngineError> {
+        libraries::validate_uid(uid)?;
+        let folder = libraries::normalize_folder(folder)?;
+        self.inner.libraries.check_free(uid, &folder)?;
+        let root = self.inner.dav.propfind(uid, &folder, Depth::Zero).await?;
+        if !root.first().is_some_and(|e| e.is_dir) {
+            return Err(EngineError::Invalid(format!(
+                "{uid}'s {folder:?} is not a folder"
+            )));
+        }
+        let name = match name.trim() {
+            "" => format!("{uid}/{folder}"),
+            n => n.to_owned(),
+        };
+        let key = self.inner.identity.signing_key().clone();
+        let device_name = self.inner.options.device_name.clone();
+        let chain = self.inner.chain.clone();
+        let (id, _) = tokio::task::spawn_blocking(move || chain.create_library(&key, &device_name))
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        let library = Library {
+            id,
+            name,
+            uid: uid.to_owned(),
+            folder,
+            created_ms: crate::chain::now_ms(),
+        };
+        self.inner.libraries.insert(library.clone())?;
+        tracing::info!(library = %id, uid, folder = %library.folder, "library created; initial scan starts");
+        self.publish_library(&library);
+        let engine = self.clone();
+        let scanned = library.clone();
+        tokio::spawn(async move {
+            engine.scan_library(&scanned).await;
+        });
+        Ok(library)
+    }
+
+    /// Creates the libraries given at start (`--library`) that do not exist yet.
+    pub async fn ensure_libraries(&self, wanted: &[(String, String)]) {
+        for (uid, folder) in wanted {
+            let normalized = libraries::normalize_folder(folder).unwrap_or_default();
+            let exists = self
+                .inner
+                .libraries
+                .list()
+                .iter()
+                .any(|l| &l.uid == uid && l.folder == normalized);
+            if exists {
+                continue;
+            }
+            if let Err(e) = self.create_library("", uid, folder).await {
+                tracing::error!(%uid, %folder, error = %e, "cannot create the library");
+            }
+        }
+    }
+
+    /// Whether AppAPI enabled this app before (remembered across restarts, since AppAPI
+    /// does not call `/enabled` again when the container merely restarts).
+    pub fn was_enabled(&self) -> bool {
+        self.inner.options.data_dir.join(ENABLED_MARKER).exists()
+    }
+
+    /// Remembers AppAPI's last enable or disable.
+    pub fn remember_enabled(&self, enabled: bool) {
+        let marker = self.inner.options.data_dir.join(ENABLED_MARKER);
+        let result = if enabled {
+            std::fs::write(&marker, b"1")
+        } else {
+            std::fs::remove_file(&marker).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record the enabled state");
+        }
+    }
+
+    /// Forgets a library (its chain and blocks stay until pruned).
+    pub fn remove_library(&self, id: &LibraryId) -> Result<Library, EngineError> {
+        let library = self.inner.libraries.remove(id)?;
+        if let Err(e) = self.inner.content.set_current(*id, &[]) {
+            tracing::warn!(error = %e, "could not release the library's blocks");
+        }
+        lock(&self.inner.status.scans).remove(&id.to_hex());
+        if let Some(hub) = &self.inner.hub {
+            hub.publish(panel::Event::LibraryRemoved {
+                library_id: id.to_hex(),
+            });
+        }
+        Ok(library)
+    }
+
+    /// The library's tree as the chain folds it now (cached by heads).
+    pub fn tree(&self, id: &LibraryId) -> Result<Arc<Tree>, EngineError> {
+        let heads = self.inner.chain.heads(id)?;
+        if let Some((cached, tree)) = lock(&self.inner.trees).get(id) {
+            if *cached == heads {
+                return Ok(tree.clone());
+            }
+        }
+        let tree = Arc::new(self.inner.chain.tree(id)?);
+        lock(&self.inner.trees).insert(*id, (heads, tree.clone()));
+        Ok(tree)
+    }
+
+    fn write_lock(&self, id: &LibraryId) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.write_locks)
+            .entry(*id)
+            .or_default()
+            .clone()
+    }
+
+    /// Appends operations to a library durably, then tells the panel.
+    pub(crate) async fn append(
+        &self,
+        library: &Library,
+        ops: Vec<Op>,
+        user: Option<&str>,
+    ) -> Result<Vec<Entry>, EngineError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chain = self.inner.chain.clone();
+        let key = self.inner.identity.signing_key().clone();
+        let id = library.id;
+        let entries = tokio::task::spawn_blocking(move || chain.append_batch(&id, &key, ops))
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        Counters::add(&self.inner.counters.appended, entries.len() as u64);
+        for entry in &entries {
+            tracing::info!(library = %id, hash = %entry.hash(), op = entry.meta().op.kind(), "chain entry appended");
+            if let Some(hub) = &self.inner.hub {
+                hub.publish(panel::Event::EntryAppended {
+                    entry: panel::ChainEntry::from_chain(entry, user.map(str::to_owned)),
+                });
+            }
+        }
+        self.publish_library(library);
+        Ok(entries)
+    }
+
+    /// Tells the panel a library's current state.
+    pub fn publish_library(&self, library: &Library) {
+        let Some(hub) = &self.inner.hub else {
+            return;
+        };
+        let summary = self.inner.chain.summary(&library.id).ok();
+        let scan = lock(&self.inner.status.scans)
+            .get(&library.id.to_hex())
+            .cloned();
+        let (status, error) = match &scan {
+            Some(s) if s.state == stats::ScanState::Running => {
+                (panel::LibraryStatus::Syncing, None)
+            }
+            Some(s) if s.state == stats::ScanState::Failed => {
+                (panel::LibraryStatus::Error, s.error.clone())
+            }
+            _ => (panel::LibraryStatus::Idle, None),
+        };
+        hub.publish(panel::Event::LibraryState {
+            library: panel::Library {
+                id: library.id.to_hex(),
+                name: library.name.clone(),
+                owner: library.uid.clone(),
+                folder: format!("/{}", library.folder),
+                heads: summary
+                    .as_ref()
+                    .map(|s| s.heads.iter().map(|h| h.to_hex()).collect())
+                    .unwrap_or_default(),
+                entries: summary.as_ref().map(|s| s.entries as u64).unwrap_or(0),
+                verification: panel::Verification::unverified(),
+                status,
+                error,
+            },
+        });
+    }
+}

@@ -1,0 +1,138 @@
+//! What the engine has done and how it is doing, for the REST API and the log.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Monotonic counters since start.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Deliveries accepted and queued.
+    pub queued: AtomicU64,
+    /// Deliveries seen before (acknowledged, not queued again).
+    pub duplicates: AtomicU64,
+    /// Deliveries about paths outside every library (acknowledged, dropped).
+    pub outside: AtomicU64,
+    /// Deliveries refused as malformed.
+    pub rejected: AtomicU64,
+    /// Events processed.
+    pub processed: AtomicU64,
+    /// Chain entries appended.
+    pub appended: AtomicU64,
+    /// Files read whose content the chain already had (no new entry).
+    pub unchanged: AtomicU64,
+    /// Events recognised as the echo of our own writes.
+    pub echoes: AtomicU64,
+    /// Events given up on (moved to the failed table).
+    pub failed: AtomicU64,
+    /// Attempts that will be retried.
+    pub retries: AtomicU64,
+    /// Content bytes read from Nextcloud.
+    pub bytes_in: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BTreeMap::from([
+            ("queued", get(&self.queued)),
+            ("duplicates", get(&self.duplicates)),
+            ("outside_libraries", get(&self.outside)),
+            ("rejected", get(&self.rejected)),
+            ("processed", get(&self.processed)),
+            ("entries_appended", get(&self.appended)),
+            ("unchanged", get(&self.unchanged)),
+            ("echoes", get(&self.echoes)),
+            ("failed", get(&self.failed)),
+            ("retries", get(&self.retries)),
+            ("bytes_in", get(&self.bytes_in)),
+        ])
+    }
+}
+
+/// How webhooks stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum WebhookState {
+    /// Not registered yet (the app was not enabled since start).
+    Unknown,
+    Registered {
+        events: Vec<String>,
+        refused: Vec<String>,
+    },
+    /// webhook_listeners is missing: libraries are scanned periodically instead.
+    Unavailable {
+        reason: String,
+    },
+    Error {
+        error: String,
+    },
+}
+
+/// How Nextcloud answers the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum NextcloudState {
+    Ok,
+    /// Unreachable or failing; events wait and are retried with backoff.
+    Unavailable {
+        since_ms: u64,
+        error: String,
+        retry_in_ms: u64,
+    },
+    /// Nextcloud refused our credentials: the worker waits for an admin.
+    Unauthorized {
+        since_ms: u64,
+        error: String,
+    },
+}
+
+/// One library's scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanProgress {
+    pub state: ScanState,
+    pub folders: u64,
+    pub files_seen: u64,
+    pub files_ingested: u64,
+    pub bytes: u64,
+    pub error: Option<String>,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// Everything that is not a counter.
+#[derive(Debug)]
+pub struct Status {
+    pub webhooks: Mutex<WebhookState>,
+    pub nextcloud: Mutex<NextcloudState>,
+    pub scans: Mutex<BTreeMap<String, ScanProgress>>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            webhooks: Mutex::new(WebhookState::Unknown),
+            nextcloud: Mutex::new(NextcloudState::Ok),
+            scans: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// Locks a status mutex, surviving a panicked holder.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

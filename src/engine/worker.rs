@@ -1,0 +1,144 @@
+//! The worker: drains the event queue, oldest first.
+//!
+//! - Success: the event leaves the queue.
+//! - Nextcloud unreachable or failing (transport errors, 5xx, 423, 507): the event stays,
+//!   the worker waits with exponential backoff (0.5 s doubling to 60 s) and tries again;
+//!   the backlog and the reason are visible in the API and the log.
+//! - Nextcloud refuses our credentials (401): about five of those lock the ExApp out of
+//!   Nextcloud for 30 minutes, so the worker does not retry in a loop: it reports the
+//!   state and waits 10 minutes (or a new enable) before one more try.
+//! - Anything else (an event that can never succeed): moved to the failed table with its
+//!   reason, so nothing is lost silently.
+//!
+//! Without webhooks it also rescans every library periodically.
+
+use std::time::Duration;
+
+use super::stats::{lock, Counters, NextcloudState};
+use super::{Engine, EngineError};
+use crate::appapi::webdav::DavError;
+use crate::chain::now_ms;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(600);
+const BATCH: usize = 64;
+
+/// How one failure is handled.
+enum Verdict {
+    Retry,
+    Unauthorized,
+    GiveUp,
+}
+
+fn verdict(e: &EngineError) -> Verdict {
+    match e {
+        EngineError::Dav(DavError::Unauthorized) => Verdict::Unauthorized,
+        EngineError::Dav(d) if d.is_transient() => Verdict::Retry,
+        EngineError::Content(c) if c.is_disk_full() => Verdict::Retry,
+        EngineError::Queue(_) | EngineError::Db(_) => Verdict::Retry,
+        _ => Verdict::GiveUp,
+    }
+}
+
+pub(crate) async fn run(engine: Engine) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut last_scan = tokio::time::Instant::now();
+    loop {
+        if engine.scanning_instead_of_webhooks()
+            && last_scan.elapsed() >= engine.inner.options.scan_interval
+        {
+            for library in engine.inner.libraries.list() {
+                engine.scan_library(&library).await;
+            }
+            last_scan = tokio::time::Instant::now();
+        }
+        let batch = match engine.inner.queue.peek(BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the event queue");
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            let tick = engine
+                .inner
+                .options
+                .scan_interval
+                .min(Duration::from_secs(30));
+            let _ = tokio::time::timeout(tick, engine.inner.queue.wait()).await;
+            continue;
+        }
+        let mut done = Vec::new();
+        let mut pause = None;
+        for (seq, mut queued) in batch {
+            match engine.process(&queued.event).await {
+                Ok(()) => {
+                    done.push(seq);
+                    backoff = FIRST_BACKOFF;
+                    set_state(&engine, NextcloudState::Ok);
+                }
+                Err(e) => {
+                    queued.attempts += 1;
+                    queued.last_error = Some(e.to_string());
+                    match verdict(&e) {
+                        Verdict::Retry => {
+                            Counters::add(&engine.inner.counters.retries, 1);
+                            let backlog = engine.inner.queue.len().unwrap_or(0);
+                            tracing::warn!(error = %e, backlog, retry_in_ms = backoff.as_millis() as u64, "Nextcloud unavailable; events wait");
+                            set_state(
+                                &engine,
+                                NextcloudState::Unavailable {
+                                    since_ms: now_ms(),
+                                    error: e.to_string(),
+                                    retry_in_ms: backoff.as_millis() as u64,
+                                },
+                            );
+                            let _ = engine.inner.queue.record_attempt(seq, &queued);
+                            pause = Some(backoff);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                        Verdict::Unauthorized => {
+                            tracing::error!(error = %e, "Nextcloud refused harpbridge's credentials; pausing the worker (check APP_SECRET, and the brute-force lock-out)");
+                            set_state(
+                                &engine,
+                                NextcloudState::Unauthorized {
+                                    since_ms: now_ms(),
+                                    error: e.to_string(),
+                                },
+                            );
+                            let _ = engine.inner.queue.record_attempt(seq, &queued);
+                            pause = Some(UNAUTHORIZED_PAUSE);
+                        }
+                        Verdict::GiveUp => {
+                            Counters::add(&engine.inner.counters.failed, 1);
+                            tracing::error!(error = %e, path = %queued.event.node.path, "event cannot be processed; kept in the failed table");
+                            if let Err(qe) = engine.inner.queue.fail(seq, &queued) {
+                                tracing::error!(error = %qe, "cannot move the event to the failed table");
+                            }
+                            continue;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        if let Err(e) = engine.inner.queue.complete(&done) {
+            tracing::error!(error = %e, "cannot remove processed events (they will be processed again)");
+        }
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+fn set_state(engine: &Engine, state: NextcloudState) {
+    let mut current = lock(&engine.inner.status.nextcloud);
+    if *current != state {
+        if state == NextcloudState::Ok && *current != NextcloudState::Ok {
+            tracing::info!("Nextcloud reachable again; catching up");
+        }
+        *current = state;
+    }
+}

@@ -1,0 +1,99 @@
+//! The webhook receiver and the ingest status.
+//!
+//! `POST /webhooks/<EventName>`: a file-event delivery from Nextcloud's webhook_listeners,
+//! sent through AppAPI (so authenticated like every route). AppAPI waits 3 s and never
+//! retries, so the handler only validates, queues durably and answers; the worker does the
+//! rest. Answers: 200 `queued`, `duplicate` or `ignored` (outside every library); 400 for
+//! a malformed body, 413 for an oversized one, 503 when the queue cannot take it.
+//!
+//! `GET /api/ingest`: backlog, failed events, counters, webhook and Nextcloud state, scans.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+use crate::appapi::auth::AppApiUser;
+use crate::appapi::webhooks::{parse_delivery, MAX_BODY};
+use crate::engine::queue::delivery_key;
+use crate::engine::stats::{lock, Counters};
+use crate::engine::Accepted;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/webhooks/{event}",
+            post(receive).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
+        .route("/api/ingest", get(status))
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, [(CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(engine) = &state.engine else {
+        let error = state
+            .engine_error
+            .as_deref()
+            .unwrap_or("storage unavailable");
+        return answer(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": error }));
+    };
+    let event = match parse_delivery(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            Counters::add(&engine.counters().rejected, 1);
+            tracing::warn!(error = %e, "refused a malformed webhook delivery");
+            return answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }));
+        }
+    };
+    match engine.accept(delivery_key(&body), event).await {
+        Ok(accepted) => {
+            let status = match accepted {
+                Accepted::Queued => "queued",
+                Accepted::Duplicate => "duplicate",
+                Accepted::Outside => "ignored",
+            };
+            answer(StatusCode::OK, json!({ "status": status }))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not queue a webhook delivery");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": e.to_string() }),
+            )
+        }
+    }
+}
+
+async fn status(State(state): State<AppState>, _user: AppApiUser) -> Response {
+    let Some(engine) = &state.engine else {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": state.engine_error.as_deref().unwrap_or("storage unavailable") }),
+        );
+    };
+    let backlog = engine.queue().len().ok();
+    let failed = engine.queue().failed().map(|f| f.len()).ok();
+    let status = engine.status();
+    answer(
+        StatusCode::OK,
+        json!({
+            "backlog": backlog,
+            "failed": failed,
+            "counters": engine.counters().snapshot(),
+            "webhooks": *lock(&status.webhooks),
+            "nextcloud": *lock(&status.nextcloud),
+            "scans": *lock(&status.scans),
+            "libraries": engine.libraries().list().iter().map(|l| json!({
+                "id": l.id.to_hex(), "name": l.name, "uid": l.uid, "folder": l.folder,
+            })).collect::<Vec<_>>(),
+        }),
+    )
+}
