@@ -14,7 +14,8 @@
 //! nanoseconds since the bench started; both sides are in this process, so one clock).
 //! Prints readable lines, then one JSON line `{"bench":"ws",…,"baseline":{…}}`.
 //!
-//! Usage: `ws_bench [CLIENTS] [EVENTS] [INTERVAL_MS]` (default 1000 200 20).
+//! Usage: `ws_bench [CLIENTS] [EVENTS] [INTERVAL_MS]` (default 1000 200 50: 20 events a
+//! second, i.e. 20,000 messages a second to 1,000 panels, far above what a panel sees).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -35,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The baseline server's per-connection queues.
@@ -201,9 +203,13 @@ async fn run_ws(
                 "authorization-app-api",
                 HeaderValue::from_str(&auth).expect("auth"),
             );
-            let (mut ws, _) = tokio_tungstenite::connect_async(request)
-                .await
-                .expect("connect");
+            // An 8 KiB read buffer, like the baseline's BufReader: tungstenite's default
+            // (128 KiB, zero-filled on every read) would make the clients the bottleneck.
+            let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+            let (mut ws, _) =
+                tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                    .await
+                    .expect("connect");
             // The snapshot.
             let _ = ws.next().await;
             ws
@@ -350,7 +356,7 @@ fn main() {
     let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let clients = arg(0, 1000) as usize;
     let events = arg(1, 200);
-    let interval = Duration::from_millis(arg(2, 20));
+    let interval = Duration::from_millis(arg(2, 50));
     START.get_or_init(Instant::now);
     // Other work on the machine moves these figures: say how busy it was.
     let loadavg = std::fs::read_to_string("/proc/loadavg")
