@@ -212,6 +212,14 @@ impl Engine {
             Err(e) => return Err(e),
         };
         Counters::add(&self.inner.counters.bytes_in, ingested.size);
+        if entry.size.is_some_and(|expected| expected != ingested.size) {
+            // Changed while we read it, or cut short: try again later, record nothing now.
+            return Err(EngineError::Truncated {
+                path: user_path,
+                expected: entry.size.unwrap_or(0),
+                got: ingested.size,
+            });
+        }
         let content = ingested.id.into();
         if current.as_ref().is_some_and(|(c, _, _)| *c == content) {
             Counters::add(&self.inner.counters.unchanged, 1);
@@ -389,11 +397,10 @@ impl Engine {
         }
     }
 
-    /// Scans a whole library (its initial scan, or the periodic one without webhooks).
-    pub async fn scan_library(&self, library: &Library) {
-        let key = library.id.to_hex();
+    /// Marks a library's scan as running (visible in the API at once).
+    pub(crate) fn mark_scan_running(&self, library: &Library) {
         lock(&self.inner.status.scans).insert(
-            key.clone(),
+            library.id.to_hex(),
             ScanProgress {
                 state: ScanState::Running,
                 folders: 0,
@@ -405,6 +412,12 @@ impl Engine {
                 finished_ms: None,
             },
         );
+    }
+
+    /// Scans a whole library (its initial scan, or the periodic one without webhooks).
+    pub async fn scan_library(&self, library: &Library) {
+        let key = library.id.to_hex();
+        self.mark_scan_running(library);
         self.publish_library(library);
         let result = {
             let lock_ = self.write_lock(&library.id);

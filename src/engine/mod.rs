@@ -73,6 +73,12 @@ pub enum EngineError {
     Queue(#[from] QueueError),
     #[error("Nextcloud: {0}")]
     Dav(#[from] DavError),
+    #[error("{path} read {got} bytes of {expected}: it changed while being read")]
+    Truncated {
+        path: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -306,6 +312,7 @@ impl Engine {
             folder,
             created_ms: crate::chain::now_ms(),
         };
+        self.mark_scan_running(&library);
         self.inner.libraries.insert(library.clone())?;
         tracing::info!(library = %id, uid, folder = %library.folder, "library created; initial scan starts");
         self.publish_library(&library);

@@ -36,7 +36,9 @@ fn verdict(e: &EngineError) -> Verdict {
         EngineError::Dav(DavError::Unauthorized) => Verdict::Unauthorized,
         EngineError::Dav(d) if d.is_transient() => Verdict::Retry,
         EngineError::Content(c) if c.is_disk_full() => Verdict::Retry,
-        EngineError::Queue(_) | EngineError::Db(_) => Verdict::Retry,
+        EngineError::Queue(_) | EngineError::Db(_) | EngineError::Truncated { .. } => {
+            Verdict::Retry
+        }
         _ => Verdict::GiveUp,
     }
 }

@@ -295,7 +295,11 @@ impl ExApp {
 
     /// Waits until `n` libraries exist and have been scanned; returns their ids.
     pub async fn wait_libraries(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        self.wait_libraries_for(n, Duration::from_secs(120)).await
+    }
+
+    pub async fn wait_libraries_for(&self, n: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
         loop {
             let status = self.api("/api/ingest", "admin").await;
             let ids: Vec<String> = status["libraries"]
@@ -306,9 +310,10 @@ impl ExApp {
                         .collect()
                 })
                 .unwrap_or_default();
+            // A library without a scan entry was scanned by an earlier process.
             let scanned = ids
                 .iter()
-                .all(|id| status["scans"][id.as_str()]["state"] == "done");
+                .all(|id| status["scans"][id.as_str()]["state"] != "running");
             if ids.len() >= n && scanned {
                 return ids;
             }
@@ -361,5 +366,50 @@ impl ExApp {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+impl ExApp {
+    /// SIGKILL: no shutdown, no flush. Returns the logs.
+    pub fn kill9(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        let logs = self.logs();
+        assert_no_secret(&logs, &self.options.secret);
+        logs
+    }
+
+    /// The process's peak resident set size so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// POSTs a raw webhook delivery signed as `user`; returns the status and body.
+    pub async fn deliver(
+        &self,
+        event_name: &str,
+        user: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let response = self
+            .signed(
+                reqwest::Method::POST,
+                &format!("/webhooks/{event_name}"),
+                user,
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("deliver");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
     }
 }
