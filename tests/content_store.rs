@@ -482,3 +482,36 @@ fn disk_full_is_a_clear_error_and_leaves_nothing_half_written() {
     let v = s.ingest_reader(LIB, &small[..]).unwrap();
     assert_eq!(read_all(&s, &v.id), small);
 }
+
+#[test]
+fn put_blocks_stores_the_good_ones_and_names_the_bad() {
+    let f = fixture(StoreOptions::default());
+    let blocks: Vec<Vec<u8>> = (0..5)
+        .map(|i| random_bytes(100_000 + i, 50 + i as u64))
+        .collect();
+    let hashes: Vec<BlockHash> = blocks.iter().map(|b| BlockHash::of(b)).collect();
+    let mut bad = blocks[2].clone();
+    bad[7] ^= 0x80;
+    let batch: Vec<(BlockHash, &[u8])> = hashes
+        .iter()
+        .zip(&blocks)
+        .enumerate()
+        .map(|(i, (h, b))| (*h, if i == 2 { &bad[..] } else { &b[..] }))
+        .collect();
+    let r = f.store.put_blocks(batch).unwrap();
+    assert_eq!(r.stored, 4);
+    assert_eq!(r.rejected, vec![hashes[2]]);
+    for (i, h) in hashes.iter().enumerate() {
+        assert_eq!(f.store.has_block(h).unwrap(), i != 2);
+    }
+    assert_eq!(f.store.read_block(&hashes[4]).unwrap(), blocks[4]);
+    // Again, with the good copy: only that one is new.
+    let again: Vec<(BlockHash, &[u8])> = hashes
+        .iter()
+        .zip(&blocks)
+        .map(|(h, b)| (*h, &b[..]))
+        .collect();
+    let r = f.store.put_blocks(again).unwrap();
+    assert_eq!((r.stored, r.rejected.len()), (1, 0));
+    assert!(f.store.verify_all().unwrap().is_empty());
+}

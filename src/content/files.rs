@@ -17,6 +17,13 @@
 //! fsync    ab/cd                       (the rename itself is durable; batched per ingest)
 //! ```
 //!
+//! An ingest stages its blocks ([`BlockFiles::stage`]: create + write) and publishes them in
+//! batches ([`BlockFiles::publish`]: fsync each, then rename each): one flush per block in a
+//! row costs several milliseconds each on a busy disk, while a batch lets the kernel write
+//! them back together, and [`start_writeback`] has the kernel begin writing each block as
+//! soon as it is staged. The order per file is unchanged: its bytes are
+//! durable before it gets its real name.
+//!
 //! Any failure (ENOSPC included) removes the temporary file. After `kill -9` or power loss
 //! only `*.tmp` files can be partial; [`sweep`] deletes them when the store opens.
 
@@ -70,13 +77,29 @@ impl BlockFiles {
         self.path_of(h).is_file()
     }
 
-    /// Writes `bytes` as block `h` atomically (see the module docs). The leaf directory is
-    /// *not* fsync'd: it is added to `dirty_dirs`, and the caller syncs it with
-    /// [`sync_dirs`](Self::sync_dirs) before the index names the block.
+    /// Writes `bytes` as block `h` atomically (see the module docs): [`stage`](Self::stage)
+    /// then [`publish`](Self::publish). The leaf directory is *not* fsync'd: it is added to
+    /// `dirty_dirs`, and the caller syncs it with [`sync_dirs`](Self::sync_dirs) before the
+    /// index names the block.
     pub fn write_atomic(
         &self,
         h: &BlockHash,
         bytes: &[u8],
+        dirty_dirs: &mut HashSet<PathBuf>,
+    ) -> Result<(), ContentError> {
+        let mut pending = Pending::default();
+        self.stage(h, bytes, &mut pending, dirty_dirs)?;
+        self.publish(&mut pending)
+    }
+
+    /// Writes `bytes` to a new temporary file next to block `h`'s final name, without
+    /// syncing it; [`publish`](Self::publish) later syncs and renames a whole batch, which
+    /// lets the kernel write many blocks back together instead of one flush per block.
+    pub fn stage(
+        &self,
+        h: &BlockHash,
+        bytes: &[u8],
+        pending: &mut Pending,
         dirty_dirs: &mut HashSet<PathBuf>,
     ) -> Result<(), ContentError> {
         let dir = self.dir_of(h);
@@ -95,31 +118,64 @@ impl BlockFiles {
             h.to_hex(),
             std::process::id()
         ));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| ContentError::io("creating", &tmp, e))?;
-            f.write_all(bytes)
-                .map_err(|e| ContentError::io("writing", &tmp, e))?;
-            f.sync_data()
-                .map_err(|e| ContentError::io("syncing", &tmp, e))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| ContentError::io("creating", &tmp, e))?;
+        if let Err(e) = f.write_all(bytes) {
             drop(f);
-            fs::rename(&tmp, &final_path).map_err(|e| ContentError::io("renaming", &tmp, e))
-        })();
-        if result.is_err() {
             let _ = fs::remove_file(&tmp);
+            return Err(ContentError::io("writing", &tmp, e));
         }
-        result?;
+        start_writeback(&f);
+        pending.bytes += bytes.len() as u64;
+        pending.items.push(Staged {
+            file: Some(f),
+            tmp,
+            final_path,
+        });
         dirty_dirs.insert(dir);
         Ok(())
     }
 
-    /// fsyncs each directory (making renames and new directories durable), then clears the set.
+    /// fsyncs every staged file, then renames each to its real name. On any error every
+    /// file not yet renamed is removed, so no partial block ever carries a real name.
+    pub fn publish(&self, pending: &mut Pending) -> Result<(), ContentError> {
+        for item in &mut pending.items {
+            if let Some(f) = item.file.take() {
+                if let Err(e) = f.sync_data() {
+                    let err = ContentError::io("syncing", &item.tmp, e);
+                    pending.discard();
+                    return Err(err);
+                }
+            }
+        }
+        while let Some(item) = pending.items.pop() {
+            if let Err(e) = fs::rename(&item.tmp, &item.final_path) {
+                let _ = fs::remove_file(&item.tmp);
+                pending.discard();
+                return Err(ContentError::io("renaming", &item.tmp, e));
+            }
+        }
+        pending.bytes = 0;
+        Ok(())
+    }
+
+    /// Makes the renames and new directories in `dirty_dirs` durable, then clears the set.
+    ///
+    /// A few directories are fsync'd one by one. Many (a large ingest touches one leaf
+    /// directory per block, since hashes scatter) are made durable with one `syncfs` of the
+    /// block store's filesystem instead: every directory fsync costs a device cache flush
+    /// (about 2 ms here, 1,100 of them for a 1 GiB file), while one `syncfs` commits the
+    /// journal and flushes once. `syncfs` reports write-back errors since Linux 5.8.
     pub fn sync_dirs(&self, dirty_dirs: &mut HashSet<PathBuf>) -> Result<(), ContentError> {
-        // Leaves first, then parents, then the root: order does not matter for correctness
-        // (each fsync covers its own entries), only that all happen before the commit.
+        if dirty_dirs.len() > SYNCFS_OVER_DIRS && syncfs(&self.root)? {
+            dirty_dirs.clear();
+            return Ok(());
+        }
+        // Order does not matter for correctness (each fsync covers its own entries), only
+        // that all happen before the commit.
         for d in dirty_dirs.drain() {
             let f = File::open(&d).map_err(|e| ContentError::io("opening", &d, e))?;
             f.sync_all()
@@ -159,6 +215,98 @@ impl BlockFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(ContentError::io("removing", &path, e)),
         }
+    }
+}
+
+/// Asks the kernel to start writing the file's dirty pages now, without waiting.
+///
+/// Without this, a batch's fsyncs each find their file still unwritten and unallocated
+/// (delayed allocation), so each does its own writeback and journal commit, one after the
+/// other. With the writeback already under way, the first fsync of a batch commits the
+/// journal for the whole batch and the rest return almost at once. A hint only: errors are
+/// ignored here and reported by the fsync that follows.
+#[cfg(target_os = "linux")]
+fn start_writeback(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a file descriptor we own and keep open for its duration;
+    // it reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File) {}
+
+/// Above this many dirty directories, [`BlockFiles::sync_dirs`] uses one `syncfs`.
+const SYNCFS_OVER_DIRS: usize = 8;
+
+/// `syncfs` on the filesystem holding `dir`. Ok(false) where it is not available.
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &Path) -> Result<bool, ContentError> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(dir).map_err(|e| ContentError::io("opening", dir, e))?;
+    // SAFETY: a plain system call on a file descriptor that stays open for its duration.
+    let r = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if r == 0 {
+        Ok(true)
+    } else {
+        Err(ContentError::io(
+            "syncing filesystem of",
+            dir,
+            io::Error::last_os_error(),
+        ))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_: &Path) -> Result<bool, ContentError> {
+    Ok(false)
+}
+
+struct Staged {
+    file: Option<File>,
+    tmp: PathBuf,
+    final_path: PathBuf,
+}
+
+/// Block files written under temporary names and not yet published. Dropping it removes
+/// them (a writer abandoned half-way leaves nothing behind).
+#[derive(Default)]
+pub struct Pending {
+    items: Vec<Staged>,
+    bytes: u64,
+}
+
+impl Pending {
+    /// Number of staged files.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes staged.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Removes every staged temporary file.
+    pub fn discard(&mut self) {
+        for item in self.items.drain(..) {
+            drop(item.file);
+            let _ = fs::remove_file(&item.tmp);
+        }
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.discard();
     }
 }
 

@@ -70,7 +70,9 @@
 //! `set_current`; fetch the manifest bytes from a peer and [`ContentStore::put_manifest`]
 //! (checks the id and bounds); then [`ContentStore::missing_blocks`], fetch each from
 //! providers and [`ContentStore::put_block`] (checks the BLAKE3; a
-//! [`ContentError::HashMismatch`] means: drop that peer, ask another). Serving: answer with
+//! [`ContentError::HashMismatch`] means: drop that peer, ask another), or, for pipelined
+//! responses, [`ContentStore::put_blocks`] (one fsync round and one commit per batch; bad
+//! blocks come back in [`PutReport::rejected`]). Serving: answer with
 //! [`ContentStore::manifest_bytes`] and [`ContentStore::read_block`] (verified before it
 //! leaves). [`ContentStore::open_reader`] streams a complete version out.
 //!
@@ -95,5 +97,5 @@ pub use error::{ContentError, ManifestError};
 pub use ids::{BlockHash, ManifestId};
 pub use manifest::{BlockRef, ChunkerParams, Manifest, MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
 pub use reader::ContentReader;
-pub use store::{ContentStore, EvictReport, OpenReport, StoreOptions, StoreStats};
+pub use store::{ContentStore, EvictReport, OpenReport, PutReport, StoreOptions, StoreStats};
 pub use writer::{ContentWriter, Ingested};

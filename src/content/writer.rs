@@ -9,7 +9,8 @@
 //!              index the blocks, store the manifest, add it to the library's current set
 //! ```
 //!
-//! Blocks reach their files as soon as they are cut, so memory stays at the chunker's buffer
+//! Blocks reach their (temporary) files as soon as they are cut and get their real names in
+//! fsync'd batches of up to 32 blocks or 64 MiB (see [`files`](super::files)), so memory stays at the chunker's buffer
 //! (2 × max block = 8 MiB) plus the manifest list, whatever the file size. Nothing names the
 //! version until `finish` commits: a writer dropped or killed half-way leaves only whole block
 //! files the index does not know, which the next open adopts as evictable cache (a retried
@@ -52,9 +53,15 @@ use crate::chain::LibraryId;
 
 use super::chunker::Chunker;
 use super::error::ContentError;
+use super::files::Pending;
 use super::ids::{BlockHash, ManifestId};
 use super::manifest::{BlockRef, Manifest, MAX_BLOCKS};
 use super::store::ContentStore;
+
+/// Publish staged blocks once this many are waiting…
+const PUBLISH_BLOCKS: usize = 32;
+/// …or this many bytes (page cache, not heap: the process's memory does not grow with it).
+const PUBLISH_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a finished ingest produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +90,8 @@ struct Sink {
     blocks: Vec<BlockRef>,
     size: u64,
     dirty_dirs: HashSet<PathBuf>,
+    /// Blocks written under temporary names, published in batches.
+    pending: Pending,
     /// Blocks this writer pinned against eviction (released on finish or drop).
     pinned: HashSet<BlockHash>,
     poisoned: bool,
@@ -99,8 +108,15 @@ impl Sink {
             // file is gone, so we write it) or skips this block.
             self.store.pin_inflight(hash);
             let files = &self.store.inner.files;
-            if !files.exists(&hash) {
-                files.write_atomic(&hash, bytes, &mut self.dirty_dirs)?;
+            if files.exists(&hash) {
+                // Another writer may have renamed it moments ago: make sure that rename is
+                // durable before our commit names the block.
+                self.dirty_dirs.insert(files.dir_of(&hash));
+            } else {
+                files.stage(&hash, bytes, &mut self.pending, &mut self.dirty_dirs)?;
+                if self.pending.len() >= PUBLISH_BLOCKS || self.pending.bytes() >= PUBLISH_BYTES {
+                    files.publish(&mut self.pending)?;
+                }
             }
         }
         // Chunks are at most the chunker's max (≤ 16 MiB), so the length fits in u32.
@@ -122,6 +138,7 @@ impl ContentWriter {
                 blocks: Vec::new(),
                 size: 0,
                 dirty_dirs: HashSet::new(),
+                pending: Pending::default(),
                 pinned: HashSet::new(),
                 poisoned: false,
             },
@@ -160,6 +177,7 @@ impl ContentWriter {
         let sink = &mut self.sink;
         self.chunker.finish(&mut |b: &[u8]| sink.emit(b))?;
         let files = &self.sink.store.inner.files;
+        files.publish(&mut self.sink.pending)?;
         files.sync_dirs(&mut self.sink.dirty_dirs)?;
         let manifest = Manifest::new(self.chunker.params(), std::mem::take(&mut self.sink.blocks));
         let store = self.sink.store.clone();
