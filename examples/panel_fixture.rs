@@ -10,7 +10,6 @@
 
 use std::process::ExitCode;
 
-use harpbridge::config::ConfigArgs;
 use harpbridge::web::events::Event;
 use harpbridge::web::{router, AppState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -19,23 +18,42 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Settings as `harpbridge serve` reads them from these flags, everything else at clap's
+/// defaults (`ConfigArgs::default()` would leave defaulted strings empty).
+fn settings(flags: &[(&str, String)]) -> harpbridge::config::ConfigArgs {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: harpbridge::config::ConfigArgs,
+    }
+    let argv = std::iter::once("harpbridge".to_owned()).chain(
+        flags
+            .iter()
+            .map(|(name, value)| format!("--{name}={value}")),
+    );
+    <Flags as clap::Parser>::try_parse_from(argv)
+        .expect("flags that clap accepts")
+        .config
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = ConfigArgs {
-        app_id: env("APP_ID").or(Some("harpbridge".into())),
-        app_secret: env("APP_SECRET"),
-        app_version: env("APP_VERSION").or(Some("0.1.0".into())),
-        app_host: Some("127.0.0.1".into()),
-        app_port: Some("9".into()),
-        nextcloud_url: env("NEXTCLOUD_URL"),
-        data_dir: Some(
-            std::env::temp_dir()
-                .join("harpbridge-panel-fixture")
-                .display()
-                .to_string(),
+    let data = std::env::temp_dir().join("harpbridge-panel-fixture");
+    let config = settings(&[
+        (
+            "app-id",
+            env("APP_ID").unwrap_or_else(|| "harpbridge".into()),
         ),
-        ..ConfigArgs::default()
-    };
+        ("app-secret", env("APP_SECRET").unwrap_or_default()),
+        (
+            "app-version",
+            env("APP_VERSION").unwrap_or_else(|| "0.1.0".into()),
+        ),
+        ("app-host", "127.0.0.1".into()),
+        ("app-port", "9".into()),
+        ("nextcloud-url", env("NEXTCLOUD_URL").unwrap_or_default()),
+        ("data-dir", data.display().to_string()),
+    ]);
     let config = match config.validate() {
         Ok(config) => config,
         Err(e) => {

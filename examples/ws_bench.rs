@@ -27,7 +27,6 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use futures_util::StreamExt;
-use harpbridge::config::ConfigArgs;
 use harpbridge::web::events::{Body, ChainEntry, Event, Operation, ServerMessage};
 use harpbridge::web::{router, AppState};
 use serde_json::json;
@@ -126,6 +125,24 @@ fn stats(mut ns: Vec<u64>) -> Stats {
     }
 }
 
+/// Settings as `harpbridge serve` reads them from these flags, everything else at clap's
+/// defaults (`ConfigArgs::default()` would leave defaulted strings empty).
+fn settings(flags: &[(&str, String)]) -> harpbridge::config::ConfigArgs {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: harpbridge::config::ConfigArgs,
+    }
+    let argv = std::iter::once("harpbridge".to_owned()).chain(
+        flags
+            .iter()
+            .map(|(name, value)| format!("--{name}={value}")),
+    );
+    <Flags as clap::Parser>::try_parse_from(argv)
+        .expect("flags that clap accepts")
+        .config
+}
+
 /// Binds on 127.0.0.1 from inside the server runtime, so that the listener and every
 /// accepted socket belong to the server's reactor, not the clients'.
 async fn bind_on(server_rt: &tokio::runtime::Runtime) -> TcpListener {
@@ -162,21 +179,16 @@ async fn run_ws(
     interval: Duration,
 ) -> (Stats, usize) {
     let nextcloud = fake_nextcloud(server_rt).await;
-    let config = ConfigArgs {
-        app_id: Some("harpbridge".into()),
-        app_secret: Some(SECRET.into()),
-        app_version: Some("0.1.0".into()),
-        app_host: Some("127.0.0.1".into()),
-        app_port: Some("9".into()),
-        nextcloud_url: Some(nextcloud),
-        data_dir: Some(
-            std::env::temp_dir()
-                .join("harpbridge-ws-bench")
-                .display()
-                .to_string(),
-        ),
-        ..ConfigArgs::default()
-    }
+    let data = std::env::temp_dir().join("harpbridge-ws-bench");
+    let config = settings(&[
+        ("app-id", "harpbridge".into()),
+        ("app-secret", SECRET.into()),
+        ("app-version", "0.1.0".into()),
+        ("app-host", "127.0.0.1".into()),
+        ("app-port", "9".into()),
+        ("nextcloud-url", nextcloud),
+        ("data-dir", data.display().to_string()),
+    ])
     .validate()
     .expect("bench settings");
     let state = AppState::new(config).expect("state");

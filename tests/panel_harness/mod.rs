@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use harpbridge::config::ConfigArgs;
 use harpbridge::web::events::{ChainEntry, Event, Operation};
 use harpbridge::web::{router, AppState};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -47,16 +46,16 @@ impl Panel {
             },
         );
         let data = std::env::temp_dir().join(format!("harpbridge-panel-{}", std::process::id()));
-        let config = ConfigArgs {
-            app_id: Some(APP_ID.into()),
-            app_secret: Some(SECRET.into()),
-            app_version: Some("0.1.0".into()),
-            app_host: Some("127.0.0.1".into()),
-            app_port: Some("9".into()), // unused: the test binds 127.0.0.1:0 itself
-            nextcloud_url: Some(nextcloud.url.clone()),
-            data_dir: Some(data.display().to_string()),
-            ..ConfigArgs::default()
-        }
+        let config = settings(&[
+            ("app-id", APP_ID.into()),
+            ("app-secret", SECRET.into()),
+            ("app-version", "0.1.0".into()),
+            ("app-host", "127.0.0.1".into()),
+            // Unused: the test binds 127.0.0.1:0 itself.
+            ("app-port", "9".into()),
+            ("nextcloud-url", nextcloud.url.clone()),
+            ("data-dir", data.display().to_string()),
+        ])
         .validate()
         .expect("valid test settings");
         let state = AppState::new(config).expect("app state");
@@ -100,6 +99,24 @@ impl Panel {
             entry: entry(library_id, n, path_len),
         })
     }
+}
+
+/// Settings as `harpbridge serve` reads them from these flags, everything else at clap's
+/// defaults (`ConfigArgs::default()` would leave defaulted strings empty).
+fn settings(flags: &[(&str, String)]) -> harpbridge::config::ConfigArgs {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: harpbridge::config::ConfigArgs,
+    }
+    let argv = std::iter::once("harpbridge".to_owned()).chain(
+        flags
+            .iter()
+            .map(|(name, value)| format!("--{name}={value}")),
+    );
+    <Flags as clap::Parser>::try_parse_from(argv)
+        .expect("flags that clap accepts")
+        .config
 }
 
 /// The headers HaRP injects: `EX-APP-ID`, `EX-APP-VERSION`, `AUTHORIZATION-APP-API`,
