@@ -9,8 +9,9 @@
 // Checks: the page mounts into #content and goes live over the WebSocket; a chain entry
 // appended on the server is in the page within 1 s; a transfer's progress bar moves; an
 // admin adds a library through the form (PHP proxy → admin check with Nextcloud → hub →
-// WebSocket); a non-admin gets no admin controls; without HaRP the page says it polls and
-// still shows new entries. Screenshots go to target/panel*.png.
+// WebSocket); a non-admin gets no admin controls; when the WebSocket drops the page polls,
+// reconnects and resumes; without HaRP the page says it polls and still shows new entries.
+// Screenshots go to target/panel*.png.
 //
 // Env: HARPBRIDGE_PANEL_FIXTURE (default $CARGO_TARGET_DIR or target, then
 // debug/examples/panel_fixture),
@@ -240,11 +241,38 @@ test('a user who is not an admin gets no admin controls', async () => {
 	await context.close()
 })
 
+test('when the WebSocket drops the panel polls, reconnects and resumes', async () => {
+	nextcloud.harp = true
+	const { context, page, errors } = await openPanel('admin', 'activity')
+	await page.waitForSelector('[data-test="mode"][data-mode="live"]', { timeout: 15000 })
+	const upgrades = () => nextcloud.log.filter((l) => l.endsWith('/ws (upgrade)')).length
+	const before = upgrades()
+
+	// HaRP goes away: the socket is cut and new upgrades fail.
+	nextcloud.harp = false
+	nextcloud.dropWebSockets()
+	await page.waitForSelector('[data-test="mode"][data-mode="polling"]', { timeout: 15000 })
+	const missed = entry('photos', 10, { kind: 'mkdir', path: 'Photos/while-offline' })
+	await publish({ type: 'entry_appended', entry: missed })
+	await page.waitForSelector(`[data-hash="${missed.hash}"]`, { timeout: 15000 })
+
+	// HaRP is back: the panel goes live again on its own and follows new entries.
+	nextcloud.harp = true
+	await page.waitForSelector('[data-test="mode"][data-mode="live"]', { timeout: 60000 })
+	assert.ok(upgrades() > before + 1, 'the panel opened a new WebSocket')
+	const resumed = entry('photos', 11, { kind: 'mkdir', path: 'Photos/after-reconnect' })
+	await publish({ type: 'entry_appended', entry: resumed })
+	await page.waitForSelector(`[data-hash="${resumed.hash}"]`, { timeout: 5000 })
+	assert.equal(await page.locator(`[data-hash="${missed.hash}"]`).count(), 1, 'the entry is shown once')
+	assert.deepEqual(errors, [])
+	await context.close()
+})
+
 test('without HaRP the panel says it polls, and still follows the chain', async () => {
 	nextcloud.harp = false
 	const { context, page, errors } = await openPanel('admin', 'activity')
 	await page.waitForSelector('[data-test="mode"][data-mode="polling"]', { timeout: 15000 })
-	const polled = entry('photos', 4, { kind: 'delete', path: 'Photos/2024/old.jpg' })
+	const polled = entry('photos', 20, { kind: 'delete', path: 'Photos/2024/old.jpg' })
 	await publish({ type: 'entry_appended', entry: polled })
 	await page.waitForSelector(`[data-hash="${polled.hash}"]`, { timeout: 15000 })
 	assert.ok(nextcloud.log.includes(`GET /index.php/apps/app_api/proxy/${APP_ID}/api/snapshot`))

@@ -63,6 +63,7 @@ export class FakeNextcloud {
 		this.routes = readRoutes(appId)
 		this.requestToken = randomBytes(24).toString('base64')
 		this.log = []
+		this.tunnels = new Set()
 		this.server = http.createServer((req, res) => this.handle(req, res).catch((error) => {
 			console.error('harness error', error)
 			res.writeHead(500).end(String(error))
@@ -274,13 +275,22 @@ export class FakeNextcloud {
 			socket.pipe(upstream)
 		})
 		const end = () => {
+			this.tunnels.delete(end)
 			upstream.destroy()
 			socket.destroy()
 		}
+		this.tunnels.add(end)
 		upstream.on('error', end)
 		socket.on('error', end)
 		upstream.on('close', end)
 		socket.on('close', end)
+	}
+
+	/** Cuts every tunnelled WebSocket, as a HaRP restart would. */
+	dropWebSockets() {
+		for (const end of [...this.tunnels]) {
+			end()
+		}
 	}
 
 	userGroups(req, res, uid) {
