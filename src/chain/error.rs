@@ -183,6 +183,9 @@ pub enum ChainError {
     /// The operating system's random generator failed.
     #[error("random generator: {0}")]
     Random(String),
+    /// A worker thread failed (a bug).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl ChainError {

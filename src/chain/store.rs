@@ -44,7 +44,7 @@ use super::types::{DeviceKey, EntryHash, LibraryId};
 pub const ENTRIES: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("chain_entries");
 
 /// Entries decoded and checked per step while loading (bounds memory at open).
-const LOAD_CHUNK: usize = 16_384;
+const LOAD_CHUNK: usize = 32_768;
 
 /// What [`ChainStore::insert_remote`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -144,7 +144,25 @@ fn write_entries(
     txn.commit().map_err(ChainError::db)
 }
 
-/// Reads, decodes and verifies every stored entry, building the indexes.
+/// Signatures of one loaded chunk, with where each entry is stored.
+struct ChunkSigs {
+    sigs: Vec<SigItem>,
+    at: Vec<(LibraryId, u64)>,
+}
+
+impl ChunkSigs {
+    fn verify(self) -> Result<(), ChainError> {
+        sig::verify_all(&self.sigs).map_err(|i| ChainError::Damaged {
+            library: self.at[i].0,
+            index: self.at[i].1,
+            hash: Some(self.sigs[i].0),
+            reason: EntryFault::BadSignature.to_string(),
+        })
+    }
+}
+
+/// Reads, decodes and verifies every stored entry, building the indexes. Signatures of one
+/// chunk are checked on other threads while the next chunk is decoded and linked.
 fn load_all(db: &Database) -> Result<HashMap<LibraryId, LibIndex>, ChainError> {
     let txn = db.begin_read().map_err(ChainError::db)?;
     let table = match txn.open_table(ENTRIES) {
@@ -154,25 +172,49 @@ fn load_all(db: &Database) -> Result<HashMap<LibraryId, LibIndex>, ChainError> {
     };
     let mut libs = HashMap::new();
     let mut raw: Vec<(LibraryId, u64, Vec<u8>)> = Vec::with_capacity(LOAD_CHUNK);
-    for item in table.iter().map_err(ChainError::db)? {
-        let (k, v) = item.map_err(ChainError::db)?;
-        let (lib, idx) = k.value();
-        raw.push((LibraryId(lib), idx, v.value().to_vec()));
-        if raw.len() == LOAD_CHUNK {
-            load_chunk(&mut libs, &raw)?;
-            raw.clear();
+    let mut pending: Option<std::thread::JoinHandle<Result<(), ChainError>>> = None;
+    let mut iter = table.iter().map_err(ChainError::db)?;
+    loop {
+        let item = iter.next();
+        let done = item.is_none();
+        if let Some(item) = item {
+            let (k, v) = item.map_err(ChainError::db)?;
+            let (lib, idx) = k.value();
+            raw.push((LibraryId(lib), idx, v.value().to_vec()));
         }
+        if raw.len() < LOAD_CHUNK && !done {
+            continue;
+        }
+        let (chunk, fault) = load_chunk(&mut libs, &raw);
+        raw.clear();
+        // Damage in an earlier chunk comes first.
+        if let Some(h) = pending.take() {
+            h.join()
+                .unwrap_or_else(|_| Err(ChainError::Random("signature thread panicked".into())))?;
+        }
+        if let Some(fault) = fault {
+            // A bad signature before the first structural fault is the earlier damage.
+            chunk.verify()?;
+            return Err(fault);
+        }
+        if done {
+            chunk.verify()?;
+            return Ok(libs);
+        }
+        pending = Some(std::thread::spawn(move || chunk.verify()));
     }
-    load_chunk(&mut libs, &raw)?;
-    Ok(libs)
 }
 
+/// Decodes and links one chunk of stored entries into the indexes. Returns the signatures
+/// still to check (those of every entry before the first fault) and that fault, if any.
 fn load_chunk(
     libs: &mut HashMap<LibraryId, LibIndex>,
     raw: &[(LibraryId, u64, Vec<u8>)],
-) -> Result<(), ChainError> {
-    let mut sigs: Vec<SigItem> = Vec::with_capacity(raw.len());
-    let mut fault: Option<ChainError> = None;
+) -> (ChunkSigs, Option<ChainError>) {
+    let mut out = ChunkSigs {
+        sigs: Vec::with_capacity(raw.len()),
+        at: Vec::with_capacity(raw.len()),
+    };
     for (lib, idx, bytes) in raw {
         let index = libs.entry(*lib).or_insert_with(|| LibIndex::new(*lib));
         let damaged = |hash: Option<EntryHash>, reason: String| ChainError::Damaged {
@@ -182,46 +224,28 @@ fn load_chunk(
             reason,
         };
         if *idx != index.len() as u64 {
-            fault = Some(ChainError::Damaged {
+            let fault = ChainError::Damaged {
                 library: *lib,
                 index: index.len() as u64,
                 hash: None,
                 reason: format!("missing (the next stored entry is #{idx})"),
-            });
-            break;
+            };
+            return (out, Some(fault));
         }
         let e = match Entry::from_bytes(bytes) {
             Ok(e) => e,
-            Err(err) => {
-                fault = Some(damaged(None, format!("undecodable: {err}")));
-                break;
-            }
+            Err(err) => return (out, Some(damaged(None, format!("undecodable: {err}")))),
         };
         match index.check(&e) {
             Ok(c) => {
-                sigs.push((e.hash(), c.vk, *e.signature()));
+                out.sigs.push((e.hash(), c.vk, *e.signature()));
+                out.at.push((*lib, *idx));
                 index.push(&e, c);
             }
-            Err(f) => {
-                fault = Some(damaged(Some(e.hash()), f.to_string()));
-                break;
-            }
+            Err(f) => return (out, Some(damaged(Some(e.hash()), f.to_string()))),
         }
     }
-    // A bad signature before the first structural fault is the earlier damage.
-    if let Err(i) = sig::verify_all(&sigs) {
-        let (lib, idx, _) = &raw[i];
-        return Err(ChainError::Damaged {
-            library: *lib,
-            index: *idx,
-            hash: Some(sigs[i].0),
-            reason: EntryFault::BadSignature.to_string(),
-        });
-    }
-    match fault {
-        Some(f) => Err(f),
-        None => Ok(()),
-    }
+    (out, None)
 }
 
 impl ChainStore {
