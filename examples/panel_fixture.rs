@@ -1,6 +1,7 @@
 //! Test support for the panel's browser test (`tests/browser/`): the real harpbridge
-//! router on 127.0.0.1, whose [`Hub`](harpbridge::web::hub::Hub) publishes the events it
-//! reads from standard input, one JSON [`Event`] per line (`{"type":"entry_appended",
+//! router and engine (on a fresh data directory) on 127.0.0.1, whose
+//! [`Hub`](harpbridge::web::hub::Hub) also publishes the events it reads from standard
+//! input, one JSON [`Event`] per line (`{"type":"entry_appended",
 //! "entry":{…}}`), exactly as the chain, swarm and transfer code will publish them.
 //!
 //! Settings come from the usual AppAPI variables (`APP_ID`, `APP_SECRET`,
@@ -38,7 +39,10 @@ fn settings(flags: &[(&str, String)]) -> harpbridge::config::ConfigArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let data = std::env::temp_dir().join("harpbridge-panel-fixture");
+    // A fresh data directory for this run's engine (chain, content, libraries).
+    let data =
+        std::env::temp_dir().join(format!("harpbridge-panel-fixture-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
     let config = settings(&[
         (
             "app-id",
@@ -62,7 +66,7 @@ async fn main() -> ExitCode {
         }
     };
     let state = match AppState::new(config) {
-        Ok(state) => state,
+        Ok(state) => state.start_engine(),
         Err(e) => {
             eprintln!("panel_fixture: {e}");
             return ExitCode::FAILURE;
@@ -82,6 +86,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(error) = &state.engine_error {
+        eprintln!("panel_fixture: {error}");
+        return ExitCode::FAILURE;
+    }
     let hub = state.panel.hub.clone();
     let app = router(state);
     tokio::spawn(async move {
@@ -107,5 +115,6 @@ async fn main() -> ExitCode {
         let _ = out.write_all(reply.as_bytes()).await;
         let _ = out.flush().await;
     }
+    let _ = std::fs::remove_dir_all(&data);
     ExitCode::SUCCESS
 }

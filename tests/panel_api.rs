@@ -74,9 +74,30 @@ async fn reads_are_for_users_and_never_cached() {
     assert_eq!(overview["device"]["version"], "0.1.0");
 }
 
+/// The next WebSocket message of this type (others, such as the first scan's, skipped).
+async fn next_of_type(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    kind: &str,
+) -> Value {
+    loop {
+        let Some(Ok(Message::Text(text))) = ws.next().await else {
+            panic!("the WebSocket ended while waiting for {kind}")
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
 #[tokio::test]
 async fn only_admins_change_libraries_and_everyone_sees_it_live() {
     let panel = Panel::start().await;
+    panel.nextcloud.user_mkdir("alice", "Photos");
+    panel.nextcloud.user_mkdir("alice", "Photos/2024");
+    panel.nextcloud.user_mkdir("admin", "Work");
     let (mut ws, _) = tokio_tungstenite::connect_async(panel.ws_request("alice"))
         .await
         .unwrap();
@@ -112,14 +133,19 @@ async fn only_admins_change_libraries_and_everyone_sees_it_live() {
     assert_eq!(library["owner"], "alice");
 
     // Alice owns it, so her WebSocket gets it.
-    let Some(Ok(Message::Text(text))) = ws.next().await else {
-        panic!("expected a message")
-    };
-    let message: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(message["type"], "library_state");
+    let message = next_of_type(&mut ws, "library_state").await;
     assert_eq!(message["library"]["id"], library["id"]);
 
-    // The same folder twice: 409. Bad input: 400.
+    // A folder that does not exist: 404. The same folder twice: 409. Bad input: 400.
+    let (status, body, _) = call(
+        &panel,
+        Method::POST,
+        "/api/admin/libraries",
+        Some("admin"),
+        Some(json!({"name": "x", "owner": "alice", "folder": "/Nowhere"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, _, _) = call(
         &panel,
         Method::POST,
@@ -162,11 +188,8 @@ async fn only_admins_change_libraries_and_everyone_sees_it_live() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _, _) = call(&panel, Method::DELETE, &path, Some("admin"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let Some(Ok(Message::Text(text))) = ws.next().await else {
-        panic!("expected a message")
-    };
-    let message: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(message["type"], "library_removed");
+    let message = next_of_type(&mut ws, "library_removed").await;
+    assert_eq!(message["library_id"], library["id"]);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! | `GET /api/activity?library=ID&limit=N` | user | `{"entries":[ChainEntry]}`, oldest first, `limit` ≤ 200 (default 200) |
 //! | `GET /api/transfers` | user | `{"transfers":[Transfer]}` |
 //! | `GET /api/libraries` | user | `{"libraries":[Library]}` |
-//! | `POST /api/admin/libraries` | admin | body [`NewLibrary`]; 201 with the [`Library`]; 409 if that user's folder is one already |
+//! | `POST /api/admin/libraries` | admin | body [`NewLibrary`]; 201 with the [`Library`](super::events::Library); 400 bad input, 404 no such folder, 409 overlaps a library, 503 no storage |
 //! | `DELETE /api/admin/libraries/{id}` | admin | 204; 404 if unknown |
 //! | `POST /api/admin/peers/{id}/pair` | admin | 202 once handed to the swarm; 404 unknown, 409 already trusted, 503 swarm not running |
 //!
@@ -25,9 +25,12 @@
 //! no `Cache-Control` and whose type is not exactly `application/json`. Errors are
 //! `{"error":"…"}`.
 //!
-//! Libraries are kept in the [`Hub`](super::hub::Hub) for now: adding one announces it
-//! to the panel (`library_state`); the sync engine and database take them over when they
-//! land, and until then libraries do not survive a restart.
+//! Libraries are the engine's ([`crate::engine::Engine::create_library`]): adding one
+//! checks over WebDAV, as that user, that the folder exists, creates its chain (genesis
+//! entry) and starts the first scan; the engine tells the panel through the hub
+//! (`library_state`, `entry_appended`). Reads come from the hub, which the engine keeps
+//! current. Without an engine (the data directory could not be opened) mutations answer
+//! 503 with the reason.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::{HeaderValue, CACHE_CONTROL};
@@ -39,14 +42,15 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::events::{
-    ApiErrorBody, Event, Library, LibraryStatus, NewLibrary, Overview, Verification, Viewer,
-    ACTIVITY_LIMIT,
-};
+use super::events::{ApiErrorBody, NewLibrary, Overview, Viewer, ACTIVITY_LIMIT};
 use super::panel::PairRequest;
 use super::AppState;
 use crate::appapi::auth::AppApiUser;
 use crate::appapi::client::ClientError;
+use crate::appapi::webdav::DavError;
+use crate::chain::LibraryId;
+use crate::engine::libraries::LibraryError;
+use crate::engine::{Engine, EngineError};
 
 /// Why a panel request failed; the `Display` text is the `error` the client sees.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +64,17 @@ pub enum ApiError {
     #[error("{0}")]
     Invalid(String),
     #[error("{0} not found")]
-    NotFound(&'static str),
+    NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the peer-to-peer swarm is not running, so pairing is not possible now")]
     SwarmNotRunning,
+    #[error("harpbridge has no storage: {0}")]
+    NoStorage(String),
+    #[error("Nextcloud: {0}")]
+    Upstream(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -75,7 +85,9 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::SwarmNotRunning => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::SwarmNotRunning | ApiError::NoStorage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -184,6 +196,33 @@ async fn libraries(State(state): State<AppState>, user: AppApiUser) -> Result<Re
     Ok(Json(json!({ "libraries": state.panel.hub.libraries(&viewer) })).into_response())
 }
 
+fn engine(state: &AppState) -> Result<&Engine, ApiError> {
+    state.engine.as_ref().ok_or_else(|| {
+        ApiError::NoStorage(
+            state
+                .engine_error
+                .as_deref()
+                .unwrap_or("the engine is not running")
+                .to_owned(),
+        )
+    })
+}
+
+/// How the engine's refusals reach the panel.
+fn from_engine(e: EngineError) -> ApiError {
+    match e {
+        EngineError::Library(LibraryError::BadUser(_) | LibraryError::BadFolder(..))
+        | EngineError::Invalid(_) => ApiError::Invalid(e.to_string()),
+        EngineError::Library(LibraryError::Overlap { .. }) => ApiError::Conflict(e.to_string()),
+        EngineError::Library(LibraryError::Unknown(_)) => ApiError::NotFound("library".into()),
+        EngineError::Dav(DavError::NotFound(path)) => {
+            ApiError::NotFound(format!("the folder {path}"))
+        }
+        EngineError::Dav(e) => ApiError::Upstream(e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
 async fn add_library(
     State(state): State<AppState>,
     user: AppApiUser,
@@ -192,38 +231,18 @@ async fn add_library(
     let by = admin(&state, user).await?;
     let Json(new) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     let name = valid_name(&new.name)?;
-    let owner = valid_owner(&new.owner)?;
-    let folder = normalize_folder(&new.folder)?;
-    let admin_view = Viewer {
-        uid: by.clone(),
-        is_admin: true,
-    };
-    let hub = &state.panel.hub;
-    if let Some(existing) = hub
-        .libraries(&admin_view)
-        .into_iter()
-        .find(|l| l.owner == owner && l.folder == folder)
-    {
-        return Err(ApiError::Conflict(format!(
-            "{owner}'s folder {folder} is already the library {}",
-            existing.name
-        )));
-    }
-    let library = Library {
-        id: library_id(&owner, &folder),
-        name,
-        owner,
-        folder,
-        heads: Vec::new(),
-        entries: 0,
-        verification: Verification::unverified(),
-        status: LibraryStatus::Idle,
-        error: None,
-    };
-    tracing::info!(library = %library.id, owner = %library.owner, folder = %library.folder, by = %by, "library added");
-    hub.publish(Event::LibraryState {
-        library: library.clone(),
-    });
+    let engine = engine(&state)?;
+    let created = engine
+        .create_library(&name, new.owner.trim(), &new.folder)
+        .await
+        .map_err(from_engine)?;
+    tracing::info!(library = %created.id, owner = %created.uid, folder = %created.folder, by = %by, "library added from the panel");
+    // The engine announced it to the hub; answer with what the panel shows.
+    let library = state
+        .panel
+        .hub
+        .library(&created.id.to_hex())
+        .ok_or_else(|| ApiError::Internal("the new library was not announced".into()))?;
     Ok((StatusCode::CREATED, Json(library)).into_response())
 }
 
@@ -233,12 +252,12 @@ async fn remove_library(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let by = admin(&state, user).await?;
-    let hub = &state.panel.hub;
-    if hub.library(&id).is_none() {
-        return Err(ApiError::NotFound("library"));
-    }
-    tracing::info!(library = %id, by = %by, "library removed");
-    hub.publish(Event::LibraryRemoved { library_id: id });
+    let engine = engine(&state)?;
+    let library_id: LibraryId = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("library".into()))?;
+    engine.remove_library(&library_id).map_err(from_engine)?;
+    tracing::info!(library = %id, by = %by, "library removed from the panel");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -252,7 +271,7 @@ async fn pair(
         .panel
         .hub
         .peer(&peer_id)
-        .ok_or(ApiError::NotFound("peer"))?;
+        .ok_or(ApiError::NotFound("peer".into()))?;
     if peer.trusted {
         return Err(ApiError::Conflict(format!(
             "{peer_id} is already a trusted device"
@@ -268,77 +287,17 @@ async fn pair(
 }
 
 const MAX_NAME: usize = 100;
-const MAX_OWNER: usize = 64;
-const MAX_FOLDER: usize = 4096;
 
+/// A library's display name: at most [`MAX_NAME`] characters, no control characters;
+/// empty lets the engine name it after the user and folder.
 fn valid_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::Invalid(format!(
-            "a library name has 1 to {MAX_NAME} characters and no control characters"
+            "a library name has at most {MAX_NAME} characters and no control characters"
         )));
     }
     Ok(name.to_owned())
-}
-
-fn valid_owner(raw: &str) -> Result<String, ApiError> {
-    let owner = raw.trim();
-    if owner.is_empty()
-        || owner.len() > MAX_OWNER
-        || owner
-            .chars()
-            .any(|c| c.is_control() || c == '/' || c == ':')
-    {
-        return Err(ApiError::Invalid(
-            "the owner must be a Nextcloud user id".into(),
-        ));
-    }
-    Ok(owner.to_owned())
-}
-
-/// `/`-separated, absolute, without empty, `.` or `..` segments or NUL; `""` means `/`.
-fn normalize_folder(raw: &str) -> Result<String, ApiError> {
-    if raw.len() > MAX_FOLDER || raw.contains('\0') {
-        return Err(ApiError::Invalid("the folder path is not valid".into()));
-    }
-    let mut segments = Vec::new();
-    for segment in raw.split('/') {
-        match segment {
-            "" => continue,
-            "." | ".." => {
-                return Err(ApiError::Invalid(
-                    "the folder path may not contain . or .. segments".into(),
-                ))
-            }
-            s if s.chars().any(char::is_control) => {
-                return Err(ApiError::Invalid(
-                    "the folder path may not contain control characters".into(),
-                ))
-            }
-            s => segments.push(s),
-        }
-    }
-    Ok(format!("/{}", segments.join("/")))
-}
-
-/// A stable id for a user's folder: a readable slug and a short hash.
-fn library_id(owner: &str, folder: &str) -> String {
-    // FNV-1a over "owner\0folder": fixed forever, unlike std's DefaultHasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in owner.bytes().chain([0]).chain(folder.bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let slug: String = folder
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(24)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let slug = if slug.is_empty() { "root".into() } else { slug };
-    format!("{slug}-{:08x}", hash as u32)
 }
 
 #[cfg(test)]
@@ -346,32 +305,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn folders_are_normalized_or_refused() {
-        assert_eq!(normalize_folder("Photos/2024/").unwrap(), "/Photos/2024");
-        assert_eq!(normalize_folder("//a//b").unwrap(), "/a/b");
-        assert_eq!(normalize_folder("").unwrap(), "/");
-        assert!(normalize_folder("/a/../b").is_err());
-        assert!(normalize_folder("/a/./b").is_err());
-        assert!(normalize_folder("/a\0b").is_err());
-        assert!(normalize_folder("/a\nb").is_err());
-    }
-
-    #[test]
-    fn names_and_owners_are_checked() {
+    fn names_are_checked() {
         assert_eq!(valid_name("  Photos ").unwrap(), "Photos");
-        assert!(valid_name("").is_err());
+        assert_eq!(valid_name("").unwrap(), "");
         assert!(valid_name(&"x".repeat(101)).is_err());
-        assert!(valid_owner("alice").is_ok());
-        assert!(valid_owner("a/b").is_err());
-        assert!(valid_owner("").is_err());
+        assert!(valid_name("a\nb").is_err());
     }
 
     #[test]
-    fn library_ids_are_stable_and_distinct() {
-        let a = library_id("alice", "/Photos");
-        assert_eq!(a, library_id("alice", "/Photos"));
-        assert!(a.starts_with("photos-"));
-        assert_ne!(a, library_id("bob", "/Photos"));
-        assert!(library_id("alice", "/").starts_with("root-"));
+    fn engine_refusals_map_to_statuses() {
+        let status = |e: EngineError| from_engine(e).status();
+        assert_eq!(
+            status(EngineError::Library(LibraryError::BadUser("x/y".into()))),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(EngineError::Library(LibraryError::Overlap {
+                uid: "a".into(),
+                folder: "f".into(),
+                other: "l".into()
+            })),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(EngineError::Dav(DavError::NotFound("/x".into()))),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(EngineError::Dav(DavError::Unauthorized)),
+            StatusCode::BAD_GATEWAY
+        );
     }
 }

@@ -104,10 +104,20 @@ pub struct Peer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Operation {
-    Put { path: String, size: u64 },
-    Delete { path: String },
-    Rename { from: String, to: String },
-    Mkdir { path: String },
+    Put {
+        path: String,
+        size: u64,
+    },
+    Delete {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Mkdir {
+        path: String,
+    },
     Merge,
     AddDevice {
         device: String,
@@ -548,7 +558,10 @@ mod tests {
         assert_eq!(view.hash.len(), 64);
         assert_eq!(view.library_id, "07".repeat(16));
         assert_eq!(view.parents, vec!["01".repeat(32)]);
-        assert_eq!((view.seq, view.lamport, view.time_ms), (3, 5, 1_764_090_000_000));
+        assert_eq!(
+            (view.seq, view.lamport, view.time_ms),
+            (3, 5, 1_764_090_000_000)
+        );
         assert_eq!(
             view.op,
             Operation::Rename {

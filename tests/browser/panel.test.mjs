@@ -104,6 +104,7 @@ before(async () => {
 		config: { appId: APP_ID, version: VERSION, wsPath: `/exapps/${APP_ID}/ws`, apiBase: `/apps/app_api/proxy/${APP_ID}/api` },
 	})
 	await nextcloud.listen()
+	nextcloud.mkdir('alice', 'Documents/Team')
 	fixture = spawn(fixturePath, [], {
 		env: { ...process.env, APP_ID, APP_SECRET: SECRET, APP_VERSION: VERSION, NEXTCLOUD_URL: nextcloud.url, RUST_LOG: 'warn' },
 		stdio: ['pipe', 'pipe', 'inherit'],
@@ -212,7 +213,7 @@ test('goes live over HaRP; a chain entry shows within 1 s; a transfer bar moves'
 	await context.close()
 })
 
-test('an admin adds a library through the PHP proxy; it arrives over the WebSocket', async () => {
+test('an admin adds a library (engine, over WebDAV as its user); it arrives over the WebSocket', async () => {
 	nextcloud.harp = true
 	const { context, page, errors } = await openPanel('admin', 'libraries')
 	await page.waitForSelector('[data-test="mode"][data-mode="live"]', { timeout: 15000 })
@@ -223,6 +224,19 @@ test('an admin adds a library through the PHP proxy; it arrives over the WebSock
 	await form.locator('button[type="submit"]').click()
 	await page.waitForSelector('[data-test="libraries"] >> text=Team documents', { timeout: 5000 })
 	assert.ok(nextcloud.log.includes(`POST /index.php/apps/app_api/proxy/${APP_ID}/api/admin/libraries`))
+	// The engine looked at alice's folder as alice before creating the library's chain.
+	assert.ok(nextcloud.log.includes('PROPFIND /remote.php/dav/files/alice/Documents/Team'))
+	const row = await page.textContent('[data-test="libraries"] tr:has-text("Team documents")')
+	assert.match(row, /alice/)
+	assert.match(row, /\/Documents\/Team/)
+
+	// A folder alice does not have: the form says why.
+	const form2 = page.locator('[data-test="add-library"]')
+	await form2.locator('input').nth(0).fill('Nothing')
+	await form2.locator('input').nth(1).fill('alice')
+	await form2.locator('input').nth(2).fill('/Nowhere')
+	await form2.locator('button[type="submit"]').click()
+	await page.waitForSelector('text=Could not add the library', { timeout: 5000 })
 	assert.deepEqual(errors, [])
 	await context.close()
 })

@@ -22,6 +22,7 @@ pub struct Panel {
     pub state: AppState,
     pub nextcloud: FakeNextcloud,
     task: tokio::task::JoinHandle<()>,
+    _data: tempfile::TempDir,
 }
 
 impl Drop for Panel {
@@ -31,7 +32,8 @@ impl Drop for Panel {
 }
 
 impl Panel {
-    /// Starts the double (users `admin` in group admin, `alice` not) and the router.
+    /// Starts the double (users `admin` in group admin, `alice` not), the engine on a
+    /// temporary data directory, and the router.
     pub async fn start() -> Panel {
         let nextcloud = FakeNextcloud::start().await;
         nextcloud.state().apps.insert(
@@ -45,7 +47,7 @@ impl Panel {
                 status: InitStatus::default(),
             },
         );
-        let data = std::env::temp_dir().join(format!("harpbridge-panel-{}", std::process::id()));
+        let data = tempfile::tempdir().expect("data directory");
         let config = settings(&[
             ("app-id", APP_ID.into()),
             ("app-secret", SECRET.into()),
@@ -54,11 +56,13 @@ impl Panel {
             // Unused: the test binds 127.0.0.1:0 itself.
             ("app-port", "9".into()),
             ("nextcloud-url", nextcloud.url.clone()),
-            ("data-dir", data.display().to_string()),
+            ("data-dir", data.path().display().to_string()),
         ])
         .validate()
         .expect("valid test settings");
-        let state = AppState::new(config).expect("app state");
+        // The real engine (chain, content, libraries) on a fresh data directory.
+        let state = AppState::new(config).expect("app state").start_engine();
+        assert!(state.engine.is_some(), "engine: {:?}", state.engine_error);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -72,6 +76,7 @@ impl Panel {
             state,
             nextcloud,
             task,
+            _data: data,
         }
     }
 

@@ -18,6 +18,9 @@
 //   path answers 404, as an outer proxy without an /exapps/ location would.
 // - GET /ocs/v2.php/cloud/users/<uid>/groups: the OCS route harpbridge asks for a user's
 //   groups, authenticated with the AppAPI headers as Nextcloud does.
+// - PROPFIND /remote.php/dav/files/<uid>/<path>: WebDAV over each user's folders (no
+//   files), answered like webdav/propfind-depth*.http in the fixtures, as the engine checks
+//   and scans a new library's folder as that user.
 //
 // Sessions are a cookie `oc_sessionPassphrase` mapped to a user; no cookie = anonymous.
 import { randomBytes } from 'node:crypto'
@@ -64,6 +67,8 @@ export class FakeNextcloud {
 		this.requestToken = randomBytes(24).toString('base64')
 		this.log = []
 		this.tunnels = new Set()
+		// Each user's folders ('' is the files root); no files.
+		this.folders = new Map(Object.keys(USERS).map((uid) => [uid, new Set([''])]))
 		this.server = http.createServer((req, res) => this.handle(req, res).catch((error) => {
 			console.error('harness error', error)
 			res.writeHead(500).end(String(error))
@@ -131,6 +136,10 @@ export class FakeNextcloud {
 		}
 		if (path.startsWith(exapps)) {
 			return this.harpProxy(req, res, path.slice(exapps.length - 1) + url.search)
+		}
+		const dav = path.match(/^\/remote\.php\/dav\/files\/([^/]+)(\/.*)?$/)
+		if (dav && req.method === 'PROPFIND') {
+			return this.propfind(req, res, decodeURIComponent(dav[1]), dav[2] ?? '/')
 		}
 		const groups = path.match(/^\/ocs\/v2\.php\/cloud\/users\/([^/]+)\/groups$/)
 		if (groups && req.method === 'GET') {
@@ -284,6 +293,52 @@ export class FakeNextcloud {
 		socket.on('error', end)
 		upstream.on('close', end)
 		socket.on('close', end)
+	}
+
+	/** Makes `path` (and its parents) a folder in `uid`'s files. */
+	mkdir(uid, path) {
+		const segments = path.split('/').filter(Boolean)
+		for (let i = 1; i <= segments.length; i++) {
+			this.folders.get(uid).add(segments.slice(0, i).join('/'))
+		}
+	}
+
+	/** The AppAPI caller of a request from harpbridge, or null if the headers are wrong. */
+	appApiCaller(req) {
+		const auth = Buffer.from(req.headers['authorization-app-api'] ?? '', 'base64').toString()
+		const colon = auth.indexOf(':')
+		if (colon < 0 || req.headers['ex-app-id'] !== this.appId || !req.headers['ex-app-version']) {
+			return null
+		}
+		return auth.slice(colon + 1) === this.secret ? auth.slice(0, colon) : null
+	}
+
+	propfind(req, res, uid, rel) {
+		req.resume()
+		const caller = this.appApiCaller(req)
+		if (caller === null || caller !== uid || !this.folders.has(uid)) {
+			res.writeHead(401, { 'content-type': 'application/xml; charset=utf-8' })
+			return res.end('<?xml version="1.0" encoding="utf-8"?><d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns"><s:exception>Sabre\\DAV\\Exception\\NotAuthenticated</s:exception></d:error>')
+		}
+		const folders = this.folders.get(uid)
+		const path = decodeURIComponent(rel).split('/').filter(Boolean).join('/')
+		if (!folders.has(path)) {
+			res.writeHead(404, { 'content-type': 'application/xml; charset=utf-8' })
+			return res.end(`<?xml version="1.0" encoding="utf-8"?><d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns"><s:exception>Sabre\\DAV\\Exception\\NotFound</s:exception><s:message>File with name ${path} could not be located</s:message></d:error>`)
+		}
+		const parent = (f) => f.split('/').slice(0, -1).join('/')
+		const listed = [path]
+		if ((req.headers.depth ?? '1') !== '0') {
+			listed.push(...[...folders].filter((f) => f !== '' && f !== path && parent(f) === path).sort())
+		}
+		const ids = [...folders].sort()
+		const response = (f) => {
+			const href = `/remote.php/dav/files/${encodeURIComponent(uid)}/${f.split('/').filter(Boolean).map(encodeURIComponent).join('/')}${f ? '/' : ''}`
+			const id = 100 + ids.indexOf(f)
+			return `<d:response><d:href>${href}</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype><d:getlastmodified>Wed, 25 Nov 2026 17:23:29 GMT</d:getlastmodified><d:getetag>&quot;etag${id}&quot;</d:getetag><oc:size>0</oc:size><oc:id>${String(id).padStart(8, '0')}ocharness</oc:id><oc:fileid>${id}</oc:fileid><oc:permissions>RGDNVCK</oc:permissions></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat><d:propstat><d:prop><d:getcontentlength/><d:getcontenttype/><oc:checksums/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response>`
+		}
+		res.writeHead(207, { 'content-type': 'application/xml; charset=utf-8' })
+		res.end(`<?xml version="1.0"?>\n<d:multistatus xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns" xmlns:oc="http://owncloud.org/ns" xmlns:nc="http://nextcloud.org/ns">${listed.map(response).join('')}</d:multistatus>`)
 	}
 
 	/** Cuts every tunnelled WebSocket, as a HaRP restart would. */
