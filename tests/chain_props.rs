@@ -104,6 +104,15 @@ proptest! {
                 }
                 Action::Sync { from, to } => sync(&stores[*from], &stores[*to], &lib),
             }
+            // Fold now and then, so later folds build on kept ones (the incremental path);
+            // the fresh store below folds everything at once, and must agree.
+            if t % 3 == 0 {
+                let r = match a {
+                    Action::Append { r, .. } => *r,
+                    Action::Sync { to, .. } => *to,
+                };
+                stores[r].tree(&lib).unwrap();
+            }
         }
         for _ in 0..2 {
             for (a, b) in &pairs {

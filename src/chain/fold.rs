@@ -79,11 +79,11 @@ struct Slot {
     writer: Writer,
 }
 
-/// Folds entries, given in topological order with their node index, into a tree.
-/// `saw(x, y)` must say whether node `x` is an ancestor of node `y` (or `y` itself).
-pub(crate) struct Folder<F: Fn(u32, u32) -> bool> {
+/// Folds entries, given in topological order with their node index, into a tree. Kept
+/// between calls, it takes further entries as long as they come later in the order.
+#[derive(Debug, Default)]
+pub(crate) struct Folder {
     items: BTreeMap<String, Slot>,
-    saw: F,
 }
 
 /// The conflict name for `path` written at `wall_ms` by `author`.
@@ -139,17 +139,15 @@ fn parents_of(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
-impl<F: Fn(u32, u32) -> bool> Folder<F> {
-    pub(crate) fn new(saw: F) -> Self {
-        Folder {
-            items: BTreeMap::new(),
-            saw,
-        }
-    }
-
-    pub(crate) fn finish(self) -> Tree {
+impl Folder {
+    /// The tree so far.
+    pub(crate) fn tree(&self) -> Tree {
         Tree {
-            items: self.items.into_iter().map(|(k, s)| (k, s.item)).collect(),
+            items: self
+                .items
+                .iter()
+                .map(|(k, s)| (k.clone(), s.item.clone()))
+                .collect(),
         }
     }
 
@@ -200,8 +198,9 @@ impl<F: Fn(u32, u32) -> bool> Folder<F> {
         );
     }
 
-    /// Applies one entry; `node` is its index in the DAG.
-    pub(crate) fn apply(&mut self, node: u32, e: &Entry) {
+    /// Applies one entry; `node` is its index in the DAG. `saw(x, y)` must say whether node
+    /// `x` is an ancestor of node `y` (or `y` itself).
+    pub(crate) fn apply(&mut self, node: u32, e: &Entry, saw: &impl Fn(u32, u32) -> bool) {
         let m = e.meta();
         let w = Writer {
             node,
@@ -244,7 +243,7 @@ impl<F: Fn(u32, u32) -> bool> Folder<F> {
                             (TreeItem::File { content: a, size: x, .. }, TreeItem::File { content: b, size: y, .. })
                                 if a == b && x == y
                         );
-                        if !(self.saw)(old.writer.node, node) && !same {
+                        if !saw(old.writer.node, node) && !same {
                             self.displace(p);
                         }
                         self.items.insert(p.to_string(), slot);
@@ -280,7 +279,7 @@ impl<F: Fn(u32, u32) -> bool> Folder<F> {
                     let Some(slot) = self.items.get(k) else {
                         continue;
                     };
-                    let seen = (self.saw)(slot.writer.node, node);
+                    let seen = saw(slot.writer.node, node);
                     let is_dir = matches!(slot.item, TreeItem::Dir { .. });
                     let keeps_child = is_dir && kept.iter().any(|c| is_within(c, k));
                     if seen && !keeps_child {
@@ -329,7 +328,7 @@ impl<F: Fn(u32, u32) -> bool> Folder<F> {
                             self.items.insert(to, slot);
                         }
                         Some((old, false)) => {
-                            if !(self.saw)(old, node) {
+                            if !saw(old, node) {
                                 self.displace(&target);
                             }
                             self.items.insert(target, slot);

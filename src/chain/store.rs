@@ -80,6 +80,16 @@ pub struct LibrarySummary {
 struct Inner {
     db: Arc<Database>,
     libs: Mutex<HashMap<LibraryId, LibIndex>>,
+    /// The folded tree per library, kept up to date incrementally (see [`ChainStore::tree`]).
+    trees: Mutex<HashMap<LibraryId, FoldCache>>,
+}
+
+/// A library's fold so far: every node below `applied` (in index order) has been applied,
+/// the last of them in the fold order having key `last`.
+struct FoldCache {
+    folder: Folder,
+    applied: usize,
+    last: (u64, EntryHash),
 }
 
 /// The chain store. See the module docs.
@@ -262,6 +272,7 @@ impl ChainStore {
             inner: Arc::new(Inner {
                 db,
                 libs: Mutex::new(libs),
+                trees: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -670,19 +681,55 @@ impl ChainStore {
     }
 
     /// Folds the library into its file tree (see [`crate::chain::fold`]).
+    ///
+    /// The fold is kept between calls: entries added since the last call are applied on top
+    /// when they all come after it in the fold order (always true for local appends, whose
+    /// Lamport clock is above every head); otherwise (a peer's entries that sort earlier)
+    /// the library is folded again from the start.
     pub fn tree(&self, lib: &LibraryId) -> Result<Tree, ChainError> {
         const STEP: usize = 4096;
         let libs = self.lock();
         let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
-        let order = index.topo_order();
-        let mut folder = Folder::new(|x, y| index.is_ancestor_or_self(x, y));
-        for chunk in order.chunks(STEP) {
+        let mut trees = self.inner.trees.lock().unwrap_or_else(|e| e.into_inner());
+        let key = |i: u32| {
+            let n = &index.nodes[i as usize];
+            (n.lamport, n.hash)
+        };
+        let reuse = trees.get(lib).filter(|c| {
+            c.applied <= index.len() && (c.applied..index.len()).all(|i| key(i as u32) > c.last)
+        });
+        let (mut cache, mut todo): (FoldCache, Vec<u32>) = match reuse {
+            Some(_) => {
+                let c = trees
+                    .remove(lib)
+                    .ok_or(ChainError::Internal("fold cache"))?;
+                let todo = (c.applied as u32..index.len() as u32).collect();
+                (c, todo)
+            }
+            None => (
+                FoldCache {
+                    folder: Folder::default(),
+                    applied: 0,
+                    last: (0, EntryHash::default()),
+                },
+                (0..index.len() as u32).collect(),
+            ),
+        };
+        todo.sort_unstable_by_key(|&i| key(i));
+        let saw = |x: u32, y: u32| index.is_ancestor_or_self(x, y);
+        for chunk in todo.chunks(STEP) {
             let entries = self.read_at(lib, chunk)?;
             for (&i, e) in chunk.iter().zip(&entries) {
-                folder.apply(i, e);
+                cache.folder.apply(i, e, &saw);
             }
         }
-        Ok(folder.finish())
+        if let Some(&i) = todo.last() {
+            cache.last = key(i);
+        }
+        cache.applied = index.len();
+        let tree = cache.folder.tree();
+        trees.insert(*lib, cache);
+        Ok(tree)
     }
 }
 
