@@ -515,3 +515,26 @@ fn put_blocks_stores_the_good_ones_and_names_the_bad() {
     assert_eq!((r.stored, r.rejected.len()), (1, 0));
     assert!(f.store.verify_all().unwrap().is_empty());
 }
+
+#[test]
+fn an_abandoned_writer_leaves_no_temporary_files_and_its_blocks_as_cache() {
+    let f = fixture(small_chunks());
+    let data = random_bytes(400_000, 21);
+    {
+        let mut w = f.store.writer(LIB);
+        w.write(&data).unwrap();
+        // Dropped without finish: the download failed.
+    }
+    let files = block_files(f.store.blocks_dir());
+    assert!(files.iter().all(|p| !p.to_string_lossy().ends_with(".tmp")));
+    let s = f.store.stats().unwrap();
+    assert_eq!(s.manifests, 0);
+    assert_eq!(s.blocks as usize, files.len());
+    assert!(s.blocks > 0, "no batch was published");
+    assert_eq!(s.needed_bytes, 0);
+    assert!(f.store.current(LIB).unwrap().is_empty());
+    // The retry reuses them.
+    let v = f.store.ingest_reader(LIB, &data[..]).unwrap();
+    assert!(v.new_blocks < v.blocks);
+    assert_eq!(read_all(&f.store, &v.id), data);
+}

@@ -17,12 +17,11 @@
 //! fsync    ab/cd                       (the rename itself is durable; batched per ingest)
 //! ```
 //!
-//! An ingest stages its blocks ([`BlockFiles::stage`]: create + write) and publishes them in
-//! batches ([`BlockFiles::publish`]: fsync each, then rename each): one flush per block in a
-//! row costs several milliseconds each on a busy disk, while a batch lets the kernel write
-//! them back together, and [`start_writeback`] has the kernel begin writing each block as
-//! soon as it is staged. The order per file is unchanged: its bytes are
-//! durable before it gets its real name.
+//! An ingest stages its blocks ([`BlockFiles::stage`]: create + write, and `sync_file_range`
+//! to start writeback at once) and publishes them in batches ([`BlockFiles::publish`]: fsync
+//! each, then rename each): one flush per block in a row costs several milliseconds on a busy
+//! disk, while a batch lets the kernel write the blocks back together. The order per file is
+//! unchanged: its bytes are durable before it gets its real name.
 //!
 //! Any failure (ENOSPC included) removes the temporary file. After `kill -9` or power loss
 //! only `*.tmp` files can be partial; [`sweep`] deletes them when the store opens.

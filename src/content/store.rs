@@ -302,6 +302,23 @@ impl ContentStore {
 
     /// Commits a finished ingest: indexes its blocks, stores the manifest, and adds it to
     /// `library`'s current set, in one transaction.
+    /// Indexes blocks whose files are durably in place, as unneeded cache.
+    pub(crate) fn index_loose(&self, blocks: &[BlockRef]) -> Result<(), ContentError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let txn = begin(&self.inner.db)?;
+        {
+            let mut t = Tables::open(&txn)?;
+            let stamp = self.tick();
+            for b in blocks {
+                t.insert_block(&b.hash, u64::from(b.size), stamp)?;
+            }
+            t.save_clock(self.clock())?;
+        }
+        txn.commit().map_err(db)
+    }
+
     pub(crate) fn commit_version(
         &self,
         library: LibraryId,

@@ -10,11 +10,13 @@
 //! ```
 //!
 //! Blocks reach their (temporary) files as soon as they are cut and get their real names in
-//! fsync'd batches of up to 32 blocks or 64 MiB (see [`files`](super::files)), so memory stays at the chunker's buffer
-//! (2 × max block = 8 MiB) plus the manifest list, whatever the file size. Nothing names the
-//! version until `finish` commits: a writer dropped or killed half-way leaves only whole block
-//! files the index does not know, which the next open adopts as evictable cache (a retried
-//! ingest then finds them already there).
+//! fsync'd batches of up to 32 blocks or 64 MiB (see [`files`](super::files)), so memory
+//! stays at the chunker's buffer (2 × max block = 8 MiB) plus the manifest list, whatever the
+//! file size. Nothing names the version until `finish` commits. A writer dropped half-way
+//! removes its temporary files and indexes the blocks it already published as evictable
+//! cache; one killed half-way leaves temporary files (removed at the next open) and whole
+//! block files the index does not know (adopted at the next open). Either way a retried
+//! ingest finds those blocks already there.
 //!
 //! # Driving it from async code
 //!
@@ -198,7 +200,25 @@ impl ContentWriter {
 }
 
 impl Drop for ContentWriter {
+    /// An unfinished writer (download failed, task cancelled): staged temporary files are
+    /// removed, and blocks already published are indexed as evictable cache (best effort),
+    /// so the size accounting stays right and a retry finds them. No version is recorded.
     fn drop(&mut self) {
+        self.sink.pending.discard();
+        let blocks = std::mem::take(&mut self.sink.blocks);
+        if !blocks.is_empty() {
+            let files = &self.sink.store.inner.files;
+            let published: Vec<BlockRef> = blocks
+                .into_iter()
+                .filter(|b| self.sink.pinned.contains(&b.hash) && files.exists(&b.hash))
+                .collect();
+            let r = files
+                .sync_dirs(&mut self.sink.dirty_dirs)
+                .and_then(|()| self.sink.store.index_loose(&published));
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not index the blocks of an abandoned ingest");
+            }
+        }
         let pinned = std::mem::take(&mut self.sink.pinned);
         if !pinned.is_empty() {
             self.sink.store.unpin_inflight(pinned);
