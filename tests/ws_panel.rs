@@ -241,3 +241,30 @@ async fn a_thousand_clients_all_receive_an_event() {
     .await
     .expect("test finished in time");
 }
+
+/// An idle connection gets a JSON `ping` at the panel's interval (20 s in production,
+/// shortened here) and stays open.
+#[tokio::test]
+async fn idle_connections_get_pings() {
+    tokio::time::timeout(LIMIT, async {
+        let panel = Panel::start().await;
+        panel
+            .state
+            .panel
+            .set_ping_interval(Duration::from_millis(50));
+        let mut client = connect(&panel, "alice").await;
+        let mut last = 0;
+        for _ in 0..3 {
+            match next_message(&mut client).await.body {
+                Body::Ping { time_ms } => {
+                    assert!(time_ms >= last);
+                    last = time_ms;
+                }
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+        assert_eq!(panel.state.panel.hub.client_count(), 1);
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -1,7 +1,9 @@
 //! What the panel's routes share: the [`Hub`], the admin check, and the hand-over of
 //! pairing requests to the swarm.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -24,6 +26,7 @@ pub struct Panel {
     pub hub: Hub,
     pub access: Access,
     pairing: OnceLock<mpsc::Sender<PairRequest>>,
+    ping_ms: AtomicU64,
 }
 
 impl Panel {
@@ -35,7 +38,19 @@ impl Panel {
             }),
             access: Access::new(nextcloud),
             pairing: OnceLock::new(),
+            ping_ms: AtomicU64::new(super::ws::PING_INTERVAL.as_millis() as u64),
         }
+    }
+
+    /// How often each WebSocket connection sends a `ping` (20 s; tests shorten it).
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_ms.load(Ordering::Relaxed).max(1))
+    }
+
+    /// Changes the ping interval for connections opened from now on.
+    pub fn set_ping_interval(&self, interval: Duration) {
+        self.ping_ms
+            .store(interval.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The swarm calls this once it runs; until then pairing answers 503.

@@ -37,7 +37,7 @@ use super::hub::{Hub, Subscription};
 use super::AppState;
 use crate::appapi::auth::AppApiUser;
 
-/// How often a connection sends a `ping` message.
+/// How often a connection sends a `ping` message (see [`super::panel::Panel::ping_interval`]).
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Read buffer per connection. tungstenite's default (128 KiB) is zero-filled on every
 /// read and held per connection; clients send next to nothing, so 4 KiB is plenty (and
@@ -62,11 +62,12 @@ async fn upgrade(
     let uid = user.0.ok_or(ApiError::NoUser)?;
     let viewer = state.panel.access.viewer(&uid).await;
     let hub = state.panel.hub.clone();
+    let ping = state.panel.ping_interval();
     Ok(ws
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, hub, viewer))
+        .on_upgrade(move |socket| serve(socket, hub, viewer, ping))
         .into_response())
 }
 
@@ -83,7 +84,7 @@ fn now_ms() -> u64 {
 /// first of a queued event, a message from the client, the ping timer or the hub's "too
 /// slow". Events that queued up meanwhile are written as one batch with a single flush
 /// (at most [`MAX_BATCH`]), so a busy connection costs one write per batch, not per event.
-pub async fn serve(mut socket: WebSocket, hub: Hub, viewer: Viewer) {
+pub async fn serve(mut socket: WebSocket, hub: Hub, viewer: Viewer, ping_every: Duration) {
     let mut sub: Subscription = hub.subscribe(viewer);
     let id = sub.id;
     let kick = sub.kicked.clone();
@@ -94,7 +95,7 @@ pub async fn serve(mut socket: WebSocket, hub: Hub, viewer: Viewer) {
     let snapshot = std::mem::take(&mut sub.snapshot);
     let first = ServerMessage::new(Body::Snapshot { snapshot }).to_json();
     let mut batch: Vec<Message> = vec![Message::Text(Utf8Bytes::from(first))];
-    let mut ping = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut too_slow = false;
 
