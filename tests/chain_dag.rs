@@ -575,3 +575,21 @@ fn a_reopened_store_has_every_entry_and_refuses_damage_naming_the_entry() {
         other => panic!("expected Damaged, got {other}"),
     }
 }
+
+#[test]
+fn a_second_store_on_the_same_database_cannot_overwrite_entries() {
+    let db = harpbridge::db::in_memory().unwrap();
+    let d = dev(1);
+    let first = ChainStore::open(db.clone()).unwrap();
+    let (lib, _) = first.create_library(d.signing_key(), "a").unwrap();
+    let second = ChainStore::open(db.clone()).unwrap();
+    first.append(&lib, d.signing_key(), put("x", 1)).unwrap();
+    // `second` does not know about "x" and would write its own entry #1.
+    let err = second
+        .append(&lib, d.signing_key(), put("y", 2))
+        .unwrap_err();
+    assert!(matches!(err, ChainError::Internal(_)), "{err}");
+    drop((first, second));
+    let reopened = ChainStore::open(db).unwrap();
+    assert_eq!(reopened.len(&lib).unwrap(), 2);
+}

@@ -21,7 +21,9 @@
 //!
 //! # Concurrency
 //!
-//! [`ChainStore`] is a cheap `Clone` (an `Arc`). Calls block (disk I/O, fsync, signature
+//! Open one [`ChainStore`] per database and share it: it is a cheap `Clone` (an `Arc`). (A
+//! second store opened on the same database would not see the first one's appends; its
+//! writes are refused rather than let overwrite anything.) Calls block (disk I/O, fsync, signature
 //! checks): async callers should use `spawn_blocking`. One mutex guards the indexes, so
 //! writes are serialised, as redb serialises them anyway.
 
@@ -147,8 +149,15 @@ fn write_entries(
     {
         let mut t = txn.open_table(ENTRIES).map_err(ChainError::db)?;
         for (i, e) in entries.iter().enumerate() {
-            t.insert((lib.0, start + i as u64), e.to_bytes().as_slice())
+            let old = t
+                .insert((lib.0, start + i as u64), e.to_bytes().as_slice())
                 .map_err(ChainError::db)?;
+            if old.is_some() {
+                // Dropping the transaction discards it: nothing is overwritten.
+                return Err(ChainError::Internal(
+                    "stored position already taken: is a second ChainStore open on this database?",
+                ));
+            }
         }
     }
     txn.commit().map_err(ChainError::db)

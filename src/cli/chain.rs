@@ -416,6 +416,18 @@ fn bench(
         tree.files()
     );
 
+    // The fold kept between calls: one more local append, then the tree again.
+    let mut after_append_ms = Vec::new();
+    for k in 0..20u64 {
+        store.append(&lib, sk, sample_op(n as u64 + k)?)?;
+        let t = Instant::now();
+        store.tree(&lib)?;
+        after_append_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    after_append_ms.sort_by(f64::total_cmp);
+    let fold_incr_p50_ms = after_append_ms[after_append_ms.len() / 2];
+    println!("tree after one more append (kept fold), p50: {fold_incr_p50_ms:.2} ms");
+
     // Sync ingest: everything into a fresh store, in batches of 1000.
     let other = ChainStore::open(db::open(&work.join("replica"))?)?;
     let t = Instant::now();
@@ -436,7 +448,7 @@ fn bench(
         concat!(
             r#"{{"bench":"chain","entries":{},"cores":{},"#,
             r#""append_single_entries_s":{:.0},"append_batched_entries_s":{:.0},"append_batch_size":{},"#,
-            r#""verify_entries_s":{:.0},"open_entries_s":{:.0},"fold_entries_s":{:.0},"#,
+            r#""verify_entries_s":{:.0},"open_entries_s":{:.0},"fold_entries_s":{:.0},"tree_after_append_p50_ms":{:.2},"#,
             r#""sync_ingest_entries_s":{:.0},"verify_ratio_to_ed25519_one_core":{:.2},"#,
             r#""baseline":{{"sha3_256_mb_s":{:.0},"ed25519_verify_per_s":{:.0}}}}}"#
         ),
@@ -448,6 +460,7 @@ fn bench(
         verify_rate,
         open_rate,
         fold_rate,
+        fold_incr_p50_ms,
         ingest_rate,
         verify_rate / ed_verify,
         sha3_mb_s,
