@@ -57,7 +57,7 @@ fn acknowledged_appends_survive_sigkill() {
             }
         });
         let mut lines: Vec<String> = Vec::new();
-        if rng.below(4) == 0 {
+        if round % 4 == 3 {
             // Kill at a random moment after start (possibly while it opens the store).
             std::thread::sleep(Duration::from_millis(rng.below(60)));
         } else {
@@ -99,12 +99,12 @@ fn acknowledged_appends_survive_sigkill() {
                 "round {round}: acknowledged entry {h} is gone"
             );
         }
-        assert!(store.len(&libs[0]).unwrap() > acked.len() / 2);
+        // Every acknowledged entry plus the genesis is there (unacknowledged ones may be too).
+        assert!(store.len(&libs[0]).unwrap() > acked.len());
     }
-    assert!(killed_mid_stream >= KILLS / 2, "too few kills mid-stream");
+    assert_eq!(killed_mid_stream, KILLS - KILLS / 4);
     assert!(
-        acked.len() >= KILLS,
-        "too few acknowledged entries: {}",
-        acked.len()
+        acked.len() >= killed_mid_stream,
+        "too few acknowledged entries"
     );
 }
