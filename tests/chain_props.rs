@@ -236,3 +236,38 @@ proptest! {
         }
     }
 }
+
+/// Exhaustively: every single-bit flip of a signed entry either fails to decode or changes
+/// what the signature must cover (the hash), the signature or the key, so the signature can no
+/// longer verify; checked with a real verification on every 16th bit.
+#[test]
+fn every_single_bit_flip_of_an_entry_breaks_it() {
+    let samples = sample_entries();
+    let good = samples.last().unwrap(); // a Put with a Nextcloud ref: the longest form
+    let orig = Entry::from_bytes(good).unwrap();
+    for bit in 0..good.len() * 8 {
+        let mut m = good.clone();
+        m[bit / 8] ^= 1 << (bit % 8);
+        let Ok(e) = Entry::from_bytes(&m) else {
+            continue;
+        };
+        assert!(
+            e.hash() != orig.hash()
+                || e.signature() != orig.signature()
+                || e.meta().author != orig.meta().author,
+            "flipping bit {bit} changed nothing the signature covers"
+        );
+        if bit % 16 == 0 {
+            let valid = ed25519_dalek::VerifyingKey::from_bytes(&e.meta().author.0)
+                .map(|k| {
+                    k.verify_strict(
+                        &e.hash().0,
+                        &ed25519_dalek::Signature::from_bytes(e.signature()),
+                    )
+                    .is_ok()
+                })
+                .unwrap_or(false);
+            assert!(!valid, "flipping bit {bit} left a valid entry");
+        }
+    }
+}
