@@ -27,6 +27,8 @@ use crate::chain::{ChainPath, NextcloudRef, Op, TreeItem};
 
 /// Scans append in batches of this many entries (one fsync each).
 const SCAN_BATCH: usize = 256;
+/// Files a scan reads at once.
+const PARALLEL_FILES: usize = 8;
 
 /// Whether a walk also records deletions of what it did not find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +310,7 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             };
             self.scan_progress(progress_key, |p| p.folders += 1);
+            let mut files = Vec::new();
             for entry in listing {
                 let Some(child) = href_to_rel(library, &entry.href) else {
                     continue;
@@ -331,17 +334,27 @@ impl Engine {
                     }
                     folders.push(child);
                 } else {
+                    files.push((child, entry));
+                }
+            }
+            // Files are read a few at a time: each costs a round trip to Nextcloud and an
+            // fsync'd commit, which overlap well.
+            let mut results = futures_util::stream::iter(files)
+                .map(|(child, entry)| async move {
                     self.scan_progress(progress_key, |p| p.files_seen += 1);
-                    if let Some(op) = self.ingest_file(library, &child, &entry, true).await? {
-                        if let Op::Put { size, .. } = &op {
-                            let size = *size;
-                            self.scan_progress(progress_key, |p| {
-                                p.files_ingested += 1;
-                                p.bytes += size;
-                            });
-                        }
-                        pending.push(op);
+                    self.ingest_file(library, &child, &entry, true).await
+                })
+                .buffered(PARALLEL_FILES);
+            while let Some(result) = results.next().await {
+                if let Some(op) = result? {
+                    if let Op::Put { size, .. } = &op {
+                        let size = *size;
+                        self.scan_progress(progress_key, |p| {
+                            p.files_ingested += 1;
+                            p.bytes += size;
+                        });
                     }
+                    pending.push(op);
                 }
                 if pending.len() >= SCAN_BATCH {
                     self.append(library, std::mem::take(&mut pending), None)

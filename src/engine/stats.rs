@@ -19,6 +19,8 @@ pub struct Counters {
     pub rejected: AtomicU64,
     /// Events processed.
     pub processed: AtomicU64,
+    /// Events answered by another event of the same batch about the same path.
+    pub coalesced: AtomicU64,
     /// Chain entries appended.
     pub appended: AtomicU64,
     /// Files read whose content the chain already had (no new entry).
@@ -46,6 +48,7 @@ impl Counters {
             ("outside_libraries", get(&self.outside)),
             ("rejected", get(&self.rejected)),
             ("processed", get(&self.processed)),
+            ("coalesced", get(&self.coalesced)),
             ("entries_appended", get(&self.appended)),
             ("unchanged", get(&self.unchanged)),
             ("echoes", get(&self.echoes)),

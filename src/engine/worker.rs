@@ -10,10 +10,14 @@
 //! - Anything else (an event that can never succeed): moved to the failed table with its
 //!   reason, so nothing is lost silently.
 //!
-//! Without webhooks it also rescans every library periodically.
+//! Events of one batch that only ask what is at one path now are looked at once (a burst
+//! of writes to one file costs one read). Without webhooks the worker also rescans every
+//! library periodically.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use super::event::{EventKind, FileEvent};
 use super::stats::{lock, Counters, NextcloudState};
 use super::{Engine, EngineError};
 use crate::appapi::webdav::DavError;
@@ -74,7 +78,17 @@ pub(crate) async fn run(engine: Engine) {
         }
         let mut done = Vec::new();
         let mut pause = None;
+        let mut looked_at = HashSet::new();
         for (seq, mut queued) in batch {
+            // Every event in this batch has arrived, and processing reads the current
+            // state: a path already reconciled in this batch needs no second look.
+            if let Some(key) = coalesce_key(&queued.event) {
+                if !looked_at.insert(key) {
+                    done.push(seq);
+                    Counters::add(&engine.inner.counters.coalesced, 1);
+                    continue;
+                }
+            }
             match engine.process(&queued.event).await {
                 Ok(()) => {
                     done.push(seq);
@@ -132,6 +146,17 @@ pub(crate) async fn run(engine: Engine) {
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
         }
+    }
+}
+
+/// Events that only ask "what is at this path now?" share a key; moves, copies and
+/// restores, which relate two paths, are never coalesced.
+fn coalesce_key(event: &FileEvent) -> Option<(String, String)> {
+    match event.kind {
+        EventKind::Created | EventKind::Written | EventKind::Touched | EventKind::Deleted => {
+            Some((event.node.uid.clone(), event.node.path.clone()))
+        }
+        _ => None,
     }
 }
 
