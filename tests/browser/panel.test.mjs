@@ -67,11 +67,11 @@ function entry(libraryId, n, op) {
 	}
 }
 
-function transfer(id, done, total, rate) {
+function transfer(id, done, total, rate, path = 'Photos/2024/harbour-panorama.tiff') {
 	return {
 		id,
 		library_id: 'photos',
-		path: 'Photos/2024/harbour-panorama.tiff',
+		path,
 		direction: 'download',
 		peer_id: '12D3KooWLanPeerOfficeB7q3xYzH8s9D2mN4pQ6rT1uV5wE0aBcD',
 		bytes_done: done,
@@ -197,7 +197,7 @@ test('goes live over HaRP; a chain entry shows within 1 s; a transfer bar moves'
 	const card = await page.textContent('[data-transfer="t1"]')
 	assert.match(card, /left/)
 	assert.match(card, /\/s/)
-	await publish({ type: 'transfer_progress', transfer: transfer('t0', 1_000_000, 1_000_000, 0) })
+	await publish({ type: 'transfer_progress', transfer: transfer('t0', 1_000_000, 1_000_000, 0, 'Photos/2024/harbour.jpg') })
 	await page.waitForSelector('[data-transfer="t0"]')
 	await page.screenshot({ path: join(repo, 'target', 'panel.png') })
 
@@ -237,6 +237,7 @@ test('an admin adds a library (engine, over WebDAV as its user); it arrives over
 	await form2.locator('input').nth(2).fill('/Nowhere')
 	await form2.locator('button[type="submit"]').click()
 	await page.waitForSelector('text=Could not add the library', { timeout: 5000 })
+	await page.screenshot({ path: join(repo, 'target', 'panel-libraries.png') })
 	assert.deepEqual(errors, [])
 	await context.close()
 })

@@ -71,6 +71,11 @@ export function readConfig(): PanelConfig {
 	return fallback
 }
 
+/** A failure as one readable line (an Error's message, not "Error: …"). */
+export function errorText(error: unknown): string {
+	return error instanceof Error ? error.message : String(error)
+}
+
 export class ApiError extends Error {
 	constructor(public status: number, message: string) {
 		super(message)
@@ -154,7 +159,7 @@ export class PanelClient {
 			this.store.user = overview.user
 			this.store.isAdmin = overview.is_admin
 		} catch (error) {
-			this.store.error = String(error)
+			this.store.error = errorText(error)
 		}
 	}
 
@@ -168,7 +173,7 @@ export class PanelClient {
 			}
 			this.store.error = null
 		} catch (error) {
-			this.store.error = String(error)
+			this.store.error = errorText(error)
 		}
 	}
 
