@@ -28,6 +28,7 @@
 
 use fastcdc::v2020::{cut, logarithm2, MASKS};
 
+use super::error::ManifestError;
 use super::manifest::ChunkerParams;
 
 /// Push-style FastCDC (2020) over a fixed buffer.
@@ -41,8 +42,15 @@ pub struct Chunker {
 }
 
 impl Chunker {
-    /// A chunker with `params` (which must pass [`ChunkerParams::validate`]).
-    pub fn new(params: ChunkerParams) -> Self {
+    /// A chunker with `params`, which must pass [`ChunkerParams::validate`] (a zero or
+    /// out-of-range size could otherwise make `push` loop forever).
+    pub fn new(params: ChunkerParams) -> Result<Self, ManifestError> {
+        params.validate()?;
+        Ok(Chunker::new_unchecked(params))
+    }
+
+    /// [`Chunker::new`] for parameters already validated (the store checks its own at open).
+    pub(crate) fn new_unchecked(params: ChunkerParams) -> Self {
         let bits = logarithm2(params.avg) as usize;
         let norm = usize::from(params.normalization);
         let mask_s = MASKS[(bits + norm).min(MASKS.len() - 1)];
@@ -144,7 +152,7 @@ mod tests {
 
     fn blocks_push(p: ChunkerParams, input: &[u8], piece: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let mut c = Chunker::new(p);
+        let mut c = Chunker::new(p).unwrap();
         let mut emit = |b: &[u8]| -> Result<(), ()> {
             out.push(b.to_vec());
             Ok(())
@@ -179,6 +187,15 @@ mod tests {
                 .map(|c| c.unwrap().data)
                 .collect();
         assert_eq!(blocks_push(p, &input, 65536), reference);
+    }
+
+    #[test]
+    fn refuses_parameters_it_cannot_run_with() {
+        let zero = ChunkerParams {
+            max: 0,
+            ..ChunkerParams::DEFAULT
+        };
+        assert!(Chunker::new(zero).is_err());
     }
 
     #[test]

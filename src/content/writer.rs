@@ -133,7 +133,7 @@ impl Sink {
 impl ContentWriter {
     pub(crate) fn new(store: ContentStore, library: LibraryId) -> Self {
         ContentWriter {
-            chunker: Chunker::new(store.inner.chunker),
+            chunker: Chunker::new_unchecked(store.inner.chunker),
             sink: Sink {
                 store,
                 library,
