@@ -255,3 +255,39 @@ async fn assets_are_the_built_panel() {
         );
     }
 }
+
+/// When Nextcloud refuses harpbridge's credentials, the admin check stops asking (a few
+/// wrong-secret calls lock the ExApp out of Nextcloud for 30 minutes).
+#[tokio::test]
+async fn a_refused_group_lookup_is_not_repeated() {
+    let panel = Panel::start().await;
+    // Nextcloud now holds another secret for the app: our signed calls get 401.
+    panel
+        .nextcloud
+        .state()
+        .apps
+        .get_mut(panel_harness::APP_ID)
+        .unwrap()
+        .secret = "rotated-by-the-admin".into();
+    for _ in 0..5 {
+        let (status, body, _) = call(
+            &panel,
+            Method::POST,
+            "/api/admin/libraries",
+            Some("admin"),
+            Some(json!({"name": "x", "owner": "admin", "folder": "/"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        // Reads go on, without admin rights.
+        let (status, overview, _) =
+            call(&panel, Method::GET, "/api/overview", Some("admin"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(overview["is_admin"], false);
+    }
+    assert_eq!(
+        panel.nextcloud.received_matching("/groups").len(),
+        1,
+        "asked Nextcloud again after a 401"
+    );
+}

@@ -16,6 +16,11 @@
 //!
 //! When Nextcloud cannot answer, the user counts as not an admin (fail closed); a
 //! mutation then answers 502 with the reason, reads go on.
+//!
+//! When Nextcloud refuses harpbridge's own credentials (401) or throttles it (429), the
+//! check stops asking for [`REFUSED_BACKOFF`]: about five wrong-secret calls lock the
+//! ExApp's address out of Nextcloud for 30 minutes, and panels reconnecting must not be
+//! what does it. Until then every check fails at once with the same error.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,11 +32,15 @@ use super::events::Viewer;
 
 /// How long a group lookup is trusted.
 pub const ADMIN_TTL: Duration = Duration::from_secs(60);
+/// How long the check leaves Nextcloud alone after a 401 or 429.
+pub const REFUSED_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Cached admin checks against Nextcloud.
 pub struct Access {
     nextcloud: NextcloudClient,
     cache: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Set after a 401 or 429: until when, and what Nextcloud said.
+    refused: Mutex<Option<(Instant, String)>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -45,6 +54,7 @@ impl Access {
         Access {
             nextcloud,
             cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(None),
         }
     }
 
@@ -55,7 +65,25 @@ impl Access {
                 return Ok(admin);
             }
         }
-        let admin = self.nextcloud.user_is_admin(uid).await?;
+        if let Some(message) = self.refused_now() {
+            return Err(ClientError::Unauthorized { message });
+        }
+        let admin = match self.nextcloud.user_is_admin(uid).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                if matches!(
+                    e,
+                    ClientError::Unauthorized { .. } | ClientError::Throttled { .. }
+                ) {
+                    tracing::error!(error = %e, backoff_s = REFUSED_BACKOFF.as_secs(), "Nextcloud refused harpbridge's group lookup; not asking again for a while");
+                    *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+                        Instant::now() + REFUSED_BACKOFF,
+                        format!("not asking Nextcloud again yet after: {e}"),
+                    ));
+                }
+                return Err(e);
+            }
+        };
         let mut cache = self.lock();
         // Keep the cache small: forget expired answers when it grows.
         if cache.len() > 10_000 {
@@ -77,6 +105,15 @@ impl Access {
         Viewer {
             uid: uid.to_owned(),
             is_admin,
+        }
+    }
+
+    /// The reason while the back-off after a refusal lasts.
+    fn refused_now(&self) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        match &*refused {
+            Some((until, message)) if Instant::now() < *until => Some(message.clone()),
+            _ => None,
         }
     }
 
