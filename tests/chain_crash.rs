@@ -36,7 +36,7 @@ fn acknowledged_appends_survive_sigkill() {
     let mut killed_mid_stream = 0;
 
     for round in 0..KILLS {
-        let batch = if round % 3 == 2 { 8 } else { 1 };
+        let batch = if round % 3 == 2 { 4 } else { 1 };
         let mut child = Command::new(env!("CARGO_BIN_EXE_harpbridge"))
             .args(["chain", "stress-append", "--batch", &batch.to_string()])
             .arg("--data-dir")
@@ -62,7 +62,7 @@ fn acknowledged_appends_survive_sigkill() {
             std::thread::sleep(Duration::from_millis(rng.below(60)));
         } else {
             // Kill a random few entries in, a random moment after an acknowledgement.
-            let want = 1 + rng.below(12) as usize;
+            let want = 1 + rng.below(6) as usize;
             while lines.len() < want {
                 match rx.recv_timeout(Duration::from_secs(60)) {
                     Ok(l) => lines.push(l),
