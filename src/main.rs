@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run as the Nextcloud ExApp: AppAPI lifecycle, webhooks, panel and swarm.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Print the ExApp manifest (info.xml, or the JSON for `occ app_api:app:register --json-info`).
     Manifest(cli::manifest::ManifestArgs),
     /// Show this device's identity (its PeerId), creating its key on first use.
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log);
     match cli.command {
-        Command::Serve(args) => cli::serve::run(args),
+        Command::Serve(args) => cli::serve::run(*args),
         Command::Id(args) => cli::id::run(args),
         Command::Chain(args) => cli::chain::run(args),
         Command::Manifest(args) => cli::manifest::run(args),

@@ -89,10 +89,8 @@ pub fn parse(xml: &str) -> Result<Vec<DavEntry>, MultistatusError> {
                 stack.push((name, ns_tag));
                 text.clear();
             }
-            Event::Empty(e) => {
-                if ns_tag == 1 && e.local_name().as_ref() == b"collection" {
-                    pending.is_dir = true;
-                }
+            Event::Empty(e) if ns_tag == 1 && e.local_name().as_ref() == b"collection" => {
+                pending.is_dir = true;
             }
             Event::Text(t) => text.push_str(&t.decode().map_err(err)?),
             Event::CData(t) => text.push_str(&t.decode().map_err(err)?),

@@ -83,6 +83,9 @@ pub enum EngineError {
     Invalid(String),
 }
 
+/// A folded tree and the heads it was folded at.
+type CachedTree = (Vec<EntryHash>, Arc<Tree>);
+
 /// A handle to the engine; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -103,7 +106,7 @@ struct Inner {
     status: Status,
     hub: Option<Hub>,
     /// Each library's folded tree, valid while the chain's heads are the ones noted.
-    trees: Mutex<HashMap<LibraryId, (Vec<EntryHash>, Arc<Tree>)>>,
+    trees: Mutex<HashMap<LibraryId, CachedTree>>,
     /// One library is written by one task at a time.
     write_locks: Mutex<HashMap<LibraryId, Arc<tokio::sync::Mutex<()>>>>,
 }

@@ -29,6 +29,8 @@ pub struct ExAppOptions {
     pub json_logs: bool,
     pub extra_env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
+    /// `RUST_LOG` of the ExApp (tests log everything, to check no secret leaks).
+    pub log: String,
 }
 
 impl ExAppOptions {
@@ -44,6 +46,7 @@ impl ExAppOptions {
             json_logs: false,
             extra_env: Vec::new(),
             extra_args: Vec::new(),
+            log: "trace,hyper=info,hyper_util=info,reqwest=debug,h2=info,rustls=info".into(),
         }
     }
 }
