@@ -538,3 +538,18 @@ fn an_abandoned_writer_leaves_no_temporary_files_and_its_blocks_as_cache() {
     assert!(v.new_blocks < v.blocks);
     assert_eq!(read_all(&f.store, &v.id), data);
 }
+
+#[test]
+fn a_block_file_deleted_behind_the_stores_back_is_reported_missing() {
+    let f = fixture(StoreOptions::default());
+    let data = random_bytes(1_000_000, 31);
+    let v = f.store.ingest_reader(LIB, &data[..]).unwrap();
+    let b = f.store.manifest(&v.id).unwrap().blocks[0];
+    std::fs::remove_file(f.store.block_path(&b.hash)).unwrap();
+    assert!(matches!(
+        f.store.read_block(&b.hash),
+        Err(ContentError::BlockNotFound(_))
+    ));
+    assert!(!f.store.has_block(&b.hash).unwrap());
+    assert_eq!(f.store.missing_blocks(&v.id).unwrap(), vec![b]);
+}

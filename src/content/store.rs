@@ -364,11 +364,15 @@ impl ContentStore {
     /// [`ContentError::CorruptBlock`], so [`missing_blocks`](Self::missing_blocks) names it
     /// again and the transfer fetches a good copy.
     pub fn read_block(&self, h: &BlockHash) -> Result<Vec<u8>, ContentError> {
-        let bytes = self
-            .inner
-            .files
-            .read(h, u64::from(MAX_BLOCK_SIZE))?
-            .ok_or(ContentError::BlockNotFound(*h))?;
+        let Some(bytes) = self.inner.files.read(h, u64::from(MAX_BLOCK_SIZE))? else {
+            // Indexed but gone (deleted behind our back): forget it, so `missing_blocks`
+            // names it again.
+            if self.has_block(h)? {
+                tracing::warn!(block = %h, "indexed block file is missing, forgetting it");
+                self.forget_block(h)?;
+            }
+            return Err(ContentError::BlockNotFound(*h));
+        };
         if BlockHash::of(&bytes) != *h {
             tracing::warn!(block = %h, "corrupt block on disk, removing it");
             self.forget_block(h)?;
