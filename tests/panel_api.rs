@@ -2,7 +2,6 @@
 //! and mutations reaching WebSocket clients through the hub.
 
 mod panel_harness;
-#[allow(unused_imports)]
 mod support;
 
 use futures_util::StreamExt;

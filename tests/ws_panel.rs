@@ -2,7 +2,6 @@
 //! authentication of the upgrade, snapshot then events, slow clients, 1,000 clients.
 
 mod panel_harness;
-#[allow(unused_imports)]
 mod support;
 
 use std::time::Duration;

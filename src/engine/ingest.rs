@@ -437,6 +437,10 @@ impl Engine {
             let _guard = lock_.lock().await;
             self.walk(library, "", Walk::Full, Some(&key)).await
         };
+        let result = match result {
+            Ok(()) => self.refresh_current(&library.id).await,
+            Err(e) => Err(e),
+        };
         let now = crate::chain::now_ms();
         if let Some(p) = lock(&self.inner.status.scans).get_mut(&key) {
             p.finished_ms = Some(now);

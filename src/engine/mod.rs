@@ -107,6 +107,8 @@ struct Inner {
     hub: Option<Hub>,
     /// Each library's folded tree, valid while the chain's heads are the ones noted.
     trees: Mutex<HashMap<LibraryId, CachedTree>>,
+    /// When the stores were opened (and the chain checked).
+    opened_ms: u64,
     /// One library is written by one task at a time.
     write_locks: Mutex<HashMap<LibraryId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -166,6 +168,7 @@ impl Engine {
                 status: Status::default(),
                 hub,
                 trees: Mutex::new(HashMap::new()),
+                opened_ms: crate::chain::now_ms(),
                 write_locks: Mutex::new(HashMap::new()),
             }),
         };
@@ -435,6 +438,26 @@ impl Engine {
         Ok(entries)
     }
 
+    /// Tells the content store which versions the library's tree needs now, so their
+    /// blocks are kept and replaced versions become evictable cache.
+    pub async fn refresh_current(&self, id: &LibraryId) -> Result<(), EngineError> {
+        let tree = self.tree(id)?;
+        let versions: Vec<crate::content::ManifestId> = tree
+            .items
+            .values()
+            .filter_map(|item| match item {
+                crate::chain::TreeItem::File { content, .. } => Some((*content).into()),
+                _ => None,
+            })
+            .collect();
+        let content = self.inner.content.clone();
+        let id = *id;
+        tokio::task::spawn_blocking(move || content.set_current(id, &versions))
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        Ok(())
+    }
+
     /// Tells the panel a library's current state.
     pub fn publish_library(&self, library: &Library) {
         let Some(hub) = &self.inner.hub else {
@@ -464,7 +487,17 @@ impl Engine {
                     .map(|s| s.heads.iter().map(|h| h.to_hex()).collect())
                     .unwrap_or_default(),
                 entries: summary.as_ref().map(|s| s.entries as u64).unwrap_or(0),
-                verification: panel::Verification::unverified(),
+                // The store checked every entry when it opened, and checks every entry
+                // before it stores it; it refuses to open a damaged chain.
+                verification: match &summary {
+                    Some(s) => panel::Verification {
+                        state: panel::VerificationState::Verified,
+                        checked_at_ms: Some(self.inner.opened_ms),
+                        entries: s.entries as u64,
+                        error: None,
+                    },
+                    None => panel::Verification::unverified(),
+                },
                 status,
                 error,
             },

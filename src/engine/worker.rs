@@ -143,8 +143,18 @@ pub(crate) async fn run(engine: Engine) {
         if let Err(e) = engine.inner.queue.complete(&done) {
             tracing::error!(error = %e, "cannot remove processed events (they will be processed again)");
         }
+        refresh_current(&engine).await;
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// After a batch, tells the content store what every library's tree needs now.
+async fn refresh_current(engine: &Engine) {
+    for library in engine.inner.libraries.list() {
+        if let Err(e) = engine.refresh_current(&library.id).await {
+            tracing::warn!(library = %library.id, error = %e, "cannot update the versions to keep");
         }
     }
 }
