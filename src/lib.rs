@@ -19,4 +19,5 @@ pub mod engine;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+pub mod p2p;
 pub mod web;

@@ -1,0 +1,66 @@
+//! The swarm's settings: where to listen, whom to dial, and how big a sync step is.
+//!
+//! Everything has a default that suits an office node, so the engine only names what it
+//! changes:
+//!
+//! ```
+//! use harpbridge::p2p::P2pConfig;
+//! let config = P2pConfig {
+//!     listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+//!     mdns: false,
+//!     ..P2pConfig::default()
+//! };
+//! assert_eq!(config.sync_batch, 256);
+//! ```
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// Settings of one node. See the field docs for the defaults.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Addresses to listen on. Default: every IPv4 interface on a port the kernel picks, both
+    /// TCP (`/ip4/0.0.0.0/tcp/0`) and QUIC (`/ip4/0.0.0.0/udp/0/quic-v1`). A node that WAN
+    /// peers dial (the cloud node) names a fixed port here.
+    pub listen: Vec<Multiaddr>,
+    /// Peers dialled at start and re-dialled every [`P2pConfig::redial_every`] while not
+    /// connected: the WAN peers that mDNS cannot find, as multiaddrs ending in `/p2p/<id>`
+    /// (or without it; the peer's id is then learned from the handshake).
+    pub peers: Vec<Multiaddr>,
+    /// Find peers on the LAN by multicast DNS and dial them. Default: on.
+    pub mdns: bool,
+    /// Entries asked for per `/harp/sync/1` fetch (the server caps it at
+    /// [`super::message::MAX_BATCH_ENTRIES`] and by bytes). Default: 256.
+    pub sync_batch: u32,
+    /// How long a request may wait for its answer. Default: 30 s.
+    pub request_timeout: Duration,
+    /// How long a connection with no open stream stays up. Default: 1 hour, so that peers
+    /// hear each other's announcements without re-dialling.
+    pub idle_timeout: Duration,
+    /// How often the configured [`P2pConfig::peers`] are re-dialled while disconnected.
+    /// Default: 30 s.
+    pub redial_every: Duration,
+    /// How long [`super::Node::start`] waits for every listener to be bound. Default: 10 s.
+    pub listen_timeout: Duration,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+            sync_batch: 256,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(3600),
+            redial_every: Duration::from_secs(30),
+            listen_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What the node tells the rest of the program: events as they happen, and a table of peers
+//! on request. The engine forwards these to the panel's hub (`crate::web`), which has its own
+//! `Peer` type for the browser.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+use crate::chain::{DeviceKey, LibraryId};
+
+use super::trust::Refusal;
+
+/// Something that happened in the swarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A listener was bound to this address.
+    Listening(Multiaddr),
+    /// mDNS found a peer on the LAN (it is dialled at once).
+    Discovered {
+        /// The peer.
+        peer: PeerId,
+        /// Where.
+        addrs: Vec<Multiaddr>,
+    },
+    /// The first connection to a peer is up.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+        /// Its address on that connection.
+        address: Multiaddr,
+    },
+    /// The last connection to a peer closed.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A batch pulled from a peer was verified and stored.
+    Pulled {
+        /// From whom.
+        peer: PeerId,
+        /// Which library.
+        library: LibraryId,
+        /// Entries newly stored.
+        inserted: usize,
+        /// Entries the peer still had for us after this batch.
+        remaining: u64,
+    },
+    /// A pull from a peer finished: we hold everything it offered.
+    PullDone {
+        /// From whom.
+        peer: PeerId,
+        /// Which library.
+        library: LibraryId,
+    },
+    /// A peer refused us (we are not a member of its copy of the library, or it failed).
+    RefusedBy {
+        /// The peer.
+        peer: PeerId,
+        /// The library asked about, if the request named one.
+        library: Option<LibraryId>,
+        /// Its reason.
+        reason: Refusal,
+    },
+    /// A request failed (timeout, closed connection, an undecodable or invalid batch).
+    SyncFailed {
+        /// The peer.
+        peer: PeerId,
+        /// The library, if the request named one.
+        library: Option<LibraryId>,
+        /// What happened.
+        error: String,
+    },
+}
+
+/// One peer the node knows, for `harpbridge peers` and the panel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub peer: PeerId,
+    /// The chain's key behind the id (ed25519 peers only).
+    pub device: Option<DeviceKey>,
+    /// At least one connection is open.
+    pub connected: bool,
+    /// Found by mDNS on the LAN (as opposed to dialled by address).
+    pub lan: bool,
+    /// Addresses it listens on (identify, mDNS) or was reached at.
+    pub addresses: Vec<Multiaddr>,
+    /// The latest ping round trip.
+    pub rtt: Option<Duration>,
+    /// Its identify agent, such as `harpbridge/0.1.0`.
+    pub agent: Option<String>,
+    /// The libraries held here of which it is a member. Empty: it is only "discovered".
+    pub libraries: Vec<LibraryId>,
+}
+
+impl PeerInfo {
+    /// A member of at least one library held here.
+    pub fn trusted(&self) -> bool {
+        !self.libraries.is_empty()
+    }
+}

@@ -1,0 +1,68 @@
+//! The swarm: trusted peers found on the LAN (or dialled over the WAN) and chain sync with
+//! them over libp2p (design.md, "The swarm").
+//!
+//! # Pieces, one file each
+//!
+//! | file | concept |
+//! |---|---|
+//! | [`config`] | where to listen, whom to dial, batch sizes and timeouts |
+//! | [`behaviour`] | the protocols: identify, ping, mDNS, `/harp/sync/1` (request-response) |
+//! | [`message`] | the `/harp/sync/1` messages, the conversation, and their bounded encoding |
+//! | [`codec`] | framing those messages on a stream, with size limits checked first |
+//! | [`trust`] | who may sync what: chain membership of the key inside the `PeerId` |
+//! | [`sync`] | the chain side: answering requests and storing pulled batches |
+//! | [`node`] | the task that owns the swarm, driven by commands over a channel |
+//! | [`events`] | what the node reports: [`NodeEvent`]s and the [`PeerInfo`] table |
+//! | [`error`] | [`P2pError`] |
+//!
+//! # Transports and identity
+//!
+//! TCP (noise + yamux) and QUIC (v1), on tokio. The swarm's key is the device key
+//! ([`crate::identity::DeviceIdentity::keypair`]), so a peer's `PeerId` names the same
+//! ed25519 key that signs its chain entries; libp2p 0.57 uses libp2p-identity 0.3, the same
+//! crate and version as [`crate::identity`], so no conversion is needed.
+//!
+//! # Trust in one paragraph
+//!
+//! A peer gets a library's entries only if its key is a member of that library in our copy
+//! of the chain; a peer that is a member of nothing is "discovered" and gets a refusal. What
+//! we *receive* needs no trust in the sender: every entry is verified by
+//! [`crate::chain::ChainStore::insert_remote`] (hash links, signature, the author's
+//! membership), so any member can relay any other member's entries.
+//!
+//! # How the engine uses it
+//!
+//! Start one [`Node`] per process with the shared [`crate::chain::ChainStore`], call
+//! [`NodeHandle::library_changed`] after each local append, and forward
+//! [`NodeHandle::subscribe`]'s [`NodeEvent::Pulled`] to the engine (remote entries to apply)
+//! and to the panel. See [`node`] for an example.
+//!
+//! # Known limits (this stage)
+//!
+//! - A library we do not hold is joined when a peer that holds it lists or announces it to
+//!   us and we are a member of it there; there is no admin approval of such offers yet.
+//! - Each fetch recomputes what the asker lacks from its version vector (linear in the
+//!   library's size), so pulling a chain of n entries in batches of b costs O(n²/b) on the
+//!   answering side; fine for the tens of thousands of entries a library has, not millions.
+//! - Announcements go to connected members only; a member that is not connected catches up
+//!   when it connects (every new connection starts with `Libraries`).
+//! - Block transfer (`/harp/blocks/1`), gossipsub head announcements and LAN-first provider
+//!   choice are not here yet.
+
+pub mod behaviour;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod message;
+pub mod node;
+pub mod sync;
+pub mod trust;
+
+pub use config::P2pConfig;
+pub use error::P2pError;
+pub use events::{NodeEvent, PeerInfo};
+pub use message::{LibraryHeads, Request, Response, PROTOCOL};
+pub use node::{Node, NodeHandle};
+pub use sync::SyncService;
+pub use trust::{device_key, Refusal, Trust};

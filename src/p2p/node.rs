@@ -1,0 +1,866 @@
+//! The node: one tokio task owns the swarm; the rest of the program talks to it through a
+//! [`NodeHandle`] (commands over a channel) and listens to its [`NodeEvent`]s.
+//!
+//! # Why one task
+//!
+//! A libp2p `Swarm` is a state machine that must be polled to make progress and is mutated
+//! by `&mut`. Rather than share it behind a lock, a single task owns it and `select!`s over
+//! three sources, the same shape as mini-redis's connection handlers:
+//!
+//! ```text
+//!   swarm events ─┐
+//!   commands ─────┼──> Node::run (owns Swarm, peer table, pending requests)
+//!   internal ─────┘        │
+//!        ^                 └─ chain work (fetch, store) ─> spawn_blocking ─┐
+//!        └─────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Reading or committing the chain can take milliseconds (redb fsyncs), so it never runs on
+//! this task: it goes to tokio's blocking pool, which sends the outcome back on the
+//! `internal` channel as a message the loop acts on (reply to a request, send the next
+//! fetch, announce new heads).
+//!
+//! # What the node does on its own
+//!
+//! - On the first connection to a peer (dialled, accepted, or found by mDNS and dialled), it
+//!   asks `Libraries` and pulls every shared library whose heads it lacks.
+//! - A pull fetches batches (ancestors first) until nothing remains; at most one pull per
+//!   (peer, library) runs at a time, and a request to pull again while one runs is
+//!   remembered and done afterwards.
+//! - When a library changes (the engine calls [`NodeHandle::library_changed`], or a pull
+//!   stored new entries) it sends `Announce` with the new heads to every connected member of
+//!   that library, which then pull.
+//! - Configured WAN peers are re-dialled every [`P2pConfig::redial_every`] while not
+//!   connected.
+//!
+//! # Starting it
+//!
+//! ```no_run
+//! # async fn f(chain: harpbridge::chain::ChainStore, lib: harpbridge::chain::LibraryId)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! use harpbridge::identity::DeviceIdentity;
+//! use harpbridge::p2p::{Node, P2pConfig};
+//! let (identity, _) = DeviceIdentity::load_or_create("/var/lib/harp".as_ref())?;
+//! let node = Node::start(P2pConfig::default(), &identity, chain).await?;
+//! let mut events = node.subscribe();
+//! node.library_changed(lib).await?;        // after every local append
+//! node.dial("/ip4/203.0.113.7/tcp/4001".parse()?).await?;
+//! let peers = node.peers().await?;
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::chain::{ChainError, ChainStore, DeviceKey, InsertOutcome, LibraryId};
+use crate::identity::DeviceIdentity;
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::config::P2pConfig;
+use super::error::P2pError;
+use super::events::{NodeEvent, PeerInfo};
+use super::message::{LibraryHeads, Request, Response};
+use super::sync::SyncService;
+use super::trust;
+
+/// Events buffered per subscriber before the slowest one starts missing some.
+const EVENT_BUFFER: usize = 1024;
+/// Commands buffered before [`NodeHandle`] calls wait.
+const COMMAND_BUFFER: usize = 256;
+
+/// A request to the node's task.
+#[derive(Debug)]
+enum Command {
+    Dial(Multiaddr, oneshot::Sender<Result<(), P2pError>>),
+    LibraryChanged(LibraryId),
+    SyncAll,
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Outcomes of blocking chain work, sent back to the node's task.
+enum Internal {
+    Respond {
+        peer: PeerId,
+        channel: ResponseChannel<Response>,
+        response: Response,
+        pull: Option<LibraryId>,
+    },
+    SendFetch {
+        peer: PeerId,
+        library: LibraryId,
+        request: Request,
+    },
+    PullMany {
+        peer: PeerId,
+        libraries: Vec<LibraryId>,
+    },
+    Stored {
+        peer: PeerId,
+        library: LibraryId,
+        result: Result<InsertOutcome, ChainError>,
+        remaining: u64,
+    },
+    Announce {
+        heads: LibraryHeads,
+        members: Vec<DeviceKey>,
+        except: Option<PeerId>,
+    },
+    ChainFailed {
+        peer: Option<PeerId>,
+        library: LibraryId,
+        error: ChainError,
+    },
+}
+
+/// What an outbound request was for.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Libraries,
+    Fetch(PeerId, LibraryId),
+    Announce(LibraryId),
+}
+
+/// What the node knows about one peer.
+#[derive(Debug, Default)]
+struct PeerEntry {
+    connections: usize,
+    lan: bool,
+    addresses: BTreeSet<Multiaddr>,
+    rtt: Option<Duration>,
+    agent: Option<String>,
+}
+
+/// The handle through which the program drives a running node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    listening: Arc<Mutex<Vec<Multiaddr>>>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl NodeHandle {
+    /// This node's `PeerId` (the device's name).
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The addresses the node listens on now.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Follow the node's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    async fn send(&self, c: Command) -> Result<(), P2pError> {
+        self.commands.send(c).await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// Dials a peer by address (a WAN peer, or a test's loopback peer). `Ok` means the dial
+    /// started; the connection shows up as [`NodeEvent::Connected`], after which the node
+    /// syncs with it on its own.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Dial(addr, tx)).await?;
+        rx.await.map_err(|_| P2pError::Stopped)?
+    }
+
+    /// Tells the node that `library` changed locally (new entries appended): it announces
+    /// the new heads to the library's connected members, which pull them.
+    pub async fn library_changed(&self, library: LibraryId) -> Result<(), P2pError> {
+        self.send(Command::LibraryChanged(library)).await
+    }
+
+    /// Asks every connected peer again which libraries we share, and pulls what is new.
+    pub async fn sync_all(&self) -> Result<(), P2pError> {
+        self.send(Command::SyncAll).await
+    }
+
+    /// The peers the node knows: connected ones and ones found on the LAN.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Peers(tx)).await?;
+        rx.await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// Stops the node: closes every connection and listener and waits for the task to end.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The task that owns the swarm. See the module docs.
+pub struct Node {
+    swarm: Swarm<Behaviour>,
+    config: P2pConfig,
+    sync: SyncService,
+    events: broadcast::Sender<NodeEvent>,
+    listening: Arc<Mutex<Vec<Multiaddr>>>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    peers: HashMap<PeerId, PeerEntry>,
+    pending: HashMap<OutboundRequestId, Pending>,
+    /// Pulls under way, and whether another was asked for meanwhile.
+    pulls: HashMap<(PeerId, LibraryId), bool>,
+    /// Configured peers: the address and, once known, who answers there.
+    configured: Vec<(Multiaddr, Option<PeerId>)>,
+}
+
+fn build_error(e: impl std::fmt::Display) -> P2pError {
+    P2pError::Build(e.to_string())
+}
+
+impl Node {
+    /// Builds the swarm with the device's key, binds every listen address (waiting until
+    /// each is bound, so [`NodeHandle::listen_addrs`] holds real ports), dials the configured
+    /// peers and starts the task.
+    pub async fn start(
+        config: P2pConfig,
+        identity: &DeviceIdentity,
+        chain: ChainStore,
+    ) -> Result<NodeHandle, P2pError> {
+        let behaviour_config = config.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(build_error)?
+            .with_quic()
+            .with_behaviour(|key| {
+                Behaviour::new(key, &behaviour_config)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            })
+            .map_err(build_error)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .build();
+
+        let mut waiting = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| P2pError::listen(addr.clone(), e))?;
+            waiting.insert(id);
+        }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let configured = config
+            .peers
+            .iter()
+            .map(|a| (a.clone(), peer_of(a)))
+            .collect();
+        let mut node = Node {
+            swarm,
+            sync: SyncService::new(chain),
+            events: events.clone(),
+            listening: Arc::default(),
+            internal_tx,
+            internal_rx,
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            pulls: HashMap::new(),
+            configured,
+            config,
+        };
+
+        let deadline = tokio::time::Instant::now() + node.config.listen_timeout;
+        while !waiting.is_empty() {
+            let event = tokio::time::timeout_at(deadline, node.swarm.select_next_some())
+                .await
+                .map_err(|_| P2pError::ListenTimeout(node.config.listen_timeout))?;
+            match event {
+                SwarmEvent::NewListenAddr { listener_id, .. } => {
+                    waiting.remove(&listener_id);
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason: Err(e),
+                    ..
+                } if waiting.contains(&listener_id) => {
+                    return Err(P2pError::Build(format!("a listener failed: {e}")));
+                }
+                _ => {}
+            }
+            node.on_swarm_event(event);
+        }
+
+        let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
+        let handle = NodeHandle {
+            peer_id: *node.swarm.local_peer_id(),
+            commands,
+            events,
+            listening: node.listening.clone(),
+            task: Arc::default(),
+        };
+        node.redial();
+        tracing::info!(peer_id = %handle.peer_id, addrs = ?handle.listen_addrs(), "p2p node started");
+        let task = tokio::spawn(node.run(command_rx));
+        *handle.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(handle)
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut redial = tokio::time::interval(self.config.redial_every);
+        redial.tick().await;
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        let _ = done.send(());
+                        break;
+                    }
+                    // Every handle is gone: nobody can drive the node any more.
+                    None => break,
+                    Some(c) => self.on_command(c),
+                },
+                Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
+                _ = redial.tick() => self.redial(),
+            }
+        }
+        tracing::info!("p2p node stopped");
+    }
+
+    fn emit(&self, event: NodeEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Runs `work` against the chain on the blocking pool; its outcome comes back as an
+    /// internal message.
+    fn blocking<F>(&self, work: F)
+    where
+        F: FnOnce(&SyncService) -> Internal + Send + 'static,
+    {
+        let sync = self.sync.clone();
+        let tx = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(work(&sync));
+        });
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial(addr, reply) => {
+                let result = self.swarm.dial(addr.clone()).map_err(|e| P2pError::Dial {
+                    addr,
+                    reason: e.to_string(),
+                });
+                let _ = reply.send(result);
+            }
+            Command::LibraryChanged(library) => self.announce(library, None),
+            Command::SyncAll => {
+                let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for peer in connected {
+                    self.ask_libraries(peer);
+                }
+            }
+            Command::Peers(reply) => {
+                let raw: Vec<PeerInfo> = self
+                    .peers
+                    .iter()
+                    .map(|(peer, e)| PeerInfo {
+                        peer: *peer,
+                        device: trust::device_key(peer),
+                        connected: e.connections > 0,
+                        lan: e.lan,
+                        addresses: e.addresses.iter().cloned().collect(),
+                        rtt: e.rtt,
+                        agent: e.agent.clone(),
+                        libraries: Vec::new(),
+                    })
+                    .collect();
+                let sync = self.sync.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut out = raw;
+                    for p in &mut out {
+                        p.libraries = sync.trust().shared_libraries(&p.peer);
+                    }
+                    out.sort_by_key(|p| p.peer.to_bytes());
+                    let _ = reply.send(out);
+                });
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn ask_libraries(&mut self, peer: PeerId) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, Request::Libraries);
+        self.pending.insert(id, Pending::Libraries);
+    }
+
+    /// Sends `library`'s heads to its connected members (except `except`, the peer the new
+    /// entries came from).
+    fn announce(&mut self, library: LibraryId, except: Option<PeerId>) {
+        self.blocking(move |sync| match sync.announcement(&library) {
+            Ok((heads, members)) => Internal::Announce {
+                heads,
+                members,
+                except,
+            },
+            Err(error) => Internal::ChainFailed {
+                peer: None,
+                library,
+                error,
+            },
+        });
+    }
+
+    /// Starts pulling `library` from `peer`, or remembers to pull again if a pull runs.
+    fn pull(&mut self, peer: PeerId, library: LibraryId) {
+        if let Some(again) = self.pulls.get_mut(&(peer, library)) {
+            *again = true;
+            return;
+        }
+        self.pulls.insert((peer, library), false);
+        self.next_fetch(peer, library);
+    }
+
+    fn next_fetch(&mut self, peer: PeerId, library: LibraryId) {
+        let limit = self.config.sync_batch;
+        self.blocking(move |sync| match sync.fetch_request(&library, limit) {
+            Ok(request) => Internal::SendFetch {
+                peer,
+                library,
+                request,
+            },
+            Err(error) => Internal::ChainFailed {
+                peer: Some(peer),
+                library,
+                error,
+            },
+        });
+    }
+
+    /// The pull ended (done, refused or failed); starts the next one if one was asked for.
+    fn end_pull(&mut self, peer: PeerId, library: LibraryId, again_allowed: bool) {
+        let again = self.pulls.remove(&(peer, library)).unwrap_or(false);
+        if again && again_allowed && self.swarm.is_connected(&peer) {
+            self.pull(peer, library);
+        }
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Respond {
+                peer,
+                channel,
+                response,
+                pull,
+            } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "the peer went away before our answer");
+                }
+                if let Some(library) = pull {
+                    self.pull(peer, library);
+                }
+            }
+            Internal::SendFetch {
+                peer,
+                library,
+                request,
+            } => {
+                if !self.swarm.is_connected(&peer) {
+                    self.pulls.remove(&(peer, library));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending.insert(id, Pending::Fetch(peer, library));
+            }
+            Internal::PullMany { peer, libraries } => {
+                for library in libraries {
+                    self.pull(peer, library);
+                }
+            }
+            Internal::Stored {
+                peer,
+                library,
+                result,
+                remaining,
+            } => match result {
+                Ok(outcome) => {
+                    tracing::debug!(%peer, %library, inserted = outcome.inserted, remaining, "pulled a batch");
+                    self.emit(NodeEvent::Pulled {
+                        peer,
+                        library,
+                        inserted: outcome.inserted,
+                        remaining,
+                    });
+                    if outcome.inserted > 0 {
+                        self.announce(library, Some(peer));
+                    }
+                    // A batch that brought nothing new while more "remains" would loop.
+                    if remaining > 0 && outcome.inserted > 0 {
+                        self.next_fetch(peer, library);
+                    } else {
+                        self.emit(NodeEvent::PullDone { peer, library });
+                        self.end_pull(peer, library, true);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %library, %error, "a batch from a peer was refused by the chain");
+                    self.emit(NodeEvent::SyncFailed {
+                        peer,
+                        library: Some(library),
+                        error: error.to_string(),
+                    });
+                    self.end_pull(peer, library, false);
+                }
+            },
+            Internal::Announce {
+                heads,
+                members,
+                except,
+            } => {
+                let members: HashSet<DeviceKey> = members.into_iter().collect();
+                let targets: Vec<PeerId> = self
+                    .swarm
+                    .connected_peers()
+                    .filter(|p| Some(**p) != except)
+                    .filter(|p| trust::device_key(p).is_some_and(|k| members.contains(&k)))
+                    .copied()
+                    .collect();
+                for peer in targets {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer, Request::Announce(heads.clone()));
+                    self.pending.insert(id, Pending::Announce(heads.library));
+                }
+            }
+            Internal::ChainFailed {
+                peer,
+                library,
+                error,
+            } => {
+                tracing::warn!(?peer, %library, %error, "chain error during sync");
+                if let Some(peer) = peer {
+                    self.emit(NodeEvent::SyncFailed {
+                        peer,
+                        library: Some(library),
+                        error: error.to_string(),
+                    });
+                    self.end_pull(peer, library, false);
+                }
+            }
+        }
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.blocking(move |sync| {
+                    let answer = sync.answer(&peer, request);
+                    Internal::Respond {
+                        peer,
+                        channel,
+                        response: answer.response,
+                        pull: answer.pull,
+                    }
+                });
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some(pending) = self.pending.remove(&request_id) else {
+                    return;
+                };
+                self.on_response(peer, pending, response);
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                let Some(pending) = self.pending.remove(&request_id) else {
+                    return;
+                };
+                let library = match pending {
+                    Pending::Libraries => None,
+                    Pending::Fetch(_, l) | Pending::Announce(l) => Some(l),
+                };
+                tracing::info!(%peer, ?library, %error, "sync request failed");
+                self.emit(NodeEvent::SyncFailed {
+                    peer,
+                    library,
+                    error: error.to_string(),
+                });
+                if let Pending::Fetch(p, l) = pending {
+                    self.end_pull(p, l, false);
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "answering a sync request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_response(&mut self, peer: PeerId, pending: Pending, response: Response) {
+        match (pending, response) {
+            (pending, Response::Refused(reason)) => {
+                let library = match pending {
+                    Pending::Libraries => None,
+                    Pending::Fetch(_, l) | Pending::Announce(l) => Some(l),
+                };
+                tracing::info!(%peer, ?library, %reason, "the peer refused our sync request");
+                self.emit(NodeEvent::RefusedBy {
+                    peer,
+                    library,
+                    reason,
+                });
+                if let Pending::Fetch(p, l) = pending {
+                    self.end_pull(p, l, false);
+                }
+            }
+            (Pending::Libraries, Response::Libraries(list)) => {
+                self.blocking(move |sync| Internal::PullMany {
+                    peer,
+                    libraries: list
+                        .into_iter()
+                        .filter(|lh| sync.lacks_any(&lh.library, &lh.heads))
+                        .map(|lh| lh.library)
+                        .collect(),
+                });
+            }
+            (Pending::Fetch(_, library), Response::Entries { entries, remaining }) => {
+                if entries.is_empty() {
+                    self.emit(NodeEvent::PullDone { peer, library });
+                    self.end_pull(peer, library, true);
+                    return;
+                }
+                self.blocking(move |sync| Internal::Stored {
+                    peer,
+                    library,
+                    result: sync.store(&library, entries),
+                    remaining,
+                });
+            }
+            (Pending::Announce(..), Response::Ack) => {}
+            (pending, other) => {
+                tracing::info!(%peer, ?pending, "the peer answered with the wrong kind of message");
+                self.emit(NodeEvent::SyncFailed {
+                    peer,
+                    library: None,
+                    error: format!("unexpected answer {}", kind(&other)),
+                });
+                if let Pending::Fetch(p, l) = pending {
+                    self.end_pull(p, l, false);
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    if peer != *self.swarm.local_peer_id() {
+                        by_peer.entry(peer).or_default().push(addr);
+                    }
+                }
+                for (peer, addrs) in by_peer {
+                    let entry = self.peers.entry(peer).or_default();
+                    let new = !entry.lan;
+                    entry.lan = true;
+                    entry.addresses.extend(addrs.iter().cloned());
+                    if new {
+                        tracing::info!(%peer, "found on the LAN");
+                        self.emit(NodeEvent::Discovered {
+                            peer,
+                            addrs: addrs.clone(),
+                        });
+                    }
+                    if !self.swarm.is_connected(&peer) {
+                        let opts = DialOpts::peer_id(peer)
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .addresses(addrs)
+                            .build();
+                        if let Err(e) = self.swarm.dial(opts) {
+                            tracing::debug!(%peer, error = %e, "dialling a LAN peer failed");
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if let Some(e) = self.peers.get_mut(&peer) {
+                        e.addresses.remove(&addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let entry = self.peers.entry(peer_id).or_default();
+                entry.agent = Some(info.agent_version);
+                entry.addresses.extend(info.listen_addrs);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
+                if let (Ok(rtt), Some(e)) = (result, self.peers.get_mut(&peer)) {
+                    e.rtt = Some(rtt);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let address = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    for (addr, who) in &mut self.configured {
+                        if *addr == address || strip_p2p(addr) == strip_p2p(&address) {
+                            *who = Some(peer_id);
+                        }
+                    }
+                }
+                let entry = self.peers.entry(peer_id).or_default();
+                entry.connections += 1;
+                if endpoint.is_dialer() {
+                    entry.addresses.insert(strip_p2p(&address));
+                }
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, %address, "connected");
+                    self.emit(NodeEvent::Connected {
+                        peer: peer_id,
+                        address,
+                    });
+                    self.ask_libraries(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if let Some(e) = self.peers.get_mut(&peer_id) {
+                    e.connections = num_established as usize;
+                }
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, "disconnected");
+                    self.emit(NodeEvent::Disconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listening
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(address.clone());
+                self.emit(NodeEvent::Listening(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listening
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|a| *a != address);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!(%error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    /// Dials the configured peers that are not connected.
+    fn redial(&mut self) {
+        let todo: Vec<Multiaddr> = self
+            .configured
+            .iter()
+            .filter(|(_, who)| !who.is_some_and(|p| self.swarm.is_connected(&p)))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in todo {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::info!(%addr, error = %e, "dialling a configured peer failed");
+            }
+        }
+    }
+}
+
+/// The `/p2p/<id>` at the end of an address, if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// The address without its `/p2p/<id>` part.
+fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
+fn kind(r: &Response) -> &'static str {
+    match r {
+        Response::Libraries(_) => "Libraries",
+        Response::Entries { .. } => "Entries",
+        Response::Ack => "Ack",
+        Response::Refused(_) => "Refused",
+    }
+}

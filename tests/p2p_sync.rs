@@ -1,0 +1,240 @@
+//! Real swarms on loopback: nodes with their own data directories (identity + redb) sync a
+//! library's chain over `/harp/sync/1`, and a node that is not a member gets nothing.
+//!
+//! Peers are dialled by explicit loopback multiaddrs (mDNS is off: multicast on loopback is
+//! not reliable in CI). Every wait is bounded; the whole file runs in a few seconds.
+
+use std::future::Future;
+use std::time::Duration;
+
+use harpbridge::chain::{ChainPath, ChainStore, EntryHash, LibraryId, Op};
+use harpbridge::identity::DeviceIdentity;
+use harpbridge::p2p::{Node, NodeEvent, NodeHandle, P2pConfig, Refusal};
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct TestNode {
+    _dir: tempfile::TempDir,
+    id: DeviceIdentity,
+    chain: ChainStore,
+    node: NodeHandle,
+}
+
+impl TestNode {
+    async fn start() -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, created) = DeviceIdentity::load_or_create(dir.path()).unwrap();
+        assert!(created);
+        let chain = ChainStore::open_path(&dir.path().join("harpbridge.redb")).unwrap();
+        let config = P2pConfig {
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+                "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+            ],
+            mdns: false,
+            ..P2pConfig::default()
+        };
+        let node = Node::start(config, &id, chain.clone()).await.unwrap();
+        assert_eq!(node.peer_id(), id.peer_id());
+        TestNode {
+            _dir: dir,
+            id,
+            chain,
+            node,
+        }
+    }
+
+    /// The node's loopback address over TCP or QUIC, ending in `/p2p/<id>`.
+    fn addr(&self, quic: bool) -> Multiaddr {
+        let a = self
+            .node
+            .listen_addrs()
+            .into_iter()
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
+            .expect("a listen address of that kind");
+        a.with(Protocol::P2p(self.node.peer_id()))
+    }
+
+    fn heads(&self, lib: &LibraryId) -> Vec<EntryHash> {
+        self.chain.heads(lib).unwrap_or_default()
+    }
+
+    fn append(&self, lib: &LibraryId, op: Op) {
+        self.chain.append(lib, self.id.signing_key(), op).unwrap();
+    }
+
+    fn add(&self, lib: &LibraryId, other: &TestNode, name: &str) {
+        self.append(
+            lib,
+            Op::AddDevice {
+                device: other.id.device_key(),
+                name: name.into(),
+            },
+        );
+    }
+}
+
+fn mkdir(p: &str) -> Op {
+    Op::Mkdir {
+        path: ChainPath::new(p).unwrap(),
+    }
+}
+
+/// Polls `check` until it holds, failing the test after [`WAIT`].
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for the first event `pick` accepts, failing after [`WAIT`].
+async fn event<T>(
+    rx: &mut broadcast::Receiver<NodeEvent>,
+    what: &str,
+    mut pick: impl FnMut(&NodeEvent) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    };
+    bounded(what, wait).await
+}
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+fn converged(nodes: &[&TestNode], lib: &LibraryId) -> bool {
+    let first = nodes[0].heads(lib);
+    let len = nodes[0].chain.len(lib).unwrap_or(0);
+    !first.is_empty()
+        && nodes
+            .iter()
+            .all(|n| n.heads(lib) == first && n.chain.len(lib).unwrap_or(0) == len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_converge_over_tcp_and_quic() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+
+    // A makes the library and adds B and C. B and C start with nothing.
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, &b, "b");
+    a.add(&lib, &c, "c");
+    a.append(&lib, mkdir("from-a"));
+
+    // A line: A —tcp— B —quic— C. C hears of A's entries only through B.
+    b.node.dial(a.addr(false)).await.unwrap();
+    c.node.dial(b.addr(true)).await.unwrap();
+    eventually("B and C to pull A's library", || {
+        converged(&[&a, &b, &c], &lib)
+    })
+    .await;
+    assert_eq!(c.chain.len(&lib).unwrap(), 4);
+    assert!(c.chain.is_member(&lib, &b.id.device_key()));
+
+    // Concurrent appends at B and C make two heads everywhere.
+    b.append(&lib, mkdir("from-b"));
+    c.append(&lib, mkdir("from-c"));
+    b.node.library_changed(lib).await.unwrap();
+    c.node.library_changed(lib).await.unwrap();
+    eventually("the concurrent appends to reach every node", || {
+        converged(&[&a, &b, &c], &lib) && a.heads(&lib).len() == 2
+    })
+    .await;
+    assert_eq!(a.chain.len(&lib).unwrap(), 6);
+
+    // A merges them; the merge travels A → B → C.
+    a.chain.merge(&lib, a.id.signing_key()).unwrap().unwrap();
+    a.node.library_changed(lib).await.unwrap();
+    eventually("A's merge to reach C", || {
+        converged(&[&a, &b, &c], &lib) && c.heads(&lib).len() == 1
+    })
+    .await;
+    let names: Vec<String> = c.chain.tree(&lib).unwrap().items.into_keys().collect();
+    for dir in ["from-a", "from-b", "from-c"] {
+        assert!(
+            names.iter().any(|n| n == dir),
+            "{dir} missing from {names:?}"
+        );
+    }
+
+    // The peer table: A and B are trusted, connected peers of each other.
+    let peers = b.node.peers().await.unwrap();
+    let pa = peers.iter().find(|p| p.peer == a.id.peer_id()).unwrap();
+    assert!(pa.connected && pa.trusted() && !pa.lan);
+    assert_eq!(pa.libraries, vec![lib]);
+    assert_eq!(pa.device, Some(a.id.device_key()));
+
+    for n in [&a, &b, &c] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_a_member_gets_nothing() {
+    let a = TestNode::start().await;
+    let stranger = TestNode::start().await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.append(&lib, mkdir("secret"));
+
+    let mut events = stranger.node.subscribe();
+    stranger.node.dial(a.addr(false)).await.unwrap();
+    let reason = event(&mut events, "A's refusal", |e| match e {
+        NodeEvent::RefusedBy { peer, reason, .. } if *peer == a.id.peer_id() => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, Refusal::NotAMember);
+
+    // Even told of new heads, the stranger cannot pull them: A refuses the fetch.
+    a.append(&lib, mkdir("more"));
+    a.node.library_changed(lib).await.unwrap();
+    stranger.node.sync_all().await.unwrap();
+    event(&mut events, "A's second refusal", |e| match e {
+        NodeEvent::RefusedBy { peer, .. } if *peer == a.id.peer_id() => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(stranger.chain.libraries().is_empty());
+
+    // A keeps the stranger as a connected, untrusted ("discovered") peer.
+    let peers = a.node.peers().await.unwrap();
+    let s = peers
+        .iter()
+        .find(|p| p.peer == stranger.id.peer_id())
+        .unwrap();
+    assert!(s.connected && !s.trusted());
+
+    // Once A adds it, the next sync brings the whole library.
+    a.add(&lib, &stranger, "now a friend");
+    a.node.library_changed(lib).await.unwrap();
+    eventually("the new member to pull the library", || {
+        converged(&[&a, &stranger], &lib)
+    })
+    .await;
+
+    a.node.shutdown().await;
+    stranger.node.shutdown().await;
+}
