@@ -23,20 +23,36 @@ struct TestNode {
     node: NodeHandle,
 }
 
+fn loopback() -> P2pConfig {
+    P2pConfig {
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        ],
+        mdns: false,
+        ..P2pConfig::default()
+    }
+}
+
 impl TestNode {
     async fn start() -> TestNode {
-        let dir = tempfile::tempdir().unwrap();
-        let (id, created) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        assert!(created);
-        let chain = ChainStore::open_path(&dir.path().join("harpbridge.redb")).unwrap();
-        let config = P2pConfig {
-            listen: vec![
-                "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-                "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-            ],
-            mdns: false,
-            ..P2pConfig::default()
-        };
+        Self::start_in(tempfile::tempdir().unwrap(), loopback()).await
+    }
+
+    /// A node over `dir` (its identity and database, made if new).
+    async fn start_in(dir: tempfile::TempDir, config: P2pConfig) -> TestNode {
+        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join("harpbridge.redb");
+        // A just-stopped node's last blocking task may still hold the database for a moment.
+        let chain = bounded("the database to open", async {
+            loop {
+                match ChainStore::open_path(&path) {
+                    Ok(c) => break c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await;
         let node = Node::start(config, &id, chain.clone()).await.unwrap();
         assert_eq!(node.peer_id(), id.peer_id());
         TestNode {
@@ -237,4 +253,61 @@ async fn a_node_that_is_not_a_member_gets_nothing() {
 
     a.node.shutdown().await;
     stranger.node.shutdown().await;
+}
+
+/// A pull cut off by the puller's shutdown resumes, after a restart on the same data
+/// directory, from what it had stored: the entries it pulls then are exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_pull_resumes_from_what_was_stored() {
+    let a = TestNode::start().await;
+    let small_batches = P2pConfig {
+        sync_batch: 3,
+        ..loopback()
+    };
+    let b = TestNode::start_in(tempfile::tempdir().unwrap(), small_batches.clone()).await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, &b, "b");
+    let ops = (0..200).map(|i| mkdir(&format!("d{i}"))).collect();
+    a.chain.append_batch(&lib, a.id.signing_key(), ops).unwrap();
+    let total = a.chain.len(&lib).unwrap();
+
+    let mut events = b.node.subscribe();
+    b.node.dial(a.addr(false)).await.unwrap();
+    event(&mut events, "B's first batch", |e| match e {
+        NodeEvent::Pulled { inserted, .. } if *inserted > 0 => Some(()),
+        _ => None,
+    })
+    .await;
+    b.node.shutdown().await;
+    let TestNode {
+        _dir: dir,
+        chain,
+        node,
+        ..
+    } = b;
+    drop((chain, node));
+
+    let b = TestNode::start_in(dir, small_batches).await;
+    let had = b.chain.len(&lib).unwrap();
+    assert!(
+        had >= 3 && had < total,
+        "stored {had} of {total} before the restart"
+    );
+    let mut events = b.node.subscribe();
+    b.node.dial(a.addr(true)).await.unwrap();
+    let mut pulled = 0;
+    event(&mut events, "the resumed pull to finish", |e| match e {
+        NodeEvent::Pulled { inserted, .. } => {
+            pulled += inserted;
+            None
+        }
+        NodeEvent::PullDone { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(pulled, total - had, "only the rest was pulled");
+    assert!(converged(&[&a, &b], &lib));
+
+    a.node.shutdown().await;
+    b.node.shutdown().await;
 }
