@@ -29,6 +29,10 @@ enum Command {
     Id(cli::id::IdArgs),
     /// Look at and verify the hash chains: log, show, verify.
     Chain(cli::chain::ChainArgs),
+    /// Run the swarm over a data directory: find peers, keep shared libraries' chains in sync.
+    Node(cli::node::NodeArgs),
+    /// List the peers around (trusted or only discovered), or pair a device with a library.
+    Peers(cli::peers::PeersArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(*args),
         Command::Id(args) => cli::id::run(args),
         Command::Chain(args) => cli::chain::run(args),
+        Command::Node(args) => cli::node::run(args),
+        Command::Peers(args) => cli::peers::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
     }
 }

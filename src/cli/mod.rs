@@ -5,4 +5,6 @@
 pub mod manifest;
 pub mod chain;
 pub mod id;
+pub mod node;
+pub mod peers;
 pub mod serve;

@@ -1,0 +1,131 @@
+//! `harpbridge node`: run the swarm over a data directory's chain, with no Nextcloud.
+//!
+//! The node finds peers on the LAN (mDNS), dials the `--peer` addresses (the WAN), and keeps
+//! every library it shares with them in sync, both ways, until SIGINT/SIGTERM. It prints
+//! one line per event on stdout (`listening <addr>` first, so scripts and tests can learn
+//! the ports), and logs details through tracing.
+//!
+//! This is the swarm half of the design's office node; keeping a local folder in sync with
+//! a library (the `LocalDir` backend) comes with the engine's backends.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use libp2p::Multiaddr;
+
+use crate::chain::ChainStore;
+use crate::db;
+use crate::identity::DeviceIdentity;
+use crate::p2p::{Node, NodeEvent, P2pConfig};
+
+/// Arguments of `harpbridge node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The data directory (holds identity.key and harpbridge.redb).
+    #[arg(long, env = "APP_PERSISTENT_STORAGE", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Listen here (repeatable). Default: TCP and QUIC on every IPv4 interface, kernel-chosen
+    /// ports.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Dial this peer and keep re-dialling it (repeatable), e.g.
+    /// `/ip4/203.0.113.7/tcp/4001/p2p/12D3Koo…`.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<Multiaddr>,
+    /// Do not look for peers on the LAN by mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+}
+
+impl NodeArgs {
+    /// The swarm's settings these flags describe.
+    pub fn config(&self) -> P2pConfig {
+        let mut config = P2pConfig {
+            peers: self.peer.clone(),
+            mdns: !self.no_mdns,
+            ..P2pConfig::default()
+        };
+        if !self.listen.is_empty() {
+            config.listen = self.listen.clone();
+        }
+        config
+    }
+}
+
+/// Opens the data directory's identity and chain (creating both if new).
+pub fn open(data_dir: &std::path::Path) -> anyhow::Result<(DeviceIdentity, ChainStore)> {
+    let (id, _) = DeviceIdentity::load_or_create(data_dir)?;
+    let database = db::open(data_dir)?;
+    let chain = ChainStore::open(database).context("the chain does not verify")?;
+    Ok((id, chain))
+}
+
+/// Runs the node until a signal. Exit 1 if it cannot start.
+pub fn run(args: NodeArgs) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the tokio runtime")
+        .and_then(|rt| rt.block_on(serve(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harpbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: NodeArgs) -> anyhow::Result<()> {
+    let (id, chain) = open(&args.data_dir)?;
+    let node = Node::start(args.config(), &id, chain).await?;
+    let mut events = node.subscribe();
+    println!("peer-id {}", node.peer_id());
+    for addr in node.listen_addrs() {
+        println!("listening {addr}");
+    }
+    let printer = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(line) = describe(&e) {
+                        println!("{line}");
+                    }
+                }
+                Err(RecvError::Lagged(n)) => println!("(missed {n} events)"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    crate::listener::shutdown_signal().await;
+    node.shutdown().await;
+    printer.abort();
+    Ok(())
+}
+
+/// One stdout line per event worth a line.
+pub fn describe(e: &NodeEvent) -> Option<String> {
+    Some(match e {
+        NodeEvent::Listening(a) => format!("listening {a}"),
+        NodeEvent::Discovered { peer, .. } => format!("discovered {peer}"),
+        NodeEvent::Connected { peer, address } => format!("connected {peer} {address}"),
+        NodeEvent::Disconnected { peer } => format!("disconnected {peer}"),
+        NodeEvent::Pulled {
+            peer,
+            library,
+            inserted,
+            remaining,
+        } => format!("pulled {library} from {peer}: {inserted} new, {remaining} to go"),
+        NodeEvent::PullDone { peer, library } => format!("synced {library} with {peer}"),
+        NodeEvent::RefusedBy {
+            peer,
+            library,
+            reason,
+        } => match library {
+            Some(l) => format!("refused {l} by {peer}: {reason}"),
+            None => format!("refused by {peer}: {reason}"),
+        },
+        NodeEvent::SyncFailed { peer, error, .. } => format!("failed with {peer}: {error}"),
+    })
+}
