@@ -99,23 +99,30 @@ async fn bad_deliveries_get_a_clear_4xx_and_queue_nothing() {
         (200, true),
         "{answer}"
     );
-    // The same valid delivery twice is queued once.
+    // The same valid delivery twice, while the first still waits, is queued once.
     nc.user_put("alice", "Sync/a.txt", "A");
     nc.discard_webhook_jobs();
-    assert!(exapp
-        .deliver("NodeWrittenEvent", "alice", WRITTEN)
-        .await
-        .1
-        .contains("queued"));
-    assert!(exapp
-        .deliver("NodeWrittenEvent", "alice", WRITTEN)
-        .await
-        .1
-        .contains("duplicate"));
+    nc.state().dav_down = true;
+    let first = exapp.deliver("NodeWrittenEvent", "alice", WRITTEN).await.1;
+    let second = exapp.deliver("NodeWrittenEvent", "alice", WRITTEN).await.1;
+    assert!(
+        first.contains("queued") && second.contains("duplicate"),
+        "{first} {second}"
+    );
+    nc.state().dav_down = false;
     let status = exapp.wait_idle().await;
     assert_eq!(status["counters"]["outside_libraries"], 1, "{status}");
     assert_eq!(status["counters"]["queued"], 1, "{status}");
     assert_eq!(exapp.entry_lines().await, ["put a.txt"]);
+
+    // Two saves in one second give byte-identical deliveries: once the first is processed,
+    // the second is a new change, and its content is recorded.
+    nc.user_put("alice", "Sync/a.txt", "A, saved again within the second");
+    nc.discard_webhook_jobs();
+    let again = exapp.deliver("NodeWrittenEvent", "alice", WRITTEN).await.1;
+    assert!(again.contains("queued"), "{again}");
+    exapp.wait_idle().await;
+    assert_eq!(exapp.entry_lines().await, ["put a.txt", "put a.txt"]);
     exapp.stop();
 }
 

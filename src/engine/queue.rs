@@ -7,10 +7,12 @@
 //! waiting at that moment into a single transaction, so 64 concurrent deliveries cost
 //! one fsync, not 64.
 //!
-//! A delivery is identified by the SHA3-256 of its body; a body seen before (within a
-//! day) is acknowledged again but queued once. The worker reads events oldest first,
-//! removes them once done, and moves ones that can never succeed to a failed table
-//! with the reason, so nothing is dropped silently.
+//! A delivery is identified by the SHA3-256 of its body. While an event waits, the same
+//! body again is acknowledged but not queued a second time. Once the event is processed its
+//! key is forgotten: a later identical body is a new change (two saves in one second give
+//! identical bodies) and is queued again; processing it records nothing if nothing changed.
+//! The worker reads events oldest first, removes them once done, and moves ones that can
+//! never succeed to a failed table with the reason, so nothing is dropped silently.
 
 use std::sync::Arc;
 
@@ -25,11 +27,10 @@ use super::event::FileEvent;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("event_queue");
 const FAILED: TableDefinition<u64, &[u8]> = TableDefinition::new("event_failed");
+/// Keys of the deliveries waiting in the queue → their sequence number.
 const SEEN: TableDefinition<[u8; 32], u64> = TableDefinition::new("event_seen");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("event_counters");
 
-/// How long a delivery's body is remembered for de-duplication.
-const SEEN_FOR_MS: u64 = 24 * 3600 * 1000;
 /// Most enqueues folded into one commit.
 const MAX_GROUP: usize = 1024;
 
@@ -54,6 +55,9 @@ pub struct QueuedEvent {
     pub attempts: u32,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The delivery's de-duplication key.
+    #[serde(default)]
+    pub key: Option<[u8; 32]>,
 }
 
 /// What [`Queue::enqueue`] did.
@@ -171,12 +175,20 @@ impl Queue {
         Ok(out)
     }
 
-    /// Removes processed events.
+    /// Removes processed events, and forgets their delivery keys.
     pub fn complete(&self, seqs: &[u64]) -> Result<(), QueueError> {
         self.write(|txn| {
             let mut table = txn.open_table(QUEUE).map_err(storage)?;
+            let mut seen = txn.open_table(SEEN).map_err(storage)?;
             for seq in seqs {
-                table.remove(seq).map_err(storage)?;
+                let key = table
+                    .remove(seq)
+                    .map_err(storage)?
+                    .and_then(|bytes| serde_json::from_slice::<QueuedEvent>(bytes.value()).ok())
+                    .and_then(|q| q.key);
+                if let Some(key) = key {
+                    seen.remove(&key).map_err(storage)?;
+                }
             }
             Ok(())
         })
@@ -200,22 +212,17 @@ impl Queue {
                 .map_err(storage)?
                 .remove(seq)
                 .map_err(storage)?;
+            if let Some(key) = &queued.key {
+                txn.open_table(SEEN)
+                    .map_err(storage)?
+                    .remove(key)
+                    .map_err(storage)?;
+            }
             txn.open_table(FAILED)
                 .map_err(storage)?
                 .insert(seq, bytes.as_slice())
                 .map_err(storage)?;
             Ok(())
-        })
-    }
-
-    /// Forgets delivery keys older than a day.
-    pub fn prune_seen(&self) -> Result<usize, QueueError> {
-        let cutoff = now_ms().saturating_sub(SEEN_FOR_MS);
-        self.write(|txn| {
-            let mut table = txn.open_table(SEEN).map_err(storage)?;
-            let before = table.len().map_err(storage)?;
-            table.retain(|_, seen| seen >= cutoff).map_err(storage)?;
-            Ok((before - table.len().map_err(storage)?) as usize)
         })
     }
 
@@ -286,12 +293,13 @@ fn commit_group(
                 results.push(Enqueued::Duplicate);
                 continue;
             }
-            seen.insert(key, now).map_err(storage)?;
+            seen.insert(key, next).map_err(storage)?;
             let queued = QueuedEvent {
                 event: event.clone(),
                 received_ms: now,
                 attempts: 0,
                 last_error: None,
+                key: Some(*key),
             };
             let bytes = serde_json::to_vec(&queued).map_err(storage)?;
             queue.insert(next, bytes.as_slice()).map_err(storage)?;
@@ -344,17 +352,22 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
+        // Once processed, the same body is a new change (two saves in one second).
         q.complete(&[1]).unwrap();
+        let again = q.enqueue(delivery_key(b"a"), event("a")).await.unwrap();
+        assert_eq!(again, Enqueued::Queued(3));
+        let dup = q.enqueue(delivery_key(b"a"), event("a")).await.unwrap();
+        assert_eq!(dup, Enqueued::Duplicate);
+        q.complete(&[3]).unwrap();
         let mut second = waiting[1].1.clone();
         second.attempts = 3;
         q.fail(2, &second).unwrap();
         assert!(q.is_empty().unwrap());
         assert_eq!(q.failed().unwrap()[0].1.attempts, 3);
-        // Sequence numbers keep growing after the queue empties.
-        assert_eq!(
-            q.enqueue(delivery_key(b"c"), event("c")).await.unwrap(),
-            Enqueued::Queued(3)
-        );
+        // Sequence numbers keep growing after the queue empties; a failed event's key is
+        // forgotten too.
+        let b_again = q.enqueue(delivery_key(b"b"), event("b")).await.unwrap();
+        assert_eq!(b_again, Enqueued::Queued(4));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
