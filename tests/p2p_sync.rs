@@ -311,3 +311,38 @@ async fn an_interrupted_pull_resumes_from_what_was_stored() {
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
+
+/// With `join_offered` off, a library a peer offers is reported, not pulled, until the node
+/// is told to join it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offered_library_waits_for_approval() {
+    let a = TestNode::start().await;
+    let cautious = P2pConfig {
+        join_offered: false,
+        ..loopback()
+    };
+    let b = TestNode::start_in(tempfile::tempdir().unwrap(), cautious).await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, &b, "b");
+
+    let mut events = b.node.subscribe();
+    b.node.dial(a.addr(false)).await.unwrap();
+    let offered = event(&mut events, "A's offer", |e| match e {
+        NodeEvent::Offered { peer, library } if *peer == a.id.peer_id() => Some(*library),
+        _ => None,
+    })
+    .await;
+    assert_eq!(offered, lib);
+    assert!(
+        b.chain.libraries().is_empty(),
+        "nothing pulled before approval"
+    );
+
+    b.node.join(lib).await.unwrap();
+    eventually("B to pull the approved library", || {
+        converged(&[&a, &b], &lib)
+    })
+    .await;
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}

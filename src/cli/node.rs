@@ -118,6 +118,7 @@ pub fn describe(e: &NodeEvent) -> Option<String> {
             remaining,
         } => format!("pulled {library} from {peer}: {inserted} new, {remaining} to go"),
         NodeEvent::PullDone { peer, library } => format!("synced {library} with {peer}"),
+        NodeEvent::Offered { peer, library } => format!("offered {library} by {peer}"),
         NodeEvent::RefusedBy {
             peer,
             library,

@@ -30,6 +30,11 @@ pub struct P2pConfig {
     pub peers: Vec<Multiaddr>,
     /// Find peers on the LAN by multicast DNS and dial them. Default: on.
     pub mdns: bool,
+    /// Join a library we do not hold yet as soon as a peer offers it (lists or announces it,
+    /// and we are a member of its copy). Off: the offer is reported as
+    /// [`super::NodeEvent::Offered`] and nothing is pulled until
+    /// [`super::NodeHandle::join`] approves it. Default: on.
+    pub join_offered: bool,
     /// Entries asked for per `/harp/sync/1` fetch (the server caps it at
     /// [`super::message::MAX_BATCH_ENTRIES`] and by bytes). Default: 256.
     pub sync_batch: u32,
@@ -56,6 +61,7 @@ impl Default for P2pConfig {
             ],
             peers: Vec::new(),
             mdns: true,
+            join_offered: true,
             sync_batch: 256,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(3600),

@@ -52,6 +52,14 @@ pub enum NodeEvent {
         /// Which library.
         library: LibraryId,
     },
+    /// A peer offers a library we do not hold, and [`super::P2pConfig::join_offered`] is
+    /// off: nothing is pulled until [`super::NodeHandle::join`].
+    Offered {
+        /// The peer.
+        peer: PeerId,
+        /// The library.
+        library: LibraryId,
+    },
     /// A peer refused us (we are not a member of its copy of the library, or it failed).
     RefusedBy {
         /// The peer.

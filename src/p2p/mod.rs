@@ -40,7 +40,9 @@
 //! # Known limits (this stage)
 //!
 //! - A library we do not hold is joined when a peer that holds it lists or announces it to
-//!   us and we are a member of it there; there is no admin approval of such offers yet.
+//!   us and we are a member of it there, unless [`P2pConfig::join_offered`] is off: then the
+//!   offer is a [`NodeEvent::Offered`] until [`NodeHandle::join`] approves it. (Any device
+//!   can make a library and add us to it, so `serve` may want approval.)
 //! - Each fetch recomputes what the asker lacks from its version vector (linear in the
 //!   library's size), so pulling a chain of n entries in batches of b costs O(n²/b) on the
 //!   answering side; fine for the tens of thousands of entries a library has, not millions.

@@ -84,6 +84,7 @@ const COMMAND_BUFFER: usize = 256;
 enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), P2pError>>),
     LibraryChanged(LibraryId),
+    Join(LibraryId),
     SyncAll,
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Shutdown(oneshot::Sender<()>),
@@ -95,7 +96,8 @@ enum Internal {
         peer: PeerId,
         channel: ResponseChannel<Response>,
         response: Response,
-        pull: Option<LibraryId>,
+        pull: Vec<LibraryId>,
+        offered: Vec<LibraryId>,
     },
     SendFetch {
         peer: PeerId,
@@ -105,6 +107,7 @@ enum Internal {
     PullMany {
         peer: PeerId,
         libraries: Vec<LibraryId>,
+        offered: Vec<LibraryId>,
     },
     Stored {
         peer: PeerId,
@@ -188,6 +191,13 @@ impl NodeHandle {
     /// the new heads to the library's connected members, which pull them.
     pub async fn library_changed(&self, library: LibraryId) -> Result<(), P2pError> {
         self.send(Command::LibraryChanged(library)).await
+    }
+
+    /// Joins a library this node does not hold yet (the approval of a
+    /// [`NodeEvent::Offered`] when [`P2pConfig::join_offered`] is off): pulls it from every
+    /// connected peer; those of which we are a member there send it.
+    pub async fn join(&self, library: LibraryId) -> Result<(), P2pError> {
+        self.send(Command::Join(library)).await
     }
 
     /// Asks every connected peer again which libraries we share, and pulls what is new.
@@ -377,6 +387,12 @@ impl Node {
                 let _ = reply.send(result);
             }
             Command::LibraryChanged(library) => self.announce(library, None),
+            Command::Join(library) => {
+                let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for peer in connected {
+                    self.pull(peer, library);
+                }
+            }
             Command::SyncAll => {
                 let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
                 for peer in connected {
@@ -464,6 +480,18 @@ impl Node {
         });
     }
 
+    /// Pulls `libraries` from `peer`; reports `offered` (libraries we do not hold and may not
+    /// join on our own) as [`NodeEvent::Offered`].
+    fn pull_or_offer(&mut self, peer: PeerId, libraries: Vec<LibraryId>, offered: Vec<LibraryId>) {
+        for library in libraries {
+            self.pull(peer, library);
+        }
+        for library in offered {
+            tracing::info!(%peer, %library, "a peer offers a library we do not hold; waiting for approval");
+            self.emit(NodeEvent::Offered { peer, library });
+        }
+    }
+
     /// The pull ended (done, refused or failed); starts the next one if one was asked for.
     fn end_pull(&mut self, peer: PeerId, library: LibraryId, again_allowed: bool) {
         let again = self.pulls.remove(&(peer, library)).unwrap_or(false);
@@ -479,6 +507,7 @@ impl Node {
                 channel,
                 response,
                 pull,
+                offered,
             } => {
                 if self
                     .swarm
@@ -489,9 +518,7 @@ impl Node {
                 {
                     tracing::debug!(%peer, "the peer went away before our answer");
                 }
-                if let Some(library) = pull {
-                    self.pull(peer, library);
-                }
+                self.pull_or_offer(peer, pull, offered);
             }
             Internal::SendFetch {
                 peer,
@@ -505,11 +532,11 @@ impl Node {
                 let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
                 self.pending.insert(id, Pending::Fetch(peer, library));
             }
-            Internal::PullMany { peer, libraries } => {
-                for library in libraries {
-                    self.pull(peer, library);
-                }
-            }
+            Internal::PullMany {
+                peer,
+                libraries,
+                offered,
+            } => self.pull_or_offer(peer, libraries, offered),
             Internal::Stored {
                 peer,
                 library,
@@ -596,13 +623,16 @@ impl Node {
                     },
                 ..
             } => {
+                let join = self.config.join_offered;
                 self.blocking(move |sync| {
                     let answer = sync.answer(&peer, request);
+                    let (pull, offered) = split_offers(sync, answer.pull.into_iter(), join);
                     Internal::Respond {
                         peer,
                         channel,
                         response: answer.response,
-                        pull: answer.pull,
+                        pull,
+                        offered,
                     }
                 });
             }
@@ -668,13 +698,19 @@ impl Node {
                 }
             }
             (Pending::Libraries, Response::Libraries(list)) => {
-                self.blocking(move |sync| Internal::PullMany {
-                    peer,
-                    libraries: list
+                let join = self.config.join_offered;
+                self.blocking(move |sync| {
+                    let lacking: Vec<LibraryId> = list
                         .into_iter()
                         .filter(|lh| sync.lacks_any(&lh.library, &lh.heads))
                         .map(|lh| lh.library)
-                        .collect(),
+                        .collect();
+                    let (libraries, offered) = split_offers(sync, lacking.into_iter(), join);
+                    Internal::PullMany {
+                        peer,
+                        libraries,
+                        offered,
+                    }
                 });
             }
             (Pending::Fetch(_, library), Response::Entries { entries, remaining }) => {
@@ -839,6 +875,16 @@ impl Node {
             }
         }
     }
+}
+
+/// Splits libraries to pull into those to pull now and those only offered: libraries we do
+/// not hold, when joining on our own is off.
+fn split_offers(
+    sync: &SyncService,
+    libraries: impl Iterator<Item = LibraryId>,
+    join: bool,
+) -> (Vec<LibraryId>, Vec<LibraryId>) {
+    libraries.partition(|lib| join || sync.holds(lib))
 }
 
 /// The `/p2p/<id>` at the end of an address, if any.

@@ -154,6 +154,11 @@ impl SyncService {
         })
     }
 
+    /// True if this store holds `library`.
+    pub fn holds(&self, library: &LibraryId) -> bool {
+        self.chain.libraries().contains(library)
+    }
+
     /// True if we lack one of `heads` of `library` (or the whole library).
     pub fn lacks_any(&self, library: &LibraryId, heads: &[crate::chain::EntryHash]) -> bool {
         heads.iter().any(|h| !self.chain.contains(library, h))
