@@ -75,9 +75,14 @@ fn a_regular_file_at_the_socket_path_is_not_removed() {
             ("APP_PORT", "23000"),
             ("NEXTCLOUD_URL", "http://127.0.0.1:9"),
         ])
+        .env("APP_PERSISTENT_STORAGE", dir.path().join("data"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
     assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+    assert!(
+        !dir.path().join("data").exists(),
+        "storage is opened only after binding"
+    );
 }

@@ -43,6 +43,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
+    // Bind first: a taken port or a bad socket path fails before anything touches storage.
+    let bound = listener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let state = AppState::new(config)
         .context("cannot set up the Nextcloud client")?
         .start_engine();
@@ -55,9 +59,6 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
             tokio::spawn(async move { engine.ensure_libraries(&wanted).await });
         }
     }
-    let bound = listener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(
         app_id = %state.config.app_id,
         version = %state.config.app_version,
