@@ -93,7 +93,7 @@ async fn user_changes_reach_the_chain_through_webhooks() {
     exapp.stop();
 
     let db = harpbridge::db::open(dir.path()).unwrap();
-    let chain = ChainStore::open(db).unwrap();
+    let chain = ChainStore::open(db.clone()).unwrap();
     let lib = chain.libraries()[0];
     let tree = chain.tree(&lib).unwrap();
     let mut paths: Vec<(&str, bool)> = tree

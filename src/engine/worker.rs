@@ -15,6 +15,7 @@
 //! library periodically.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::event::{EventKind, FileEvent};
@@ -79,6 +80,7 @@ pub(crate) async fn run(engine: Engine) {
         let mut done = Vec::new();
         let mut pause = None;
         let mut looked_at = HashSet::new();
+        let appended_before = engine.inner.counters.appended.load(Ordering::Relaxed);
         for (seq, mut queued) in batch {
             // Every event in this batch has arrived, and processing reads the current
             // state: a path already reconciled in this batch needs no second look.
@@ -143,14 +145,17 @@ pub(crate) async fn run(engine: Engine) {
         if let Err(e) = engine.inner.queue.complete(&done) {
             tracing::error!(error = %e, "cannot remove processed events (they will be processed again)");
         }
-        refresh_current(&engine).await;
+        if engine.inner.counters.appended.load(Ordering::Relaxed) != appended_before {
+            refresh_current(&engine).await;
+        }
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
         }
     }
 }
 
-/// After a batch, tells the content store what every library's tree needs now.
+/// After a batch that appended entries, tells the content store what every library's
+/// tree needs now.
 async fn refresh_current(engine: &Engine) {
     for library in engine.inner.libraries.list() {
         if let Err(e) = engine.refresh_current(&library.id).await {
