@@ -108,6 +108,34 @@ pub(crate) async fn send_to_exapp(
     body: bytes::Bytes,
     timeout: Duration,
 ) -> Answer {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .map(|(p, q)| (p.to_owned(), q.to_owned()))
+        .unwrap_or((path_and_query.to_owned(), String::new()));
+    let mut header_map = HeaderMap::new();
+    for (n, v) in headers {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(n.as_bytes()),
+            axum::http::HeaderValue::from_str(v),
+        ) {
+            header_map.append(n, v);
+        }
+    }
+    // Recorded when sent, so the order is the order AppAPI made the calls in (an answer
+    // can arrive after calls that the ExApp's own work triggered meanwhile).
+    let index = {
+        let mut state = inner.lock();
+        state.sent.push(Recorded {
+            method: method.into(),
+            path,
+            query,
+            headers: headers_vec(&header_map),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            status: 0,
+            answer: String::new(),
+        });
+        state.sent.len() - 1
+    };
     let answer: Answer = match target {
         ExAppTarget::Tcp(base) => {
             let mut request = inner
@@ -148,32 +176,14 @@ pub(crate) async fn send_to_exapp(
             }
         }
     };
-    let (path, query) = path_and_query
-        .split_once('?')
-        .map(|(p, q)| (p.to_owned(), q.to_owned()))
-        .unwrap_or((path_and_query.to_owned(), String::new()));
-    let mut header_map = HeaderMap::new();
-    for (n, v) in headers {
-        if let (Ok(n), Ok(v)) = (
-            axum::http::HeaderName::from_bytes(n.as_bytes()),
-            axum::http::HeaderValue::from_str(v),
-        ) {
-            header_map.append(n, v);
-        }
-    }
     let (status, answer_body) = match &answer {
         Ok((s, b)) => (*s, b.clone()),
         Err(e) => (0, e.clone()),
     };
-    inner.lock().sent.push(Recorded {
-        method: method.into(),
-        path,
-        query,
-        headers: headers_vec(&header_map),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        status,
-        answer: answer_body,
-    });
+    if let Some(entry) = inner.lock().sent.get_mut(index) {
+        entry.status = status;
+        entry.answer = answer_body;
+    }
     answer
 }
 
