@@ -2,9 +2,9 @@
 //!
 //! `main.rs` only parses arguments and hands over to one of these.
 
-pub mod manifest;
 pub mod chain;
 pub mod id;
+pub mod manifest;
 pub mod node;
 pub mod peers;
 pub mod serve;
