@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use harpbridge::chain::{ChainPath, ChainStore, Op};
+use harpbridge::content::{ContentStore, StoreOptions};
 use harpbridge::identity::DeviceIdentity;
 use harpbridge::p2p::{Node, NodeHandle, P2pConfig};
 
@@ -16,13 +17,17 @@ const SYNC: Duration = Duration::from_secs(15);
 
 async fn start(dir: &tempfile::TempDir) -> (DeviceIdentity, ChainStore, NodeHandle) {
     let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-    let chain = ChainStore::open_path(&dir.path().join("harpbridge.redb")).unwrap();
+    let database = harpbridge::db::open(dir.path()).unwrap();
+    let chain = ChainStore::open(database.clone()).unwrap();
+    let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
     let config = P2pConfig {
         listen: vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()],
         mdns: true,
         ..P2pConfig::default()
     };
-    let node = Node::start(config, &id, chain.clone()).await.unwrap();
+    let node = Node::start(config, &id, chain.clone(), content)
+        .await
+        .unwrap();
     (id, chain, node)
 }
 

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use harpbridge::chain::{ChainPath, ChainStore, EntryHash, LibraryId, Op};
+use harpbridge::content::{ContentStore, StoreOptions};
 use harpbridge::identity::DeviceIdentity;
 use harpbridge::p2p::{Node, NodeEvent, NodeHandle, P2pConfig, Refusal};
 use libp2p::multiaddr::Protocol;
@@ -42,18 +43,21 @@ impl TestNode {
     /// A node over `dir` (its identity and database, made if new).
     async fn start_in(dir: tempfile::TempDir, config: P2pConfig) -> TestNode {
         let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        let path = dir.path().join("harpbridge.redb");
         // A just-stopped node's last blocking task may still hold the database for a moment.
-        let chain = bounded("the database to open", async {
+        let database = bounded("the database to open", async {
             loop {
-                match ChainStore::open_path(&path) {
-                    Ok(c) => break c,
+                match harpbridge::db::open(dir.path()) {
+                    Ok(d) => break d,
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
             }
         })
         .await;
-        let node = Node::start(config, &id, chain.clone()).await.unwrap();
+        let chain = ChainStore::open(database.clone()).unwrap();
+        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
+        let node = Node::start(config, &id, chain.clone(), content)
+            .await
+            .unwrap();
         assert_eq!(node.peer_id(), id.peer_id());
         TestNode {
             _dir: dir,

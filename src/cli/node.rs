@@ -16,6 +16,7 @@ use clap::Args;
 use libp2p::Multiaddr;
 
 use crate::chain::ChainStore;
+use crate::content::{ContentStore, StoreOptions};
 use crate::db;
 use crate::identity::DeviceIdentity;
 use crate::p2p::{Node, NodeEvent, P2pConfig};
@@ -54,12 +55,16 @@ impl NodeArgs {
     }
 }
 
-/// Opens the data directory's identity and chain (creating both if new).
-pub fn open(data_dir: &std::path::Path) -> anyhow::Result<(DeviceIdentity, ChainStore)> {
+/// Opens the data directory's identity, chain and content store (creating them if new).
+pub fn open(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(DeviceIdentity, ChainStore, ContentStore)> {
     let (id, _) = DeviceIdentity::load_or_create(data_dir)?;
     let database = db::open(data_dir)?;
-    let chain = ChainStore::open(database).context("the chain does not verify")?;
-    Ok((id, chain))
+    let chain = ChainStore::open(database.clone()).context("the chain does not verify")?;
+    let content = ContentStore::open(database, data_dir, StoreOptions::default())
+        .context("opening the content store")?;
+    Ok((id, chain, content))
 }
 
 /// Runs the node until a signal. Exit 1 if it cannot start.
@@ -77,8 +82,8 @@ pub fn run(args: NodeArgs) -> ExitCode {
 }
 
 async fn serve(args: NodeArgs) -> anyhow::Result<()> {
-    let (id, chain) = open(&args.data_dir)?;
-    let node = Node::start(args.config(), &id, chain).await?;
+    let (id, chain, content) = open(&args.data_dir)?;
+    let node = Node::start(args.config(), &id, chain, content).await?;
     let mut events = node.subscribe();
     println!("peer-id {}", node.peer_id());
     for addr in node.listen_addrs() {
@@ -128,5 +133,10 @@ pub fn describe(e: &NodeEvent) -> Option<String> {
             None => format!("refused by {peer}: {reason}"),
         },
         NodeEvent::SyncFailed { peer, error, .. } => format!("failed with {peer}: {error}"),
+        NodeEvent::Transfer(t) if t.finished => match &t.error {
+            Some(e) => format!("fetch of {} failed: {e}", t.content),
+            None => format!("fetched {} ({} bytes)", t.content, t.bytes_total),
+        },
+        NodeEvent::Transfer(_) => return None,
     })
 }

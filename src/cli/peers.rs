@@ -98,13 +98,13 @@ async fn list(
     peers: Vec<Multiaddr>,
     no_mdns: bool,
 ) -> anyhow::Result<()> {
-    let (id, chain) = super::node::open(data_dir)?;
+    let (id, chain, content) = super::node::open(data_dir)?;
     let config = P2pConfig {
         peers,
         mdns: !no_mdns,
         ..P2pConfig::default()
     };
-    let node = Node::start(config, &id, chain).await?;
+    let node = Node::start(config, &id, chain, content).await?;
     tokio::time::sleep(Duration::from_secs_f64(wait.clamp(0.0, 600.0))).await;
     let peers = node.peers().await?;
     node.shutdown().await;
@@ -147,7 +147,7 @@ fn add(
     let Some(device) = device_key(&peer) else {
         bail!("{peer} is not an ed25519 device id");
     };
-    let (id, chain) = super::node::open(data_dir)?;
+    let (id, chain, _) = super::node::open(data_dir)?;
     if chain.is_member(&library, &device) {
         println!("{peer} is already a member of {library}");
         return Ok(());

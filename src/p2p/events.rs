@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 
-use crate::chain::{DeviceKey, LibraryId};
+use crate::chain::{ContentId, DeviceKey, LibraryId};
 
 use super::trust::Refusal;
 
@@ -69,6 +69,8 @@ pub enum NodeEvent {
         /// Its reason.
         reason: Refusal,
     },
+    /// A block fetch made progress, finished or failed.
+    Transfer(TransferProgress),
     /// A request failed (timeout, closed connection, an undecodable or invalid batch).
     SyncFailed {
         /// The peer.
@@ -78,6 +80,40 @@ pub enum NodeEvent {
         /// What happened.
         error: String,
     },
+}
+
+/// How far a fetch of one file version has got, reported as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferProgress {
+    /// The library the version belongs to.
+    pub library: LibraryId,
+    /// The version (its manifest id).
+    pub content: ContentId,
+    /// Bytes of the version held here now.
+    pub bytes_done: u64,
+    /// The version's size.
+    pub bytes_total: u64,
+    /// The provider of the latest block, if any came from a peer.
+    pub from: Option<PeerId>,
+    /// The fetch ended (complete, or failed with `error`).
+    pub finished: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What a finished fetch moved, and from whom.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchReport {
+    /// Bytes of blocks received from peers.
+    pub bytes_fetched: u64,
+    /// Blocks received and stored.
+    pub blocks_fetched: u64,
+    /// Bytes of blocks that were already here.
+    pub bytes_present: u64,
+    /// Bytes received per provider.
+    pub from: Vec<(PeerId, u64)>,
+    /// Wall time of the fetch.
+    pub elapsed: Duration,
 }
 
 /// One peer the node knows, for `harpbridge peers` and the panel.
@@ -99,6 +135,10 @@ pub struct PeerInfo {
     pub agent: Option<String>,
     /// The libraries held here of which it is a member. Empty: it is only "discovered".
     pub libraries: Vec<LibraryId>,
+    /// Block bytes received from it (`/harp/blocks/1` payloads).
+    pub bytes_in: u64,
+    /// Block bytes sent to it.
+    pub bytes_out: u64,
 }
 
 impl PeerInfo {

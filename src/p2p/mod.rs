@@ -63,7 +63,7 @@ pub mod trust;
 
 pub use config::P2pConfig;
 pub use error::P2pError;
-pub use events::{NodeEvent, PeerInfo};
+pub use events::{FetchReport, NodeEvent, PeerInfo, TransferProgress};
 pub use message::{LibraryHeads, Request, Response, PROTOCOL};
 pub use node::{Node, NodeHandle};
 pub use sync::SyncService;

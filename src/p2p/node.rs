@@ -63,13 +63,14 @@ use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::chain::{ChainError, ChainStore, DeviceKey, InsertOutcome, LibraryId};
+use crate::chain::{ChainError, ChainStore, ContentId, DeviceKey, InsertOutcome, LibraryId};
+use crate::content::ContentStore;
 use crate::identity::DeviceIdentity;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::config::P2pConfig;
 use super::error::P2pError;
-use super::events::{NodeEvent, PeerInfo};
+use super::events::{FetchReport, NodeEvent, PeerInfo};
 use super::message::{LibraryHeads, Request, Response};
 use super::sync::SyncService;
 use super::trust;
@@ -205,6 +206,19 @@ impl NodeHandle {
         self.send(Command::SyncAll).await
     }
 
+    /// Fetches every block of `content` (a version of `library`) that is not here yet from
+    /// the members that have it, LAN first, and returns once all are stored.
+    ///
+    /// Scaffolding until `/harp/blocks/1` lands: always fails.
+    pub async fn fetch_content(
+        &self,
+        library: LibraryId,
+        content: ContentId,
+    ) -> Result<FetchReport, P2pError> {
+        let _ = (library, content);
+        Err(P2pError::Stopped)
+    }
+
     /// The peers the node knows: connected ones and ones found on the LAN.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, P2pError> {
         let (tx, rx) = oneshot::channel();
@@ -254,7 +268,10 @@ impl Node {
         config: P2pConfig,
         identity: &DeviceIdentity,
         chain: ChainStore,
+        content: ContentStore,
     ) -> Result<NodeHandle, P2pError> {
+        // Scaffolding: block transfer (`/harp/blocks/1`) will serve and fill this store.
+        let _ = content;
         let behaviour_config = config.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
             .with_tokio()
@@ -412,6 +429,8 @@ impl Node {
                         rtt: e.rtt,
                         agent: e.agent.clone(),
                         libraries: Vec::new(),
+                        bytes_in: 0,
+                        bytes_out: 0,
                     })
                     .collect();
                 let sync = self.sync.clone();
