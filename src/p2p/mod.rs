@@ -13,6 +13,8 @@
 //! | [`sync`] | the chain side: answering requests and storing pulled batches |
 //! | [`node`] | the task that owns the swarm, driven by commands over a channel |
 //! | [`events`] | what the node reports: [`NodeEvent`]s and the [`PeerInfo`] table |
+//! | [`blocks`] | `/harp/blocks/1`: block transfer between members, LAN first |
+//! | [`metrics`] | block bytes per peer and per class (LAN / WAN): [`Traffic`] |
 //! | [`error`] | [`P2pError`] |
 //!
 //! # Transports and identity
@@ -48,15 +50,16 @@
 //!   answering side; fine for the tens of thousands of entries a library has, not millions.
 //! - Announcements go to connected members only; a member that is not connected catches up
 //!   when it connects (every new connection starts with `Libraries`).
-//! - Block transfer (`/harp/blocks/1`), gossipsub head announcements and LAN-first provider
-//!   choice are not here yet.
+//! - Gossipsub head announcements are not here yet.
 
 pub mod behaviour;
+pub mod blocks;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod sync;
 pub mod trust;
@@ -65,6 +68,7 @@ pub use config::P2pConfig;
 pub use error::P2pError;
 pub use events::{FetchReport, NodeEvent, PeerInfo, TransferProgress};
 pub use message::{LibraryHeads, Request, Response, PROTOCOL};
+pub use metrics::{PeerTraffic, Traffic};
 pub use node::{Node, NodeHandle};
 pub use sync::SyncService;
 pub use trust::{device_key, Refusal, Trust};
