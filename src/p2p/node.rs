@@ -147,6 +147,9 @@ struct PeerEntry {
     lan: bool,
     addresses: BTreeSet<Multiaddr>,
     rtt: Option<Duration>,
+    /// The smallest round trip seen: what classifies the peer (a busy link's RTT grows
+    /// with its queue, its floor does not).
+    min_rtt: Option<Duration>,
     agent: Option<String>,
 }
 
@@ -863,6 +866,7 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
                 if let (Ok(rtt), Some(e)) = (result, self.peers.get_mut(&peer)) {
                     e.rtt = Some(rtt);
+                    e.min_rtt = Some(e.min_rtt.map_or(rtt, |m| m.min(rtt)));
                     self.publish_peers();
                 }
             }
@@ -934,7 +938,8 @@ impl Node {
     }
 
     /// The peer's class: LAN if mDNS found it; WAN if it is a configured peer (the cloud);
-    /// otherwise LAN when its ping RTT is at most [`P2pConfig::lan_rtt`] (zero: never).
+    /// otherwise LAN when its smallest ping RTT is at most [`P2pConfig::lan_rtt`] (zero:
+    /// never).
     fn is_lan(&self, peer: &PeerId, e: &PeerEntry) -> bool {
         if e.lan {
             return true;
@@ -942,7 +947,7 @@ impl Node {
         if self.configured.iter().any(|(_, who)| *who == Some(*peer)) {
             return false;
         }
-        !self.config.lan_rtt.is_zero() && e.rtt.is_some_and(|r| r <= self.config.lan_rtt)
+        !self.config.lan_rtt.is_zero() && e.min_rtt.is_some_and(|r| r <= self.config.lan_rtt)
     }
 
     /// Tells fetches (and the byte counters) which peers are connected and their class.

@@ -241,6 +241,7 @@ impl<'a> Fetch<'a> {
             self.setup(m).await?;
         }
         self.add_providers().await;
+        self.give_up_without_manifest()?;
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -269,6 +270,25 @@ impl<'a> Fetch<'a> {
         self.report.excluded = self.excluded.clone();
         self.report.elapsed = self.started.elapsed();
         Ok(self.report.clone())
+    }
+
+    /// Without the manifest and with nobody left to ask (no connected member, or every one
+    /// refused or lacks it), waiting cannot help: fail now rather than after the stall
+    /// timeout. (Once the manifest is known, a vanished provider may come back, so the
+    /// fetch waits.)
+    fn give_up_without_manifest(&self) -> Result<(), P2pError> {
+        let waiting = self
+            .providers
+            .values()
+            .any(|p| !p.answered || p.have.count() > 0 || p.fetching.count() > 0);
+        if self.manifest.is_none() && !waiting {
+            return Err(P2pError::Fetch(format!(
+                "no connected member can serve {} ({} refused)",
+                self.content,
+                self.refused.len()
+            )));
+        }
+        Ok(())
     }
 
     fn stall_reason(&self) -> String {
@@ -535,7 +555,7 @@ impl<'a> Fetch<'a> {
             }
             FromWorker::Broken(peer, why) => self.exclude(peer, why),
         }
-        Ok(())
+        self.give_up_without_manifest()
     }
 
     async fn on_have(&mut self, peer: PeerId, have: Have) -> Result<(), P2pError> {

@@ -198,12 +198,24 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<
     Ok(Some(body))
 }
 
+/// Writes one frame. Small parts are gathered into one buffer (one write, so one transport
+/// frame, for a header); a large last part (a block's bytes) is written from where it lies.
 async fn write_parts<W: AsyncWrite + Unpin>(io: &mut W, parts: &[&[u8]]) -> io::Result<()> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let len = u32::try_from(len).map_err(|_| invalid("frame too long"))?;
-    io.write_all(&len.to_be_bytes()).await?;
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(&len.to_be_bytes());
     for p in parts {
-        io.write_all(p).await?;
+        if p.len() > 4096 {
+            io.write_all(&head).await?;
+            head.clear();
+            io.write_all(p).await?;
+        } else {
+            head.extend_from_slice(p);
+        }
+    }
+    if !head.is_empty() {
+        io.write_all(&head).await?;
     }
     Ok(())
 }
