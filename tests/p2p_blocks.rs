@@ -377,8 +377,17 @@ async fn a_provider_killed_mid_transfer_is_replaced() {
     }
 }
 
-/// A peer that speaks `/harp/blocks/1` by hand: it serves `manifest` to anyone, claims
-/// every block, and answers every `Get` with `corrupt(index)`'s bytes.
+/// How a hand-made provider misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Answers every `Get` with garbage of the right size.
+    Corrupt,
+    /// Answers the first `Want`, then nothing more (connected, but not serving).
+    Silent,
+}
+
+/// A peer that speaks `/harp/blocks/1` by hand: it serves its manifest to anyone, claims
+/// every block, and misbehaves on `Get` as its [`Mode`] says.
 #[derive(NetworkBehaviour)]
 struct RawBehaviour {
     ping: ping::Behaviour,
@@ -394,7 +403,11 @@ struct RawPeer {
 impl RawPeer {
     /// A swarm with `id`'s key that dials `target` and, if `serve` is given, answers block
     /// streams with that manifest and garbage blocks of the right sizes.
-    async fn start(id: &DeviceIdentity, target: Multiaddr, serve: Option<Vec<u8>>) -> RawPeer {
+    async fn start(
+        id: &DeviceIdentity,
+        target: Multiaddr,
+        serve: Option<(Vec<u8>, Mode)>,
+    ) -> RawPeer {
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(id.keypair().clone())
             .with_tokio()
             .with_tcp(
@@ -411,7 +424,7 @@ impl RawPeer {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
         let mut control = swarm.behaviour().stream.new_control();
-        if let Some(manifest) = serve {
+        if let Some((manifest, mode)) = serve {
             let mut incoming = control.accept(StreamProtocol::new(wire::PROTOCOL)).unwrap();
             tokio::spawn(async move {
                 while let Some((_, mut s)) = incoming.next().await {
@@ -419,7 +432,12 @@ impl RawPeer {
                     tokio::spawn(async move {
                         let m = harpbridge::content::Manifest::decode(&manifest).unwrap();
                         let n = m.blocks.len() as u32;
+                        let mut answered = false;
                         while let Ok(Some(ask)) = wire::read_ask(&mut s).await {
+                            if answered && mode == Mode::Silent {
+                                continue;
+                            }
+                            answered = true;
                             let answer = match ask {
                                 Ask::Want { send_manifest, .. } => {
                                     let mut have = Bits::new(n);
@@ -473,13 +491,14 @@ async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
     let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
     a.add(&lib, b.id.device_key());
     a.add(&lib, hostile.device_key());
+    // Larger than A's window, so the hostile peer's Have arrives while blocks are left.
     let size = 48 * MIB;
     let (content, hash) = a.put_file(lib, "f.bin", 3, size).await;
     let manifest = a.content.manifest_bytes(&content.into()).unwrap().unwrap();
     b.node.dial(a.addr(false)).await.unwrap();
     converge(&[&a, &b], lib).await;
     // The hostile member dials B; B learns it is a member from A's chain.
-    let h = RawPeer::start(&hostile, b.addr(false), Some(manifest)).await;
+    let h = RawPeer::start(&hostile, b.addr(false), Some((manifest, Mode::Corrupt))).await;
     b.connected_to(&[a.node.peer_id(), h.peer]).await;
 
     let report = bounded("the fetch", b.node.fetch_content(lib, content))
@@ -500,6 +519,41 @@ async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
         .any(|p| p.peer == h.peer && p.bytes_in > 0));
     assert!(b.content.verify_all().unwrap().is_empty());
     drop(h);
+    for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_stops_answering_is_dropped() {
+    let a = TestNode::start().await;
+    let b = TestNode::start_with(P2pConfig {
+        fetch_stall_timeout: Duration::from_secs(4),
+        ..loopback()
+    })
+    .await;
+    let silent = DeviceIdentity::from_secret([67; 32]);
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key());
+    a.add(&lib, silent.device_key());
+    // Larger than A's window, so the silent peer's Have arrives while blocks are left.
+    let size = 48 * MIB;
+    let (content, hash) = a.put_file(lib, "f.bin", 7, size).await;
+    let manifest = a.content.manifest_bytes(&content.into()).unwrap().unwrap();
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], lib).await;
+    let s = RawPeer::start(&silent, b.addr(false), Some((manifest, Mode::Silent))).await;
+    b.connected_to(&[a.node.peer_id(), s.peer]).await;
+    let report = bounded("the fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    eprintln!("excluded {:?} after {:?}", report.excluded, report.elapsed);
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    assert_eq!(report.from, vec![(a.node.peer_id(), size)]);
+    // The silent peer got requests (it ranks like A) and was dropped for not answering.
+    assert_eq!(report.excluded.len(), 1);
+    assert_eq!(report.excluded[0].0, s.peer);
+    drop(s);
     for n in [a, b] {
         n.node.shutdown().await;
     }

@@ -55,6 +55,8 @@ enum FromWorker {
     Block(PeerId, u32, Vec<u8>),
     Missing(PeerId, u32),
     Refused(PeerId, Refusal),
+    /// The peer does not speak `/harp/blocks/1`.
+    NoProtocol(PeerId),
     /// The stream failed or ended (the provider went away).
     Gone(PeerId, String),
     /// The provider broke the protocol: excluded.
@@ -103,6 +105,8 @@ struct Provider {
     /// Block bytes received.
     received: u64,
     first_get: Option<Instant>,
+    /// The last answer of any kind (or when it last became busy).
+    last_answer: Instant,
 }
 
 impl Provider {
@@ -256,6 +260,7 @@ impl<'a> Fetch<'a> {
                 Some(stored) = stored_rx.recv() => self.on_stored(stored?),
                 _ = tick.tick() => {
                     self.progress(false, None);
+                    self.drop_stalled();
                     self.refresh(false);
                     self.add_providers().await;
                     if self.last_progress.elapsed() > self.config.stall_timeout {
@@ -414,6 +419,7 @@ impl<'a> Fetch<'a> {
                     queued: 0,
                     received: 0,
                     first_get: None,
+                    last_answer: Instant::now(),
                 },
             );
         }
@@ -484,6 +490,10 @@ impl<'a> Fetch<'a> {
             if let Some((_, peer)) = best {
                 assigned.push((s, peer));
                 if let Some(p) = self.providers.get_mut(&peer) {
+                    if p.queued == 0 {
+                        // Idle until now: its silence so far is not a stall.
+                        p.last_answer = Instant::now();
+                    }
                     p.queued += u64::from(slot.size);
                 }
             }
@@ -509,6 +519,15 @@ impl<'a> Fetch<'a> {
     }
 
     async fn on_worker(&mut self, msg: FromWorker) -> Result<(), P2pError> {
+        let from = match &msg {
+            FromWorker::Have(p, _) | FromWorker::Block(p, ..) | FromWorker::Missing(p, _) => {
+                Some(*p)
+            }
+            _ => None,
+        };
+        if let Some(p) = from.and_then(|p| self.providers.get_mut(&p)) {
+            p.last_answer = Instant::now();
+        }
         match msg {
             FromWorker::Have(peer, have) => self.on_have(peer, have).await?,
             FromWorker::Block(peer, index, bytes) => {
@@ -546,6 +565,11 @@ impl<'a> Fetch<'a> {
             }
             FromWorker::Refused(peer, reason) => {
                 tracing::info!(%peer, %reason, "a provider refused a block fetch");
+                self.refused.insert(peer);
+                self.drop_provider(peer);
+            }
+            FromWorker::NoProtocol(peer) => {
+                tracing::debug!(%peer, "a member does not speak /harp/blocks/1");
                 self.refused.insert(peer);
                 self.drop_provider(peer);
             }
@@ -622,6 +646,22 @@ impl<'a> Fetch<'a> {
                     format!("sent block {index} whose bytes do not match its hash"),
                 );
             }
+        }
+    }
+
+    /// Excludes providers that have requests outstanding but answered nothing for half the
+    /// stall timeout (connected, but not serving): their blocks go to others before the
+    /// whole fetch would give up.
+    fn drop_stalled(&mut self) {
+        let limit = self.config.stall_timeout / 2;
+        let stalled: Vec<PeerId> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| p.queued > 0 && p.last_answer.elapsed() > limit)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in stalled {
+            self.exclude(peer, format!("answered nothing for {limit:?}"));
         }
     }
 
@@ -712,6 +752,10 @@ async fn worker(
         .await
     {
         Ok(s) => s,
+        Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+            let _ = tx.send(FromWorker::NoProtocol(peer));
+            return;
+        }
         Err(e) => {
             let _ = tx.send(FromWorker::Gone(peer, e.to_string()));
             return;
