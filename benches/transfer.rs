@@ -23,7 +23,6 @@ use harpbridge::p2p::{Node, NodeHandle, P2pConfig};
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 const MIB: u64 = 1 << 20;
 
@@ -45,6 +44,9 @@ impl Bench {
         let config = P2pConfig {
             listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
             mdns: false,
+            // Loopback peers are LAN peers here (mDNS would find them on a real LAN), so
+            // the fetch uses the LAN window.
+            lan_rtt: Duration::from_millis(50),
             ..P2pConfig::default()
         };
         let node = Node::start(config, &id, chain.clone(), content.clone())
@@ -121,8 +123,10 @@ async fn fetch(a: &Bench, b: &Bench, lib: LibraryId, content: ContentId, addr: M
 }
 
 /// The baseline: the same bytes as a plain file, over a plain loopback TCP socket into a
-/// file fsync'd at the end; MB/s.
-async fn raw_tcp(size: u64) -> f64 {
+/// file fsync'd at the end, with 1 MiB reads and writes on two threads (what `nc` + `sync`
+/// would do, minus their small buffers); MB/s.
+fn raw_tcp(size: u64) -> f64 {
+    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let dst = dir.path().join("dst");
@@ -131,21 +135,37 @@ async fn raw_tcp(size: u64) -> f64 {
         generate(size, |b| f.write_all(b).unwrap());
         f.into_inner().unwrap().sync_all().unwrap();
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let t = Instant::now();
-    let recv = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut out = tokio::fs::File::create(&dst).await.unwrap();
-        let n = tokio::io::copy(&mut sock, &mut out).await.unwrap();
-        out.sync_all().await.unwrap();
+    let recv = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut out = std::fs::File::create(&dst).unwrap();
+        let mut buf = vec![0u8; MIB as usize];
+        let mut n = 0u64;
+        loop {
+            let k = sock.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            out.write_all(&buf[..k]).unwrap();
+            n += k as u64;
+        }
+        out.sync_all().unwrap();
         n
     });
-    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut file = tokio::fs::File::open(&src).await.unwrap();
-    tokio::io::copy(&mut file, &mut sock).await.unwrap();
-    sock.shutdown().await.unwrap();
-    let n = recv.await.unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    let mut file = std::fs::File::open(&src).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    loop {
+        let k = file.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        sock.write_all(&buf[..k]).unwrap();
+    }
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let n = recv.join().unwrap();
     assert_eq!(n, size);
     n as f64 / t.elapsed().as_secs_f64() / 1e6
 }
@@ -221,7 +241,9 @@ async fn run(mib: u64, full: bool) -> Value {
     println!("blocks over TCP (noise+yamux): {tcp:.0} MB/s");
     let quic = fetch(&a, &c, lib, content, a.addr(true)).await;
     println!("blocks over QUIC:              {quic:.0} MB/s");
-    let raw = raw_tcp(size).await;
+    let raw = tokio::task::spawn_blocking(move || raw_tcp(size))
+        .await
+        .unwrap();
     println!("raw TCP copy to a file:        {raw:.0} MB/s (baseline)");
     let rss = peak_rss_mib();
     println!("peak RSS of the bench process (three nodes): {rss:?} MiB");

@@ -377,6 +377,48 @@ async fn a_provider_killed_mid_transfer_is_replaced() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_fetch_resumes_from_what_was_stored() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key());
+    let size = 96 * MIB;
+    let (content, hash) = a.put_file(lib, "f.bin", 8, size).await;
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], lib).await;
+    b.connected_to(&[a.node.peer_id()]).await;
+
+    // The caller gives up (the future is dropped) once a quarter has arrived.
+    let fetch = {
+        let node = b.node.clone();
+        tokio::spawn(async move { node.fetch_content(lib, content).await })
+    };
+    let bn = b.node.clone();
+    eventually("a quarter of the file at B", move || {
+        let t = bn.traffic();
+        async move { t.lan_in >= size / 4 }
+    })
+    .await;
+    fetch.abort();
+    assert!(fetch.await.unwrap_err().is_cancelled());
+
+    let report = bounded("the second fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    eprintln!(
+        "resumed: {} MiB present, {} MiB fetched",
+        report.bytes_present / MIB,
+        report.bytes_fetched / MIB
+    );
+    assert!(report.bytes_present > 0);
+    assert!(report.bytes_fetched < size);
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
 /// How a hand-made provider misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {

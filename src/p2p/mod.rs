@@ -37,7 +37,10 @@
 //! Start one [`Node`] per process with the shared [`crate::chain::ChainStore`], call
 //! [`NodeHandle::library_changed`] after each local append, and forward
 //! [`NodeHandle::subscribe`]'s [`NodeEvent::Pulled`] to the engine (remote entries to apply)
-//! and to the panel. See [`node`] for an example.
+//! and to the panel. See [`node`] for an example. For a version the tree needs and the
+//! content store lacks, call [`NodeHandle::fetch_content`] (progress comes as
+//! [`NodeEvent::Transfer`]); [`NodeHandle::traffic`] gives the block bytes moved per peer and
+//! per class (LAN / WAN) for `/metrics` and the REST API.
 //!
 //! # Known limits (this stage)
 //!

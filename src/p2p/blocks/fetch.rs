@@ -35,6 +35,10 @@ use super::store::{self, Arrived, Outcome};
 use super::wire::{self, Answer, Ask, Bits, Have};
 use super::Blocks;
 
+/// How long a fetch waits for a LAN provider's first `Have` before it asks the WAN for
+/// blocks that provider might hold.
+const LAN_FIRST_ANSWER: Duration = Duration::from_secs(2);
+
 /// How a fetch behaves (from [`crate::p2p::P2pConfig`]).
 #[derive(Debug, Clone, Copy)]
 pub struct FetchConfig {
@@ -107,6 +111,8 @@ struct Provider {
     first_get: Option<Instant>,
     /// The last answer of any kind (or when it last became busy).
     last_answer: Instant,
+    /// When its worker started.
+    added: Instant,
 }
 
 impl Provider {
@@ -244,8 +250,11 @@ impl<'a> Fetch<'a> {
             let m = Manifest::decode(&bytes).map_err(ContentError::from)?;
             self.setup(m).await?;
         }
-        self.add_providers().await;
-        self.give_up_without_manifest()?;
+        // Nothing missing: no provider needed either.
+        if !(self.manifest.is_some() && self.slots.is_empty()) {
+            self.add_providers().await;
+            self.give_up_without_manifest()?;
+        }
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -420,6 +429,7 @@ impl<'a> Fetch<'a> {
                     received: 0,
                     first_get: None,
                     last_answer: Instant::now(),
+                    added: Instant::now(),
                 },
             );
         }
@@ -452,6 +462,12 @@ impl<'a> Fetch<'a> {
         if self.manifest.is_none() || self.pending.is_empty() {
             return;
         }
+        // Until every LAN provider has said what it holds (or had its chance), nothing goes
+        // to the WAN: the first `Have` to arrive may well be the cloud's.
+        let lan_unheard = self
+            .providers
+            .values()
+            .any(|p| p.view.lan && !p.answered && p.added.elapsed() < LAN_FIRST_ANSWER);
         let mut assigned = Vec::new();
         for &s in &self.pending {
             let slot = &self.slots[s];
@@ -480,6 +496,9 @@ impl<'a> Fetch<'a> {
                 {
                     continue; // a LAN peer fetches it over the WAN for both of us
                 }
+            }
+            if !lan_holder && lan_unheard {
+                continue;
             }
             let best = self
                 .providers
