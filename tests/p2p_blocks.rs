@@ -44,7 +44,6 @@ fn loopback() -> P2pConfig {
         mdns: false,
         // Loopback peers dialled by hand count as LAN (see the file docs).
         lan_rtt: Duration::from_millis(50),
-        fetch_stall_timeout: Duration::from_secs(10),
         ..P2pConfig::default()
     }
 }
@@ -697,6 +696,8 @@ async fn offices_pull_over_the_lan_and_split_the_wan() {
         .unwrap();
     cloud.add(&lib, oa.id.device_key());
     cloud.add(&lib, ob.id.device_key());
+    // The offices may have connected before the library existed: announce it.
+    cloud.node.library_changed(lib).await.unwrap();
     ob.node.dial(oa.addr(false)).await.unwrap();
     converge(&[&cloud, &oa, &ob], lib).await;
     oa.connected_to(&[cloud.node.peer_id(), ob.node.peer_id()])

@@ -37,7 +37,7 @@ use super::Blocks;
 
 /// How long a fetch waits for a LAN provider's first `Have` before it asks the WAN for
 /// blocks that provider might hold.
-const LAN_FIRST_ANSWER: Duration = Duration::from_secs(2);
+const LAN_FIRST_ANSWER: Duration = Duration::from_secs(5);
 
 /// How a fetch behaves (from [`crate::p2p::P2pConfig`]).
 #[derive(Debug, Clone, Copy)]

@@ -31,7 +31,7 @@
 //!    interrupted resumes here: what was stored stays stored).
 //! 2. Each block goes to one provider that has it, chosen by [`rank`]: LAN providers first
 //!    (a block a LAN peer holds is never asked over the WAN, and nothing goes to the WAN
-//!    until every LAN provider has answered its first `Want`, or had 2 s to), then the provider expected to
+//!    until every LAN provider has answered its first `Want`, or had 5 s to), then the provider expected to
 //!    deliver it soonest (bytes already queued there over its rate: measured throughput
 //!    once known, a prior from its ping RTT before). Every provider has a window of bytes in
 //!    flight (16 MiB on the LAN, 4 MiB on the WAN by default), so several providers work at
