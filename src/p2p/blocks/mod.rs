@@ -52,7 +52,7 @@
 //!
 //! Both offices fetching the same new version at once: each `Have` also carries a
 //! `fetching` bitmap, the blocks the answering node is fetching itself right now (from its
-//! own active fetches, shared by [`Blocks::active`]). For a block no LAN peer *holds* but
+//! own active fetches, kept in [`Blocks`]). For a block no LAN peer *holds* but
 //! some LAN peers are *fetching*, the co-fetchers split the WAN work deterministically by
 //! rendezvous hashing ([`rank::owner`]): among ourselves and the LAN peers fetching it, the
 //! node with the lowest `BLAKE3(block hash ‖ peer id)` fetches it over the WAN; the others

@@ -2,7 +2,7 @@
 //! [`MAX_STREAMS`] at once), each serving one version to one peer.
 //!
 //! The stream's first `Want` decides, on the blocking pool, whether the peer may read the
-//! version ([`Blocks::references`] and the membership check, see the module docs of
+//! version (`Blocks::references` and the membership check, see the module docs of
 //! [`super`]); a refusal is answered and the stream closed. Every later `Want` checks again
 //! (a device removed from the library is refused from its next refresh on). `Get`s are
 //! answered in order: the block is read and verified by

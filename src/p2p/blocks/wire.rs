@@ -472,6 +472,63 @@ mod tests {
         assert!(have.get(9) && !have.get(8) && !have.get(10));
     }
 
+    /// Freezes version 1 of the encoding: a change here is a protocol change (a new name).
+    #[tokio::test]
+    async fn golden_bytes() {
+        let mut buf = Cursor::new(Vec::new());
+        write_ask(
+            &mut buf,
+            &Ask::Want {
+                library: LibraryId([0x11; 16]),
+                content: ContentId([0x22; 32]),
+                send_manifest: true,
+            },
+        )
+        .await
+        .unwrap();
+        write_ask(&mut buf, &Ask::Get { index: 0x0102_0304 })
+            .await
+            .unwrap();
+        let mut want = vec![0, 0, 0, 50, 1];
+        want.extend([0x11; 16]);
+        want.extend([0x22; 32]);
+        want.push(1);
+        want.extend([0, 0, 0, 5, 2, 1, 2, 3, 4]);
+        assert_eq!(buf.get_ref(), &want);
+
+        let mut have = Bits::new(9);
+        have.set(0);
+        have.set(8);
+        let mut fetching = Bits::new(9);
+        fetching.set(1);
+        let mut buf = Cursor::new(Vec::new());
+        for a in [
+            Answer::Have(Have {
+                manifest: Some(vec![0xEE; 2]),
+                have,
+                fetching,
+            }),
+            Answer::Block {
+                index: 7,
+                bytes: vec![0xAA, 0xBB],
+            },
+            Answer::Missing { index: 8 },
+            Answer::Refused(Refusal::NotAMember),
+        ] {
+            write_answer(&mut buf, &a).await.unwrap();
+        }
+        let golden: Vec<u8> = [
+            &[
+                0, 0, 0, 16, 1, 1, 0, 0, 0, 2, 0xEE, 0xEE, 0, 0, 0, 9, 0x01, 0x01, 0x02, 0x00,
+            ][..],
+            &[0, 0, 0, 7, 2, 0, 0, 0, 7, 0xAA, 0xBB],
+            &[0, 0, 0, 5, 3, 0, 0, 0, 8],
+            &[0, 0, 0, 2, 4, 1],
+        ]
+        .concat();
+        assert_eq!(buf.get_ref(), &golden);
+    }
+
     #[tokio::test]
     async fn oversized_short_and_unknown_frames_are_refused() {
         let mut block = Cursor::new(Vec::new());
