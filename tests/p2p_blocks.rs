@@ -487,6 +487,7 @@ impl RawPeer {
                                         manifest: send_manifest.then(|| manifest.clone()),
                                         have,
                                         fetching: Bits::new(n),
+                                        starting: false,
                                     })
                                 }
                                 Ask::Get { index } => Answer::Block {

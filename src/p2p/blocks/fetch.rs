@@ -104,6 +104,8 @@ struct Provider {
     want_pending: bool,
     have: Bits,
     fetching: Bits,
+    /// It fetches this version too and has no manifest yet.
+    starting: bool,
     /// Bytes asked and not yet stored.
     queued: u64,
     /// Block bytes received.
@@ -145,6 +147,19 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// Marks the version as wanted here while its manifest has not arrived (see
+/// [`Have::starting`]).
+struct StartingGuard<'a> {
+    blocks: &'a Blocks,
+    id: ManifestId,
+}
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        self.blocks.stop_starting(&self.id);
+    }
+}
+
 /// Everything [`fetch`] works with.
 struct Fetch<'a> {
     blocks: &'a Blocks,
@@ -165,6 +180,8 @@ struct Fetch<'a> {
     remaining: u64,
     done: usize,
     active: Option<ActiveGuard<'a>>,
+    /// Set while the manifest is awaited.
+    starting: Option<StartingGuard<'a>>,
     /// Rings when a peer asks about this version (see [`Blocks::fetching`]).
     asked: Arc<Notify>,
 
@@ -214,6 +231,7 @@ pub(crate) async fn fetch(
         remaining: 0,
         done: 0,
         active: None,
+        starting: None,
         asked: Arc::new(Notify::new()),
         providers: HashMap::new(),
         excluded: Vec::new(),
@@ -249,6 +267,12 @@ impl<'a> Fetch<'a> {
         if let Some(bytes) = held {
             let m = Manifest::decode(&bytes).map_err(ContentError::from)?;
             self.setup(m).await?;
+        } else {
+            self.blocks.start_starting(self.id);
+            self.starting = Some(StartingGuard {
+                blocks: self.blocks,
+                id: self.id,
+            });
         }
         // Nothing missing: no provider needed either.
         if !(self.manifest.is_some() && self.slots.is_empty()) {
@@ -367,6 +391,7 @@ impl<'a> Fetch<'a> {
             .map(|(peer, _)| *peer)
             .collect();
         self.manifest = Some(m);
+        self.starting = None;
         self.last_progress = Instant::now();
         for peer in bad {
             self.exclude(peer, "its block bitmap does not fit the manifest".into());
@@ -425,6 +450,7 @@ impl<'a> Fetch<'a> {
                     want_pending: true,
                     have: Bits::default(),
                     fetching: Bits::default(),
+                    starting: false,
                     queued: 0,
                     received: 0,
                     first_get: None,
@@ -463,11 +489,11 @@ impl<'a> Fetch<'a> {
             return;
         }
         // Until every LAN provider has said what it holds (or had its chance), nothing goes
-        // to the WAN: the first `Have` to arrive may well be the cloud's.
-        let lan_unheard = self
-            .providers
-            .values()
-            .any(|p| p.view.lan && !p.answered && p.added.elapsed() < LAN_FIRST_ANSWER);
+        // to the WAN: the first `Have` to arrive may well be the cloud's, and a LAN peer
+        // still waiting for its manifest is about to fetch the same version.
+        let lan_unheard = self.providers.values().any(|p| {
+            p.view.lan && (!p.answered || p.starting) && p.added.elapsed() < LAN_FIRST_ANSWER
+        });
         let mut assigned = Vec::new();
         for &s in &self.pending {
             let slot = &self.slots[s];
@@ -630,6 +656,7 @@ impl<'a> Fetch<'a> {
             p.want_pending = false;
             p.have = have.have;
             p.fetching = have.fetching;
+            p.starting = have.starting;
         }
         Ok(())
     }

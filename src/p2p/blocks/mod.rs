@@ -65,7 +65,10 @@
 //! the block without having it, the block is ours again and goes to the WAN. With two offices
 //! each pulls about half over the WAN and the other half over the LAN: WAN bytes ≈ 1× the
 //! file, plus the overlap while the two have not yet seen each other's `fetching` bits (at
-//! most one WAN window each, refreshed every tick of 250 ms).
+//! most one WAN window each). A node that wants the version but has no manifest yet says so
+//! in its `Have` (`starting`), and a fetcher waits for such a LAN peer's next `Have` (up to
+//! 5 s) before it asks the WAN, so two offices that start at the same moment do not both
+//! fill a WAN window before they see each other.
 //!
 //! # Which peers are LAN
 //!
@@ -108,6 +111,8 @@ pub struct Blocks {
     pub(crate) meter: Meter,
     pub(crate) control: libp2p_stream::Control,
     active: Arc<Mutex<HashMap<ManifestId, Active>>>,
+    /// Versions being fetched here whose manifest has not arrived yet (how many fetches).
+    starting: Arc<Mutex<HashMap<ManifestId, usize>>>,
     referenced: Arc<Mutex<HashSet<(LibraryId, ContentId)>>>,
 }
 
@@ -148,6 +153,7 @@ impl Blocks {
             meter,
             control,
             active: Arc::default(),
+            starting: Arc::default(),
             referenced: Arc::default(),
         }
     }
@@ -161,6 +167,28 @@ impl Blocks {
                 a.blocks.clone()
             }
             None => HashSet::new(),
+        }
+    }
+
+    /// Whether a fetch here wants `id` but has no manifest yet.
+    pub(crate) fn starting(&self, id: &ManifestId) -> bool {
+        lock(&self.starting).get(id).is_some_and(|n| *n > 0)
+    }
+
+    /// Marks `id` as wanted by a fetch that has no manifest yet; undone by
+    /// [`Blocks::stop_starting`].
+    pub(crate) fn start_starting(&self, id: ManifestId) {
+        *lock(&self.starting).entry(id).or_default() += 1;
+    }
+
+    /// Undoes one [`Blocks::start_starting`].
+    pub(crate) fn stop_starting(&self, id: &ManifestId) {
+        let mut s = lock(&self.starting);
+        if let Some(n) = s.get_mut(id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.remove(id);
+            }
         }
     }
 

@@ -150,7 +150,11 @@ fn have(
     let id = ManifestId::from(content);
     let r = (|| -> Result<(Answer, Vec<BlockRef>), crate::content::ContentError> {
         let Some(bytes) = blocks.content.manifest_bytes(&id)? else {
-            return Ok((Answer::Have(Have::default()), Vec::new()));
+            let have = Have {
+                starting: blocks.starting(&id),
+                ..Have::default()
+            };
+            return Ok((Answer::Have(have), Vec::new()));
         };
         let manifest = crate::content::Manifest::decode(&bytes)?;
         let missing: HashSet<_> = blocks
@@ -174,6 +178,7 @@ fn have(
             manifest: send_manifest.then_some(bytes),
             have,
             fetching: busy,
+            starting: false,
         });
         Ok((answer, manifest.blocks))
     })();

@@ -26,7 +26,8 @@
 //! ```text
 //! Want    := 1 | library[16] | content[32] | flags u8 (bit 0: send the manifest)
 //! Get     := 2 | index u32
-//! Have    := 1 | flags u8 (bit 0: manifest follows) | [u32 len | manifest]
+//! Have    := 1 | flags u8 (bit 0: manifest follows; bit 1: fetching this version, manifest
+//!              not here yet) | [u32 len | manifest]
 //!              | u32 n | have ⌈n/8⌉ bytes | fetching ⌈n/8⌉ bytes   (bit i = byte i/8, 1<<(i%8))
 //! Block   := 2 | index u32 | bytes
 //! Missing := 3 | index u32
@@ -139,6 +140,9 @@ pub struct Have {
     /// Blocks the provider is fetching right now (for the LAN split, see the module docs of
     /// [`super`]).
     pub fetching: Bits,
+    /// The provider is fetching this version too but has no manifest yet (so no bitmaps):
+    /// a LAN fetcher waits for its next `Have` before it asks the WAN.
+    pub starting: bool,
 }
 
 /// A provider's answer.
@@ -327,13 +331,14 @@ pub async fn write_answer<W: AsyncWrite + Unpin>(io: &mut W, answer: &Answer) ->
                 ));
             }
             let n = h.have.len().to_be_bytes();
+            let flags = u8::from(h.manifest.is_some()) | (u8::from(h.starting) << 1);
             match &h.manifest {
                 Some(m) => {
                     let mlen = u32::try_from(m.len()).map_err(|_| invalid("manifest too long"))?;
                     write_parts(
                         io,
                         &[
-                            &[1, 1],
+                            &[1, flags],
                             &mlen.to_be_bytes(),
                             m,
                             &n,
@@ -343,7 +348,7 @@ pub async fn write_answer<W: AsyncWrite + Unpin>(io: &mut W, answer: &Answer) ->
                     )
                     .await
                 }
-                None => write_parts(io, &[&[1, 0], &n, &h.have.bytes, &h.fetching.bytes]).await,
+                None => write_parts(io, &[&[1, flags], &n, &h.have.bytes, &h.fetching.bytes]).await,
             }
         }
         Answer::Block { index, bytes } => {
@@ -370,16 +375,18 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
     };
     let answer = match b.u8()? {
         1 => {
-            let manifest = match b.u8()? {
-                0 => None,
-                1 => {
-                    let len = b.u32()? as usize;
-                    if len > MAX_MANIFEST_LEN {
-                        return Err(invalid("manifest too long"));
-                    }
-                    Some(b.take(len)?.to_vec())
+            let flags = b.u8()?;
+            if flags > 3 {
+                return Err(invalid("unknown Have flags"));
+            }
+            let manifest = if flags & 1 == 1 {
+                let len = b.u32()? as usize;
+                if len > MAX_MANIFEST_LEN {
+                    return Err(invalid("manifest too long"));
                 }
-                _ => return Err(invalid("unknown Have flags")),
+                Some(b.take(len)?.to_vec())
+            } else {
+                None
             };
             let n = b.u32()?;
             if n > MAX_HAVE_BLOCKS {
@@ -394,6 +401,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
                 manifest,
                 have,
                 fetching,
+                starting: flags & 2 == 2,
             })
         }
         2 => {
@@ -450,8 +458,13 @@ mod tests {
                 manifest: Some(vec![1, 2, 3]),
                 have: have.clone(),
                 fetching: Bits::new(10),
+                starting: false,
             }),
             Answer::Have(Have::default()),
+            Answer::Have(Have {
+                starting: true,
+                ..Have::default()
+            }),
             Answer::Block {
                 index: 5,
                 bytes: vec![9; 1000],
@@ -507,6 +520,11 @@ mod tests {
                 manifest: Some(vec![0xEE; 2]),
                 have,
                 fetching,
+                starting: false,
+            }),
+            Answer::Have(Have {
+                starting: true,
+                ..Have::default()
             }),
             Answer::Block {
                 index: 7,
@@ -521,6 +539,7 @@ mod tests {
             &[
                 0, 0, 0, 16, 1, 1, 0, 0, 0, 2, 0xEE, 0xEE, 0, 0, 0, 9, 0x01, 0x01, 0x02, 0x00,
             ][..],
+            &[0, 0, 0, 6, 1, 2, 0, 0, 0, 0],
             &[0, 0, 0, 7, 2, 0, 0, 0, 7, 0xAA, 0xBB],
             &[0, 0, 0, 5, 3, 0, 0, 0, 8],
             &[0, 0, 0, 2, 4, 1],
