@@ -1,5 +1,6 @@
-//! One fetch of one version: the coordinator that hands blocks to providers, and the worker
-//! that drives one provider's stream.
+//! One fetch of one version: the coordinator that hands blocks to providers (the workers
+//! that drive each provider's stream live in [`super::worker`], the storer in
+//! [`super::store`]).
 //!
 //! ```text
 //!             ┌── worker(peer 1): stream, writes Want/Get, reads Have/Block ──┐
@@ -17,8 +18,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use libp2p::futures::AsyncReadExt;
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::PeerId;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -28,11 +28,11 @@ use crate::chain::{ContentId, LibraryId};
 use crate::content::{BlockHash, BlockRef, ContentError, Manifest, ManifestId};
 use crate::p2p::error::P2pError;
 use crate::p2p::events::{FetchReport, NodeEvent, TransferProgress};
-use crate::p2p::trust::Refusal;
 
 use super::rank::{self, PeerView};
 use super::store::{self, Arrived, Outcome};
-use super::wire::{self, Answer, Ask, Bits, Have};
+use super::wire::{Bits, Have};
+use super::worker::{worker, FromWorker, ToWorker};
 use super::Blocks;
 
 /// How long a fetch waits for a LAN provider's first `Have` before it asks the WAN for
@@ -50,28 +50,6 @@ pub struct FetchConfig {
     pub stall_timeout: Duration,
     /// How often progress is reported and LAN providers are asked for a fresh `Have`.
     pub tick: Duration,
-}
-
-/// What a worker tells the coordinator.
-#[derive(Debug)]
-enum FromWorker {
-    Have(PeerId, Have),
-    Block(PeerId, u32, Vec<u8>),
-    Missing(PeerId, u32),
-    Refused(PeerId, Refusal),
-    /// The peer does not speak `/harp/blocks/1`.
-    NoProtocol(PeerId),
-    /// The stream failed or ended (the provider went away).
-    Gone(PeerId, String),
-    /// The provider broke the protocol: excluded.
-    Broken(PeerId, String),
-}
-
-/// What the coordinator asks a worker to send.
-#[derive(Debug, Clone, Copy)]
-enum ToWorker {
-    Want { send_manifest: bool },
-    Get { index: u32, size: u32 },
 }
 
 /// Where a block of the fetch is.
@@ -773,125 +751,4 @@ async fn blocking<T: Send + 'static>(
             source: std::io::Error::other(e.to_string()),
         })
     })
-}
-
-/// What the next answer on a stream answers.
-#[derive(Debug, Clone, Copy)]
-enum Expect {
-    Have,
-    Block { index: u32, size: u32 },
-}
-
-/// Drives one provider's stream: writes what the coordinator asks, reads the answers in
-/// order, and reports them. Ends when the coordinator drops its sender or the stream fails.
-async fn worker(
-    blocks: Blocks,
-    peer: PeerId,
-    library: LibraryId,
-    content: ContentId,
-    mut rx: mpsc::UnboundedReceiver<ToWorker>,
-    tx: mpsc::UnboundedSender<FromWorker>,
-) {
-    let mut control = blocks.control.clone();
-    let stream = match control
-        .open_stream(peer, StreamProtocol::new(wire::PROTOCOL))
-        .await
-    {
-        Ok(s) => s,
-        Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
-            let _ = tx.send(FromWorker::NoProtocol(peer));
-            return;
-        }
-        Err(e) => {
-            let _ = tx.send(FromWorker::Gone(peer, e.to_string()));
-            return;
-        }
-    };
-    let (mut rd, mut wr) = stream.split();
-    let (expect_tx, mut expect_rx) = mpsc::unbounded_channel::<Expect>();
-    let writer = async move {
-        use libp2p::futures::AsyncWriteExt;
-        while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            // Write everything queued, then flush once.
-            while let Some(m) = next {
-                let (ask, expect) = match m {
-                    ToWorker::Want { send_manifest } => (
-                        Ask::Want {
-                            library,
-                            content,
-                            send_manifest,
-                        },
-                        Expect::Have,
-                    ),
-                    ToWorker::Get { index, size } => {
-                        (Ask::Get { index }, Expect::Block { index, size })
-                    }
-                };
-                if expect_tx.send(expect).is_err() {
-                    return Ok(());
-                }
-                wire::write_ask(&mut wr, &ask).await?;
-                next = rx.try_recv().ok();
-            }
-            wr.flush().await?;
-        }
-        wr.close().await
-    };
-    let meter = blocks.meter.clone();
-    let reader_tx = tx.clone();
-    let reader = async move {
-        while let Some(expect) = expect_rx.recv().await {
-            let max = match expect {
-                Expect::Have => wire::MAX_HAVE_BYTES,
-                Expect::Block { size, .. } => 5 + size as usize,
-            };
-            let answer = match wire::read_answer(&mut rd, max).await {
-                Ok(Some(a)) => a,
-                Ok(None) => return Err("the provider closed the stream".to_string()),
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    let _ = reader_tx.send(FromWorker::Broken(peer, e.to_string()));
-                    return Ok(());
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            let msg = match (expect, answer) {
-                (_, Answer::Refused(r)) => {
-                    let _ = reader_tx.send(FromWorker::Refused(peer, r));
-                    return Ok(());
-                }
-                (Expect::Have, Answer::Have(h)) => FromWorker::Have(peer, h),
-                (Expect::Block { index, size }, Answer::Block { index: i, bytes })
-                    if i == index && bytes.len() == size as usize =>
-                {
-                    meter.add_in(peer, bytes.len() as u64);
-                    FromWorker::Block(peer, index, bytes)
-                }
-                (Expect::Block { index, .. }, Answer::Missing { index: i }) if i == index => {
-                    FromWorker::Missing(peer, index)
-                }
-                (_, other) => {
-                    let what = match other {
-                        Answer::Have(_) => "Have",
-                        Answer::Block { .. } => "Block",
-                        Answer::Missing { .. } => "Missing",
-                        Answer::Refused(_) => "Refused",
-                    };
-                    let _ = reader_tx.send(FromWorker::Broken(
-                        peer,
-                        format!("answered {what} out of order ({expect:?} expected)"),
-                    ));
-                    return Ok(());
-                }
-            };
-            if reader_tx.send(msg).is_err() {
-                return Ok(());
-            }
-        }
-        Ok(())
-    };
-    let writer = async move { writer.await.map_err(|e: std::io::Error| e.to_string()) };
-    if let Err(e) = tokio::try_join!(writer, reader) {
-        let _ = tx.send(FromWorker::Gone(peer, e));
-    }
 }

@@ -9,6 +9,7 @@
 //! | [`server`] | answering other peers' streams: who may read what, bitmaps, blocks from disk |
 //! | [`rank`] | choosing a provider for a block: LAN first, RTT, throughput; the LAN split |
 //! | [`fetch`] | one fetch of one version: providers, the window, verify, store, resume |
+//! | [`worker`] | one provider's stream during a fetch: requests out, answers in, in order |
 //! | [`store`] | writing verified blocks in batches (one fsync round per batch) |
 //!
 //! # Why streams and not request-response
@@ -92,6 +93,7 @@ pub mod rank;
 pub mod server;
 pub mod store;
 pub mod wire;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
