@@ -28,20 +28,23 @@
 //!   (peer, library) runs at a time, and a request to pull again while one runs is
 //!   remembered and done afterwards.
 //! - When a library changes (the engine calls [`NodeHandle::library_changed`], or a pull
-//!   stored new entries) it sends `Announce` with the new heads to every connected member of
-//!   that library, which then pull.
+//!   stored new entries) it publishes the new heads on the library's gossip topic
+//!   ([`super::gossip`]) and sends `Announce` to connected members not yet subscribed to it;
+//!   members that lack a head pull.
+//! - A peer whose batch the chain rejects (bad signature, bad link, not a member) is
+//!   disconnected and refused for ten minutes.
 //! - Configured WAN peers are re-dialled every [`P2pConfig::redial_every`] while not
 //!   connected.
 //!
 //! # Starting it
 //!
 //! ```no_run
-//! # async fn f(chain: harpbridge::chain::ChainStore, lib: harpbridge::chain::LibraryId)
-//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn f(chain: harpbridge::chain::ChainStore, content: harpbridge::content::ContentStore,
+//! #     lib: harpbridge::chain::LibraryId) -> Result<(), Box<dyn std::error::Error>> {
 //! use harpbridge::identity::DeviceIdentity;
 //! use harpbridge::p2p::{Node, P2pConfig};
 //! let (identity, _) = DeviceIdentity::load_or_create("/var/lib/harp".as_ref())?;
-//! let node = Node::start(P2pConfig::default(), &identity, chain).await?;
+//! let node = Node::start(P2pConfig::default(), &identity, chain, content).await?;
 //! let mut events = node.subscribe();
 //! node.library_changed(lib).await?;        // after every local append
 //! node.dial("/ip4/203.0.113.7/tcp/4001".parse()?).await?;
