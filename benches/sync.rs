@@ -109,11 +109,14 @@ async fn main() {
         .tempdir_in(if full { "bench/out" } else { "target" })
         .or_else(|_| tempfile::tempdir())
         .expect("a work directory");
-    let config = P2pConfig {
+    let mut config = P2pConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         mdns: false,
         ..P2pConfig::default()
     };
+    if let Some(b) = std::env::var("HB_SYNC_BATCH").ok().and_then(|v| v.parse().ok()) {
+        config.sync_batch = b;
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "sync bench: {n} entries, batches of {}, load average {}",
