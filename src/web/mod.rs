@@ -7,9 +7,13 @@ pub mod access;
 pub mod api;
 pub mod assets;
 pub mod events;
+pub mod feed;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod panel;
+pub mod prometheus;
+pub mod swarm;
 pub mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +40,8 @@ pub struct AppState {
     /// opened, with the reason in `engine_error` (reported to AppAPI by `/init`).
     pub engine: Option<Engine>,
     pub engine_error: Option<Arc<str>>,
+    /// The peer-to-peer node, once [`swarm::start`] ran it (or why not).
+    pub swarm: Arc<swarm::Swarm>,
     enabled: Arc<AtomicBool>,
 }
 
@@ -54,6 +60,7 @@ impl AppState {
             auth,
             engine: None,
             engine_error: None,
+            swarm: Arc::default(),
             enabled: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -106,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(ws::routes())
         .merge(ingest::routes())
+        .merge(metrics::routes())
         .layer(middleware::from_fn_with_state(
             state.auth.clone(),
             require_appapi,
