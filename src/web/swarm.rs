@@ -14,11 +14,12 @@
 //! cannot start (a port taken, no storage), `serve` goes on without it: [`Swarm::status`]
 //! says why, in `GET /api/admin/metrics` and the log, and pairing answers 503.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::feed::{PeerFeed, TransferFeed};
 use super::hub::Hub;
@@ -160,13 +161,14 @@ async fn relay(
     use broadcast::error::RecvError;
     let mut peers = PeerFeed::default();
     let mut transfers = TransferFeed::default();
+    let mut readers = Readers::default();
     let mut tick = tokio::time::interval(PEER_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let outcome: Result<(), P2pError> = tokio::select! {
             event = events.recv() => match event {
                 Ok(NodeEvent::Pulled { library, inserted, .. }) if inserted > 0 => {
-                    remote_entries(&engine, library);
+                    readers.wake(&engine, library);
                     Ok(())
                 }
                 Ok(NodeEvent::Discovered { .. } | NodeEvent::Connected { .. } | NodeEvent::Disconnected { .. }) => {
@@ -180,7 +182,7 @@ async fn relay(
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "fell behind the swarm's events; re-reading everything");
                     for library in engine.chain().libraries() {
-                        remote_entries(&engine, library);
+                        readers.wake(&engine, library);
                     }
                     refresh_peers(&node, &hub, &mut peers).await
                 }
@@ -207,15 +209,33 @@ async fn relay(
     tracing::debug!("the swarm's relay stopped");
 }
 
-/// Shows what a pull stored (in its own task: reading the chain may take a while, and the
-/// engine serializes these reads itself).
-fn remote_entries(engine: &Engine, library: LibraryId) {
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        if let Err(e) = engine.remote_entries(library).await {
-            tracing::warn!(%library, error = %e, "could not read the entries a peer sent");
-        }
-    });
+/// One task per library that shows what pulls stored ([`Engine::remote_entries`]), off the
+/// relay's loop since reading the chain takes a while. A pull arrives in many batches; waking
+/// a task that has not started reading yet adds nothing ([`Notify`] keeps one permit), so a
+/// long pull costs a few reads, not one per batch.
+#[derive(Default)]
+struct Readers {
+    tasks: HashMap<LibraryId, Arc<Notify>>,
+}
+
+impl Readers {
+    fn wake(&mut self, engine: &Engine, library: LibraryId) {
+        let notify = self.tasks.entry(library).or_insert_with(|| {
+            let notify = Arc::new(Notify::new());
+            let engine = engine.clone();
+            let wakes = notify.clone();
+            tokio::spawn(async move {
+                loop {
+                    wakes.notified().await;
+                    if let Err(e) = engine.remote_entries(library).await {
+                        tracing::warn!(%library, error = %e, "could not read the entries a peer sent");
+                    }
+                }
+            });
+            notify
+        });
+        notify.notify_one();
+    }
 }
 
 async fn refresh_peers(node: &NodeHandle, hub: &Hub, feed: &mut PeerFeed) -> Result<(), P2pError> {
