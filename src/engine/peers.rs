@@ -109,7 +109,8 @@ impl Engine {
     }
 
     /// Reads the entries of `library` not seen yet (blocking): how many, and the last
-    /// [`ACTIVITY_LIMIT`] of them written by other devices.
+    /// [`ACTIVITY_LIMIT`] of them written by other devices (this device's own come back only
+    /// if its data directory lost them; they count, and are not shown twice).
     fn unseen(&self, library: &LibraryId) -> Result<(usize, Vec<Entry>), EngineError> {
         let me = self.inner.identity.device_key();
         let vector: Vec<(DeviceKey, u64)> = lock(&self.inner.seen)
@@ -128,10 +129,10 @@ impl Engine {
                 let author = entry.meta().author;
                 let top = newest.entry(author).or_default();
                 *top = (*top).max(entry.meta().seq);
+                count += 1;
                 if author == me {
                     continue;
                 }
-                count += 1;
                 shown.push_back(entry);
                 if shown.len() > ACTIVITY_LIMIT {
                     shown.pop_front();
