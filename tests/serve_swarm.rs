@@ -6,6 +6,8 @@
 //!   pairing appends the membership entry, and the node then pulls the library.
 //! - A file a user writes in Nextcloud (a webhook delivery) reaches the office node's chain.
 //! - An entry the office node writes reaches serve's chain view (REST and WebSocket).
+//! - Pairing without a body (the panel's button) adds a second office to every library; it
+//!   gets the first office's entries through serve.
 //! - `/metrics` is valid Prometheus text with per-peer and per-class byte counters, for
 //!   admins only (403 for a user, 401 without AppAPI's signature).
 
@@ -264,7 +266,7 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     let (serve_id, serve_addr) = serve_addr(&exapp).await;
 
     // The office dials serve: it is listed, but only as discovered, and gets nothing.
-    let office = Office::start(serve_addr).await;
+    let office = Office::start(serve_addr.clone()).await;
     let office_id = office.id.peer_id().to_base58();
     let peer = until("serve to list the office", || async {
         let peers = exapp.api("/api/peers", "alice").await;
@@ -414,6 +416,36 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     let lines = exapp.entry_lines().await;
     assert!(lines.contains(&"mkdir from-office".to_owned()), "{lines:?}");
 
+    // The panel's pair button sends no body: a second office joins every library, and gets
+    // the first office's entry through serve.
+    let second = Office::start(serve_addr.clone()).await;
+    let second_id = second.id.peer_id().to_base58();
+    until("serve to list the second office", || async {
+        let peers = exapp.api("/api/peers", "admin").await;
+        peers["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["peer_id"] == second_id.as_str())
+            .then_some(())
+    })
+    .await;
+    let (status, text) = status_of(
+        &exapp,
+        Method::POST,
+        &format!("/api/admin/peers/{second_id}/pair"),
+        "admin",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    until("the second office to catch up", || async {
+        let heads = second.chain.heads(&lib).ok()?;
+        (heads == office.chain.heads(&lib).ok()?
+            && second.paths(&lib).contains(&"from-office".to_owned()))
+        .then_some(())
+    })
+    .await;
+
     // Metrics: JSON for the panel, Prometheus text for scrapers; admins only.
     let metrics = exapp.api("/api/admin/metrics", "admin").await;
     let peer = metrics["traffic"]["peers"]
@@ -480,6 +512,7 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
 
     office.node.shutdown().await;
+    second.node.shutdown().await;
     let logs = exapp.stop();
     assert!(
         logs.contains("swarm running"),

@@ -275,6 +275,21 @@ struct PairBody {
     name: Option<String>,
 }
 
+/// The body, if any: none, `null` and `[]` (what a proxy may make of no body) mean the
+/// defaults.
+fn pair_body(raw: &[u8]) -> Result<PairBody, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PairBody::default());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    match value {
+        serde_json::Value::Null => Ok(PairBody::default()),
+        serde_json::Value::Array(a) if a.is_empty() => Ok(PairBody::default()),
+        other => serde_json::from_value(other).map_err(|e| ApiError::Invalid(e.to_string())),
+    }
+}
+
 async fn pair(
     State(state): State<AppState>,
     user: AppApiUser,
@@ -288,11 +303,7 @@ async fn pair(
         .hub
         .peer(&peer_id)
         .ok_or(ApiError::NotFound("peer".into()))?;
-    let body: PairBody = if body.iter().all(u8::is_ascii_whitespace) {
-        PairBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
-    };
+    let body = pair_body(&body)?;
     let device = peer_id
         .parse::<libp2p::PeerId>()
         .ok()
@@ -380,6 +391,25 @@ fn valid_name(raw: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pair_bodies_are_optional_and_strict() {
+        for none in ["", " \n", "null", "[]", "{}"] {
+            let body = pair_body(none.as_bytes()).unwrap();
+            assert!(body.libraries.is_empty() && body.name.is_none(), "{none:?}");
+        }
+        let body = pair_body(br#"{"libraries":["ab"],"name":"x"}"#).unwrap();
+        assert_eq!(
+            (body.libraries, body.name),
+            (vec!["ab".to_owned()], Some("x".to_owned()))
+        );
+        for bad in ["{", r#"{"librarys":[]}"#, "[1]", r#"{"libraries":"ab"}"#] {
+            assert!(
+                matches!(pair_body(bad.as_bytes()), Err(ApiError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn names_are_checked() {
