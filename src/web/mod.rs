@@ -2,6 +2,17 @@
 //!
 //! Every route sits behind [`crate::appapi::auth::require_appapi`], except
 //! `GET /heartbeat`. Handlers share one [`AppState`].
+//!
+//! | file | concept |
+//! |---|---|
+//! | [`api`] | the panel's REST API (`/api/…`, `/api/admin/…`) |
+//! | [`ws`], [`hub`], [`events`] | the live panel: WebSocket, fan-out, wire format |
+//! | [`panel`], [`access`] | what the panel's routes share: hub, admin check, pairing hand-over |
+//! | [`ingest`] | webhook deliveries in, ingest status out |
+//! | [`swarm`] | the p2p node inside `serve`, wired to the engine and the panel |
+//! | [`feed`] | the node's peers and transfers in the panel's words (states, rates) |
+//! | [`metrics`], [`prometheus`] | bytes per peer and per class, as JSON and as Prometheus text |
+//! | [`assets`] | the panel's built JS, CSS and icon |
 
 pub mod access;
 pub mod api;

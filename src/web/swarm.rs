@@ -10,7 +10,7 @@
 //!   POST /api/admin/peers/{id}/pair ──────▶ pairing task ─▶ Engine::add_device (per library)
 //! ```
 //!
-//! Everything runs in two tasks ([`relay`] and [`pairing`]) started by [`start`]. If the node
+//! Everything runs in tasks (`relay`, `pairing`, one reader per library) started by [`start`]. If the node
 //! cannot start (a port taken, no storage), `serve` goes on without it: [`Swarm::status`]
 //! says why, in `GET /api/admin/metrics` and the log, and pairing answers 503.
 
