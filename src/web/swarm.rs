@@ -10,9 +10,10 @@
 //!   POST /api/admin/peers/{id}/pair ──────▶ pairing task ─▶ Engine::add_device (per library)
 //! ```
 //!
-//! Everything runs in tasks (`relay`, `pairing`, one reader per library) started by [`start`]. If the node
-//! cannot start (a port taken, no storage), `serve` goes on without it: [`Swarm::status`]
-//! says why, in `GET /api/admin/metrics` and the log, and pairing answers 503.
+//! Everything runs in tasks (`relay`, `pairing`, one reader per library) started by
+//! [`start`]. If the node cannot start (a port taken, no storage), `serve` goes on without
+//! it: [`Swarm::status`] says why, in `GET /api/ingest`, `GET /api/admin/metrics` and the
+//! log, and pairing answers 503.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
