@@ -98,6 +98,7 @@ impl Swarm {
         let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(node) = node {
             node.shutdown().await;
+            *self.status.lock().unwrap_or_else(|e| e.into_inner()) = SwarmStatus::Off;
         }
     }
 }
