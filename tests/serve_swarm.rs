@@ -337,7 +337,10 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
             .as_array()?
             .iter()
             .find(|p| p["peer_id"] == office_id.as_str() && p["state"] == "connected")
-            .map(|p| assert_eq!(p["trusted"], true))
+            .map(|p| {
+                assert_eq!(p["trusted"], true);
+                assert_eq!(p["name"], "office-b", "the name it was paired under");
+            })
     })
     .await;
 
@@ -438,6 +441,12 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer["libraries"],
+        json!([lib_hex]),
+        "every library by default"
+    );
     until("the second office to catch up", || async {
         let heads = second.chain.heads(&lib).ok()?;
         (heads == office.chain.heads(&lib).ok()?

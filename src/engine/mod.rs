@@ -120,6 +120,8 @@ struct Inner {
     seen: Mutex<peers::Seen>,
     /// One reader of peers' entries at a time.
     remote_lock: tokio::sync::Mutex<()>,
+    /// Devices' names from membership entries, for the panel's peer list.
+    names: Mutex<HashMap<crate::chain::DeviceKey, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -183,12 +185,15 @@ impl Engine {
                 changes: tokio::sync::broadcast::channel(peers::CHANGES_BUFFER).0,
                 seen: Mutex::new(seen),
                 remote_lock: tokio::sync::Mutex::new(()),
+                names: Mutex::new(HashMap::new()),
             }),
         };
         for library in engine.inner.libraries.list() {
             engine.publish_library(&library);
         }
         tokio::spawn(worker::run(engine.clone()));
+        let names = engine.clone();
+        tokio::task::spawn_blocking(move || names.learn_names());
         Ok(engine)
     }
 

@@ -67,6 +67,7 @@ impl Engine {
     /// Notes local entries: tells [`Engine::library_changes`] listeners, and marks them seen
     /// so that [`Engine::remote_entries`] does not read them again.
     pub(crate) fn local_entries(&self, library: &LibraryId, entries: &[Entry]) {
+        self.note_names(entries.iter());
         let me = self.inner.identity.device_key();
         if let Some(top) = entries.iter().map(|e| e.meta().seq).max() {
             let mut seen = lock(&self.inner.seen);
@@ -126,6 +127,9 @@ impl Engine {
         let mut count = 0;
         for batch in missing {
             for entry in batch? {
+                if matches!(entry.meta().op, Op::AddDevice { .. }) {
+                    self.note_names(std::iter::once(&entry));
+                }
                 let author = entry.meta().author;
                 let top = newest.entry(author).or_default();
                 *top = (*top).max(entry.meta().seq);
@@ -180,6 +184,55 @@ impl Engine {
             self.publish_library(&known);
         }
         Ok(Some(entry))
+    }
+}
+
+impl Engine {
+    /// A device's name, as the membership entry that added it says (the latest one seen by
+    /// this process; names of entries older than the process are read by
+    /// [`Engine::learn_names`] in the background after start).
+    pub fn device_name(&self, device: &DeviceKey) -> Option<String> {
+        lock(&self.inner.names).get(device).cloned()
+    }
+
+    fn note_names<'a>(&self, entries: impl Iterator<Item = &'a Entry>) {
+        let mut names = lock(&self.inner.names);
+        for entry in entries {
+            if let Op::AddDevice { device, name } = &entry.meta().op {
+                if !name.is_empty() {
+                    names.insert(*device, name.clone());
+                }
+            }
+        }
+    }
+
+    /// Reads every library's membership names (blocking: one pass over every entry), without
+    /// replacing a name learned meanwhile from a newer entry.
+    pub(crate) fn learn_names(&self) {
+        let mut found: HashMap<DeviceKey, String> = HashMap::new();
+        for library in self.inner.chain.libraries() {
+            let Ok(all) = self
+                .inner
+                .chain
+                .missing_for_vector(&library, &[], READ_BATCH)
+            else {
+                continue;
+            };
+            for batch in all {
+                let Ok(batch) = batch else { break };
+                for entry in batch {
+                    if let Op::AddDevice { device, name } = &entry.meta().op {
+                        if !name.is_empty() {
+                            found.insert(*device, name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut names = lock(&self.inner.names);
+        for (device, name) in found {
+            names.entry(device).or_insert(name);
+        }
     }
 }
 

@@ -40,13 +40,20 @@ pub struct PeerFeed {
 impl PeerFeed {
     /// Takes the node's peer table as of `now` (`now_ms` on the wall clock) and returns the
     /// hub events that bring the panel up to date: a `peer_changed` for each new or changed
-    /// peer, a `peer_removed` for each one the node no longer lists.
-    pub fn update(&mut self, infos: &[PeerInfo], now: Instant, now_ms: u64) -> Vec<Event> {
+    /// peer, a `peer_removed` for each one the node no longer lists. `name` gives a peer's
+    /// name in the libraries' membership entries, if known.
+    pub fn update(
+        &mut self,
+        infos: &[PeerInfo],
+        name: impl Fn(&PeerInfo) -> Option<String>,
+        now: Instant,
+        now_ms: u64,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         let mut next = HashMap::with_capacity(infos.len());
         for info in infos {
             let previous = self.known.get(&info.peer);
-            let peer = peer_view(info, previous, now, now_ms);
+            let peer = peer_view(info, name(info), previous, now, now_ms);
             if previous.is_none_or(|p| p.peer != peer) {
                 events.push(Event::PeerChanged { peer: peer.clone() });
             }
@@ -73,7 +80,13 @@ impl PeerFeed {
     }
 }
 
-fn peer_view(info: &PeerInfo, previous: Option<&PeerSample>, now: Instant, now_ms: u64) -> Peer {
+fn peer_view(
+    info: &PeerInfo,
+    name: Option<String>,
+    previous: Option<&PeerSample>,
+    now: Instant,
+    now_ms: u64,
+) -> Peer {
     let state = if !info.trusted() {
         PeerState::Discovered
     } else if info.connected {
@@ -111,7 +124,7 @@ fn peer_view(info: &PeerInfo, previous: Option<&PeerSample>, now: Instant, now_m
     };
     Peer {
         peer_id: info.peer.to_base58(),
-        name: None,
+        name,
         trusted: info.trusted(),
         state,
         link,
@@ -231,7 +244,7 @@ mod tests {
     fn peers_change_state_rate_and_go_away() {
         let mut feed = PeerFeed::default();
         let t0 = Instant::now();
-        let events = feed.update(&[info(0, true, true, 0)], t0, 1_000);
+        let events = feed.update(&[info(0, true, true, 0)], |_| None, t0, 1_000);
         let [Event::PeerChanged { peer }] = events.as_slice() else {
             panic!("{events:?}")
         };
@@ -243,6 +256,7 @@ mod tests {
         assert!(feed
             .update(
                 &[info(0, true, true, 0)],
+                |_| None,
                 t0 + Duration::from_secs(2),
                 3_000
             )
@@ -250,6 +264,7 @@ mod tests {
         // Paired, and 4 MB in over the next 2 s.
         let events = feed.update(
             &[info(1, true, true, 4_000_000)],
+            |_| Some("office".into()),
             t0 + Duration::from_secs(4),
             5_000,
         );
@@ -257,12 +272,14 @@ mod tests {
             panic!("{events:?}")
         };
         assert_eq!(peer.state, PeerState::Connected);
+        assert_eq!(peer.name.as_deref(), Some("office"));
         assert!(peer.trusted);
         assert_eq!(peer.throughput.rx_bps, 2_000_000.0);
         assert_eq!(peer.throughput.tx_bps, 1_000_000.0);
         assert_eq!(peer.last_seen_ms, Some(1_000), "still connected since");
         let events = feed.update(
             &[info(1, false, false, 4_000_000)],
+            |_| Some("office".into()),
             t0 + Duration::from_secs(6),
             7_000,
         );
@@ -273,14 +290,14 @@ mod tests {
         assert_eq!(peer.link, LinkKind::Lan, "the link it had");
         assert_eq!(peer.last_seen_ms, Some(7_000));
         assert_eq!(peer.throughput, Throughput::default());
-        let events = feed.update(&[], t0 + Duration::from_secs(8), 9_000);
+        let events = feed.update(&[], |_| None, t0 + Duration::from_secs(8), 9_000);
         assert!(matches!(events.as_slice(), [Event::PeerRemoved { .. }]));
     }
 
     #[test]
     fn a_peer_dialled_by_address_is_wan() {
         let mut feed = PeerFeed::default();
-        let events = feed.update(&[info(1, true, false, 0)], Instant::now(), 1);
+        let events = feed.update(&[info(1, true, false, 0)], |_| None, Instant::now(), 1);
         let [Event::PeerChanged { peer }] = events.as_slice() else {
             panic!("{events:?}")
         };

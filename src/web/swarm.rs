@@ -174,7 +174,7 @@ async fn relay(
                     Ok(())
                 }
                 Ok(NodeEvent::Discovered { .. } | NodeEvent::Connected { .. } | NodeEvent::Disconnected { .. }) => {
-                    refresh_peers(&node, &hub, &mut peers).await
+                    refresh_peers(&engine, &node, &hub, &mut peers).await
                 }
                 Ok(NodeEvent::Transfer(progress)) => {
                     publish_transfer(&engine, &hub, &mut transfers, &progress);
@@ -186,7 +186,7 @@ async fn relay(
                     for library in engine.chain().libraries() {
                         readers.wake(&engine, library);
                     }
-                    refresh_peers(&node, &hub, &mut peers).await
+                    refresh_peers(&engine, &node, &hub, &mut peers).await
                 }
                 Err(RecvError::Closed) => Err(P2pError::Stopped),
             },
@@ -202,7 +202,7 @@ async fn relay(
                 // The engine lives as long as the process.
                 Err(RecvError::Closed) => Err(P2pError::Stopped),
             },
-            _ = tick.tick() => refresh_peers(&node, &hub, &mut peers).await,
+            _ = tick.tick() => refresh_peers(&engine, &node, &hub, &mut peers).await,
         };
         if let Err(P2pError::Stopped) = outcome {
             break;
@@ -240,9 +240,15 @@ impl Readers {
     }
 }
 
-async fn refresh_peers(node: &NodeHandle, hub: &Hub, feed: &mut PeerFeed) -> Result<(), P2pError> {
+async fn refresh_peers(
+    engine: &Engine,
+    node: &NodeHandle,
+    hub: &Hub,
+    feed: &mut PeerFeed,
+) -> Result<(), P2pError> {
     let infos = node.peers().await?;
-    for event in feed.update(&infos, Instant::now(), crate::chain::now_ms()) {
+    let name = |p: &crate::p2p::PeerInfo| p.device.and_then(|d| engine.device_name(&d));
+    for event in feed.update(&infos, name, Instant::now(), crate::chain::now_ms()) {
         hub.publish(event);
     }
     Ok(())
