@@ -419,6 +419,33 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     let lines = exapp.entry_lines().await;
     assert!(lines.contains(&"mkdir from-office".to_owned()), "{lines:?}");
 
+    // A pull of many batches (more entries than one sync batch) shows each entry once.
+    let bulk: Vec<Op> = (0..300)
+        .map(|i| Op::Mkdir {
+            path: ChainPath::new(&format!("bulk/{i:03}")).unwrap(),
+        })
+        .collect();
+    office
+        .chain
+        .append_batch(&lib, office.id.signing_key(), bulk)
+        .unwrap();
+    office.node.library_changed(lib).await.unwrap();
+    let total = office.chain.len(&lib).unwrap() as u64;
+    until("serve to hold the office's 300 new entries", || async {
+        let libraries = exapp.api("/api/libraries", "admin").await;
+        (libraries["libraries"][0]["entries"] == total).then_some(())
+    })
+    .await;
+    let activity = exapp.api("/api/activity", "admin").await;
+    let entries = activity["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 200, "the panel keeps the last 200");
+    let paths: Vec<&str> = entries
+        .iter()
+        .map(|e| e["op"]["path"].as_str().unwrap_or(""))
+        .collect();
+    let expected: Vec<String> = (100..300).map(|i| format!("bulk/{i:03}")).collect();
+    assert_eq!(paths, expected, "each entry once, ancestors first");
+
     // The panel's pair button sends no body: a second office joins every library, and gets
     // the first office's entry through serve.
     let second = Office::start(serve_addr.clone()).await;
