@@ -46,6 +46,10 @@ struct Office {
 
 impl Office {
     async fn start(serve: Multiaddr) -> Office {
+        Office::start_dialling(vec![serve]).await
+    }
+
+    async fn start_dialling(peers: Vec<Multiaddr>) -> Office {
         let dir = tempfile::tempdir().unwrap();
         let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
         let database = harpbridge::db::open(dir.path()).unwrap();
@@ -53,7 +57,7 @@ impl Office {
         let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
         let config = P2pConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            peers: vec![serve],
+            peers,
             mdns: false,
             ..P2pConfig::default()
         };
@@ -66,6 +70,13 @@ impl Office {
             chain,
             node,
         }
+    }
+
+    /// Its loopback TCP address, ending in `/p2p/<id>`.
+    fn addr(&self) -> Multiaddr {
+        self.node.listen_addrs()[0]
+            .clone()
+            .with(Protocol::P2p(self.node.peer_id()))
     }
 
     fn paths(&self, lib: &LibraryId) -> Vec<String> {
@@ -597,5 +608,34 @@ async fn serve_keeps_serving_when_the_swarm_cannot_start() {
     let exapp = ExApp::start(options);
     let ingest = exapp.api("/api/ingest", "admin").await;
     assert_eq!(ingest["swarm"]["state"], "off", "{ingest}");
+    exapp.stop();
+}
+
+/// `HARPBRIDGE_P2P_PEERS`: serve dials the peers it is given (an office behind a known
+/// address), and lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_dials_the_configured_peers() {
+    let office = Office::start_dialling(Vec::new()).await;
+    let office_id = office.id.peer_id().to_base58();
+    let nc = FakeNextcloud::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.extra_env = vec![("HARPBRIDGE_P2P_PEERS".into(), office.addr().to_string())];
+    let exapp = ExApp::start(options);
+    let peer = until("serve to connect to the configured office", || async {
+        let peers = exapp.api("/api/peers", "admin").await;
+        peers["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| {
+                p["peer_id"] == office_id.as_str()
+                    && p["addresses"].as_array().is_some_and(|a| !a.is_empty())
+            })
+            .cloned()
+    })
+    .await;
+    assert_eq!(peer["state"], "discovered", "{peer}");
+    assert_eq!(peer["link"], "wan", "{peer}");
+    office.node.shutdown().await;
     exapp.stop();
 }
