@@ -6,5 +6,6 @@ pub mod chain;
 pub mod id;
 pub mod manifest;
 pub mod node;
+pub mod pair;
 pub mod peers;
 pub mod serve;

@@ -8,13 +8,16 @@
 //! | `mdns` | multicast DNS | find peers on the LAN (off when the config says so) |
 //! | `sync` | `/harp/sync/1` | chain sync (see [`super::message`]) |
 //! | `blocks` | `/harp/blocks/1` | block transfer on raw streams (see [`super::blocks`]) |
+//! | `gossip` | gossipsub | new heads of each library, relayed through the mesh (see [`super::gossip`]) |
 //!
 //! The derive macro makes an enum, `BehaviourEvent`, with one variant per field; the node's
 //! event loop ([`super::node`]) matches on it.
 
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, identity::Keypair, mdns, ping, request_response, StreamProtocol};
+use libp2p::{
+    gossipsub, identify, identity::Keypair, mdns, ping, request_response, StreamProtocol,
+};
 
 use super::codec::SyncCodec;
 use super::config::P2pConfig;
@@ -36,11 +39,16 @@ pub struct Behaviour {
     pub sync: request_response::Behaviour<SyncCodec>,
     /// `/harp/blocks/1`: streams handed to [`libp2p_stream::Control`]s outside the swarm.
     pub blocks: libp2p_stream::Behaviour,
+    /// Head announcements, one topic per library.
+    pub gossip: gossipsub::Behaviour,
 }
 
 impl Behaviour {
     /// The behaviour for a node with `key`, as `config` says.
-    pub fn new(key: &Keypair, config: &P2pConfig) -> std::io::Result<Self> {
+    pub fn new(
+        key: &Keypair,
+        config: &P2pConfig,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mdns = if config.mdns {
             Some(mdns::tokio::Behaviour::new(
                 mdns::Config::default(),
@@ -65,6 +73,7 @@ impl Behaviour {
                 request_response::Config::default().with_request_timeout(config.request_timeout),
             ),
             blocks: libp2p_stream::Behaviour::new(),
+            gossip: super::gossip::behaviour(key)?,
         })
     }
 }
