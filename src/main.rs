@@ -33,6 +33,10 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// List the peers around (trusted or only discovered), or pair a device with a library.
     Peers(cli::peers::PeersArgs),
+    /// Seed a library from a local folder: `--library new` (or an id) and a PATH.
+    Import(cli::import::ImportArgs),
+    /// Run as an office cache: keep every library's chain and prefetch its current content.
+    Cache(cli::cache::CacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,5 +49,7 @@ fn main() -> ExitCode {
         Command::Node(args) => cli::node::run(args),
         Command::Peers(args) => cli::peers::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
+        Command::Import(args) => cli::import::run(args),
+        Command::Cache(args) => cli::cache::run(args),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - `peers list [--wait 3] [--peer MULTIADDR]…`: starts the swarm for a few seconds (mDNS,
 //!   and the given addresses), then prints every peer it met: trusted (a member of one of
-//!   our libraries) or only discovered, LAN or WAN, round trip, addresses. It opens the data
+//!   our libraries) or only discovered, LAN or WAN, round trip, block bytes received from
+//!   and sent to it (in this run), addresses. It opens the data
 //!   directory's database, so it cannot run beside a `node` or `serve` on the same one.
 //! - `peers add --library L PEER_ID [--name N]`: pairs a device: appends an `AddDevice`
 //!   entry (signed by this device, which must be a member) so that the peer may sync the
@@ -117,7 +118,7 @@ async fn list(
             .map(|d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{}  {}  {}  {}  rtt {}  libraries {}  {}",
+            "{}  {}  {}  {}  rtt {}  in {} B  out {} B  libraries {}  {}",
             p.peer,
             if p.trusted() { "trusted" } else { "discovered" },
             if p.lan { "lan" } else { "wan" },
@@ -127,6 +128,8 @@ async fn list(
                 "not connected"
             },
             rtt,
+            p.bytes_in,
+            p.bytes_out,
             p.libraries.len(),
             p.addresses
                 .iter()
