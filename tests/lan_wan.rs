@@ -456,11 +456,16 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
         b_wan.1,
         b_fraction * 100.0
     );
-    assert!(
-        b_fraction < 0.01,
-        "office-b moved {} bytes over the WAN for a {size}-byte file that office-a had",
-        b_wan.0 + b_wan.1
-    );
+    // Both properties are checked at the end, so that bench/lan gets its figures either way.
+    let mut failures = Vec::new();
+    if b_fraction >= 0.01 {
+        failures.push(format!(
+            "office-b moved {} bytes over the WAN for a {size}-byte file that office-a had \
+             ({:.2}%, under 1% expected)",
+            b_wan.0 + b_wan.1,
+            b_fraction * 100.0
+        ));
+    }
 
     // 3. A new file at the cloud; both offices fetch it at once.
     node_cloud.stop();
@@ -528,13 +533,15 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
             fs::write(path, format!("{json}\n")).expect("writing the JSON");
         }
     }
-    assert!(
-        ratio <= 1.1,
-        "both offices together pulled {both_in} bytes over the WAN for a {size}-byte file \
-         ({ratio:.3}x, at most 1.1x allowed)"
-    );
+    if ratio > 1.1 {
+        failures.push(format!(
+            "both offices together pulled {both_in} bytes over the WAN for a {size}-byte file \
+             ({ratio:.3}x, at most 1.1x expected)"
+        ));
+    }
 
     node_cloud.stop();
     cache_b.stop();
     cache_a.stop();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
