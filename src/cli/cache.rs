@@ -348,3 +348,66 @@ fn fetched_line(w: &Wanted, r: &FetchReport) -> String {
         r.elapsed.as_secs_f64()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{ChainPath, Op};
+    use crate::content::StoreOptions;
+    use crate::identity::DeviceIdentity;
+
+    fn put(path: &str, size: u64, content: ContentId) -> Op {
+        Op::Put {
+            path: ChainPath::new(path).unwrap(),
+            size,
+            mtime_ms: 0,
+            content,
+            nextcloud: None,
+        }
+    }
+
+    #[test]
+    fn incomplete_lists_each_missing_version_once_and_holds_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let chain = ChainStore::open(db.clone()).unwrap();
+        let content = ContentStore::open(db, dir.path(), StoreOptions::default()).unwrap();
+        let id = DeviceIdentity::generate();
+        let (lib, _) = chain.create_library(id.signing_key(), "t").unwrap();
+
+        // One version held here, one named twice whose manifest never arrived, and one
+        // whose manifest is here but a block is not.
+        let here = content.ingest_reader(lib, &b"held here"[..]).unwrap();
+        let absent = ContentId([9; 32]);
+        let partial = content.ingest_reader(lib, &vec![3u8; 100_000][..]).unwrap();
+        let block = content.manifest(&partial.id).unwrap().blocks[0].hash;
+        std::fs::remove_file(content.block_path(&block)).unwrap();
+        // The store learns that a block file vanished when it next reads it.
+        assert!(content.read_block(&block).is_err());
+        chain
+            .append_batch(
+                &lib,
+                id.signing_key(),
+                vec![
+                    put("a/here.txt", here.size, here.id.into()),
+                    put("b/absent-1", 1, absent),
+                    put("c/absent-2", 1, absent),
+                    put("d/partial", partial.size, partial.id.into()),
+                ],
+            )
+            .unwrap();
+
+        let todo = incomplete(&chain, &content, lib).unwrap();
+        let mut got: Vec<(ContentId, &str)> =
+            todo.iter().map(|w| (w.content, w.path.as_str())).collect();
+        got.sort();
+        let mut want = vec![(absent, "b/absent-1"), (partial.id.into(), "d/partial")];
+        want.sort();
+        assert_eq!(got, want);
+        let mut current = content.current(lib).unwrap();
+        current.sort();
+        let mut expected = vec![here.id, absent.into(), partial.id];
+        expected.sort();
+        assert_eq!(current, expected);
+    }
+}
