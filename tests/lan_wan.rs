@@ -31,7 +31,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harpbridge");
@@ -134,6 +134,8 @@ struct Proc {
     name: String,
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every stdout line so far, for checks after the fact.
+    seen: Arc<Mutex<Vec<String>>>,
     log: PathBuf,
 }
 
@@ -154,9 +156,12 @@ impl Proc {
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         let tag = name.to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let all = seen.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 println!("[{tag}] {line}");
+                all.lock().unwrap().push(line.clone());
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -166,8 +171,18 @@ impl Proc {
             name: name.to_string(),
             child,
             lines,
+            seen,
             log,
         }
+    }
+
+    /// Whether a line starting with `prefix` was printed so far.
+    fn saw(&self, prefix: &str) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(prefix))
     }
 
     /// The first line starting with `prefix` (its rest) within `wait`; panics with the
@@ -443,6 +458,10 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     let fb = wait_fetched(&cache_b, &lib, Some(&fa.content), wan_wait);
     let w2 = Lab::wan_bytes();
     let b_wan = delta(&w1, &w2, "gw-b");
+    assert!(
+        cache_b.saw(&format!("connected {a_peer} /ip4/10.77.0.1/")),
+        "office-b is not connected to office-a over the LAN (mDNS found nothing?)"
+    );
     let b_fraction = (b_wan.0 + b_wan.1) as f64 / size as f64;
     let speedup = fa.seconds / fb.seconds.max(1e-6);
     println!(
