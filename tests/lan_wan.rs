@@ -444,6 +444,13 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     let a_wan = delta(&w0, &w1, "gw-a");
     assert!(fa.content.starts_with(&first), "office-a fetched {fa:?}");
     assert_eq!(fa.bytes, size, "office-a fetched every byte: {fa:?}");
+    // The counters see the path the file took: office-a's copy crossed its gateway (so a
+    // small figure for office-b below means something).
+    assert!(
+        a_wan.0 >= size,
+        "only {} bytes crossed gw-a for a {size}-byte file fetched over the WAN",
+        a_wan.0
+    );
     println!(
         "office-a: {size} bytes in {:.2} s ({:.2} MB/s) from {}; WAN at gw-a: {} bytes in, {} out",
         fa.seconds,
