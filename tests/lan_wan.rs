@@ -18,6 +18,10 @@
 //! say they moved. The figure asserted for step 3 is the direction towards the offices (the
 //! file's direction); the other direction (acks, requests) is printed beside it.
 //!
+//! The WAN gets a user-space delay of `HB_LAB_DELAY_MS` each way (default 20: a 40 ms round
+//! trip, as design.md's lab has; `0` turns it off; `tests/lab/delay.rs`), when iptables is
+//! there to queue the router's packets; without it the test says so and runs undelayed.
+//!
 //! Needs root and `ip netns` (CI runs as root); elsewhere it prints why and skips. Sizes:
 //! `HB_LAB_MIB` (default 24, about 20 s per WAN fetch at 10 Mbit/s). With `HB_LAB_BENCH=1`
 //! (bench/lan) it also measures the links with iperf3 and writes the figures as JSON to
@@ -33,6 +37,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "lab/delay.rs"]
+mod delay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harpbridge");
 const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh");
@@ -141,12 +148,25 @@ struct Proc {
 
 impl Proc {
     fn start(name: &str, ns: &str, args: &[String], log_dir: &Path) -> Proc {
+        Proc::start_program(name, ns, Path::new(BIN), args, &[], log_dir)
+    }
+
+    fn start_program(
+        name: &str,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        log_dir: &Path,
+    ) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
         let stderr = fs::File::create(&log).expect("creating a log file");
         // `ip netns exec` execs the program: the child's pid is the node's own.
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, BIN])
+            .args(["netns", "exec", ns])
+            .arg(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env_remove("APP_PERSISTENT_STORAGE")
             .stdout(Stdio::piped())
@@ -367,6 +387,85 @@ fn iperf3(server_ns: &str, server_ip: &str, client_ns: &str, secs: u32) -> f64 {
         / 1e6
 }
 
+/// The WAN delayer's entry point: the lab test starts this test binary again inside the
+/// router's namespace with `HB_LAB_DELAYER_MS` set (see `tests/lab/delay.rs`). Run on its
+/// own, it does nothing.
+#[test]
+#[ignore = "the lab's WAN delayer, started by the lab test itself"]
+fn wan_delayer() {
+    let Some(ms) = std::env::var("HB_LAB_DELAYER_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if let Err(e) = delay::run(Duration::from_millis(ms)) {
+        eprintln!("the WAN delayer failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Starts the WAN delay of `ms` each way, if asked for and possible (it is optional: without
+/// iptables the lab runs with no delay and says so). Returns the delayer process.
+fn start_delay(ms: u64, logs: &Path) -> Option<Proc> {
+    if ms == 0 {
+        println!("no WAN delay (HB_LAB_DELAY_MS=0)");
+        return None;
+    }
+    let queued = lab(&["wan-queue"]);
+    if !queued.status.success() {
+        println!(
+            "no WAN delay: {}",
+            String::from_utf8_lossy(&queued.stderr).trim()
+        );
+        return None;
+    }
+    let me = std::env::current_exe().expect("the test binary's path");
+    let args: Vec<String> = ["wan_delayer", "--exact", "--ignored", "--nocapture"]
+        .map(String::from)
+        .to_vec();
+    let p = Proc::start_program(
+        "wan-delay",
+        &Lab::ns("wan"),
+        &me,
+        &args,
+        &[("HB_LAB_DELAYER_MS", ms.to_string())],
+        logs,
+    );
+    p.line("delaying forwarded packets", Duration::from_secs(30));
+    Some(p)
+}
+
+/// The round trip office-a → cloud by ping, in ms (`None` without ping).
+fn wan_rtt_ms() -> Option<f64> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &Lab::ns("office-a"),
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-q",
+        ])
+        .arg(CLOUD_IP)
+        .output()
+        .ok()?;
+    // rtt min/avg/max/mdev = 40.1/40.3/40.6/0.2 ms
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stats = text.lines().find(|l| l.contains("min/avg/max"))?;
+    stats
+        .split('=')
+        .nth(1)?
+        .trim()
+        .split('/')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 #[test]
 fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     let Some(_lab) = Lab::up() else { return };
@@ -384,6 +483,15 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     let (cloud, a, b) = (dir("cloud"), dir("office-a"), dir("office-b"));
     let logs = dir("logs");
     fs::create_dir_all(&logs).unwrap();
+    let delay_ms: u64 = std::env::var("HB_LAB_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let _delay = start_delay(delay_ms, &logs);
+    let rtt = wan_rtt_ms();
+    if let Some(rtt) = rtt {
+        println!("WAN round trip office-a -> cloud: {rtt:.1} ms");
+    }
     let (a_peer, b_peer) = (peer_id(&a), peer_id(&b));
 
     // The cloud seeds a library with one file and pairs both offices.
@@ -548,6 +656,8 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
             "concurrent_wan_bytes_to_offices": both_in,
             "concurrent_wan_bytes_to_cloud": a3.1 + b3.1,
             "concurrent_wan_ratio_to_file": ratio,
+            "wan_delay_ms_each_way": delay_ms,
+            "wan_rtt_ms": rtt,
             "baseline": {
                 "iperf3_lan_mbit_s": lan,
                 "iperf3_wan_mbit_s": wan,

@@ -13,6 +13,9 @@
 #   lab.sh wan-bytes     one line per gateway: `gw-a RX TX` (bytes on its WAN interface, as
 #                        the kernel counts them: what really crossed the 10 Mbit/s link;
 #                        RX = towards the office, TX = towards the cloud)
+#   lab.sh wan-queue     send every packet the router forwards to NFQUEUE 0 (with
+#                        --queue-bypass: untouched while nothing listens), for the
+#                        user-space delay of tests/lab/delay.rs (the kernel has no netem)
 #   lab.sh check         exit 0 if this machine can build the lab (root, `ip netns`), else
 #                        print why and exit 1
 #
@@ -120,6 +123,14 @@ wan_bytes() {
   done
 }
 
+wan_queue() {
+  if ! command -v iptables >/dev/null; then
+    echo "iptables is not installed (apt-get install iptables)" >&2
+    return 1
+  fi
+  in_ns wan iptables -A FORWARD -j NFQUEUE --queue-num 0 --queue-bypass
+}
+
 check() {
   if [ "$(id -u)" != 0 ]; then
     echo "not root: network namespaces need root"
@@ -141,6 +152,7 @@ case "${1:-}" in
   down) down ;;
   ns) ns "${2:?name}" ;;
   wan-bytes) wan_bytes ;;
+  wan-queue) wan_queue ;;
   check) check ;;
-  *) echo "usage: $0 up|down|ns NAME|wan-bytes|check" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|ns NAME|wan-bytes|wan-queue|check" >&2; exit 2 ;;
 esac
