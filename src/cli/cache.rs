@@ -20,7 +20,7 @@
 //!   store's LRU eviction (`--cache-limit-mib`) drops old versions first and never a current
 //!   one.
 //! - A version is complete when its manifest is stored and no block is missing; only
-//!   incomplete ones are fetched, one at a time, each version once even if several paths
+//!   incomplete ones are fetched, four at a time, each version once even if several paths
 //!   share it.
 //! - A fetch that fails (no provider has it yet, the provider went away) is retried when a
 //!   peer connects and otherwise after a back-off (5 s doubling to 60 s).
@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use futures_util::StreamExt;
 use libp2p::Multiaddr;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -55,6 +56,8 @@ use crate::p2p::{FetchReport, Node, NodeEvent, NodeHandle, P2pConfig};
 /// First wait before a failed fetch is tried again; doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Versions fetched at once.
+const PARALLEL_FETCHES: usize = 4;
 
 /// Arguments of `harpbridge cache`.
 #[derive(Debug, Args)]
@@ -225,8 +228,8 @@ impl Prefetcher {
                 }
             }
             let now = tokio::time::Instant::now();
-            for w in self.failed.keys() {
-                if retry_all || self.failed.get(w).is_some_and(|f| f.at <= now) {
+            for (w, f) in &self.failed {
+                if retry_all || f.at <= now {
                     dirty.insert(w.library);
                 }
             }
@@ -258,15 +261,24 @@ impl Prefetcher {
         self.failed
             .retain(|w, _| w.library != library || todo_set.contains(w));
         let now = tokio::time::Instant::now();
-        for wanted in todo {
-            let due = self
-                .failed
-                .get(&wanted)
-                .is_none_or(|f| retry_all || f.at <= now);
-            if !due {
-                continue;
-            }
-            match self.node.fetch_content(library, wanted.content).await {
+        let due: Vec<Wanted> = todo
+            .into_iter()
+            .filter(|w| self.failed.get(w).is_none_or(|f| retry_all || f.at <= now))
+            .collect();
+        // A few versions at once: many small files would otherwise wait on one round trip
+        // after another; each fetch already pipelines its own blocks.
+        let node = self.node.clone();
+        let mut results = futures_util::stream::iter(due)
+            .map(|wanted| {
+                let node = node.clone();
+                async move {
+                    let result = node.fetch_content(wanted.library, wanted.content).await;
+                    (wanted, result)
+                }
+            })
+            .buffer_unordered(PARALLEL_FETCHES);
+        while let Some((wanted, result)) = results.next().await {
+            match result {
                 Ok(report) => {
                     self.failed.remove(&wanted);
                     println!("{}", fetched_line(&wanted, &report));
