@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use clap::Args;
+use libp2p::Multiaddr;
 
 /// The raw settings as clap reads them from flags and the environment.
 ///
@@ -69,6 +70,23 @@ pub struct ConfigArgs {
     /// Size limit of the block cache in MiB.
     #[arg(long, env = "HARPBRIDGE_CACHE_LIMIT_MIB", default_value = "16384")]
     pub cache_limit_mib: String,
+    /// Run the peer-to-peer swarm: `on` or `off`.
+    #[arg(long, env = "HARPBRIDGE_P2P", default_value = "on")]
+    pub p2p: String,
+    /// The swarm's port, TCP and UDP (QUIC), on every IPv4 interface; 0 lets the kernel
+    /// choose. Ignored when `--p2p-listen` is given.
+    #[arg(long, env = "HARPBRIDGE_P2P_PORT", default_value = "4001")]
+    pub p2p_port: String,
+    /// The swarm's listen multiaddrs, comma-separated (overrides `--p2p-port`).
+    #[arg(long, env = "HARPBRIDGE_P2P_LISTEN", value_name = "MULTIADDR,…")]
+    pub p2p_listen: Option<String>,
+    /// Peers to dial and keep dialling (the WAN), comma-separated multiaddrs such as
+    /// `/dns4/office.example.org/tcp/4001/p2p/12D3Koo…`.
+    #[arg(long, env = "HARPBRIDGE_P2P_PEERS", value_name = "MULTIADDR,…")]
+    pub p2p_peers: Option<String>,
+    /// Find peers on the LAN by multicast DNS: `on` or `off`.
+    #[arg(long, env = "HARPBRIDGE_MDNS", default_value = "on")]
+    pub mdns: String,
 }
 
 /// A secret that never shows itself in `Debug` or `Display` output.
@@ -150,6 +168,33 @@ pub struct Config {
     pub scan_interval: std::time::Duration,
     /// Block cache limit in bytes.
     pub cache_limit: u64,
+    /// The swarm's settings; `None` when it is turned off.
+    pub p2p: Option<P2p>,
+}
+
+/// Validated swarm settings of `harpbridge serve` (see [`crate::p2p::P2pConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct P2p {
+    /// Where to listen: TCP and QUIC on `0.0.0.0:4001` unless told otherwise.
+    pub listen: Vec<Multiaddr>,
+    /// WAN peers to dial and keep dialling.
+    pub peers: Vec<Multiaddr>,
+    pub mdns: bool,
+}
+
+impl P2p {
+    /// The node's configuration. `serve` does not join libraries that peers offer on
+    /// their own: any device that reaches the port could make a library, add this node and
+    /// fill its disk, and a library here needs a Nextcloud folder anyway.
+    pub fn node_config(&self) -> crate::p2p::P2pConfig {
+        crate::p2p::P2pConfig {
+            listen: self.listen.clone(),
+            peers: self.peers.clone(),
+            mdns: self.mdns,
+            join_offered: false,
+            ..crate::p2p::P2pConfig::default()
+        }
+    }
 }
 
 /// A setting that is missing or cannot be used. Its `Display` is the one line printed.
@@ -208,6 +253,69 @@ pub fn normalize_nextcloud_url(raw: &str) -> Result<String, ConfigError> {
         return Err(malformed(format!("{raw:?} is not an http(s) URL")));
     }
     Ok(url)
+}
+
+/// `on`/`off` (also `true`/`false`, `yes`/`no`, `1`/`0`).
+fn switch(value: &str, var: &'static str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        other => Err(ConfigError::Malformed {
+            var,
+            reason: format!("{other:?} is not on or off"),
+        }),
+    }
+}
+
+/// A comma- or whitespace-separated list of multiaddrs.
+fn multiaddrs(raw: &str, var: &'static str) -> Result<Vec<Multiaddr>, ConfigError> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse::<Multiaddr>().map_err(|e| ConfigError::Malformed {
+                var,
+                reason: format!("{a:?} is not a multiaddr: {e}"),
+            })
+        })
+        .collect()
+}
+
+fn parse_p2p(args: &ConfigArgs) -> Result<Option<P2p>, ConfigError> {
+    let port = match args.p2p_port.trim().parse::<u16>() {
+        Ok(p) => p,
+        Err(_) => {
+            return Err(ConfigError::Malformed {
+                var: "HARPBRIDGE_P2P_PORT",
+                reason: format!("{:?} is not a port (0-65535)", args.p2p_port),
+            })
+        }
+    };
+    let listen = match optional(&args.p2p_listen) {
+        Some(raw) => multiaddrs(&raw, "HARPBRIDGE_P2P_LISTEN")?,
+        None => Vec::new(),
+    };
+    let listen = if listen.is_empty() {
+        multiaddrs(
+            &format!("/ip4/0.0.0.0/tcp/{port},/ip4/0.0.0.0/udp/{port}/quic-v1"),
+            "HARPBRIDGE_P2P_PORT",
+        )?
+    } else {
+        listen
+    };
+    let peers = match optional(&args.p2p_peers) {
+        Some(raw) => multiaddrs(&raw, "HARPBRIDGE_P2P_PEERS")?,
+        None => Vec::new(),
+    };
+    let mdns = switch(&args.mdns, "HARPBRIDGE_MDNS")?;
+    // Checked last so that a bad swarm value is reported even while it is off.
+    if !switch(&args.p2p, "HARPBRIDGE_P2P")? {
+        return Ok(None);
+    }
+    Ok(Some(P2p {
+        listen,
+        peers,
+        mdns,
+    }))
 }
 
 fn parse_listen(raw: &str) -> Result<Listen, ConfigError> {
@@ -343,6 +451,7 @@ impl ConfigArgs {
                 format!("{app_id}@{host}")
             }
         });
+        let p2p = parse_p2p(self)?;
         let data_dir = optional(&self.data_dir)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(format!("{app_id}_data")));
@@ -361,6 +470,7 @@ impl ConfigArgs {
             device_name,
             scan_interval,
             cache_limit,
+            p2p,
         })
     }
 }
@@ -379,6 +489,9 @@ mod tests {
             nextcloud_url: Some("http://nc.local/index.php/".into()),
             scan_interval: "300".into(),
             cache_limit_mib: "1024".into(),
+            p2p: "on".into(),
+            p2p_port: "4001".into(),
+            mdns: "on".into(),
             ..Default::default()
         }
     }
@@ -432,6 +545,51 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn swarm_defaults_to_a_fixed_port_on_every_interface() {
+        let p2p = full().validate().unwrap().p2p.unwrap();
+        let listen: Vec<String> = p2p.listen.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            listen,
+            ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+        );
+        assert!(p2p.mdns && p2p.peers.is_empty());
+        assert!(!p2p.node_config().join_offered);
+    }
+
+    #[test]
+    fn swarm_settings_are_checked() {
+        let mut a = full();
+        a.p2p_listen = Some("/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/udp/0/quic-v1".into());
+        a.p2p_peers = Some("/ip4/203.0.113.7/tcp/4001".into());
+        a.mdns = "off".into();
+        let p2p = a.validate().unwrap().p2p.unwrap();
+        assert_eq!(p2p.listen.len(), 2);
+        assert_eq!(p2p.peers.len(), 1);
+        assert!(!p2p.mdns);
+        a.p2p = "OFF".into();
+        assert_eq!(a.validate().unwrap().p2p, None);
+        let bad = |f: fn(&mut ConfigArgs)| {
+            let mut a = full();
+            f(&mut a);
+            match a.validate() {
+                Err(ConfigError::Malformed { var, .. }) => var,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(bad(|a| a.p2p = "maybe".into()), "HARPBRIDGE_P2P");
+        assert_eq!(bad(|a| a.p2p_port = "70000".into()), "HARPBRIDGE_P2P_PORT");
+        assert_eq!(
+            bad(|a| a.p2p_listen = Some("tcp://x".into())),
+            "HARPBRIDGE_P2P_LISTEN"
+        );
+        assert_eq!(
+            bad(|a| a.p2p_peers = Some("/ip4/1.2.3.4/tcp/x".into())),
+            "HARPBRIDGE_P2P_PEERS"
+        );
+        assert_eq!(bad(|a| a.mdns = "2".into()), "HARPBRIDGE_MDNS");
     }
 
     #[test]

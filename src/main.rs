@@ -33,6 +33,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// List the peers around (trusted or only discovered), or pair a device with a library.
     Peers(cli::peers::PeersArgs),
+    /// Pair a device: make it a member of this device's libraries (offline, on a data dir).
+    Pair(cli::pair::PairArgs),
     /// Seed a library from a local folder: `--library new` (or an id) and a PATH.
     Import(cli::import::ImportArgs),
     /// Run as an office cache: keep every library's chain and prefetch its current content.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Chain(args) => cli::chain::run(args),
         Command::Node(args) => cli::node::run(args),
         Command::Peers(args) => cli::peers::run(args),
+        Command::Pair(args) => cli::pair::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
         Command::Import(args) => cli::import::run(args),
         Command::Cache(args) => cli::cache::run(args),

@@ -70,10 +70,35 @@ fn scenario() -> impl Strategy<Value = (usize, Vec<Action>, Vec<(usize, usize)>,
     })
 }
 
+/// Syncs `from` → `to` the way a sync server answers: one batch at a time from `to`'s
+/// current version vector (`missing_batch_for_vector`), checking each batch against the
+/// whole sorted answer (`missing_for_vector`) computed first.
 fn sync(from: &ChainStore, to: &ChainStore, lib: &LibraryId) {
     let theirs = to.version_vector(lib).unwrap_or_default();
-    for batch in from.missing_for_vector(lib, &theirs, 5).unwrap() {
-        to.insert_remote(lib, batch.unwrap()).unwrap();
+    let whole: Vec<_> = from
+        .missing_for_vector(lib, &theirs, usize::MAX)
+        .unwrap()
+        .flat_map(|b| b.unwrap())
+        .collect();
+    let mut sent = 0;
+    loop {
+        let theirs = to.version_vector(lib).unwrap_or_default();
+        let (batch, total) = from.missing_batch_for_vector(lib, &theirs, 5).unwrap();
+        assert_eq!(total, whole.len() - sent, "the count of what is missing");
+        if batch.is_empty() {
+            break;
+        }
+        let hashes: Vec<_> = batch.iter().map(|e| e.hash()).collect();
+        let expected: Vec<_> = whole[sent..sent + batch.len()]
+            .iter()
+            .map(|e| e.hash())
+            .collect();
+        assert_eq!(
+            hashes, expected,
+            "a batch is the next part of the sorted answer"
+        );
+        sent += batch.len();
+        to.insert_remote(lib, batch).unwrap();
     }
 }
 

@@ -50,6 +50,8 @@ fn routes_cover_what_the_panel_needs_and_nothing_more() {
     assert_eq!(level("/ws"), Some("USER"));
     assert_eq!(level("/api/overview"), Some("USER"));
     assert_eq!(level("/api/admin/libraries"), Some("ADMIN"));
+    assert_eq!(level("/api/admin/metrics"), Some("ADMIN"));
+    assert_eq!(level("/metrics"), Some("ADMIN"));
     // Lifecycle and webhooks are AppAPI-signed and need no route; browsers must not reach them.
     for p in [
         "/init",

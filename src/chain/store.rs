@@ -622,6 +622,24 @@ impl ChainStore {
         })
     }
 
+    /// The first `limit` entries that the holder of `their_vector` lacks, ancestors first,
+    /// and how many it lacks in all: one batch of [`ChainStore::missing_for_vector`],
+    /// computed in time proportional to the batch (plus the number of authors), not to the
+    /// library. This is what a sync server answers each fetch with.
+    pub fn missing_batch_for_vector(
+        &self,
+        lib: &LibraryId,
+        their_vector: &[(DeviceKey, u64)],
+        limit: usize,
+    ) -> Result<(Vec<Entry>, usize), ChainError> {
+        let (order, total) = {
+            let libs = self.lock();
+            let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
+            index.missing_prefix_for_vector(their_vector, limit)
+        };
+        Ok((self.read_at(lib, &order)?, total))
+    }
+
     /// Verifies a batch of entries from a peer and stores them atomically: all or nothing.
     /// The batch may come in any order and may repeat entries the store has. Each new entry
     /// must have its parents here or earlier in the batch, a valid signature by a device that

@@ -8,5 +8,6 @@ pub mod id;
 pub mod import;
 pub mod manifest;
 pub mod node;
+pub mod pair;
 pub mod peers;
 pub mod serve;

@@ -5,20 +5,19 @@
 //!   our libraries) or only discovered, LAN or WAN, round trip, block bytes received from
 //!   and sent to it (in this run), addresses. It opens the data
 //!   directory's database, so it cannot run beside a `node` or `serve` on the same one.
-//! - `peers add --library L PEER_ID [--name N]`: pairs a device: appends an `AddDevice`
-//!   entry (signed by this device, which must be a member) so that the peer may sync the
-//!   library. A running node announces it to the library's members when it next syncs.
+//! - `peers add --library L PEER_ID [--name N]`: pairs a device with one library; the same
+//!   as `harpbridge pair` (see [`super::pair`]), kept under its first name.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use libp2p::{Multiaddr, PeerId};
 
-use crate::chain::{LibraryId, Op};
-use crate::p2p::{device_key, Node, P2pConfig};
+use crate::chain::LibraryId;
+use crate::p2p::{Node, P2pConfig};
 
 /// Arguments of `harpbridge peers`.
 #[derive(Debug, Args)]
@@ -82,7 +81,7 @@ pub fn run(args: PeersArgs) -> ExitCode {
             library,
             peer,
             name,
-        } => add(&data_dir, library, peer, &name),
+        } => super::pair::pair(&data_dir, peer, &[library], &name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,33 +137,5 @@ async fn list(
                 .join(" "),
         );
     }
-    Ok(())
-}
-
-fn add(
-    data_dir: &std::path::Path,
-    library: LibraryId,
-    peer: PeerId,
-    name: &str,
-) -> anyhow::Result<()> {
-    let Some(device) = device_key(&peer) else {
-        bail!("{peer} is not an ed25519 device id");
-    };
-    let (id, chain, _) = super::node::open(data_dir)?;
-    if chain.is_member(&library, &device) {
-        println!("{peer} is already a member of {library}");
-        return Ok(());
-    }
-    let entry = chain
-        .append(
-            &library,
-            id.signing_key(),
-            Op::AddDevice {
-                device,
-                name: name.to_string(),
-            },
-        )
-        .with_context(|| format!("adding {peer} to {library}"))?;
-    println!("added {peer} to {library} (entry {})", entry.hash());
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `harpbridge serve`: the ExApp itself.
+//! `harpbridge serve`: the ExApp itself: AppAPI lifecycle, webhooks, panel, and the swarm
+//! (see [`crate::web::swarm`]), in one process.
 
 use std::process::ExitCode;
 
@@ -59,6 +60,9 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
             tokio::spawn(async move { engine.ensure_libraries(&wanted).await });
         }
     }
+    // Before "serving" is logged, so that the swarm's state is known to the first request.
+    web::swarm::start(&state).await;
+    let swarm = state.swarm.clone();
     tracing::info!(
         app_id = %state.config.app_id,
         version = %state.config.app_version,
@@ -67,7 +71,9 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         harp = state.config.harp.is_some(),
         "harpbridge serving"
     );
-    listener::serve(bound, web::router(state))
+    let served = listener::serve(bound, web::router(state))
         .await
-        .context("server failed")
+        .context("server failed");
+    swarm.shutdown().await;
+    served
 }

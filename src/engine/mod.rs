@@ -12,11 +12,14 @@
 //! - [`worker`]: draining the queue, with retries and backoff when Nextcloud is down.
 //! - [`echo`]: not recording our own writes twice.
 //! - [`stats`]: counters and states for the API and the log.
+//! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
+//!   pairing.
 
 pub mod echo;
 pub mod event;
 pub mod ingest;
 pub mod libraries;
+pub mod peers;
 pub mod queue;
 pub mod stats;
 pub mod worker;
@@ -111,6 +114,14 @@ struct Inner {
     opened_ms: u64,
     /// One library is written by one task at a time.
     write_locks: Mutex<HashMap<LibraryId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Libraries changed here, for the swarm ([`Engine::library_changes`]).
+    changes: tokio::sync::broadcast::Sender<LibraryId>,
+    /// What the panel has been shown of each library (see [`peers`]).
+    seen: Mutex<peers::Seen>,
+    /// One reader of peers' entries at a time.
+    remote_lock: tokio::sync::Mutex<()>,
+    /// Devices' names from membership entries, for the panel's peer list.
+    names: Mutex<HashMap<crate::chain::DeviceKey, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -153,6 +164,7 @@ impl Engine {
         if let Some(hub) = &hub {
             hub.set_device_id(Some(identity.peer_id().to_string()));
         }
+        let seen = peers::seen_now(&chain);
         let engine = Engine {
             inner: Arc::new(Inner {
                 dav: WebDav::new(nextcloud.clone()),
@@ -170,12 +182,18 @@ impl Engine {
                 trees: Mutex::new(HashMap::new()),
                 opened_ms: crate::chain::now_ms(),
                 write_locks: Mutex::new(HashMap::new()),
+                changes: tokio::sync::broadcast::channel(peers::CHANGES_BUFFER).0,
+                seen: Mutex::new(seen),
+                remote_lock: tokio::sync::Mutex::new(()),
+                names: Mutex::new(HashMap::new()),
             }),
         };
         for library in engine.inner.libraries.list() {
             engine.publish_library(&library);
         }
         tokio::spawn(worker::run(engine.clone()));
+        let names = engine.clone();
+        tokio::task::spawn_blocking(move || names.learn_names());
         Ok(engine)
     }
 
@@ -308,9 +326,11 @@ impl Engine {
         let key = self.inner.identity.signing_key().clone();
         let device_name = self.inner.options.device_name.clone();
         let chain = self.inner.chain.clone();
-        let (id, _) = tokio::task::spawn_blocking(move || chain.create_library(&key, &device_name))
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        let (id, genesis) =
+            tokio::task::spawn_blocking(move || chain.create_library(&key, &device_name))
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        self.local_entries(&id, std::slice::from_ref(&genesis));
         let library = Library {
             id,
             name,
@@ -426,6 +446,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Invalid(e.to_string()))??;
         Counters::add(&self.inner.counters.appended, entries.len() as u64);
+        self.local_entries(&id, &entries);
         for entry in &entries {
             tracing::info!(library = %id, hash = %entry.hash(), op = entry.meta().op.kind(), "chain entry appended");
             if let Some(hub) = &self.inner.hub {

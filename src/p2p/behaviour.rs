@@ -7,13 +7,16 @@
 //! | `ping` | `/ipfs/ping/1.0.0` | round-trip time: tells a LAN peer from a WAN one |
 //! | `mdns` | multicast DNS | find peers on the LAN (off when the config says so) |
 //! | `sync` | `/harp/sync/1` | chain sync (see [`super::message`]) |
+//! | `gossip` | gossipsub | new heads of each library, relayed through the mesh (see [`super::gossip`]) |
 //!
 //! The derive macro makes an enum, `BehaviourEvent`, with one variant per field; the node's
 //! event loop ([`super::node`]) matches on it.
 
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, identity::Keypair, mdns, ping, request_response, StreamProtocol};
+use libp2p::{
+    gossipsub, identify, identity::Keypair, mdns, ping, request_response, StreamProtocol,
+};
 
 use super::codec::SyncCodec;
 use super::config::P2pConfig;
@@ -33,11 +36,16 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// `/harp/sync/1`.
     pub sync: request_response::Behaviour<SyncCodec>,
+    /// Head announcements, one topic per library.
+    pub gossip: gossipsub::Behaviour,
 }
 
 impl Behaviour {
     /// The behaviour for a node with `key`, as `config` says.
-    pub fn new(key: &Keypair, config: &P2pConfig) -> std::io::Result<Self> {
+    pub fn new(
+        key: &Keypair,
+        config: &P2pConfig,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mdns = if config.mdns {
             Some(mdns::tokio::Behaviour::new(
                 mdns::Config::default(),
@@ -61,6 +69,7 @@ impl Behaviour {
                 )],
                 request_response::Config::default().with_request_timeout(config.request_timeout),
             ),
+            gossip: super::gossip::behaviour(key)?,
         })
     }
 }

@@ -10,7 +10,7 @@
 //!     mdns: false,
 //!     ..P2pConfig::default()
 //! };
-//! assert_eq!(config.sync_batch, 256);
+//! assert_eq!(config.sync_batch, 2048);
 //! ```
 
 use std::time::Duration;
@@ -36,7 +36,9 @@ pub struct P2pConfig {
     /// [`super::NodeHandle::join`] approves it. Default: on.
     pub join_offered: bool,
     /// Entries asked for per `/harp/sync/1` fetch (the server caps it at
-    /// [`super::message::MAX_BATCH_ENTRIES`] and by bytes). Default: 256.
+    /// [`super::message::MAX_BATCH_ENTRIES`] and by bytes). Each batch is one durable
+    /// commit on the receiving side, so bigger batches sync faster (bench/sync: 27,800
+    /// entries/s at 256, 37,100 at 2,048); 2,048 entries are about 0.5 MB. Default: 2048.
     pub sync_batch: u32,
     /// How long a request may wait for its answer. Default: 30 s.
     pub request_timeout: Duration,
@@ -62,7 +64,7 @@ impl Default for P2pConfig {
             peers: Vec::new(),
             mdns: true,
             join_offered: true,
-            sync_batch: 256,
+            sync_batch: 2048,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(3600),
             redial_every: Duration::from_secs(30),

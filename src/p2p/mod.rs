@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`config`] | where to listen, whom to dial, batch sizes and timeouts |
 //! | [`behaviour`] | the protocols: identify, ping, mDNS, `/harp/sync/1` (request-response) |
+//! | [`gossip`] | head announcements by gossipsub, one topic per library |
 //! | [`message`] | the `/harp/sync/1` messages, the conversation, and their bounded encoding |
 //! | [`codec`] | framing those messages on a stream, with size limits checked first |
 //! | [`trust`] | who may sync what: chain membership of the key inside the `PeerId` |
@@ -43,19 +44,17 @@
 //!   us and we are a member of it there, unless [`P2pConfig::join_offered`] is off: then the
 //!   offer is a [`NodeEvent::Offered`] until [`NodeHandle::join`] approves it. (Any device
 //!   can make a library and add us to it, so `serve` may want approval.)
-//! - Each fetch recomputes what the asker lacks from its version vector (linear in the
-//!   library's size), so pulling a chain of n entries in batches of b costs O(n²/b) on the
-//!   answering side; fine for the tens of thousands of entries a library has, not millions.
 //! - Announcements go to connected members only; a member that is not connected catches up
 //!   when it connects (every new connection starts with `Libraries`).
-//! - Block transfer (`/harp/blocks/1`), gossipsub head announcements and LAN-first provider
-//!   choice are not here yet.
+//! - Gossipsub lets a connected stranger see opaque topic names and, if it subscribes, the
+//!   head hashes of a library as they change (see [`gossip`]); never entries or blocks.
 
 pub mod behaviour;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod gossip;
 pub mod message;
 pub mod node;
 pub mod sync;

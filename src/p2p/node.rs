@@ -28,20 +28,23 @@
 //!   (peer, library) runs at a time, and a request to pull again while one runs is
 //!   remembered and done afterwards.
 //! - When a library changes (the engine calls [`NodeHandle::library_changed`], or a pull
-//!   stored new entries) it sends `Announce` with the new heads to every connected member of
-//!   that library, which then pull.
+//!   stored new entries) it publishes the new heads on the library's gossip topic
+//!   ([`super::gossip`]) and sends `Announce` to connected members not yet subscribed to it;
+//!   members that lack a head pull.
+//! - A peer whose batch the chain rejects (bad signature, bad link, not a member) is
+//!   disconnected and refused for ten minutes.
 //! - Configured WAN peers are re-dialled every [`P2pConfig::redial_every`] while not
 //!   connected.
 //!
 //! # Starting it
 //!
 //! ```no_run
-//! # async fn f(chain: harpbridge::chain::ChainStore, lib: harpbridge::chain::LibraryId)
-//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn f(chain: harpbridge::chain::ChainStore, content: harpbridge::content::ContentStore,
+//! #     lib: harpbridge::chain::LibraryId) -> Result<(), Box<dyn std::error::Error>> {
 //! use harpbridge::identity::DeviceIdentity;
 //! use harpbridge::p2p::{Node, P2pConfig};
 //! let (identity, _) = DeviceIdentity::load_or_create("/var/lib/harp".as_ref())?;
-//! let node = Node::start(P2pConfig::default(), &identity, chain).await?;
+//! let node = Node::start(P2pConfig::default(), &identity, chain, content).await?;
 //! let mut events = node.subscribe();
 //! node.library_changed(lib).await?;        // after every local append
 //! node.dial("/ip4/203.0.113.7/tcp/4001".parse()?).await?;
@@ -55,6 +58,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, TopicHash};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -71,12 +75,15 @@ use super::behaviour::{Behaviour, BehaviourEvent};
 use super::config::P2pConfig;
 use super::error::P2pError;
 use super::events::{FetchReport, NodeEvent, PeerInfo};
+use super::gossip;
 use super::message::{LibraryHeads, Request, Response};
 use super::sync::SyncService;
 use super::trust;
 
 /// Events buffered per subscriber before the slowest one starts missing some.
 const EVENT_BUFFER: usize = 1024;
+/// How long a peer that sent invalid entries is refused.
+const QUARANTINE: Duration = Duration::from_secs(600);
 /// Commands buffered before [`NodeHandle`] calls wait.
 const COMMAND_BUFFER: usize = 256;
 
@@ -254,6 +261,10 @@ pub struct Node {
     pulls: HashMap<(PeerId, LibraryId), bool>,
     /// Configured peers: the address and, once known, who answers there.
     configured: Vec<(Multiaddr, Option<PeerId>)>,
+    /// The gossip topics we follow, and their libraries.
+    topics: HashMap<TopicHash, LibraryId>,
+    /// Peers that sent entries the chain rejected, and until when we refuse them.
+    quarantined: HashMap<PeerId, tokio::time::Instant>,
 }
 
 fn build_error(e: impl std::fmt::Display) -> P2pError {
@@ -282,10 +293,7 @@ impl Node {
             )
             .map_err(build_error)?
             .with_quic()
-            .with_behaviour(|key| {
-                Behaviour::new(key, &behaviour_config)
-                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-            })
+            .with_behaviour(|key| Behaviour::new(key, &behaviour_config))
             .map_err(build_error)?
             .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
             .build();
@@ -315,8 +323,13 @@ impl Node {
             pending: HashMap::new(),
             pulls: HashMap::new(),
             configured,
+            topics: HashMap::new(),
+            quarantined: HashMap::new(),
             config,
         };
+        for library in node.sync.chain().libraries() {
+            node.follow(library);
+        }
 
         let deadline = tokio::time::Instant::now() + node.config.listen_timeout;
         while !waiting.is_empty() {
@@ -445,6 +458,62 @@ impl Node {
             }
             Command::Shutdown(_) => {}
         }
+    }
+
+    /// Disconnects `peer` and refuses its connections for [`QUARANTINE`].
+    fn quarantine(&mut self, peer: PeerId) {
+        tracing::warn!(%peer, "quarantining a peer that sent invalid entries");
+        self.quarantined
+            .insert(peer, tokio::time::Instant::now() + QUARANTINE);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// True while `peer` is quarantined.
+    fn is_quarantined(&mut self, peer: &PeerId) -> bool {
+        let now = tokio::time::Instant::now();
+        self.quarantined.retain(|_, until| *until > now);
+        self.quarantined.contains_key(peer)
+    }
+
+    /// Subscribes to `library`'s head announcements (once).
+    fn follow(&mut self, library: LibraryId) {
+        let topic = gossip::topic(&library);
+        if self.topics.insert(topic.hash(), library).is_none() {
+            if let Err(e) = self.swarm.behaviour_mut().gossip.subscribe(&topic) {
+                tracing::warn!(%library, error = %e, "subscribing to head announcements failed");
+            }
+        }
+    }
+
+    /// Heads announced by gossip: pull from the member that forwarded them if we lack one.
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source: peer,
+            message,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let Some(&library) = self.topics.get(&message.topic) else {
+            return;
+        };
+        let heads = match gossip::decode_heads(&message.data) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::info!(%peer, %library, error = %e, "ignoring an announcement");
+                return;
+            }
+        };
+        self.blocking(move |sync| {
+            let wanted =
+                sync.trust().check(&peer, &library).is_ok() && sync.lacks_any(&library, &heads);
+            Internal::PullMany {
+                peer,
+                libraries: if wanted { vec![library] } else { Vec::new() },
+                offered: Vec::new(),
+            }
+        });
     }
 
     fn ask_libraries(&mut self, peer: PeerId) {
@@ -583,6 +652,11 @@ impl Node {
                 }
                 Err(error) => {
                     tracing::warn!(%peer, %library, %error, "a batch from a peer was refused by the chain");
+                    if matches!(error, ChainError::Rejected { .. }) {
+                        // An honest peer only holds verified entries: this one is broken or
+                        // hostile. Stop talking to it for a while.
+                        self.quarantine(peer);
+                    }
                     self.emit(NodeEvent::SyncFailed {
                         peer,
                         library: Some(library),
@@ -596,11 +670,26 @@ impl Node {
                 members,
                 except,
             } => {
+                let library = heads.library;
+                self.follow(library);
+                let topic = gossip::topic_hash(&library);
+                let gossip = &mut self.swarm.behaviour_mut().gossip;
+                // Peers that follow the topic hear it by gossip; the rest get `Announce`.
+                let subscribed: HashSet<PeerId> = gossip
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&topic))
+                    .map(|(p, _)| *p)
+                    .collect();
+                if !subscribed.is_empty() {
+                    if let Err(e) = gossip.publish(topic, gossip::encode_heads(&heads.heads)) {
+                        tracing::debug!(%library, error = %e, "publishing heads failed");
+                    }
+                }
                 let members: HashSet<DeviceKey> = members.into_iter().collect();
                 let targets: Vec<PeerId> = self
                     .swarm
                     .connected_peers()
-                    .filter(|p| Some(**p) != except)
+                    .filter(|p| Some(**p) != except && !subscribed.contains(*p))
                     .filter(|p| trust::device_key(p).is_some_and(|k| members.contains(&k)))
                     .copied()
                     .collect();
@@ -763,6 +852,7 @@ impl Node {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(e)) => self.on_gossip(e),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in found {
@@ -822,6 +912,11 @@ impl Node {
                 ..
             } => {
                 let address = endpoint.get_remote_address().clone();
+                if self.is_quarantined(&peer_id) {
+                    tracing::info!(peer = %peer_id, "refusing a quarantined peer");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 if endpoint.is_dialer() {
                     for (addr, who) in &mut self.configured {
                         if *addr == address || strip_p2p(addr) == strip_p2p(&address) {

@@ -118,21 +118,18 @@ impl SyncService {
     ) -> Result<Response, SyncError> {
         self.trust.check(peer, library)?;
         let limit = (limit as usize).clamp(1, MAX_BATCH_ENTRIES);
-        let mut missing = self.chain.missing_for_vector(library, have, limit)?;
-        let total = missing.total();
+        let (batch, total) = self.chain.missing_batch_for_vector(library, have, limit)?;
         let budget = MAX_RESPONSE_BYTES - FRAME_OVERHEAD;
         let mut used = 0usize;
-        let mut entries: Vec<Entry> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::with_capacity(batch.len());
         // One batch of `limit` entries, cut short where the frame would overflow.
-        if let Some(batch) = missing.next() {
-            for e in batch? {
-                let size = 4 + e.to_bytes().len();
-                if used + size > budget && !entries.is_empty() {
-                    break;
-                }
-                used += size;
-                entries.push(e);
+        for e in batch {
+            let size = 4 + e.to_bytes().len();
+            if used + size > budget && !entries.is_empty() {
+                break;
             }
+            used += size;
+            entries.push(e);
         }
         let remaining = (total - entries.len()) as u64;
         Ok(Response::Entries { entries, remaining })

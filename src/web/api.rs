@@ -11,7 +11,9 @@
 //! | `GET /api/libraries` | user | `{"libraries":[Library]}` |
 //! | `POST /api/admin/libraries` | admin | body [`NewLibrary`]; 201 with the [`Library`](super::events::Library); 400 bad input, 404 no such folder, 409 overlaps a library, 503 no storage |
 //! | `DELETE /api/admin/libraries/{id}` | admin | 204; 404 if unknown |
-//! | `POST /api/admin/peers/{id}/pair` | admin | 202 once handed to the swarm; 404 unknown, 409 already trusted, 503 swarm not running |
+//! | `POST /api/admin/peers/{id}/pair` | admin | optional body `{"libraries":[ID…],"name":"…"}` (default: every library of this ExApp, `device <short id>`); 202 `{"peer_id","libraries":[ID…]}` once handed to the swarm, which appends one `AddDevice` per library; 400 not a device id or bad body, 404 peer never met or library not held here, 409 already a member of them all (or no library), 503 swarm not running |
+//! | `GET /api/admin/metrics` | admin | [`Metrics`](super::metrics::Metrics): swarm state, bytes per peer and per class (LAN/WAN), ingest backlog, chain entries per library |
+//! | `GET /metrics` | admin | the same as Prometheus text (version 0.0.4), see [`super::prometheus`] |
 //!
 //! Mutations live under `/api/admin/` so that `appinfo/info.xml` can give them their
 //! own route (`^/api/admin/.*$`, verbs GET, POST, PUT, DELETE, access level ADMIN): the
@@ -135,7 +137,7 @@ async fn viewer(state: &AppState, user: AppApiUser) -> Result<Viewer, ApiError> 
 }
 
 /// The acting user, if Nextcloud says they are an admin.
-async fn admin(state: &AppState, user: AppApiUser) -> Result<String, ApiError> {
+pub(crate) async fn admin(state: &AppState, user: AppApiUser) -> Result<String, ApiError> {
     let uid = uid(user)?;
     match state.panel.access.is_admin(&uid).await {
         Ok(true) => Ok(uid),
@@ -261,29 +263,115 @@ async fn remove_library(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /api/admin/peers/{id}/pair`'s optional JSON body. The panel sends none: the
+/// device is then added to every library of this ExApp, under a name made from its id.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairBody {
+    /// Library ids (32 hex characters).
+    #[serde(default)]
+    libraries: Vec<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The body, if any: none, `null` and `[]` (what a proxy may make of no body) mean the
+/// defaults.
+fn pair_body(raw: &[u8]) -> Result<PairBody, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PairBody::default());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    match value {
+        serde_json::Value::Null => Ok(PairBody::default()),
+        serde_json::Value::Array(a) if a.is_empty() => Ok(PairBody::default()),
+        other => serde_json::from_value(other).map_err(|e| ApiError::Invalid(e.to_string())),
+    }
+}
+
 async fn pair(
     State(state): State<AppState>,
     user: AppApiUser,
     Path(peer_id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let by = admin(&state, user).await?;
-    let peer = state
+    // Only a device the swarm has met can be paired from the panel (the CLI takes any id).
+    state
         .panel
         .hub
         .peer(&peer_id)
         .ok_or(ApiError::NotFound("peer".into()))?;
-    if peer.trusted {
+    let body = pair_body(&body)?;
+    let device = peer_id
+        .parse::<libp2p::PeerId>()
+        .ok()
+        .and_then(|p| crate::p2p::device_key(&p))
+        .ok_or_else(|| ApiError::Invalid(format!("{peer_id} is not an ed25519 device id")))?;
+    let name = match body.name.as_deref().map(valid_name).transpose()? {
+        Some(n) if !n.is_empty() => n,
+        _ => format!("device {}", device.short_id()),
+    };
+    if name.len() > crate::chain::entry::MAX_DEVICE_NAME_LEN {
+        return Err(ApiError::Invalid("the name is too long".into()));
+    }
+    let engine = engine(&state)?;
+    let me = engine.identity().device_key();
+    let chain = engine.chain();
+    let libraries: Vec<LibraryId> = if body.libraries.is_empty() {
+        engine
+            .libraries()
+            .list()
+            .into_iter()
+            .map(|l| l.id)
+            .filter(|id| chain.is_member(id, &me))
+            .collect()
+    } else {
+        let mut ids = Vec::with_capacity(body.libraries.len());
+        for raw in &body.libraries {
+            let id: LibraryId = raw
+                .parse()
+                .map_err(|_| ApiError::Invalid(format!("{raw:?} is not a library id")))?;
+            if !chain.is_member(&id, &me) {
+                // Not held here, or held but this device may not add members.
+                return Err(ApiError::NotFound(format!("library {raw}")));
+            }
+            ids.push(id);
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    if libraries.is_empty() {
+        return Err(ApiError::Conflict(
+            "there is no library to pair with".into(),
+        ));
+    }
+    let libraries: Vec<LibraryId> = libraries
+        .into_iter()
+        .filter(|id| !chain.is_member(id, &device))
+        .collect();
+    if libraries.is_empty() {
         return Err(ApiError::Conflict(format!(
-            "{peer_id} is already a trusted device"
+            "{peer_id} is already a member of these libraries"
         )));
     }
     let tx = state.panel.pairing().ok_or(ApiError::SwarmNotRunning)?;
     tx.try_send(PairRequest {
         peer_id: peer_id.clone(),
+        device,
+        libraries: libraries.clone(),
+        name,
         requested_by: by,
     })
     .map_err(|_| ApiError::SwarmNotRunning)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "peer_id": peer_id }))).into_response())
+    let libraries: Vec<String> = libraries.iter().map(|l| l.to_hex()).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "peer_id": peer_id, "libraries": libraries })),
+    )
+        .into_response())
 }
 
 const MAX_NAME: usize = 100;
@@ -303,6 +391,25 @@ fn valid_name(raw: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pair_bodies_are_optional_and_strict() {
+        for none in ["", " \n", "null", "[]", "{}"] {
+            let body = pair_body(none.as_bytes()).unwrap();
+            assert!(body.libraries.is_empty() && body.name.is_none(), "{none:?}");
+        }
+        let body = pair_body(br#"{"libraries":["ab"],"name":"x"}"#).unwrap();
+        assert_eq!(
+            (body.libraries, body.name),
+            (vec!["ab".to_owned()], Some("x".to_owned()))
+        );
+        for bad in ["{", r#"{"librarys":[]}"#, "[1]", r#"{"libraries":"ab"}"#] {
+            assert!(
+                matches!(pair_body(bad.as_bytes()), Err(ApiError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn names_are_checked() {

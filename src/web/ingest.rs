@@ -6,7 +6,9 @@
 //! rest. Answers: 200 `queued`, `duplicate` or `ignored` (outside every library); 400 for
 //! a malformed body, 413 for an oversized one, 503 when the queue cannot take it.
 //!
-//! `GET /api/ingest`: backlog, failed events, counters, webhook and Nextcloud state, scans.
+//! `GET /api/ingest`: backlog, failed events, counters, webhook and Nextcloud state, scans,
+//! and the swarm's state (`{"state":"running","peer_id":…,"listen":[…]}`, `off`, or
+//! `failed` with its `error`).
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -91,6 +93,7 @@ async fn status(State(state): State<AppState>, _user: AppApiUser) -> Response {
             "webhooks": *lock(&status.webhooks),
             "nextcloud": *lock(&status.nextcloud),
             "scans": *lock(&status.scans),
+            "swarm": state.swarm.status(),
             "libraries": engine.libraries().list().iter().map(|l| json!({
                 "id": l.id.to_hex(), "name": l.name, "uid": l.uid, "folder": l.folder,
             })).collect::<Vec<_>>(),

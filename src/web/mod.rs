@@ -2,14 +2,29 @@
 //!
 //! Every route sits behind [`crate::appapi::auth::require_appapi`], except
 //! `GET /heartbeat`. Handlers share one [`AppState`].
+//!
+//! | file | concept |
+//! |---|---|
+//! | [`api`] | the panel's REST API (`/api/…`, `/api/admin/…`) |
+//! | [`ws`], [`hub`], [`events`] | the live panel: WebSocket, fan-out, wire format |
+//! | [`panel`], [`access`] | what the panel's routes share: hub, admin check, pairing hand-over |
+//! | [`ingest`] | webhook deliveries in, ingest status out |
+//! | [`swarm`] | the p2p node inside `serve`, wired to the engine and the panel |
+//! | [`feed`] | the node's peers and transfers in the panel's words (states, rates) |
+//! | [`metrics`], [`prometheus`] | bytes per peer and per class, as JSON and as Prometheus text |
+//! | [`assets`] | the panel's built JS, CSS and icon |
 
 pub mod access;
 pub mod api;
 pub mod assets;
 pub mod events;
+pub mod feed;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod panel;
+pub mod prometheus;
+pub mod swarm;
 pub mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +51,8 @@ pub struct AppState {
     /// opened, with the reason in `engine_error` (reported to AppAPI by `/init`).
     pub engine: Option<Engine>,
     pub engine_error: Option<Arc<str>>,
+    /// The peer-to-peer node, once [`swarm::start`] ran it (or why not).
+    pub swarm: Arc<swarm::Swarm>,
     enabled: Arc<AtomicBool>,
 }
 
@@ -54,6 +71,7 @@ impl AppState {
             auth,
             engine: None,
             engine_error: None,
+            swarm: Arc::default(),
             enabled: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -106,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(ws::routes())
         .merge(ingest::routes())
+        .merge(metrics::routes())
         .layer(middleware::from_fn_with_state(
             state.auth.clone(),
             require_appapi,

@@ -11,11 +11,18 @@ use super::access::Access;
 use super::events::Device;
 use super::hub::Hub;
 use crate::appapi::client::NextcloudClient;
+use crate::chain::{DeviceKey, LibraryId};
 
-/// An admin asked to pair with a discovered device.
+/// An admin asked to pair with a discovered device: make it a member of `libraries`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairRequest {
     pub peer_id: String,
+    /// The chain key inside `peer_id`.
+    pub device: DeviceKey,
+    /// The libraries to add it to (checked: held here, this device a member).
+    pub libraries: Vec<LibraryId>,
+    /// The name it is added under.
+    pub name: String,
     /// The Nextcloud admin who asked.
     pub requested_by: String,
 }

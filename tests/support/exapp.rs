@@ -93,6 +93,13 @@ impl ExApp {
             )
             .env("APP_PERSISTENT_STORAGE", &options.data_dir)
             .env("COMPUTE_DEVICE", "CPU")
+            // The swarm on loopback, kernel-chosen ports, no mDNS: parallel tests must not
+            // collide on port 4001 nor find each other. `extra_env` may change it.
+            .env(
+                "HARPBRIDGE_P2P_LISTEN",
+                "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1",
+            )
+            .env("HARPBRIDGE_MDNS", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(listen) = &options.listen {

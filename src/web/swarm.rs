@@ -1,0 +1,310 @@
+//! The swarm inside `harpbridge serve`: one [`Node`] per process, over the engine's chain and
+//! content store, wired to the engine and the panel (design.md, roles table).
+//!
+//! ```text
+//!   Engine::library_changes ──────────────▶ NodeHandle::library_changed   (announce heads)
+//!   NodeEvent::Pulled ────────────────────▶ Engine::remote_entries        (panel, tree, content)
+//!   NodeEvent::{Discovered,Connected,…} ──┐
+//!   every PEER_REFRESH: NodeHandle::peers ┴▶ PeerFeed ─▶ hub peer_changed / peer_removed
+//!   NodeEvent::Transfer ──────────────────▶ TransferFeed ─▶ hub transfer_progress
+//!   POST /api/admin/peers/{id}/pair ──────▶ pairing task ─▶ Engine::add_device (per library)
+//! ```
+//!
+//! Everything runs in tasks (`relay`, `pairing`, one reader per library) started by
+//! [`start`]. If the node cannot start (a port taken, no storage), `serve` goes on without
+//! it: [`Swarm::status`] says why, in `GET /api/ingest`, `GET /api/admin/metrics` and the
+//! log, and pairing answers 503.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, Notify};
+
+use super::feed::{PeerFeed, TransferFeed};
+use super::hub::Hub;
+use super::panel::PairRequest;
+use super::AppState;
+use crate::chain::{LibraryId, TreeItem};
+use crate::engine::Engine;
+use crate::p2p::{Node, NodeEvent, NodeHandle, P2pError, TransferProgress};
+
+/// How often the peer table is read for round trips and byte counters.
+pub const PEER_REFRESH: Duration = Duration::from_secs(2);
+/// Pairing requests waiting for the pairing task before the API answers 503.
+const PAIRING_QUEUE: usize = 32;
+
+/// Whether the swarm runs, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SwarmStatus {
+    /// Turned off by `HARPBRIDGE_P2P=off` (or not started yet).
+    Off,
+    /// Running as this peer, on these addresses.
+    Running {
+        peer_id: String,
+        listen: Vec<String>,
+    },
+    /// It could not start; `serve` runs without it.
+    Failed { error: String },
+}
+
+/// The process's swarm: its handle once running, and its status. One per [`AppState`].
+#[derive(Debug)]
+pub struct Swarm {
+    node: Mutex<Option<NodeHandle>>,
+    status: Mutex<SwarmStatus>,
+}
+
+impl Default for Swarm {
+    fn default() -> Self {
+        Swarm {
+            node: Mutex::new(None),
+            status: Mutex::new(SwarmStatus::Off),
+        }
+    }
+}
+
+impl Swarm {
+    /// The running node, if any.
+    pub fn node(&self) -> Option<NodeHandle> {
+        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn status(&self) -> SwarmStatus {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (status, self.node()) {
+            // The addresses now (a listener may have come or gone since the start).
+            (SwarmStatus::Running { peer_id, .. }, Some(node)) => SwarmStatus::Running {
+                peer_id,
+                listen: node.listen_addrs().iter().map(|a| a.to_string()).collect(),
+            },
+            (status, _) => status,
+        }
+    }
+
+    fn set(&self, status: SwarmStatus, node: Option<NodeHandle>) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+    }
+
+    /// Stops the node (closing its connections), if it runs.
+    pub async fn shutdown(&self) {
+        let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(node) = node {
+            node.shutdown().await;
+            *self.status.lock().unwrap_or_else(|e| e.into_inner()) = SwarmStatus::Off;
+        }
+    }
+}
+
+/// Starts the node as the settings say and wires it up; on failure logs why, records it in
+/// [`Swarm::status`], and returns (serving goes on).
+pub async fn start(state: &AppState) {
+    let Some(settings) = &state.config.p2p else {
+        tracing::info!("the peer-to-peer swarm is off (HARPBRIDGE_P2P=off)");
+        return;
+    };
+    let Some(engine) = state.engine.clone() else {
+        let error = "no storage, so no chain to sync".to_owned();
+        tracing::error!(%error, "the swarm cannot start");
+        state.swarm.set(SwarmStatus::Failed { error }, None);
+        return;
+    };
+    let config = settings.node_config();
+    let node = match Node::start(
+        config,
+        engine.identity(),
+        engine.chain().clone(),
+        engine.content().clone(),
+    )
+    .await
+    {
+        Ok(node) => node,
+        Err(e) => {
+            let error = e.to_string();
+            tracing::error!(%error, listen = ?settings.listen, "the swarm could not start; serving without it");
+            state.swarm.set(SwarmStatus::Failed { error }, None);
+            return;
+        }
+    };
+    let status = SwarmStatus::Running {
+        peer_id: node.peer_id().to_base58(),
+        listen: node.listen_addrs().iter().map(|a| a.to_string()).collect(),
+    };
+    tracing::info!(peer_id = %node.peer_id(), listen = ?node.listen_addrs(), mdns = settings.mdns, peers = settings.peers.len(), "swarm running");
+    state.swarm.set(status, Some(node.clone()));
+    tokio::spawn(relay(
+        engine.clone(),
+        node.clone(),
+        state.panel.hub.clone(),
+        node.subscribe(),
+        engine.library_changes(),
+    ));
+    let (tx, rx) = mpsc::channel(PAIRING_QUEUE);
+    if state.panel.connect_pairing(tx) {
+        tokio::spawn(pairing(engine, rx));
+    }
+}
+
+/// Carries changes between the node, the engine and the panel until the node stops.
+async fn relay(
+    engine: Engine,
+    node: NodeHandle,
+    hub: Hub,
+    mut events: broadcast::Receiver<NodeEvent>,
+    mut changes: broadcast::Receiver<LibraryId>,
+) {
+    use broadcast::error::RecvError;
+    let mut peers = PeerFeed::default();
+    let mut transfers = TransferFeed::default();
+    let mut readers = Readers::default();
+    let mut tick = tokio::time::interval(PEER_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let outcome: Result<(), P2pError> = tokio::select! {
+            event = events.recv() => match event {
+                Ok(NodeEvent::Pulled { library, inserted, .. }) if inserted > 0 => {
+                    readers.wake(&engine, library);
+                    Ok(())
+                }
+                Ok(NodeEvent::Discovered { .. } | NodeEvent::Connected { .. } | NodeEvent::Disconnected { .. }) => {
+                    refresh_peers(&engine, &node, &hub, &mut peers).await
+                }
+                Ok(NodeEvent::Transfer(progress)) => {
+                    publish_transfer(&engine, &hub, &mut transfers, &progress);
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "fell behind the swarm's events; re-reading everything");
+                    for library in engine.chain().libraries() {
+                        readers.wake(&engine, library);
+                    }
+                    refresh_peers(&engine, &node, &hub, &mut peers).await
+                }
+                Err(RecvError::Closed) => Err(P2pError::Stopped),
+            },
+            changed = changes.recv() => match changed {
+                Ok(library) => node.library_changed(library).await,
+                Err(RecvError::Lagged(_)) => {
+                    let mut result = Ok(());
+                    for library in engine.chain().libraries() {
+                        result = result.and(node.library_changed(library).await);
+                    }
+                    result
+                }
+                // The engine lives as long as the process.
+                Err(RecvError::Closed) => Err(P2pError::Stopped),
+            },
+            _ = tick.tick() => refresh_peers(&engine, &node, &hub, &mut peers).await,
+        };
+        if let Err(P2pError::Stopped) = outcome {
+            break;
+        }
+    }
+    tracing::debug!("the swarm's relay stopped");
+}
+
+/// One task per library that shows what pulls stored ([`Engine::remote_entries`]), off the
+/// relay's loop since reading the chain takes a while. A pull arrives in many batches; waking
+/// a task that has not started reading yet adds nothing ([`Notify`] keeps one permit), so a
+/// long pull costs a few reads, not one per batch.
+#[derive(Default)]
+struct Readers {
+    tasks: HashMap<LibraryId, Arc<Notify>>,
+}
+
+impl Readers {
+    fn wake(&mut self, engine: &Engine, library: LibraryId) {
+        let notify = self.tasks.entry(library).or_insert_with(|| {
+            let notify = Arc::new(Notify::new());
+            let engine = engine.clone();
+            let wakes = notify.clone();
+            tokio::spawn(async move {
+                loop {
+                    wakes.notified().await;
+                    if let Err(e) = engine.remote_entries(library).await {
+                        tracing::warn!(%library, error = %e, "could not read the entries a peer sent");
+                    }
+                }
+            });
+            notify
+        });
+        notify.notify_one();
+    }
+}
+
+async fn refresh_peers(
+    engine: &Engine,
+    node: &NodeHandle,
+    hub: &Hub,
+    feed: &mut PeerFeed,
+) -> Result<(), P2pError> {
+    let infos = node.peers().await?;
+    let name = |p: &crate::p2p::PeerInfo| p.device.and_then(|d| engine.device_name(&d));
+    for event in feed.update(&infos, name, Instant::now(), crate::chain::now_ms()) {
+        hub.publish(event);
+    }
+    Ok(())
+}
+
+fn publish_transfer(
+    engine: &Engine,
+    hub: &Hub,
+    feed: &mut TransferFeed,
+    progress: &TransferProgress,
+) {
+    let transfer = feed.update(
+        progress,
+        || path_of(engine, progress),
+        Instant::now(),
+        crate::chain::now_ms(),
+    );
+    hub.publish(super::events::Event::TransferProgress { transfer });
+}
+
+/// The path of the file whose version a transfer fetches, as the library's tree has it now
+/// (the first one, if several files hold the same content), else the version's id.
+fn path_of(engine: &Engine, progress: &TransferProgress) -> String {
+    engine
+        .tree(&progress.library)
+        .ok()
+        .and_then(|tree| {
+            tree.items.iter().find_map(|(path, item)| match item {
+                TreeItem::File { content, .. } if *content == progress.content => {
+                    Some(path.as_str().to_owned())
+                }
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| progress.content.to_hex())
+}
+
+/// Appends the membership entries the panel's pairing requests ask for. The relay then
+/// announces the libraries' new heads, so the paired device, if connected, pulls at once.
+async fn pairing(engine: Engine, mut requests: mpsc::Receiver<PairRequest>) {
+    while let Some(request) = requests.recv().await {
+        for library in &request.libraries {
+            match engine
+                .add_device(*library, request.device, &request.name)
+                .await
+            {
+                Ok(Some(entry)) => {
+                    tracing::info!(peer = %request.peer_id, %library, by = %request.requested_by, hash = %entry.hash(), "paired from the panel")
+                }
+                Ok(None) => {
+                    tracing::info!(peer = %request.peer_id, %library, "already a member")
+                }
+                Err(e) => {
+                    tracing::error!(peer = %request.peer_id, %library, error = %e, "pairing failed")
+                }
+            }
+        }
+    }
+}
