@@ -9,7 +9,7 @@
 //! adds a *prefetcher*:
 //!
 //! ```text
-//!  start, PullDone(lib) ──▶ dirty libraries ──▶ fold lib's tree ──▶ set_current(lib, versions)
+//!  start, Pulled/PullDone(lib) ──▶ dirty libraries ──▶ fold lib's tree ──▶ set_current(lib, versions)
 //!  Connected(peer) ──▶ retry failed fetches         │
 //!                                                   └─▶ each Put not complete here
 //!                                                        └─▶ NodeHandle::fetch_content
@@ -140,6 +140,13 @@ async fn serve(args: CacheArgs) -> anyhow::Result<()> {
             match events.recv().await {
                 Ok(e) => {
                     match &e {
+                        // Every batch that stored entries (a pull cut off half way ends
+                        // with no PullDone), and the end of every pull.
+                        NodeEvent::Pulled {
+                            library, inserted, ..
+                        } if *inserted > 0 => {
+                            let _ = dirty_tx.send(Signal::Library(*library));
+                        }
                         NodeEvent::PullDone { library, .. } => {
                             let _ = dirty_tx.send(Signal::Library(*library));
                         }
