@@ -169,12 +169,17 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_peers() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && text.contains(&a_peer) {
+        // The list is a snapshot written every 5 s: the first may predate the sync that
+        // made A a member here, so wait for A's row to say trusted.
+        let trusted = text
+            .lines()
+            .any(|l| l.starts_with(&a_peer) && l.contains("  trusted  "));
+        if out.status.success() && trusted {
             break text;
         }
         assert!(
             Instant::now() < deadline,
-            "peers list never showed {a_peer}: {text} {}",
+            "peers list never showed {a_peer} as trusted: {text} {}",
             String::from_utf8_lossy(&out.stderr)
         );
         std::thread::sleep(Duration::from_millis(500));
