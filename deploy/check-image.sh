@@ -179,7 +179,7 @@ fi
 toml=$(docker run --rm --network host "${harp_env[@]}" --entrypoint bash "$IMG" -c '
     set -e
     if ! command -v frpc >/dev/null; then
-        printf "#!/bin/sh\necho \"\$@\" >/tmp/frpc.args\n" >/usr/local/bin/frpc
+        printf "#!/bin/sh\necho \"\$@\" >/tmp/frpc.args\nwhile :; do sleep 1; done\n" >/usr/local/bin/frpc
         chmod 0755 /usr/local/bin/frpc
     fi
     /start.sh serve --help >/dev/null
@@ -203,6 +203,42 @@ else
     grep -q 'unixPath = "/tmp/exapp.sock"' <<<"$toml" || fail "frpc.toml: $toml"
     ok "under HaRP start.sh writes /frpc.toml and starts frpc (python3 with tomllib missing: not parsed)"
 fi
+
+# serve under HaRP: it listens on /tmp/exapp.sock, and the healthcheck probes that socket
+# and frpc (a stand-in that stays up, as HaRP is not here to talk to).
+CONTAINERS+=("$TAG-harp")
+docker run -d --name "$TAG-harp" --network host "${harp_env[@]}" -e APP_SECRET=check-image-secret \
+    -e APP_VERSION=0.1.0 -e APP_HOST=127.0.0.1 -e NEXTCLOUD_URL=http://127.0.0.1:9 -e HARPBRIDGE_P2P=off \
+    --entrypoint bash "$IMG" -c '
+        if [ ! -x /usr/local/bin/frpc ] || ! frpc --version >/dev/null 2>&1; then
+            printf "#!/bin/sh\nwhile :; do sleep 1; done\n" >/usr/local/bin/frpc
+            chmod 0755 /usr/local/bin/frpc
+        fi
+        exec /start.sh' >/dev/null
+body=""
+for _ in $(seq 60); do
+    body=$(docker exec "$TAG-harp" curl -fsS --max-time 2 --unix-socket /tmp/exapp.sock http://localhost/heartbeat 2>/dev/null) && break
+    [ "$(docker inspect -f '{{.State.Running}}' "$TAG-harp")" = true ] || break
+    sleep 1
+done
+[ "$body" = '{"status":"ok"}' ] || { docker logs "$TAG-harp" 2>&1 | tail -20 >&2; fail "serve under HaRP: /tmp/exapp.sock answered '$body'"; }
+docker exec "$TAG-harp" /healthcheck.sh || fail "serve under HaRP: the healthcheck fails while all runs"
+# frpc dies while start.sh's loop is stopped: a dead, unreaped frpc must not count.
+docker exec "$TAG-harp" bash -c '
+    set -e
+    frpc_pid=$(pgrep -x frpc)
+    loop=$(ps -o ppid= -p "$frpc_pid" | tr -d " ")
+    kill -STOP "$loop"
+    kill "$frpc_pid"
+    # gone, or dead but not reaped yet: both must count as "no frpc"
+    while ps -o stat= -p "$frpc_pid" | grep -qv "^Z"; do sleep 0.1; done
+    if /healthcheck.sh; then echo "healthy with a dead frpc" >&2; exit 1; fi
+    kill -CONT "$loop"
+    # the loop reaps it and starts a new one
+    until ps -C frpc -o stat= | grep -qv "^Z"; do sleep 0.2; done
+    /healthcheck.sh' || fail "serve under HaRP: frpc restart or healthcheck"
+docker rm -f -v "$TAG-harp" >/dev/null
+ok "serve under HaRP answers GET /heartbeat on /tmp/exapp.sock; a dead frpc makes it unhealthy and start.sh starts a new one"
 
 # --- 5. the office roles on the persistent volume ---
 for role in node cache; do

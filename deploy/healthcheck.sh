@@ -24,7 +24,8 @@ serve)
         fi
     done
     if [ -n "${HP_SHARED_KEY:-}" ]; then
-        if [ -f /frpc.toml ] && ! pgrep -x frpc >/dev/null; then
+        # A live frpc: pgrep alone would also count a dead one that is not reaped yet.
+        if [ -f /frpc.toml ] && ! ps -C frpc -o stat= | grep -qv '^Z'; then
             exit 1
         fi
         heartbeat --unix-socket /tmp/exapp.sock http://localhost/heartbeat

@@ -17,7 +17,8 @@
 #
 # Written for harpbridge after the behaviour of HaRP's exapps_dev/start.sh and the
 # app-skeleton-python entrypoint: an existing /frpc.toml is kept (bring your own), and frpc
-# runs in the background while harpbridge stays PID 1 so that `docker stop` reaches it.
+# runs in the background (restarted if it dies) while harpbridge becomes PID 1 so that
+# `docker stop` reaches it.
 set -euo pipefail
 
 FRPC_CONFIG=/frpc.toml
@@ -103,8 +104,17 @@ if [ "$role" = serve ] && [ -n "${HP_SHARED_KEY:-}" ]; then
         write_frpc_config
         echo "start.sh: wrote $FRPC_CONFIG"
     fi
+    # frpc retries a lost connection itself (loginFailExit = false); this loop also brings
+    # it back if it dies. The loop is frpc's parent and reaps it, because harpbridge (PID 1
+    # after the exec below) reaps no children.
     echo "start.sh: starting frpc in the background"
-    frpc -c "$FRPC_CONFIG" &
+    (
+        while :; do
+            frpc -c "$FRPC_CONFIG" || true
+            echo "start.sh: frpc exited; starting it again in 5 s" >&2
+            sleep 5
+        done
+    ) &
 fi
 
 # The healthcheck reads what this container runs.
