@@ -178,13 +178,20 @@ fi
 # A stand-in frpc that records its arguments, then `serve --help` so harpbridge exits at once.
 toml=$(docker run --rm --network host "${harp_env[@]}" --entrypoint bash "$IMG" -c '
     set -e
+    stub=0
     if ! command -v frpc >/dev/null; then
+        stub=1
         printf "#!/bin/sh\necho \"\$@\" >/tmp/frpc.args\nwhile :; do sleep 1; done\n" >/usr/local/bin/frpc
         chmod 0755 /usr/local/bin/frpc
     fi
     /start.sh serve --help >/dev/null
     test "$(stat -c %a /frpc.toml)" = 600
-    if [ -f /tmp/frpc.args ]; then sleep 0.2; grep -qx -- "-c /frpc.toml" /tmp/frpc.args; else frpc verify -c /frpc.toml >&2; fi
+    if [ "$stub" = 1 ]; then
+        for _ in $(seq 100); do [ -s /tmp/frpc.args ] && break; sleep 0.1; done
+        grep -qx -- "-c /frpc.toml" /tmp/frpc.args
+    else
+        frpc verify -c /frpc.toml >&2
+    fi
     test "$(cat /run/harpbridge.role)" = serve
     cat /frpc.toml') || fail "start.sh under HaRP"
 if command -v python3 >/dev/null && python3 -c 'import tomllib' 2>/dev/null; then
