@@ -306,6 +306,12 @@ fn parse_p2p(args: &ConfigArgs) -> Result<Option<P2p>, ConfigError> {
         Some(raw) => multiaddrs(&raw, "HARPBRIDGE_P2P_PEERS")?,
         None => Vec::new(),
     };
+    for peer in &peers {
+        crate::p2p::config::dialable(peer).map_err(|reason| ConfigError::Malformed {
+            var: "HARPBRIDGE_P2P_PEERS",
+            reason,
+        })?;
+    }
     let mdns = switch(&args.mdns, "HARPBRIDGE_MDNS")?;
     // Checked last so that a bad swarm value is reported even while it is off.
     if !switch(&args.p2p, "HARPBRIDGE_P2P")? {

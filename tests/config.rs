@@ -80,6 +80,11 @@ fn malformed_values_exit_2_naming_them() {
         ("COMPUTE_DEVICE", "TPU"),
         ("HP_FRP_PORT", "x"),
         ("APP_ID", "../etc"),
+        ("HARPBRIDGE_P2P_PEERS", "not-an-address"),
+        (
+            "HARPBRIDGE_P2P_PEERS",
+            "/p2p/12D3KooWEpUZRwhvHJt7rYRM7rNtGXrwcnx84UxC9f3bokuhJ12f",
+        ),
     ];
     for (var, value) in cases {
         let mut env = base_env();

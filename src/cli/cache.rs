@@ -76,7 +76,7 @@ pub struct CacheArgs {
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
     /// Dial this peer and keep re-dialling it (repeatable): the cloud node, over the WAN.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = super::peer_addr)]
     pub peer: Vec<Multiaddr>,
     /// Do not look for peers on the LAN by mDNS.
     #[arg(long)]

@@ -11,3 +11,10 @@ pub mod node;
 pub mod pair;
 pub mod peers;
 pub mod serve;
+
+/// Parses a `--peer` address (see [`crate::p2p::config::dialable`]).
+pub fn peer_addr(s: &str) -> Result<libp2p::Multiaddr, String> {
+    let addr: libp2p::Multiaddr = s.parse().map_err(|e| format!("{e}"))?;
+    crate::p2p::config::dialable(&addr)?;
+    Ok(addr)
+}

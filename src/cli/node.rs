@@ -33,7 +33,7 @@ pub struct NodeArgs {
     pub listen: Vec<Multiaddr>,
     /// Dial this peer and keep re-dialling it (repeatable), e.g.
     /// `/ip4/203.0.113.7/tcp/4001/p2p/12D3Koo…`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = super::peer_addr)]
     pub peer: Vec<Multiaddr>,
     /// Do not look for peers on the LAN by mDNS.
     #[arg(long)]

@@ -49,7 +49,7 @@ pub enum PeersCommand {
         #[arg(long, default_value_t = 3.0)]
         wait: f64,
         /// Also dial this address (repeatable).
-        #[arg(long, value_name = "MULTIADDR")]
+        #[arg(long, value_name = "MULTIADDR", value_parser = super::peer_addr)]
         peer: Vec<Multiaddr>,
         /// Do not look for peers on the LAN by mDNS.
         #[arg(long)]

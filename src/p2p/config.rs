@@ -90,3 +90,37 @@ impl Default for P2pConfig {
         }
     }
 }
+
+/// Checks that a peer address names where to dial: an empty multiaddr or a bare
+/// `/p2p/<id>` parses, but could never be dialled, and would be re-dialled in silence
+/// forever.
+pub fn dialable(addr: &Multiaddr) -> Result<(), String> {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(
+            Protocol::Ip4(_)
+            | Protocol::Ip6(_)
+            | Protocol::Dns(_)
+            | Protocol::Dns4(_)
+            | Protocol::Dns6(_),
+        ) => Ok(()),
+        _ => Err(format!(
+            "{addr:?} is not a peer address: it must start with /ip4, /ip6 or /dns, \
+             e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo…"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_must_name_a_host() {
+        assert!(dialable(&"/ip4/10.0.0.1/tcp/4001".parse().unwrap()).is_ok());
+        assert!(dialable(&"/dns4/cloud.example/udp/4001/quic-v1".parse().unwrap()).is_ok());
+        assert!(dialable(&Multiaddr::empty()).is_err());
+        let bare = "/p2p/12D3KooWEpUZRwhvHJt7rYRM7rNtGXrwcnx84UxC9f3bokuhJ12f";
+        assert!(dialable(&bare.parse().unwrap()).is_err());
+    }
+}
