@@ -6,7 +6,7 @@
 //! difference over WebDAV:
 //!
 //! ```text
-//!   tree vs mirror ─▶ plan: DELETE … ─▶ MOVE … ─▶ MKCOL / PUT in path order (parents first)
+//!   tree vs mirror ─▶ plan: DELETE … ─▶ MKCOL / MOVE / PUT in path order (parents first)
 //!                              │             │                 │
 //!                              └──── each checks Nextcloud first (PROPFIND) ────┘
 //! ```
@@ -150,9 +150,15 @@ fn relative(path: &str, root: &str) -> String {
     path[root.len()..].to_owned()
 }
 
-/// The steps that make Nextcloud (`held`) hold `tree`: deletions, then moves, then folders
-/// and files in path order (parents first).
-pub(crate) fn plan(held: &BTreeMap<String, Held>, tree: &Tree) -> Vec<Step> {
+/// The steps that make Nextcloud (`held`) hold `tree`: deletions, then folders, moves and
+/// files in path order (parents first). A path that disappeared and one that appeared with
+/// the same contents are one move when `renamed` says the item got there by a `Rename`
+/// (a Delete and a Put of the same bytes stay a Delete and a Put: another file).
+pub(crate) fn plan(
+    held: &BTreeMap<String, Held>,
+    tree: &Tree,
+    renamed: impl Fn(&TreeItem) -> bool,
+) -> Vec<Step> {
     let kind_differs = |h: &Held, item: &TreeItem| {
         matches!(
             (h, item),
@@ -164,12 +170,14 @@ pub(crate) fn plan(held: &BTreeMap<String, Held>, tree: &Tree) -> Vec<Step> {
             .filter(|(p, h)| tree.items.get(*p).is_none_or(|item| kind_differs(h, item)))
             .map(|(p, _)| p.clone()),
     );
-    let added = topmost(
-        tree.items
-            .iter()
-            .filter(|(p, item)| held.get(*p).is_none_or(|h| kind_differs(h, item)))
-            .map(|(p, _)| p.clone()),
-    );
+    // Every path Nextcloud lacks is a possible move target, not only the topmost: a file
+    // moved into a new folder is a MOVE after the folder's MKCOL.
+    let added: Vec<&String> = tree
+        .items
+        .iter()
+        .filter(|(p, item)| held.get(*p).is_none_or(|h| kind_differs(h, item)))
+        .map(|(p, _)| p)
+        .collect();
     let held_signature = |root: &str| -> Signature {
         held.range(root.to_owned()..)
             .take_while(|(p, _)| p.starts_with(root))
@@ -201,21 +209,28 @@ pub(crate) fn plan(held: &BTreeMap<String, Held>, tree: &Tree) -> Vec<Step> {
                 .push(r.clone());
         }
     }
-    let mut moves = Vec::new();
+    let mut moves: HashMap<String, String> = HashMap::new();
     let mut moved_from = HashSet::new();
-    let mut moved_to = Vec::new();
-    for a in &added {
-        // A path Nextcloud holds already (as another kind) must be deleted first.
-        if held.contains_key(a) {
+    let mut moved_to: Vec<String> = Vec::new();
+    for a in added {
+        if sources.values().all(Vec::is_empty) {
+            break;
+        }
+        // A path Nextcloud holds already (as another kind) must be deleted first; a path
+        // below a move's target arrives with it.
+        if held.contains_key(a) || moved_to.iter().any(|to| within(a, to)) {
             continue;
         }
-        if let Some(from) = sources.get_mut(&tree_signature(a)).and_then(Vec::pop) {
+        let Some(candidates) = sources.get_mut(&tree_signature(a)) else {
+            continue;
+        };
+        if candidates.is_empty() || !tree.items.get(a).is_some_and(&renamed) {
+            continue;
+        }
+        if let Some(from) = candidates.pop() {
             moved_from.insert(from.clone());
             moved_to.push(a.clone());
-            moves.push(Step::Move {
-                from,
-                to: a.clone(),
-            });
+            moves.insert(a.clone(), from);
         }
     }
     let mut steps: Vec<Step> = removed
@@ -223,8 +238,15 @@ pub(crate) fn plan(held: &BTreeMap<String, Held>, tree: &Tree) -> Vec<Step> {
         .filter(|r| !moved_from.contains(r))
         .map(Step::Delete)
         .collect();
-    steps.extend(moves);
+    // In path order, so every target's parent folder exists before it is used.
     for (path, item) in &tree.items {
+        if let Some(from) = moves.remove(path) {
+            steps.push(Step::Move {
+                from,
+                to: path.clone(),
+            });
+            continue;
+        }
         if moved_to.iter().any(|to| within(path, to)) {
             continue;
         }
@@ -342,7 +364,7 @@ impl Engine {
         for library in self.inner.libraries.list() {
             if self.inner.mirror.knows(&library.id) {
                 let tree = self.tree(&library.id)?;
-                pending += plan(&self.inner.mirror.items(&library.id), &tree).len();
+                pending += plan(&self.inner.mirror.items(&library.id), &tree, |_| false).len();
             }
         }
         Ok(pending)
@@ -362,7 +384,14 @@ impl Engine {
         let mut total = Outcome::default();
         for _ in 0..MAX_PASSES {
             let tree = self.tree(&library.id)?;
-            let steps = plan(&self.inner.mirror.items(&library.id), &tree);
+            let chain = &self.inner.chain;
+            let renamed = |item: &TreeItem| {
+                let entry = match item {
+                    TreeItem::File { entry, .. } | TreeItem::Dir { entry } => entry,
+                };
+                matches!(chain.entry(entry), Ok(Some((_, e))) if matches!(e.meta().op, Op::Rename { .. }))
+            };
+            let steps = plan(&self.inner.mirror.items(&library.id), &tree, renamed);
             if steps.is_empty() {
                 break;
             }
@@ -908,11 +937,11 @@ mod tests {
     #[test]
     fn nothing_to_do_when_nextcloud_holds_the_tree() {
         let t = tree(&[("a", dir()), ("a/x", file(1))]);
-        assert!(plan(&held(&t), &t).is_empty());
+        assert!(plan(&held(&t), &t, |_| true).is_empty());
     }
 
     #[test]
-    fn deletes_then_moves_then_adds_parents_first() {
+    fn deletes_first_then_folders_moves_and_files_parents_first() {
         let before = tree(&[
             ("a", dir()),
             ("a/x", file(1)),
@@ -926,11 +955,11 @@ mod tests {
             ("b/x", file(1)),
             ("n", dir()),
             ("n/m", dir()),
+            ("n/m/moved.txt", file(3)),
             ("n/m/new.txt", file(5)),
-            ("renamed.txt", file(3)),
             ("z", file(6)),
         ]);
-        let steps = plan(&held(&before), &after);
+        let steps = plan(&held(&before), &after, |_| true);
         assert_eq!(
             steps,
             vec![
@@ -939,12 +968,12 @@ mod tests {
                     from: "a".into(),
                     to: "b".into()
                 },
-                Step::Move {
-                    from: "old.txt".into(),
-                    to: "renamed.txt".into()
-                },
                 Step::Mkdir("n".into()),
                 Step::Mkdir("n/m".into()),
+                Step::Move {
+                    from: "old.txt".into(),
+                    to: "n/m/moved.txt".into()
+                },
                 Step::Put("n/m/new.txt".into()),
                 Step::Put("z".into()),
             ]
@@ -956,8 +985,18 @@ mod tests {
         let before = tree(&[("p", dir()), ("p/x", file(1))]);
         let after = tree(&[("p", file(2))]);
         assert_eq!(
-            plan(&held(&before), &after),
+            plan(&held(&before), &after, |_| true),
             vec![Step::Delete("p".into()), Step::Put("p".into())]
+        );
+    }
+
+    #[test]
+    fn the_same_bytes_elsewhere_without_a_rename_are_a_new_file() {
+        let before = tree(&[("a.txt", file(1))]);
+        let after = tree(&[("b.txt", file(1))]);
+        assert_eq!(
+            plan(&held(&before), &after, |_| false),
+            vec![Step::Delete("a.txt".into()), Step::Put("b.txt".into())]
         );
     }
 }
