@@ -1,13 +1,17 @@
 //! Reading the truth of one path over WebDAV and recording it in the chain.
 //!
 //! Events only say *where* to look. For each path the worker asks Nextcloud what is there
-//! now (PROPFIND), and records the difference with the library's current tree:
+//! now (PROPFIND), and records what changed since Nextcloud was last seen there (the
+//! [`mirror`](super::mirror)), unless the tree has it already:
 //!
-//! - gone → `Delete` (if the tree has it);
+//! - gone → `Delete`, only of what Nextcloud held as the tree has it. A path the tree has
+//!   from a peer and write-back has not written yet is pending, not deleted (so neither a
+//!   webhook nor a periodic scan deletes a peer's file before it reached Nextcloud);
 //! - a folder → `Mkdir` (if the tree lacks it), and a walk of its children when it may
 //!   have arrived with content (copy, restore, move into the library);
 //! - a file → download it as a stream into the content store; a `Put` only if its
-//!   content differs from the tree's version.
+//!   content differs from both the mirror's version (a pending write-back stays pending)
+//!   and the tree's.
 //!
 //! A rename whose source is gone and whose target exists becomes one `Rename`, so peers
 //! move the file instead of fetching it again. Looking before recording makes the

@@ -208,6 +208,9 @@ impl Engine {
             }),
         };
         for library in engine.inner.libraries.list() {
+            if !engine.inner.mirror.knows(&library.id) {
+                engine.adopt_tree(&library.id)?;
+            }
             engine.publish_library(&library);
         }
         tokio::spawn(worker::run(engine.clone()));

@@ -358,7 +358,17 @@ impl Engine {
         self.inner.writeback_wake.notify_one();
     }
 
-    /// Whether Nextcloud holds every library's tree (as far as the mirror knows).
+    /// A library created before write-back existed: Nextcloud is taken to hold its tree
+    /// (peers' entries pulled before then are not written back).
+    pub(crate) fn adopt_tree(&self, id: &LibraryId) -> Result<(), EngineError> {
+        let tree = self.tree(id)?;
+        self.inner.mirror.adopt(id, &tree)?;
+        tracing::info!(library = %id, "write-back starts from the library's current tree");
+        Ok(())
+    }
+
+    /// How many changes Nextcloud does not hold yet, over all libraries (as far as the
+    /// mirror knows).
     pub fn writeback_pending(&self) -> Result<usize, EngineError> {
         let mut pending = 0;
         for library in self.inner.libraries.list() {
@@ -372,13 +382,32 @@ impl Engine {
 
     /// Applies one library's tree to Nextcloud (see the module docs).
     pub(crate) async fn write_back(&self, library: &Library) -> Result<Outcome, EngineError> {
+        // Versions are fetched before the library is locked: a transfer may take long, and
+        // the library's webhooks must not wait for it.
+        let mut unavailable = HashSet::new();
+        if self.inner.mirror.knows(&library.id) {
+            let tree = self.tree(&library.id)?;
+            let wanted: HashSet<ContentId> =
+                plan(&self.inner.mirror.items(&library.id), &tree, |_| false)
+                    .iter()
+                    .filter_map(|step| match step {
+                        Step::Put(path) => match tree.items.get(path) {
+                            Some(TreeItem::File { content, .. }) => Some(*content),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+            for content in wanted {
+                if !self.ensure_local(library.id, content, true).await? {
+                    unavailable.insert(content);
+                }
+            }
+        }
         let lock_ = self.write_lock(&library.id);
         let _guard = lock_.lock().await;
         if !self.inner.mirror.knows(&library.id) {
-            // Created before write-back existed: Nextcloud is taken to hold the tree.
-            let tree = self.tree(&library.id)?;
-            self.inner.mirror.adopt(&library.id, &tree)?;
-            tracing::info!(library = %library.id, "write-back starts from the library's current tree");
+            self.adopt_tree(&library.id)?;
             return Ok(Outcome::default());
         }
         let mut total = Outcome::default();
@@ -397,7 +426,10 @@ impl Engine {
             }
             let mut pass = Outcome::default();
             for step in steps {
-                match self.apply(library, &tree, &step, &mut pass).await {
+                match self
+                    .apply(library, &tree, &step, &unavailable, &mut pass)
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if stops(&e) => {
                         total.appended += pass.appended;
@@ -429,6 +461,7 @@ impl Engine {
         library: &Library,
         tree: &Tree,
         step: &Step,
+        unavailable: &HashSet<ContentId>,
         out: &mut Outcome,
     ) -> Result<(), EngineError> {
         let id = library.id;
@@ -566,7 +599,8 @@ impl Engine {
                 else {
                     return Ok(());
                 };
-                let sha = match self.local_version(id, *content).await? {
+                let fetch = !unavailable.contains(content);
+                let sha = match self.local_version(id, *content, fetch).await? {
                     Some(sha) => sha,
                     None => {
                         out.waiting += 1;
@@ -775,43 +809,53 @@ impl Engine {
         Ok(n)
     }
 
-    /// Makes sure a version's blocks are here (fetching them from peers if needed); its
-    /// SHA-256, or `None` if it cannot be had now.
+    /// Whether a version's blocks are all here, after fetching them from peers if they are
+    /// not and `fetch` allows.
+    async fn ensure_local(
+        &self,
+        library: LibraryId,
+        content: ContentId,
+        fetch: bool,
+    ) -> Result<bool, EngineError> {
+        let store = self.inner.content.clone();
+        let id: ManifestId = content.into();
+        let complete = move || match store.missing_blocks(&id) {
+            Ok(missing) => Ok(missing.is_empty()),
+            Err(ContentError::ManifestNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
+        let here = tokio::task::spawn_blocking(complete.clone())
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        if here || !fetch {
+            return Ok(here);
+        }
+        let source = lock(&self.inner.content_source).clone();
+        let Some(source) = source else {
+            return Ok(false);
+        };
+        if let Err(e) = source.fetch(library, content).await {
+            tracing::info!(%library, content = %content.to_hex(), error = %e, "version not fetched yet; its write-back waits");
+            return Ok(false);
+        }
+        Ok(tokio::task::spawn_blocking(complete)
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))??)
+    }
+
+    /// Makes sure a version's blocks are here (fetching them if `fetch`); its SHA-256, or
+    /// `None` if it cannot be had now.
     async fn local_version(
         &self,
         library: LibraryId,
         content: ContentId,
+        fetch: bool,
     ) -> Result<Option<String>, EngineError> {
+        if !self.ensure_local(library, content, fetch).await? {
+            return Ok(None);
+        }
         let store = self.inner.content.clone();
         let id: ManifestId = content.into();
-        let complete = {
-            let store = store.clone();
-            move || match store.missing_blocks(&id) {
-                Ok(missing) => Ok(missing.is_empty()),
-                Err(ContentError::ManifestNotFound(_)) => Ok(false),
-                Err(e) => Err(e),
-            }
-        };
-        let check = complete.clone();
-        let here = tokio::task::spawn_blocking(check)
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??;
-        if !here {
-            let source = lock(&self.inner.content_source).clone();
-            let Some(source) = source else {
-                return Ok(None);
-            };
-            if let Err(e) = source.fetch(library, content).await {
-                tracing::info!(%library, content = %content.to_hex(), error = %e, "version not fetched yet; its write-back waits");
-                return Ok(None);
-            }
-            let here = tokio::task::spawn_blocking(complete)
-                .await
-                .map_err(|e| EngineError::Invalid(e.to_string()))??;
-            if !here {
-                return Ok(None);
-            }
-        }
         let sha = tokio::task::spawn_blocking(move || sha256_of(&store, &id))
             .await
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
