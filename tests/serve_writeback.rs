@@ -10,7 +10,8 @@
 //! - Nextcloud down (503): write-back waits, shows `retrying` in `/api/ingest`, then writes.
 //! - Without webhooks, periodic full scans record no Delete for a file that came from a
 //!   peer and is not written back yet (its blocks are nowhere to be had), while a file a
-//!   user deleted is recorded as deleted.
+//!   user deleted is recorded as deleted; a user's file where a peer's version waits keeps
+//!   both versions.
 
 mod support;
 
@@ -433,8 +434,39 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
     )
     .await;
     let tree = office.chain.tree(&lib).unwrap();
-    assert!(tree.items.contains_key("from-office/pending.txt"));
+    let Some(TreeItem::File { entry, .. }) = tree.items.get("from-office/pending.txt") else {
+        panic!("{tree:?}")
+    };
+    let (_, pending_entry) = office.chain.entry(entry).unwrap().unwrap();
     assert!(nc.file("alice", "Team/from-office/pending.txt").is_none());
+
+    // A user writes that path in Nextcloud while the peer's version still waits: the scan
+    // keeps both, Nextcloud's under the name, the peer's under its conflict name (still
+    // waiting for its blocks).
+    nc.user_put("alice", "Team/from-office/pending.txt", EDITED);
+    let edited = office.import(lib, EDITED);
+    let conflict = conflict_name(
+        "from-office/pending.txt",
+        pending_entry.meta().wall_ms,
+        &office.id.device_key(),
+    );
+    until("the office to learn both versions", || async {
+        (office.content_at(&lib, "from-office/pending.txt") == Some(edited)
+            && office.content_at(&lib, &conflict) == Some(nowhere))
+        .then_some(())
+    })
+    .await;
+    let status = until("write-back to wait for the conflict copy only", || async {
+        let status = exapp.api("/api/ingest", "admin").await;
+        (status["writeback_pending"] == 1 && status["counters"]["writeback_conflicts"] == 1)
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(status["writeback"]["waiting_for_content"], 1, "{status}");
+    assert_eq!(
+        bytes_of(&nc, "Team/from-office/pending.txt").as_deref(),
+        Some(EDITED)
+    );
 
     office.node.shutdown().await;
     exapp.stop();

@@ -337,6 +337,17 @@ impl Engine {
             )?;
             return Ok(None);
         }
+        // A peer's version waits to be written at this path, and a user wrote another one
+        // meanwhile: the two are concurrent, both are kept (Nextcloud's under the name).
+        if let Some(item @ TreeItem::File { .. }) = tree.items.get(rel) {
+            let pending = !held
+                .as_ref()
+                .is_some_and(|h| Held::File(h.clone()).same_as(item));
+            if pending {
+                self.keep_both(library, rel, content, entry, item).await?;
+                return Ok(None);
+            }
+        }
         Ok(Some(Op::Put {
             path: chain_path(rel)?,
             size: ingested.size,

@@ -18,12 +18,11 @@
 //!   but Nextcloud does not have yet is *pending*, not deleted: the mirror lacks it, so a
 //!   scan or a webhook that finds it missing records nothing (see [`super::ingest`]).
 //!
-//! It lives in memory and in the `nextcloud_mirror` table. Its commits are not fsync'd on
-//! their own (`Durability::None`): they become durable with the next fsync'd commit of the
-//! same database (a chain append or a queue change, which come right after). A mirror that
-//! lost its last rows in a crash only costs extra work, never a wrong write: write-back
-//! looks at Nextcloud before every write and takes a file that already holds the tree's
-//! version as done.
+//! It lives in memory and in the `nextcloud_mirror` table, committed durably right after
+//! the chain entry or the WebDAV write it follows. A crash between the two leaves the
+//! mirror one step behind, which costs extra work, never a wrong write: write-back looks at
+//! Nextcloud before every write and takes a file that already holds the tree's version as
+//! done.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -320,7 +319,7 @@ impl Mirror {
         Ok(())
     }
 
-    /// Applies changes in memory and in one (not fsync'd) transaction.
+    /// Applies changes in memory and in one durable transaction.
     fn commit(
         &self,
         lib: &LibraryId,
@@ -331,7 +330,7 @@ impl Mirror {
         }
         let mut map = self.lock();
         let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::None).map_err(storage)?;
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
         {
             let mut table = txn.open_table(MIRROR).map_err(storage)?;
             for (path, held) in &changes {
@@ -417,10 +416,6 @@ mod tests {
         );
         m.remove(&lib, "c").unwrap();
         m.set(&lib, "z", file(4)).unwrap();
-        // A later fsync'd commit makes the mirror's commits durable.
-        let mut txn = db.begin_write().unwrap();
-        txn.set_durability(Durability::Immediate).unwrap();
-        txn.commit().unwrap();
         drop(m);
         let again = Mirror::open(db).unwrap();
         assert!(again.knows(&lib));

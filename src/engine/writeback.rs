@@ -589,13 +589,14 @@ impl Engine {
                 out.progress += 1;
             }
             Step::Put(path) => {
-                let Some(TreeItem::File {
-                    size,
-                    mtime_ms,
-                    content,
-                    entry: writer,
-                    ..
-                }) = tree.items.get(path)
+                let Some(
+                    item @ TreeItem::File {
+                        size,
+                        mtime_ms,
+                        content,
+                        ..
+                    },
+                ) = tree.items.get(path)
                 else {
                     return Ok(());
                 };
@@ -654,11 +655,7 @@ impl Engine {
                         }
                         Found::Gone => {}
                         Found::Content(c) => {
-                            out.appended += self
-                                .keep_both(
-                                    library, path, c, &entry, *content, *size, *mtime_ms, writer,
-                                )
-                                .await?;
+                            out.appended += self.keep_both(library, path, c, &entry, item).await?;
                             out.progress += 1;
                             return Ok(());
                         }
@@ -760,20 +757,28 @@ impl Engine {
         Ok(self.inner.chain.len(&library.id)?.saturating_sub(before))
     }
 
-    /// Nextcloud's file changed while a peer wrote another version: records Nextcloud's
-    /// version at `path` and the peer's under its conflict name. Returns entries appended.
-    #[allow(clippy::too_many_arguments)]
-    async fn keep_both(
+    /// Nextcloud's file changed while a peer's version (`peer`, the tree's item at `path`)
+    /// waited to be written: records Nextcloud's version (`theirs`, read from `entry`) at
+    /// `path`, and the peer's under its conflict name, which write-back then writes. Used by
+    /// write-back and by ingest alike. Returns the entries appended.
+    pub(super) async fn keep_both(
         &self,
         library: &Library,
         path: &str,
         theirs: ContentId,
         entry: &DavEntry,
-        peer: ContentId,
-        size: u64,
-        mtime_ms: i64,
-        writer: &crate::chain::EntryHash,
+        peer: &TreeItem,
     ) -> Result<usize, EngineError> {
+        let TreeItem::File {
+            size,
+            mtime_ms,
+            content,
+            entry: writer,
+            ..
+        } = peer
+        else {
+            return Ok(0);
+        };
         let (wall_ms, author) = match self.inner.chain.entry(writer)? {
             Some((_, e)) => (e.meta().wall_ms, e.meta().author),
             None => (crate::chain::now_ms(), self.inner.identity.device_key()),
@@ -795,9 +800,9 @@ impl Engine {
         } else {
             ops.push(Op::Put {
                 path: chain_path(&conflict)?,
-                size,
-                mtime_ms,
-                content: peer,
+                size: *size,
+                mtime_ms: *mtime_ms,
+                content: *content,
                 nextcloud: None,
             });
         }
