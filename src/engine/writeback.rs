@@ -93,9 +93,12 @@ pub trait ContentSource: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum WritebackState {
-    /// Nextcloud holds every library's tree, except `waiting_for_content` versions whose
-    /// blocks could not be fetched yet.
-    Ok { waiting_for_content: u64 },
+    /// The last run wrote everything it could: `pending` changes remain, of which
+    /// `waiting_for_content` are versions whose blocks could not be fetched yet.
+    Ok {
+        pending: u64,
+        waiting_for_content: u64,
+    },
     /// Nextcloud failed (unreachable, 5xx, 423, 507); the write is retried.
     Retrying {
         since_ms: u64,
@@ -109,6 +112,7 @@ pub enum WritebackState {
 impl Default for WritebackState {
     fn default() -> Self {
         WritebackState::Ok {
+            pending: 0,
             waiting_for_content: 0,
         }
     }
@@ -267,6 +271,8 @@ pub(crate) struct Outcome {
     pub progress: usize,
     /// Versions whose blocks are not here and could not be fetched.
     pub waiting: usize,
+    /// Changes Nextcloud does not hold yet, after the run.
+    pub pending: usize,
     /// Entries appended (conflicts, users' edits that won).
     pub appended: usize,
 }
@@ -367,19 +373,6 @@ impl Engine {
         Ok(())
     }
 
-    /// How many changes Nextcloud does not hold yet, over all libraries (as far as the
-    /// mirror knows).
-    pub fn writeback_pending(&self) -> Result<usize, EngineError> {
-        let mut pending = 0;
-        for library in self.inner.libraries.list() {
-            if self.inner.mirror.knows(&library.id) {
-                let tree = self.tree(&library.id)?;
-                pending += plan(&self.inner.mirror.items(&library.id), &tree, |_| false).len();
-            }
-        }
-        Ok(pending)
-    }
-
     /// Applies one library's tree to Nextcloud (see the module docs).
     pub(crate) async fn write_back(&self, library: &Library) -> Result<Outcome, EngineError> {
         // Versions are fetched before the library is locked: a transfer may take long, and
@@ -411,7 +404,8 @@ impl Engine {
             return Ok(Outcome::default());
         }
         let mut total = Outcome::default();
-        for _ in 0..MAX_PASSES {
+        let mut passes = 0;
+        loop {
             let tree = self.tree(&library.id)?;
             let chain = &self.inner.chain;
             let renamed = |item: &TreeItem| {
@@ -421,9 +415,11 @@ impl Engine {
                 matches!(chain.entry(entry), Ok(Some((_, e))) if matches!(e.meta().op, Op::Rename { .. }))
             };
             let steps = plan(&self.inner.mirror.items(&library.id), &tree, renamed);
-            if steps.is_empty() {
+            total.pending = steps.len();
+            if steps.is_empty() || passes == MAX_PASSES {
                 break;
             }
+            passes += 1;
             let mut pass = Outcome::default();
             for step in steps {
                 match self
@@ -888,10 +884,14 @@ pub(crate) async fn run(engine: Engine) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let mut waiting = 0u64;
+        let mut pending = 0u64;
         let mut failure = None;
         for library in engine.inner.libraries.list() {
             match engine.write_back(&library).await {
-                Ok(outcome) => waiting += outcome.waiting as u64,
+                Ok(outcome) => {
+                    waiting += outcome.waiting as u64;
+                    pending += outcome.pending as u64;
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -903,6 +903,7 @@ pub(crate) async fn run(engine: Engine) {
             None => {
                 backoff = FIRST_BACKOFF;
                 *lock(&engine.inner.status.writeback) = WritebackState::Ok {
+                    pending,
                     waiting_for_content: waiting,
                 };
                 if waiting > 0 {
