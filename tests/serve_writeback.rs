@@ -8,6 +8,8 @@
 //! - A file a user edits in Nextcloud while the office writes it is not overwritten: both
 //!   versions are kept, the office's under its conflict name, and the chain says so.
 //! - Nextcloud down (503): write-back waits, shows `retrying` in `/api/ingest`, then writes.
+//! - A folder the office deletes after a user added a file to it loses only what the office
+//!   saw.
 //! - Without webhooks, periodic full scans record no Delete for a file that came from a
 //!   peer and is not written back yet (its blocks are nowhere to be had), while a file a
 //!   user deleted is recorded as deleted; a user's file where a peer's version waits keeps
@@ -366,6 +368,29 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
         (status["writeback"]["state"] == "ok" && status["writeback"]["pending"] == 0).then_some(())
     })
     .await;
+
+    // The office deletes a folder a user has just added a file to: only what the office
+    // saw goes, the user's file stays, and the chain learns it.
+    nc.user_put("alice", "Team/docs/added.txt", ALPHA);
+    office
+        .append(lib, vec![Op::Delete { path: path("docs") }])
+        .await;
+    until("the office's files in docs to go", || async {
+        (nc.file("alice", "Team/docs/b.txt").is_none()
+            && nc.file("alice", "Team/docs/copy.txt").is_none()
+            && nc.file("alice", &format!("Team/{conflict}")).is_none())
+        .then_some(())
+    })
+    .await;
+    until("the office to learn the user's file", || async {
+        (office.content_at(&lib, "docs/added.txt") == Some(alpha)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        bytes_of(&nc, "Team/docs/added.txt").as_deref(),
+        Some(ALPHA),
+        "the user's file stays"
+    );
 
     office.node.shutdown().await;
     exapp.stop();

@@ -64,7 +64,7 @@ fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
 }
 
 /// The library path of a PROPFIND href, if it lies in the library.
-fn href_to_rel(library: &Library, href: &str) -> Option<String> {
+pub(super) fn href_to_rel(library: &Library, href: &str) -> Option<String> {
     let below = href.split_once("/remote.php/dav/files/")?.1;
     let (_uid, user_path) = below.split_once('/').unwrap_or((below, ""));
     let user_path = user_path.trim_end_matches('/');

@@ -463,46 +463,7 @@ impl Engine {
         let id = library.id;
         let mirror = &self.inner.mirror;
         match step {
-            Step::Delete(path) => {
-                let held = mirror.get(&id, path);
-                match self.stat(library, path).await? {
-                    None => {}
-                    Some(entry) if entry.is_dir => {
-                        self.inner
-                            .dav
-                            .delete(&library.uid, &library.user_path(path))
-                            .await
-                            .or_else(not_found_ok)?;
-                    }
-                    Some(entry) => {
-                        let known = held.as_ref().and_then(|h| match h {
-                            Held::File(f) => Some(f),
-                            Held::Dir => None,
-                        });
-                        match self.found(library, path, &entry, known).await? {
-                            Found::Content(c) if known.is_some_and(|k| k.content == c) => {
-                                self.inner
-                                    .dav
-                                    .delete(&library.uid, &library.user_path(path))
-                                    .await
-                                    .or_else(not_found_ok)?;
-                            }
-                            Found::Gone => {}
-                            Found::Content(_) => {
-                                // A user's edit of a file a peer deleted: the edit wins.
-                                tracing::info!(library = %id, %path, "changed in Nextcloud since a peer deleted it; keeping it");
-                                mirror.remove(&id, path)?;
-                                out.appended += self.record_nextcloud(library, path).await?;
-                                out.progress += 1;
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                mirror.remove(&id, path)?;
-                Counters::add(&self.inner.counters.written, 1);
-                out.progress += 1;
-            }
+            Step::Delete(path) => self.delete(library, path, out).await?,
             Step::Move { from, to } => {
                 let held = mirror.get(&id, from);
                 let Some(entry) = self.stat(library, from).await? else {
@@ -699,6 +660,135 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Deletes `path` in Nextcloud if it still holds what the mirror says; otherwise what a
+    /// user changed there wins and is recorded.
+    async fn delete(
+        &self,
+        library: &Library,
+        path: &str,
+        out: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let id = library.id;
+        let mirror = &self.inner.mirror;
+        match (self.stat(library, path).await?, mirror.get(&id, path)) {
+            (None, _) => {}
+            (Some(entry), Some(Held::Dir)) if entry.is_dir => {
+                if self.added_below(library, path).await? {
+                    // Users added to the folder since: delete only what the mirror knows,
+                    // file by file, each checked, and record what is left.
+                    tracing::info!(library = %id, %path, "a peer deleted a folder users added to; deleting only what the peer saw");
+                    for (p, held) in mirror.subtree(&id, path) {
+                        if let (Held::File(_), Some(entry)) = (&held, self.stat(library, &p).await?)
+                        {
+                            if !entry.is_dir {
+                                self.delete_file(library, &p, &entry, out).await?;
+                            }
+                        }
+                    }
+                    mirror.remove(&id, path)?;
+                    out.appended += self.record_nextcloud(library, path).await?;
+                    out.progress += 1;
+                    return Ok(());
+                }
+                self.inner
+                    .dav
+                    .delete(&library.uid, &library.user_path(path))
+                    .await
+                    .or_else(not_found_ok)?;
+            }
+            (Some(entry), _) if entry.is_dir => {
+                // A folder where Nextcloud had a file: a user's, recorded.
+                mirror.remove(&id, path)?;
+                out.appended += self.record_nextcloud(library, path).await?;
+                out.progress += 1;
+                return Ok(());
+            }
+            (Some(entry), _) => {
+                self.delete_file(library, path, &entry, out).await?;
+                return Ok(());
+            }
+        }
+        mirror.remove(&id, path)?;
+        Counters::add(&self.inner.counters.written, 1);
+        out.progress += 1;
+        Ok(())
+    }
+
+    /// Deletes the file `entry` at `path` if it is still the mirror's version (by content);
+    /// a user's edit of a file a peer deleted wins instead, and is recorded.
+    async fn delete_file(
+        &self,
+        library: &Library,
+        path: &str,
+        entry: &DavEntry,
+        out: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let id = library.id;
+        let mirror = &self.inner.mirror;
+        let known = match mirror.get(&id, path) {
+            Some(Held::File(f)) => Some(f),
+            _ => None,
+        };
+        match self.found(library, path, entry, known.as_ref()).await? {
+            Found::Content(c) if known.as_ref().is_some_and(|k| k.content == c) => {
+                self.inner
+                    .dav
+                    .delete(&library.uid, &library.user_path(path))
+                    .await
+                    .or_else(not_found_ok)?;
+                Counters::add(&self.inner.counters.written, 1);
+            }
+            Found::Gone => {}
+            Found::Content(_) => {
+                tracing::info!(library = %id, %path, "changed in Nextcloud since a peer deleted it; keeping it");
+                mirror.remove(&id, path)?;
+                out.appended += self.record_nextcloud(library, path).await?;
+                out.progress += 1;
+                return Ok(());
+            }
+        }
+        mirror.remove(&id, path)?;
+        out.progress += 1;
+        Ok(())
+    }
+
+    /// Whether Nextcloud holds anything below the folder `path` that the mirror does not
+    /// know (a user added it).
+    async fn added_below(&self, library: &Library, path: &str) -> Result<bool, EngineError> {
+        let mut folders = vec![path.to_owned()];
+        while let Some(folder) = folders.pop() {
+            let listing = match self
+                .inner
+                .dav
+                .propfind(
+                    &library.uid,
+                    &library.user_path(&folder),
+                    crate::appapi::webdav::Depth::One,
+                )
+                .await
+            {
+                Ok(l) => l,
+                Err(DavError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in listing {
+                let Some(child) = super::ingest::href_to_rel(library, &entry.href) else {
+                    continue;
+                };
+                if child == folder {
+                    continue;
+                }
+                match self.inner.mirror.get(&library.id, &child) {
+                    None => return Ok(true),
+                    Some(Held::Dir) if entry.is_dir => folders.push(child),
+                    Some(Held::File(_)) if !entry.is_dir => {}
+                    Some(_) => return Ok(true),
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// A parent folder Nextcloud lacks though the mirror has it: forget it, so the next pass
