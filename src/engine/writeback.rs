@@ -32,7 +32,11 @@
 //! peer's version is recorded under its conflict name,
 //! `name.sync-conflict-<date>-<device>.ext` (date and device of the peer's entry, see
 //! [`crate::chain::conflict_name`]), then written there. A user's edit of a file a peer
-//! deleted wins the same way: the file stays, and its new version is recorded.
+//! deleted wins the same way: the file stays, and its new version is recorded. A folder a
+//! peer deleted is deleted whole only if Nextcloud holds nothing below it that the mirror
+//! does not know; otherwise only the files the mirror knows go (each checked as above),
+//! and what users added stays and is recorded. Ingest applies the same rule from its side:
+//! a user's file where a peer's version waits keeps both (see [`super::ingest`]).
 //!
 //! # Echoes
 //!
