@@ -2,8 +2,8 @@
 //!
 //! Ingest turns Nextcloud's changes into chain entries; write-back is the other direction
 //! (design.md, "Nextcloud integration"). After peers' entries arrive, the library's folded
-//! tree differs from what Nextcloud holds (the [`Mirror`](super::mirror::Mirror)); write-back applies the
-//! difference over WebDAV:
+//! tree differs from what Nextcloud holds (the [`Mirror`](super::mirror::Mirror));
+//! write-back applies the difference over WebDAV:
 //!
 //! ```text
 //!   tree vs mirror ─▶ plan: DELETE … ─▶ MKCOL / MOVE / PUT in path order (parents first)
