@@ -411,13 +411,7 @@ impl Engine {
         let mut passes = 0;
         loop {
             let tree = self.tree(&library.id)?;
-            let chain = &self.inner.chain;
-            let renamed = |item: &TreeItem| {
-                let entry = match item {
-                    TreeItem::File { entry, .. } | TreeItem::Dir { entry } => entry,
-                };
-                matches!(chain.entry(entry), Ok(Some((_, e))) if matches!(e.meta().op, Op::Rename { .. }))
-            };
+            let renamed = |item: &TreeItem| self.renamed_here(item);
             let steps = plan(&self.inner.mirror.items(&library.id), &tree, renamed);
             total.pending = steps.len();
             if steps.is_empty() || passes == MAX_PASSES {
@@ -793,6 +787,17 @@ impl Engine {
             }
         }
         Ok(false)
+    }
+
+    /// Whether the tree's item got where it is by a `Rename` (its last entry).
+    fn renamed_here(&self, item: &TreeItem) -> bool {
+        let entry = match item {
+            TreeItem::File { entry, .. } | TreeItem::Dir { entry } => entry,
+        };
+        match self.inner.chain.entry(entry) {
+            Ok(Some((_, e))) => matches!(e.meta().op, Op::Rename { .. }),
+            _ => false,
+        }
     }
 
     /// A parent folder Nextcloud lacks though the mirror has it: forget it, so the next pass
