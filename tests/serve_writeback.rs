@@ -8,6 +8,8 @@
 //! - A file a user edits in Nextcloud while the office writes it is not overwritten: both
 //!   versions are kept, the office's under its conflict name, and the chain says so.
 //! - Nextcloud down (503): write-back waits, shows `retrying` in `/api/ingest`, then writes.
+//! - Nextcloud refusing serve's secret (401): one try, then a pause that pulls do not end;
+//!   AppAPI's next enable resumes it.
 //! - A folder the office deletes after a user added a file to it loses only what the office
 //!   saw.
 //! - Without webhooks, periodic full scans record no Delete for a file that came from a
@@ -366,6 +368,54 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     until("write-back to be ok again", || async {
         let status = exapp.api("/api/ingest", "admin").await;
         (status["writeback"]["state"] == "ok" && status["writeback"]["pending"] == 0).then_some(())
+    })
+    .await;
+
+    // Nextcloud refuses serve's secret (401): write-back tries once, says so, and does not
+    // try again when more entries arrive (each try counts toward Nextcloud's brute-force
+    // lock-out); AppAPI enabling the app again resumes it.
+    let secret = nc.app("harpbridge").unwrap().secret;
+    nc.state().apps.get_mut("harpbridge").unwrap().secret = "not-the-secret".into();
+    nc.clear_traffic();
+    office
+        .append(
+            lib,
+            vec![Op::Mkdir {
+                path: path("refused"),
+            }],
+        )
+        .await;
+    let refused = until("write-back to report the refused secret", || async {
+        let status = exapp.api("/api/ingest", "admin").await;
+        (status["writeback"]["state"] == "unauthorized").then_some(status)
+    })
+    .await;
+    assert!(
+        refused["writeback"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")),
+        "{refused}"
+    );
+    office
+        .append(
+            lib,
+            vec![Op::Mkdir {
+                path: path("refused-too"),
+            }],
+        )
+        .await;
+    pulled(&exapp, &office, &lib).await;
+    // Longer than write-back's first backoffs (0.5 s, then 1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tries = nc.received_matching("/remote.php/dav/");
+    assert_eq!(tries.len(), 1, "one try, then a pause: {tries:?}");
+    assert_eq!(tries[0].status, 401);
+    nc.state().apps.get_mut("harpbridge").unwrap().secret = secret;
+    assert!(nc.appapi_enable("harpbridge").await);
+    until("write-back to resume after the enable", || async {
+        (nc.file("alice", "Team/refused").is_some()
+            && nc.file("alice", "Team/refused-too").is_some())
+        .then_some(())
     })
     .await;
 

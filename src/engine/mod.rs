@@ -135,6 +135,8 @@ struct Inner {
     mirror: Mirror,
     /// Wakes the write-back task.
     writeback_wake: tokio::sync::Notify,
+    /// How many times AppAPI enabled the app since start: ends write-back's pause after a 401.
+    enables: tokio::sync::watch::Sender<u64>,
     /// Where write-back fetches versions it lacks (the swarm, once it runs).
     content_source: Mutex<Option<Arc<dyn ContentSource>>>,
 }
@@ -204,6 +206,7 @@ impl Engine {
                 names: Mutex::new(HashMap::new()),
                 mirror,
                 writeback_wake: tokio::sync::Notify::new(),
+                enables: tokio::sync::watch::Sender::new(0),
                 content_source: Mutex::new(None),
             }),
         };
@@ -307,6 +310,9 @@ impl Engine {
         };
         *lock(&self.inner.status.webhooks) = state;
         self.inner.queue.wake();
+        // An enable is the admin's "try Nextcloud again" after a refused secret.
+        self.inner.enables.send_modify(|n| *n += 1);
+        self.wake_writeback();
     }
 
     /// Removes our webhooks (on disable).

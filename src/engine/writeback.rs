@@ -48,8 +48,9 @@
 //!
 //! Nextcloud unreachable or failing (5xx, 423 locked, 507 full): the pass stops, the state
 //! shows in `GET /api/ingest` (`writeback`), and the task retries with backoff (0.5 s
-//! doubling to 60 s), like the ingest worker. A 401 pauses write-back for 10 minutes
-//! (never a loop toward Nextcloud's brute-force lock-out). A version whose blocks no peer
+//! doubling to 60 s), like the ingest worker. A 401 pauses write-back for 10 minutes or
+//! until AppAPI enables the app again (never a loop toward Nextcloud's brute-force
+//! lock-out; peers' pulls do not end the pause). A version whose blocks no peer
 //! can send yet stays pending (counted as `waiting_for_content`) and is tried again on the
 //! next pull and every minute.
 
@@ -981,7 +982,9 @@ fn not_found_ok(e: DavError) -> Result<(), DavError> {
 /// with backoff while Nextcloud fails.
 pub(crate) async fn run(engine: Engine) {
     let mut backoff = FIRST_BACKOFF;
+    let mut enables = engine.inner.enables.subscribe();
     loop {
+        enables.borrow_and_update();
         let mut waiting = 0u64;
         let mut pending = 0u64;
         let mut failure = None;
@@ -1012,12 +1015,16 @@ pub(crate) async fn run(engine: Engine) {
                 }
             }
             Some(EngineError::Dav(DavError::Unauthorized)) => {
-                tracing::error!("Nextcloud refused harpbridge's credentials; write-back paused (check APP_SECRET, and the brute-force lock-out)");
+                tracing::error!("Nextcloud refused harpbridge's credentials; write-back paused for 10 minutes or until the next enable (check APP_SECRET, and the brute-force lock-out)");
                 *lock(&engine.inner.status.writeback) = WritebackState::Unauthorized {
                     since_ms: now,
                     error: DavError::Unauthorized.to_string(),
                 };
-                Some(UNAUTHORIZED_PAUSE)
+                // Pulls do not end this pause (each try could count toward Nextcloud's
+                // lock-out); only time or AppAPI enabling the app again (since this run
+                // started) does.
+                let _ = tokio::time::timeout(UNAUTHORIZED_PAUSE, enables.changed()).await;
+                continue;
             }
             Some(e) => {
                 Counters::add(&engine.inner.counters.writeback_retries, 1);
