@@ -18,13 +18,17 @@
 //!   but Nextcloud does not have yet is *pending*, not deleted: the mirror lacks it, so a
 //!   scan or a webhook that finds it missing records nothing (see [`super::ingest`]).
 //!
-//! It lives in memory and in the `nextcloud_mirror` table, committed durably right after
-//! the chain entry or the WebDAV write it follows. A crash between the two leaves the
-//! mirror one step behind, which costs extra work, never a wrong write: write-back looks at
+//! It lives in memory and in the `nextcloud_mirror` table. Its commits are not fsync'd on
+//! their own (`Durability::None`, so async code never waits for a disk flush): they become
+//! durable with the next fsync'd commit of the same database, which comes right after (the
+//! event leaving the queue, the next chain entry). A mirror that lost its last rows in a
+//! crash costs extra work, never a lost or overwritten version: write-back looks at
 //! Nextcloud before every write and takes a file that already holds the tree's version as
-//! done.
+//! done, and ingest records nothing for a file equal to the tree's version. (The one visible
+//! trace: if a user then edits a file whose row was lost, the version before the edit is
+//! kept once more as a conflict copy.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -279,8 +283,20 @@ impl Mirror {
         self.commit(lib, changes)
     }
 
-    /// Ingest recorded these operations: Nextcloud holds what they say.
+    /// Ingest recorded these operations: Nextcloud holds what they say. One transaction
+    /// for all of them (a scan records hundreds at once).
     pub fn record(&self, lib: &LibraryId, ops: &[Op]) -> Result<(), MirrorError> {
+        let mut map = self.lock();
+        let items = map.entry(*lib).or_default();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let below = |items: &Items, root: &str| -> Vec<String> {
+            items
+                .range(root.to_owned()..)
+                .take_while(|(p, _)| p.starts_with(root))
+                .filter(|(p, _)| !p.is_empty() && within(p, root))
+                .map(|(p, _)| p.clone())
+                .collect()
+        };
         for op in ops {
             match op {
                 Op::Put {
@@ -296,15 +312,45 @@ impl Mirror {
                         sha256: None,
                         nextcloud: nextcloud.clone(),
                     });
-                    self.set(lib, path.as_str(), held)?;
+                    items.insert(path.as_str().to_owned(), held);
+                    touched.insert(path.as_str().to_owned());
                 }
-                Op::Mkdir { path } => self.set(lib, path.as_str(), Held::Dir)?,
-                Op::Delete { path } => self.remove(lib, path.as_str())?,
-                Op::Rename { from, to } => self.rename(lib, from.as_str(), to.as_str())?,
+                Op::Mkdir { path } => {
+                    items.insert(path.as_str().to_owned(), Held::Dir);
+                    touched.insert(path.as_str().to_owned());
+                }
+                Op::Delete { path } => {
+                    for p in below(items, path.as_str()) {
+                        items.remove(&p);
+                        touched.insert(p);
+                    }
+                }
+                Op::Rename { from, to } => {
+                    let (from, to) = (from.as_str(), to.as_str());
+                    for p in below(items, to) {
+                        items.remove(&p);
+                        touched.insert(p);
+                    }
+                    for p in below(items, from) {
+                        if let Some(held) = items.remove(&p) {
+                            let moved = format!("{to}{}", &p[from.len()..]);
+                            items.insert(moved.clone(), held);
+                            touched.insert(moved);
+                        }
+                        touched.insert(p);
+                    }
+                }
                 _ => {}
             }
         }
-        Ok(())
+        let changes: Vec<(String, Option<Held>)> = touched
+            .into_iter()
+            .map(|p| {
+                let held = items.get(&p).cloned();
+                (p, held)
+            })
+            .collect();
+        self.persist(lib, &changes)
     }
 
     /// Forgets a library.
@@ -319,7 +365,7 @@ impl Mirror {
         Ok(())
     }
 
-    /// Applies changes in memory and in one durable transaction.
+    /// Applies changes in memory and in one transaction.
     fn commit(
         &self,
         lib: &LibraryId,
@@ -329,11 +375,36 @@ impl Mirror {
             return Ok(());
         }
         let mut map = self.lock();
+        let items = map.entry(*lib).or_default();
+        for (path, held) in &changes {
+            match held {
+                Some(held) => {
+                    items.insert(path.clone(), held.clone());
+                }
+                None => {
+                    items.remove(path);
+                }
+            }
+        }
+        self.persist(lib, &changes)
+    }
+
+    /// Writes changes in one transaction, durable with the database's next fsync'd commit
+    /// (the caller holds the map's lock, so commits reach the table in the order they
+    /// changed the map).
+    fn persist(
+        &self,
+        lib: &LibraryId,
+        changes: &[(String, Option<Held>)],
+    ) -> Result<(), MirrorError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::Immediate).map_err(storage)?;
+        txn.set_durability(Durability::None).map_err(storage)?;
         {
             let mut table = txn.open_table(MIRROR).map_err(storage)?;
-            for (path, held) in &changes {
+            for (path, held) in changes {
                 match held {
                     Some(held) => {
                         let bytes = serde_json::to_vec(&Row::of(held)).map_err(storage)?;
@@ -347,19 +418,7 @@ impl Mirror {
                 }
             }
         }
-        txn.commit().map_err(storage)?;
-        let items = map.entry(*lib).or_default();
-        for (path, held) in changes {
-            match held {
-                Some(held) => {
-                    items.insert(path, held);
-                }
-                None => {
-                    items.remove(&path);
-                }
-            }
-        }
-        Ok(())
+        txn.commit().map_err(storage)
     }
 }
 
@@ -416,6 +475,10 @@ mod tests {
         );
         m.remove(&lib, "c").unwrap();
         m.set(&lib, "z", file(4)).unwrap();
+        // A later fsync'd commit makes the mirror's commits durable.
+        let mut txn = db.begin_write().unwrap();
+        txn.set_durability(Durability::Immediate).unwrap();
+        txn.commit().unwrap();
         drop(m);
         let again = Mirror::open(db).unwrap();
         assert!(again.knows(&lib));
