@@ -54,8 +54,8 @@
 //! can send yet stays pending (counted as `waiting_for_content`) and is tried again on the
 //! next pull and every minute.
 //!
-//! - [`plan`]: the steps that make Nextcloud hold the tree (pure, unit-tested).
-//! - [`apply`]: each step over WebDAV, with the checks above.
+//! - `plan.rs`: the steps that make Nextcloud hold the tree (pure, unit-tested).
+//! - `apply.rs`: each step over WebDAV, with the checks above.
 //! - this file: the task, its state and backoff, and one library's run.
 
 mod apply;
