@@ -51,7 +51,7 @@ impl Read for Prng {
         let n = (buf.len() as u64).min(self.left) as usize;
         let mut out = &mut buf[..n];
         // Unaligned head, whole words, tail.
-        while !out.is_empty() && self.pos % 8 != 0 {
+        while !out.is_empty() && !self.pos.is_multiple_of(8) {
             out[0] = self.word(self.pos / 8).to_le_bytes()[(self.pos % 8) as usize];
             out = &mut out[1..];
             self.pos += 1;

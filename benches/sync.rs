@@ -114,7 +114,10 @@ async fn main() {
         mdns: false,
         ..P2pConfig::default()
     };
-    if let Some(b) = std::env::var("HB_SYNC_BATCH").ok().and_then(|v| v.parse().ok()) {
+    if let Some(b) = std::env::var("HB_SYNC_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         config.sync_batch = b;
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -35,6 +35,10 @@ enum Command {
     Peers(cli::peers::PeersArgs),
     /// Pair a device: make it a member of this device's libraries (offline, on a data dir).
     Pair(cli::pair::PairArgs),
+    /// Seed a library from a local folder: `--library new` (or an id) and a PATH.
+    Import(cli::import::ImportArgs),
+    /// Run as an office cache: keep every library's chain and prefetch its current content.
+    Cache(cli::cache::CacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +52,7 @@ fn main() -> ExitCode {
         Command::Peers(args) => cli::peers::run(args),
         Command::Pair(args) => cli::pair::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
+        Command::Import(args) => cli::import::run(args),
+        Command::Cache(args) => cli::cache::run(args),
     }
 }

@@ -2,21 +2,27 @@
 //!
 //! - `peers list [--wait 3] [--peer MULTIADDR]…`: starts the swarm for a few seconds (mDNS,
 //!   and the given addresses), then prints every peer it met: trusted (a member of one of
-//!   our libraries) or only discovered, LAN or WAN, round trip, addresses. It opens the data
-//!   directory's database, so it cannot run beside a `node` or `serve` on the same one.
+//!   our libraries) or only discovered, LAN or WAN, round trip, block bytes received from
+//!   and sent to it, addresses. It opens the data directory's database, so it cannot run
+//!   beside a `node`, `cache` or `serve` on the same one; a running `cache` keeps its own
+//!   peer list (with the bytes moved since it started) in `<data dir>/peers.json`
+//!   ([`SNAPSHOT_FILE`], rewritten every few seconds), and `peers list` prints that one when
+//!   the database is in use.
 //! - `peers add --library L PEER_ID [--name N]`: pairs a device with one library; the same
 //!   as `harpbridge pair` (see [`super::pair`]), kept under its first name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
 
 use crate::chain::LibraryId;
-use crate::p2p::{Node, P2pConfig};
+use crate::db::DbError;
+use crate::p2p::{Node, P2pConfig, PeerInfo};
 
 /// Arguments of `harpbridge peers`.
 #[derive(Debug, Args)]
@@ -97,7 +103,11 @@ async fn list(
     peers: Vec<Multiaddr>,
     no_mdns: bool,
 ) -> anyhow::Result<()> {
-    let (id, chain, content) = super::node::open(data_dir)?;
+    let (id, chain, content) = match super::node::open(data_dir) {
+        Ok(opened) => opened,
+        Err(e) if in_use(&e) => return list_snapshot(data_dir, e),
+        Err(e) => return Err(e),
+    };
     let config = P2pConfig {
         peers,
         mdns: !no_mdns,
@@ -110,29 +120,150 @@ async fn list(
     if peers.is_empty() {
         println!("no peers found");
     }
-    for p in peers {
-        let rtt = p
-            .rtt
-            .map(|d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+    for p in &peers {
+        println!("{}", PeerRow::from(p));
+    }
+    Ok(())
+}
+
+/// The database is held by another process (a running `cache`, `node` or `serve`).
+fn in_use(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<DbError>(),
+        Some(DbError::Open {
+            source: redb::DatabaseError::DatabaseAlreadyOpen,
+            ..
+        })
+    )
+}
+
+/// Prints the peers a running `cache` last wrote to [`SNAPSHOT_FILE`], or fails with
+/// `opening` (why the database could not be opened) when there is none.
+fn list_snapshot(data_dir: &Path, opening: anyhow::Error) -> anyhow::Result<()> {
+    let path = data_dir.join(SNAPSHOT_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Err(opening.context(
+            "the data directory is in use by a running harpbridge, which keeps no peer list",
+        ));
+    };
+    if bytes.len() > MAX_SNAPSHOT_LEN {
+        bail!("{} is larger than {MAX_SNAPSHOT_LEN} bytes", path.display());
+    }
+    let snapshot: Snapshot =
+        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    let age = crate::chain::now_ms().saturating_sub(snapshot.written_ms);
+    println!(
+        "the data directory is in use by a running harpbridge cache ({}); its peers as of {:.0} s ago:",
+        snapshot.peer_id,
+        age as f64 / 1e3
+    );
+    if snapshot.peers.is_empty() {
+        println!("no peers found");
+    }
+    for p in &snapshot.peers {
+        println!("{p}");
+    }
+    Ok(())
+}
+
+/// Where a running `cache` keeps its peer list for `peers list` (the database is locked
+/// while it runs). Rewritten every few seconds, atomically.
+pub const SNAPSHOT_FILE: &str = "peers.json";
+/// A snapshot larger than this is refused (it holds one short row per peer).
+const MAX_SNAPSHOT_LEN: usize = 16 * 1024 * 1024;
+
+/// The peer list a running `cache` writes to [`SNAPSHOT_FILE`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The running node's PeerId.
+    pub peer_id: String,
+    /// When it was written, ms since the epoch.
+    pub written_ms: u64,
+    /// Its peers.
+    pub peers: Vec<PeerRow>,
+}
+
+/// One line of `peers list`: who, trusted or only discovered, LAN or WAN, connected, the
+/// latest ping round trip, block bytes received from it and sent to it since the node
+/// started, the libraries shared with it, its addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerRow {
+    /// Its PeerId.
+    pub peer: String,
+    /// A member of one of our libraries.
+    pub trusted: bool,
+    /// Counted as LAN (found by mDNS).
+    pub lan: bool,
+    /// At least one connection is open.
+    pub connected: bool,
+    /// The latest ping round trip in ms.
+    pub rtt_ms: Option<f64>,
+    /// Block bytes received from it.
+    pub bytes_in: u64,
+    /// Block bytes sent to it.
+    pub bytes_out: u64,
+    /// Libraries held here of which it is a member.
+    pub libraries: usize,
+    /// Its addresses.
+    pub addresses: Vec<String>,
+}
+
+impl From<&PeerInfo> for PeerRow {
+    fn from(p: &PeerInfo) -> Self {
+        PeerRow {
+            peer: p.peer.to_string(),
+            trusted: p.trusted(),
+            lan: p.lan,
+            connected: p.connected,
+            rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
+            bytes_in: p.bytes_in,
+            bytes_out: p.bytes_out,
+            libraries: p.libraries.len(),
+            addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rtt = self
+            .rtt_ms
+            .map(|ms| format!("{ms:.2} ms"))
             .unwrap_or_else(|| "-".into());
-        println!(
-            "{}  {}  {}  {}  rtt {}  libraries {}  {}",
-            p.peer,
-            if p.trusted() { "trusted" } else { "discovered" },
-            if p.lan { "lan" } else { "wan" },
-            if p.connected {
+        write!(
+            f,
+            "{}  {}  {}  {}  rtt {}  in {} B  out {} B  libraries {}  {}",
+            self.peer,
+            if self.trusted {
+                "trusted"
+            } else {
+                "discovered"
+            },
+            if self.lan { "lan" } else { "wan" },
+            if self.connected {
                 "connected"
             } else {
                 "not connected"
             },
             rtt,
-            p.libraries.len(),
-            p.addresses
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+            self.bytes_in,
+            self.bytes_out,
+            self.libraries,
+            self.addresses.join(" "),
+        )
     }
-    Ok(())
+}
+
+/// Writes `peers` as `data_dir`'s [`SNAPSHOT_FILE`] (a temporary file renamed over it, so
+/// a reader never sees half of one).
+pub fn write_snapshot(data_dir: &Path, peer_id: &str, peers: &[PeerInfo]) -> std::io::Result<()> {
+    let snapshot = Snapshot {
+        peer_id: peer_id.to_string(),
+        written_ms: crate::chain::now_ms(),
+        peers: peers.iter().map(PeerRow::from).collect(),
+    };
+    let bytes = serde_json::to_vec_pretty(&snapshot).map_err(std::io::Error::other)?;
+    let tmp = data_dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, data_dir.join(SNAPSHOT_FILE))
 }

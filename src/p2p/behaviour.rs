@@ -7,6 +7,7 @@
 //! | `ping` | `/ipfs/ping/1.0.0` | round-trip time: tells a LAN peer from a WAN one |
 //! | `mdns` | multicast DNS | find peers on the LAN (off when the config says so) |
 //! | `sync` | `/harp/sync/1` | chain sync (see [`super::message`]) |
+//! | `blocks` | `/harp/blocks/1` | block transfer on raw streams (see [`super::blocks`]) |
 //! | `gossip` | gossipsub | new heads of each library, relayed through the mesh (see [`super::gossip`]) |
 //!
 //! The derive macro makes an enum, `BehaviourEvent`, with one variant per field; the node's
@@ -36,6 +37,8 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// `/harp/sync/1`.
     pub sync: request_response::Behaviour<SyncCodec>,
+    /// `/harp/blocks/1`: streams handed to [`libp2p_stream::Control`]s outside the swarm.
+    pub blocks: libp2p_stream::Behaviour,
     /// Head announcements, one topic per library.
     pub gossip: gossipsub::Behaviour,
 }
@@ -69,6 +72,7 @@ impl Behaviour {
                 )],
                 request_response::Config::default().with_request_timeout(config.request_timeout),
             ),
+            blocks: libp2p_stream::Behaviour::new(),
             gossip: super::gossip::behaviour(key)?,
         })
     }

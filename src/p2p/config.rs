@@ -50,6 +50,20 @@ pub struct P2pConfig {
     pub redial_every: Duration,
     /// How long [`super::Node::start`] waits for every listener to be bound. Default: 10 s.
     pub listen_timeout: Duration,
+    /// A peer that mDNS did not find and that is not configured counts as LAN when its ping
+    /// round trip is at most this (a switched LAN answers in well under a millisecond, Wi-Fi
+    /// in a few; a WAN path rarely in under 5). Default: zero, off: only mDNS makes a peer
+    /// LAN, so a stranger dialling in from far away is never preferred by accident; set it
+    /// (say 3 ms) where multicast is blocked, or to make loopback peers LAN in tests.
+    pub lan_rtt: Duration,
+    /// Block bytes in flight per LAN provider during a fetch. Default: 16 MiB.
+    pub block_window_lan: u64,
+    /// Block bytes in flight per WAN provider. Default: 4 MiB (smaller, so two offices
+    /// splitting a WAN download overlap by little before they see each other's progress).
+    pub block_window_wan: u64,
+    /// A fetch fails after this long without storing a block (no provider has what is
+    /// missing, or none delivers). Default: 30 s.
+    pub fetch_stall_timeout: Duration,
 }
 
 impl Default for P2pConfig {
@@ -69,6 +83,10 @@ impl Default for P2pConfig {
             idle_timeout: Duration::from_secs(3600),
             redial_every: Duration::from_secs(30),
             listen_timeout: Duration::from_secs(10),
+            lan_rtt: Duration::ZERO,
+            block_window_lan: 16 << 20,
+            block_window_wan: 4 << 20,
+            fetch_stall_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -35,6 +35,13 @@ pub enum P2pError {
     /// The chain store failed while serving or storing entries.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The content store failed while fetching blocks (disk full, database).
+    #[error(transparent)]
+    Content(#[from] crate::content::ContentError),
+    /// A block fetch could not finish: no provider had (or delivered) what was missing.
+    /// What was stored stays stored; fetching again resumes.
+    #[error("fetch failed: {0}")]
+    Fetch(String),
 }
 
 impl P2pError {

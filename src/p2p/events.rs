@@ -114,6 +114,9 @@ pub struct FetchReport {
     pub from: Vec<(PeerId, u64)>,
     /// Wall time of the fetch.
     pub elapsed: Duration,
+    /// Providers dropped for this fetch (a block that did not match its hash, a bad
+    /// manifest, a broken protocol), with why.
+    pub excluded: Vec<(PeerId, String)>,
 }
 
 /// One peer the node knows, for `harpbridge peers` and the panel.
@@ -125,7 +128,9 @@ pub struct PeerInfo {
     pub device: Option<DeviceKey>,
     /// At least one connection is open.
     pub connected: bool,
-    /// Found by mDNS on the LAN (as opposed to dialled by address).
+    /// On the LAN: found by mDNS, or (not a configured peer and) a ping round trip of at
+    /// most [`super::P2pConfig::lan_rtt`] (off by default). Configured peers (the cloud) are WAN unless mDNS
+    /// finds them. Bytes are counted per class by this ([`super::metrics`]).
     pub lan: bool,
     /// Addresses it listens on (identify, mDNS) or was reached at.
     pub addresses: Vec<Multiaddr>,

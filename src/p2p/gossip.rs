@@ -69,7 +69,7 @@ pub enum GossipError {
 
 /// The heads a message announces.
 pub fn decode_heads(data: &[u8]) -> Result<Vec<EntryHash>, GossipError> {
-    if data.is_empty() || data.len() % 32 != 0 || data.len() / 32 > MAX_HEADS {
+    if data.is_empty() || !data.len().is_multiple_of(32) || data.len() / 32 > MAX_HEADS {
         return Err(GossipError::Malformed(data.len()));
     }
     Ok(data

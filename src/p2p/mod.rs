@@ -14,6 +14,8 @@
 //! | [`sync`] | the chain side: answering requests and storing pulled batches |
 //! | [`node`] | the task that owns the swarm, driven by commands over a channel |
 //! | [`events`] | what the node reports: [`NodeEvent`]s and the [`PeerInfo`] table |
+//! | [`blocks`] | `/harp/blocks/1`: block transfer between members, LAN first |
+//! | [`metrics`] | block bytes per peer and per class (LAN / WAN): [`Traffic`] |
 //! | [`error`] | [`P2pError`] |
 //!
 //! # Transports and identity
@@ -36,7 +38,10 @@
 //! Start one [`Node`] per process with the shared [`crate::chain::ChainStore`], call
 //! [`NodeHandle::library_changed`] after each local append, and forward
 //! [`NodeHandle::subscribe`]'s [`NodeEvent::Pulled`] to the engine (remote entries to apply)
-//! and to the panel. See [`node`] for an example.
+//! and to the panel. See [`node`] for an example. For a version the tree needs and the
+//! content store lacks, call [`NodeHandle::fetch_content`] (progress comes as
+//! [`NodeEvent::Transfer`]); [`NodeHandle::traffic`] gives the block bytes moved per peer and
+//! per class (LAN / WAN) for `/metrics` and the REST API.
 //!
 //! # Known limits (this stage)
 //!
@@ -50,12 +55,14 @@
 //!   head hashes of a library as they change (see [`gossip`]); never entries or blocks.
 
 pub mod behaviour;
+pub mod blocks;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod gossip;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod sync;
 pub mod trust;
@@ -64,6 +71,7 @@ pub use config::P2pConfig;
 pub use error::P2pError;
 pub use events::{FetchReport, NodeEvent, PeerInfo, TransferProgress};
 pub use message::{LibraryHeads, Request, Response, PROTOCOL};
+pub use metrics::{PeerTraffic, Traffic};
 pub use node::{Node, NodeHandle};
 pub use sync::SyncService;
 pub use trust::{device_key, Refusal, Trust};

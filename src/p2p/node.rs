@@ -64,7 +64,7 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::chain::{ChainError, ChainStore, ContentId, DeviceKey, InsertOutcome, LibraryId};
@@ -72,11 +72,15 @@ use crate::content::ContentStore;
 use crate::identity::DeviceIdentity;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::blocks::fetch::FetchConfig;
+use super::blocks::rank::PeerView;
+use super::blocks::{self, Blocks};
 use super::config::P2pConfig;
 use super::error::P2pError;
 use super::events::{FetchReport, NodeEvent, PeerInfo};
 use super::gossip;
 use super::message::{LibraryHeads, Request, Response};
+use super::metrics::{Meter, Traffic};
 use super::sync::SyncService;
 use super::trust;
 
@@ -150,6 +154,9 @@ struct PeerEntry {
     lan: bool,
     addresses: BTreeSet<Multiaddr>,
     rtt: Option<Duration>,
+    /// The smallest round trip seen: what classifies the peer (a busy link's RTT grows
+    /// with its queue, its floor does not).
+    min_rtt: Option<Duration>,
     agent: Option<String>,
 }
 
@@ -161,6 +168,9 @@ pub struct NodeHandle {
     events: broadcast::Sender<NodeEvent>,
     listening: Arc<Mutex<Vec<Multiaddr>>>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    blocks: Blocks,
+    views: watch::Receiver<Vec<PeerView>>,
+    fetch_config: FetchConfig,
 }
 
 impl NodeHandle {
@@ -214,16 +224,33 @@ impl NodeHandle {
     }
 
     /// Fetches every block of `content` (a version of `library`) that is not here yet from
-    /// the members that have it, LAN first, and returns once all are stored.
-    ///
-    /// Scaffolding until `/harp/blocks/1` lands: always fails.
+    /// the connected members that have it, LAN first, and returns once all are stored (and
+    /// the manifest). The version is added to `library`'s current set
+    /// ([`ContentStore::add_current`]) as soon as its manifest is known, so the cache never
+    /// evicts the blocks being fetched; the engine's next `set_current` replaces the set as
+    /// usual. Progress goes out as [`NodeEvent::Transfer`] (on every tick when it changed,
+    /// and at the end). An error leaves what was stored in place: fetching again resumes.
+    /// See [`super::blocks`].
     pub async fn fetch_content(
         &self,
         library: LibraryId,
         content: ContentId,
     ) -> Result<FetchReport, P2pError> {
-        let _ = (library, content);
-        Err(P2pError::Stopped)
+        blocks::fetch::fetch(
+            &self.blocks,
+            self.views.clone(),
+            self.events.clone(),
+            self.fetch_config,
+            self.peer_id,
+            library,
+            content,
+        )
+        .await
+    }
+
+    /// Block bytes moved so far, per peer and per class (LAN / WAN).
+    pub fn traffic(&self) -> Traffic {
+        self.blocks.meter.traffic()
     }
 
     /// The peers the node knows: connected ones and ones found on the LAN.
@@ -261,6 +288,12 @@ pub struct Node {
     pulls: HashMap<(PeerId, LibraryId), bool>,
     /// Configured peers: the address and, once known, who answers there.
     configured: Vec<(Multiaddr, Option<PeerId>)>,
+    /// Block bytes and peer classes, shared with the block server and fetches.
+    meter: Meter,
+    /// Connected peers with their class and RTT, for fetches.
+    views: watch::Sender<Vec<PeerView>>,
+    /// The task answering `/harp/blocks/1` streams.
+    block_server: JoinHandle<()>,
     /// The gossip topics we follow, and their libraries.
     topics: HashMap<TopicHash, LibraryId>,
     /// Peers that sent entries the chain rejected, and until when we refuse them.
@@ -281,8 +314,6 @@ impl Node {
         chain: ChainStore,
         content: ContentStore,
     ) -> Result<NodeHandle, P2pError> {
-        // Scaffolding: block transfer (`/harp/blocks/1`) will serve and fill this store.
-        let _ = content;
         let behaviour_config = config.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
             .with_tokio()
@@ -305,6 +336,20 @@ impl Node {
                 .map_err(|e| P2pError::listen(addr.clone(), e))?;
             waiting.insert(id);
         }
+        let mut control = swarm.behaviour().blocks.new_control();
+        let incoming = control
+            .accept(libp2p::StreamProtocol::new(blocks::wire::PROTOCOL))
+            .map_err(build_error)?;
+        let meter = Meter::default();
+        let blocks = Blocks::new(content, chain.clone(), meter.clone(), control);
+        let block_server = tokio::spawn(blocks::server::serve(blocks.clone(), incoming));
+        let (views, views_rx) = watch::channel(Vec::new());
+        let fetch_config = FetchConfig {
+            window_lan: config.block_window_lan,
+            window_wan: config.block_window_wan,
+            stall_timeout: config.fetch_stall_timeout,
+            tick: Duration::from_millis(250),
+        };
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let configured = config
@@ -326,6 +371,9 @@ impl Node {
             topics: HashMap::new(),
             quarantined: HashMap::new(),
             config,
+            meter,
+            views,
+            block_server,
         };
         for library in node.sync.chain().libraries() {
             node.follow(library);
@@ -359,6 +407,9 @@ impl Node {
             events,
             listening: node.listening.clone(),
             task: Arc::default(),
+            blocks,
+            views: views_rx,
+            fetch_config,
         };
         node.redial();
         tracing::info!(peer_id = %handle.peer_id, addrs = ?handle.listen_addrs(), "p2p node started");
@@ -386,6 +437,7 @@ impl Node {
                 _ = redial.tick() => self.redial(),
             }
         }
+        self.block_server.abort();
         tracing::info!("p2p node stopped");
     }
 
@@ -437,13 +489,13 @@ impl Node {
                         peer: *peer,
                         device: trust::device_key(peer),
                         connected: e.connections > 0,
-                        lan: e.lan,
+                        lan: self.is_lan(peer, e),
                         addresses: e.addresses.iter().cloned().collect(),
                         rtt: e.rtt,
                         agent: e.agent.clone(),
                         libraries: Vec::new(),
-                        bytes_in: 0,
-                        bytes_out: 0,
+                        bytes_in: self.meter.peer(peer).0,
+                        bytes_out: self.meter.peer(peer).1,
                     })
                     .collect();
                 let sync = self.sync.clone();
@@ -872,6 +924,7 @@ impl Node {
                             addrs: addrs.clone(),
                         });
                     }
+                    self.publish_peers();
                     if !self.swarm.is_connected(&peer) {
                         let opts = DialOpts::peer_id(peer)
                             .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -903,6 +956,8 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
                 if let (Ok(rtt), Some(e)) = (result, self.peers.get_mut(&peer)) {
                     e.rtt = Some(rtt);
+                    e.min_rtt = Some(e.min_rtt.map_or(rtt, |m| m.min(rtt)));
+                    self.publish_peers();
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -929,6 +984,7 @@ impl Node {
                 if endpoint.is_dialer() {
                     entry.addresses.insert(strip_p2p(&address));
                 }
+                self.publish_peers();
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, %address, "connected");
                     self.emit(NodeEvent::Connected {
@@ -946,6 +1002,7 @@ impl Node {
                 if let Some(e) = self.peers.get_mut(&peer_id) {
                     e.connections = num_established as usize;
                 }
+                self.publish_peers();
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, "disconnected");
                     self.emit(NodeEvent::Disconnected { peer: peer_id });
@@ -973,6 +1030,36 @@ impl Node {
             }
             _ => {}
         }
+    }
+
+    /// The peer's class: LAN if mDNS found it; WAN if it is a configured peer (the cloud);
+    /// otherwise LAN when its smallest ping RTT is at most [`P2pConfig::lan_rtt`] (zero:
+    /// never).
+    fn is_lan(&self, peer: &PeerId, e: &PeerEntry) -> bool {
+        if e.lan {
+            return true;
+        }
+        if self.configured.iter().any(|(_, who)| *who == Some(*peer)) {
+            return false;
+        }
+        !self.config.lan_rtt.is_zero() && e.min_rtt.is_some_and(|r| r <= self.config.lan_rtt)
+    }
+
+    /// Tells fetches (and the byte counters) which peers are connected and their class.
+    fn publish_peers(&mut self) {
+        let mut views = Vec::new();
+        for (peer, e) in &self.peers {
+            let lan = self.is_lan(peer, e);
+            self.meter.set_lan(*peer, lan);
+            if e.connections > 0 {
+                views.push(PeerView {
+                    peer: *peer,
+                    lan,
+                    rtt: e.rtt,
+                });
+            }
+        }
+        self.views.send_replace(views);
     }
 
     /// Dials the configured peers that are not connected.

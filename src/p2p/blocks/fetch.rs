@@ -1,0 +1,754 @@
+//! One fetch of one version: the coordinator that hands blocks to providers (the workers
+//! that drive each provider's stream live in [`super::worker`], the storer in
+//! [`super::store`]).
+//!
+//! ```text
+//!             ┌── worker(peer 1): stream, writes Want/Get, reads Have/Block ──┐
+//!  coordinator┼── worker(peer 2) …                                            ├─> FromWorker
+//!   (this fn) └── storer: put_blocks in batches (verify, store) ──────────────┘   (to the
+//!                                                                                 coordinator)
+//! ```
+//!
+//! The coordinator owns every decision (which provider gets which block, who is excluded)
+//! and runs a `select!` over worker messages, storer outcomes and a tick; workers and the
+//! storer only move bytes. A block counts against its provider's window from the `Get`
+//! until it is stored, so bytes held in memory never exceed the sum of the windows. See the
+//! module docs of [`super`] for the rules.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::chain::{ContentId, LibraryId};
+use crate::content::{BlockHash, BlockRef, ContentError, Manifest, ManifestId};
+use crate::p2p::error::P2pError;
+use crate::p2p::events::{FetchReport, NodeEvent, TransferProgress};
+
+use super::rank::{self, PeerView};
+use super::store::{self, Arrived, Outcome};
+use super::wire::{Bits, Have};
+use super::worker::{worker, FromWorker, ToWorker};
+use super::Blocks;
+
+/// How long a fetch waits for a LAN provider's first `Have` before it asks the WAN for
+/// blocks that provider might hold.
+const LAN_FIRST_ANSWER: Duration = Duration::from_secs(5);
+
+/// How a fetch behaves (from [`crate::p2p::P2pConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FetchConfig {
+    /// Bytes in flight per LAN provider.
+    pub window_lan: u64,
+    /// Bytes in flight per WAN provider.
+    pub window_wan: u64,
+    /// Give up after this long without a block stored.
+    pub stall_timeout: Duration,
+    /// How often progress is reported and LAN providers are asked for a fresh `Have`.
+    pub tick: Duration,
+}
+
+/// Where a block of the fetch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    /// Asked of this provider.
+    InFlight(PeerId),
+    /// Received from this provider, being verified and stored.
+    Storing(PeerId),
+    Done,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// First index of the block in the manifest.
+    index: u32,
+    hash: BlockHash,
+    size: u32,
+    /// Bytes of the file it makes up (size × occurrences).
+    weight: u64,
+    state: State,
+}
+
+#[derive(Debug)]
+struct Provider {
+    view: PeerView,
+    tx: mpsc::UnboundedSender<ToWorker>,
+    answered: bool,
+    want_pending: bool,
+    have: Bits,
+    fetching: Bits,
+    /// It fetches this version too and has no manifest yet.
+    starting: bool,
+    /// Bytes asked and not yet stored.
+    queued: u64,
+    /// Block bytes received.
+    received: u64,
+    first_get: Option<Instant>,
+    /// The last answer of any kind (or when it last became busy).
+    last_answer: Instant,
+    /// When its worker started.
+    added: Instant,
+}
+
+impl Provider {
+    fn window(&self, c: &FetchConfig) -> u64 {
+        if self.view.lan {
+            c.window_lan
+        } else {
+            c.window_wan
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        let busy = self.first_get.map_or(Duration::ZERO, |t| t.elapsed());
+        rank::rate(self.received, busy, self.view.rtt)
+    }
+}
+
+/// Removes a version's remaining blocks from [`Blocks::active`] when the fetch ends, however
+/// it ends.
+struct ActiveGuard<'a> {
+    blocks: &'a Blocks,
+    id: ManifestId,
+    hashes: HashSet<BlockHash>,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.blocks
+            .stop_fetching(&self.id, std::mem::take(&mut self.hashes));
+    }
+}
+
+/// Marks the version as wanted here while its manifest has not arrived (see
+/// [`Have::starting`]).
+struct StartingGuard<'a> {
+    blocks: &'a Blocks,
+    id: ManifestId,
+}
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        self.blocks.stop_starting(&self.id);
+    }
+}
+
+/// Everything [`fetch`] works with.
+struct Fetch<'a> {
+    blocks: &'a Blocks,
+    peers: watch::Receiver<Vec<PeerView>>,
+    events: broadcast::Sender<NodeEvent>,
+    config: FetchConfig,
+    local: PeerId,
+    library: LibraryId,
+    content: ContentId,
+    id: ManifestId,
+    started: Instant,
+
+    manifest: Option<Manifest>,
+    total: u64,
+    slots: Vec<Slot>,
+    by_index: HashMap<u32, usize>,
+    pending: BTreeSet<usize>,
+    remaining: u64,
+    done: usize,
+    active: Option<ActiveGuard<'a>>,
+    /// Set while the manifest is awaited.
+    starting: Option<StartingGuard<'a>>,
+    /// Rings when a peer asks about this version (see [`Blocks::fetching`]).
+    asked: Arc<Notify>,
+
+    providers: HashMap<PeerId, Provider>,
+    /// Peers not asked again in this fetch: excluded (with why) or refused.
+    excluded: Vec<(PeerId, String)>,
+    refused: HashSet<PeerId>,
+    workers: JoinSet<()>,
+    from_workers: mpsc::UnboundedSender<FromWorker>,
+    to_store: Option<mpsc::UnboundedSender<Arrived>>,
+
+    report: FetchReport,
+    from: HashMap<PeerId, u64>,
+    last_from: Option<PeerId>,
+    last_progress: Instant,
+    reported_done: Option<u64>,
+}
+
+/// Fetches every block of `content` not held here; see the module docs of [`super`].
+pub(crate) async fn fetch(
+    blocks: &Blocks,
+    peers: watch::Receiver<Vec<PeerView>>,
+    events: broadcast::Sender<NodeEvent>,
+    config: FetchConfig,
+    local: PeerId,
+    library: LibraryId,
+    content: ContentId,
+) -> Result<FetchReport, P2pError> {
+    let (from_tx, mut from_rx) = mpsc::unbounded_channel();
+    let (store_tx, store_rx) = mpsc::unbounded_channel();
+    let (stored_tx, mut stored_rx) = mpsc::unbounded_channel();
+    let mut f = Fetch {
+        blocks,
+        peers,
+        events,
+        config,
+        local,
+        library,
+        content,
+        id: ManifestId::from(content),
+        started: Instant::now(),
+        manifest: None,
+        total: 0,
+        slots: Vec::new(),
+        by_index: HashMap::new(),
+        pending: BTreeSet::new(),
+        remaining: 0,
+        done: 0,
+        active: None,
+        starting: None,
+        asked: Arc::new(Notify::new()),
+        providers: HashMap::new(),
+        excluded: Vec::new(),
+        refused: HashSet::new(),
+        workers: JoinSet::new(),
+        from_workers: from_tx,
+        to_store: Some(store_tx),
+        report: FetchReport::default(),
+        from: HashMap::new(),
+        last_from: None,
+        last_progress: Instant::now(),
+        reported_done: None,
+    };
+    f.workers
+        .spawn(store::run(blocks.content.clone(), store_rx, stored_tx));
+    let result = f.run(&mut from_rx, &mut stored_rx).await;
+    f.workers.abort_all();
+    let error = result.as_ref().err().map(|e| e.to_string());
+    f.progress(true, error);
+    result
+}
+
+impl<'a> Fetch<'a> {
+    async fn run(
+        &mut self,
+        from_rx: &mut mpsc::UnboundedReceiver<FromWorker>,
+        stored_rx: &mut mpsc::UnboundedReceiver<Result<Vec<Outcome>, ContentError>>,
+    ) -> Result<FetchReport, P2pError> {
+        // A version whose manifest is here needs no provider to start.
+        let store = self.blocks.content.clone();
+        let id = self.id;
+        let held = blocking(move || store.manifest_bytes(&id)).await?;
+        if let Some(bytes) = held {
+            let m = Manifest::decode(&bytes).map_err(ContentError::from)?;
+            self.setup(m).await?;
+        } else {
+            self.blocks.start_starting(self.id);
+            self.starting = Some(StartingGuard {
+                blocks: self.blocks,
+                id: self.id,
+            });
+        }
+        // Nothing missing: no provider needed either.
+        if !(self.manifest.is_some() && self.slots.is_empty()) {
+            self.add_providers().await;
+            self.give_up_without_manifest()?;
+        }
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.manifest.is_some() && self.done == self.slots.len() {
+                break;
+            }
+            self.schedule();
+            let asked = self.asked.clone();
+            tokio::select! {
+                _ = asked.notified() => self.refresh(false),
+                Some(msg) = from_rx.recv() => self.on_worker(msg).await?,
+                Some(stored) = stored_rx.recv() => self.on_stored(stored?),
+                _ = tick.tick() => {
+                    self.progress(false, None);
+                    self.drop_stalled();
+                    self.refresh(false);
+                    self.add_providers().await;
+                    if self.last_progress.elapsed() > self.config.stall_timeout {
+                        return Err(P2pError::Fetch(self.stall_reason()));
+                    }
+                }
+            }
+        }
+        let mut from: Vec<(PeerId, u64)> = self.from.iter().map(|(p, n)| (*p, *n)).collect();
+        from.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.to_bytes().cmp(&b.0.to_bytes())));
+        self.report.from = from;
+        self.report.excluded = self.excluded.clone();
+        self.report.elapsed = self.started.elapsed();
+        Ok(self.report.clone())
+    }
+
+    /// Without the manifest and with nobody left to ask (no connected member, or every one
+    /// refused or lacks it), waiting cannot help: fail now rather than after the stall
+    /// timeout. (Once the manifest is known, a vanished provider may come back, so the
+    /// fetch waits.)
+    fn give_up_without_manifest(&self) -> Result<(), P2pError> {
+        let waiting = self
+            .providers
+            .values()
+            .any(|p| !p.answered || p.have.count() > 0 || p.fetching.count() > 0);
+        if self.manifest.is_none() && !waiting {
+            return Err(P2pError::Fetch(format!(
+                "no connected member can serve {} ({} refused)",
+                self.content,
+                self.refused.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn stall_reason(&self) -> String {
+        if self.manifest.is_none() {
+            format!(
+                "no connected member sent the manifest of {} within {:?}",
+                self.content, self.config.stall_timeout
+            )
+        } else {
+            format!(
+                "{} of {} blocks still missing and no provider delivered one within {:?}",
+                self.slots.len() - self.done,
+                self.slots.len(),
+                self.config.stall_timeout
+            )
+        }
+    }
+
+    /// The manifest is known: protect the version, list what is missing, start counting.
+    async fn setup(&mut self, m: Manifest) -> Result<(), P2pError> {
+        let store = self.blocks.content.clone();
+        let (id, library) = (self.id, self.library);
+        let missing: Vec<BlockRef> = blocking(move || {
+            store.add_current(library, &id)?;
+            store.missing_blocks(&id)
+        })
+        .await?;
+        let mut occurrences: HashMap<BlockHash, (u32, u64)> = HashMap::new();
+        for (i, b) in (0u32..).zip(&m.blocks) {
+            let e = occurrences.entry(b.hash).or_insert((i, 0));
+            e.1 += 1;
+        }
+        for b in missing {
+            let (index, n) = occurrences.get(&b.hash).copied().unwrap_or((0, 1));
+            let slot = self.slots.len();
+            self.by_index.insert(index, slot);
+            self.pending.insert(slot);
+            self.remaining += u64::from(b.size) * n;
+            self.slots.push(Slot {
+                index,
+                hash: b.hash,
+                size: b.size,
+                weight: u64::from(b.size) * n,
+                state: State::Pending,
+            });
+        }
+        self.total = m.total_size;
+        self.report.bytes_present = m.total_size - self.remaining;
+        let hashes: HashSet<BlockHash> = self.slots.iter().map(|s| s.hash).collect();
+        self.asked = self.blocks.start_fetching(self.id, hashes.iter().copied());
+        self.active = Some(ActiveGuard {
+            blocks: self.blocks,
+            id: self.id,
+            hashes,
+        });
+        let n = m.blocks.len() as u32;
+        // Bitmaps that arrived before the manifest must fit it.
+        let bad: Vec<PeerId> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| p.answered && !p.have.is_empty() && p.have.len() != n)
+            .map(|(peer, _)| *peer)
+            .collect();
+        self.manifest = Some(m);
+        self.starting = None;
+        self.last_progress = Instant::now();
+        for peer in bad {
+            self.exclude(peer, "its block bitmap does not fit the manifest".into());
+        }
+        // LAN peers learn that we fetch this version now (and we what they fetch).
+        self.refresh(true);
+        Ok(())
+    }
+
+    /// Starts a worker for every connected member not asked yet.
+    async fn add_providers(&mut self) {
+        let candidates: Vec<PeerView> = self
+            .peers
+            .borrow()
+            .iter()
+            .filter(|v| {
+                v.peer != self.local
+                    && !self.providers.contains_key(&v.peer)
+                    && !self.refused.contains(&v.peer)
+                    && !self.excluded.iter().any(|(p, _)| *p == v.peer)
+            })
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let trust = self.blocks.trust.clone();
+        let library = self.library;
+        let members = tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .filter(|v| trust.check(&v.peer, &library).is_ok())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for view in members {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(ToWorker::Want {
+                send_manifest: self.manifest.is_none(),
+            });
+            self.workers.spawn(worker(
+                self.blocks.clone(),
+                view.peer,
+                self.library,
+                self.content,
+                rx,
+                self.from_workers.clone(),
+            ));
+            self.providers.insert(
+                view.peer,
+                Provider {
+                    view,
+                    tx,
+                    answered: false,
+                    want_pending: true,
+                    have: Bits::default(),
+                    fetching: Bits::default(),
+                    starting: false,
+                    queued: 0,
+                    received: 0,
+                    first_get: None,
+                    last_answer: Instant::now(),
+                    added: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Asks LAN providers for a fresh `Have` (what they hold and fetch changes as they go);
+    /// `force`: even those whose last `Want` is unanswered.
+    fn refresh(&mut self, force: bool) {
+        if self.manifest.is_none() {
+            return;
+        }
+        let lan = self.peers.borrow().clone();
+        for p in self.providers.values_mut() {
+            // The class may have changed since the worker started (a ping answered).
+            if let Some(v) = lan.iter().find(|v| v.peer == p.view.peer) {
+                p.view.lan = v.lan;
+                p.view.rtt = v.rtt;
+            }
+            if p.view.lan && (force || (p.answered && !p.want_pending)) {
+                p.want_pending = true;
+                let _ = p.tx.send(ToWorker::Want {
+                    send_manifest: false,
+                });
+            }
+        }
+    }
+
+    /// Hands pending blocks to providers with room in their window (see [`rank`]).
+    fn schedule(&mut self) {
+        if self.manifest.is_none() || self.pending.is_empty() {
+            return;
+        }
+        // Until every LAN provider has said what it holds (or had its chance), nothing goes
+        // to the WAN: the first `Have` to arrive may well be the cloud's, and a LAN peer
+        // still waiting for its manifest is about to fetch the same version.
+        let lan_unheard = self.providers.values().any(|p| {
+            p.view.lan && (!p.answered || p.starting) && p.added.elapsed() < LAN_FIRST_ANSWER
+        });
+        let mut assigned = Vec::new();
+        for &s in &self.pending {
+            let slot = &self.slots[s];
+            let idx = slot.index;
+            let has_room = |p: &Provider| {
+                p.answered
+                    && (p.queued == 0 || p.queued + u64::from(slot.size) <= p.window(&self.config))
+            };
+            if !self.providers.values().any(has_room) {
+                break;
+            }
+            let lan_holder = self
+                .providers
+                .values()
+                .any(|p| p.view.lan && p.have.get(idx));
+            if !lan_holder {
+                let co: Vec<&PeerId> = self
+                    .providers
+                    .iter()
+                    .filter(|(_, p)| p.view.lan && p.fetching.get(idx) && !p.have.get(idx))
+                    .map(|(peer, _)| peer)
+                    .collect();
+                if !co.is_empty()
+                    && rank::owner(&slot.hash, co.into_iter().chain([&self.local]))
+                        != Some(self.local)
+                {
+                    continue; // a LAN peer fetches it over the WAN for both of us
+                }
+            }
+            if !lan_holder && lan_unheard {
+                continue;
+            }
+            let best = self
+                .providers
+                .iter()
+                .filter(|(_, p)| p.have.get(idx) && (!lan_holder || p.view.lan) && has_room(p))
+                .map(|(peer, p)| (rank::eta(p.queued, slot.size, p.rate()), *peer))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, peer)) = best {
+                assigned.push((s, peer));
+                if let Some(p) = self.providers.get_mut(&peer) {
+                    if p.queued == 0 {
+                        // Idle until now: its silence so far is not a stall.
+                        p.last_answer = Instant::now();
+                    }
+                    p.queued += u64::from(slot.size);
+                }
+            }
+        }
+        for (s, peer) in assigned {
+            self.pending.remove(&s);
+            let slot = &mut self.slots[s];
+            slot.state = State::InFlight(peer);
+            if let Some(p) = self.providers.get_mut(&peer) {
+                p.first_get.get_or_insert_with(Instant::now);
+                if p.tx
+                    .send(ToWorker::Get {
+                        index: slot.index,
+                        size: slot.size,
+                    })
+                    .is_err()
+                {
+                    // The worker ended; its Gone message will return the block.
+                    tracing::debug!(%peer, "worker gone before a Get");
+                }
+            }
+        }
+    }
+
+    async fn on_worker(&mut self, msg: FromWorker) -> Result<(), P2pError> {
+        let from = match &msg {
+            FromWorker::Have(p, _) | FromWorker::Block(p, ..) | FromWorker::Missing(p, _) => {
+                Some(*p)
+            }
+            _ => None,
+        };
+        if let Some(p) = from.and_then(|p| self.providers.get_mut(&p)) {
+            p.last_answer = Instant::now();
+        }
+        match msg {
+            FromWorker::Have(peer, have) => self.on_have(peer, have).await?,
+            FromWorker::Block(peer, index, bytes) => {
+                let Some(&s) = self.by_index.get(&index) else {
+                    self.exclude(peer, format!("sent block {index}, which was not asked"));
+                    return Ok(());
+                };
+                if self.slots[s].state != State::InFlight(peer) {
+                    return Ok(()); // asked before the provider was dropped
+                }
+                self.slots[s].state = State::Storing(peer);
+                if let Some(p) = self.providers.get_mut(&peer) {
+                    p.received += bytes.len() as u64;
+                }
+                let arrived = Arrived {
+                    peer,
+                    slot: s,
+                    hash: self.slots[s].hash,
+                    bytes,
+                };
+                if let Some(tx) = &self.to_store {
+                    let _ = tx.send(arrived);
+                }
+            }
+            FromWorker::Missing(peer, index) => {
+                if let Some(&s) = self.by_index.get(&index) {
+                    if self.slots[s].state == State::InFlight(peer) {
+                        self.requeue(s);
+                    }
+                    if let Some(p) = self.providers.get_mut(&peer) {
+                        p.have.clear(index);
+                        p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
+                    }
+                }
+            }
+            FromWorker::Refused(peer, reason) => {
+                tracing::info!(%peer, %reason, "a provider refused a block fetch");
+                self.refused.insert(peer);
+                self.drop_provider(peer);
+            }
+            FromWorker::NoProtocol(peer) => {
+                tracing::debug!(%peer, "a member does not speak /harp/blocks/1");
+                self.refused.insert(peer);
+                self.drop_provider(peer);
+            }
+            FromWorker::Gone(peer, why) => {
+                tracing::info!(%peer, %why, "a provider went away during a fetch");
+                self.drop_provider(peer);
+            }
+            FromWorker::Broken(peer, why) => self.exclude(peer, why),
+        }
+        self.give_up_without_manifest()
+    }
+
+    async fn on_have(&mut self, peer: PeerId, have: Have) -> Result<(), P2pError> {
+        if !self.providers.contains_key(&peer) {
+            return Ok(());
+        }
+        if self.manifest.is_none() {
+            if let Some(bytes) = have.manifest.clone() {
+                let store = self.blocks.content.clone();
+                let id = self.id;
+                match blocking(move || store.put_manifest(&id, &bytes)).await {
+                    Ok(m) => self.setup(m).await?,
+                    Err(e) => {
+                        self.exclude(peer, format!("sent a bad manifest: {e}"));
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let n = self.manifest.as_ref().map(|m| m.blocks.len() as u32);
+        if let Some(n) = n {
+            if !have.have.is_empty() && have.have.len() != n {
+                self.exclude(peer, "its block bitmap does not fit the manifest".into());
+                return Ok(());
+            }
+        }
+        if let Some(p) = self.providers.get_mut(&peer) {
+            p.answered = true;
+            p.want_pending = false;
+            p.have = have.have;
+            p.fetching = have.fetching;
+            p.starting = have.starting;
+        }
+        Ok(())
+    }
+
+    fn on_stored(&mut self, outcomes: Vec<Outcome>) {
+        for o in outcomes {
+            if let Some(p) = self.providers.get_mut(&o.peer) {
+                p.queued = p.queued.saturating_sub(o.size);
+            }
+            let slot = &mut self.slots[o.slot];
+            if slot.state == State::Done {
+                continue;
+            }
+            if o.good {
+                slot.state = State::Done;
+                self.done += 1;
+                self.remaining = self.remaining.saturating_sub(slot.weight);
+                self.report.bytes_fetched += o.size;
+                self.report.blocks_fetched += 1;
+                *self.from.entry(o.peer).or_default() += o.size;
+                self.last_from = Some(o.peer);
+                self.last_progress = Instant::now();
+                let h = slot.hash;
+                self.blocks.stop_fetching(&self.id, [h]);
+                if let Some(g) = &mut self.active {
+                    g.hashes.remove(&h);
+                }
+            } else {
+                let index = slot.index;
+                self.requeue(o.slot);
+                self.exclude(
+                    o.peer,
+                    format!("sent block {index} whose bytes do not match its hash"),
+                );
+            }
+        }
+    }
+
+    /// Excludes providers that have requests outstanding but answered nothing for half the
+    /// stall timeout (connected, but not serving): their blocks go to others before the
+    /// whole fetch would give up.
+    fn drop_stalled(&mut self) {
+        let limit = self.config.stall_timeout / 2;
+        let stalled: Vec<PeerId> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| p.queued > 0 && p.last_answer.elapsed() > limit)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in stalled {
+            self.exclude(peer, format!("answered nothing for {limit:?}"));
+        }
+    }
+
+    fn requeue(&mut self, s: usize) {
+        self.slots[s].state = State::Pending;
+        self.pending.insert(s);
+    }
+
+    /// The provider is gone: its asked blocks go back to the queue (blocks it already sent
+    /// are being stored and stay).
+    fn drop_provider(&mut self, peer: PeerId) {
+        self.providers.remove(&peer);
+        for s in 0..self.slots.len() {
+            if self.slots[s].state == State::InFlight(peer) {
+                self.requeue(s);
+            }
+        }
+    }
+
+    fn exclude(&mut self, peer: PeerId, why: String) {
+        tracing::warn!(%peer, content = %self.content, %why, "excluding a provider from a fetch");
+        self.drop_provider(peer);
+        if !self.excluded.iter().any(|(p, _)| *p == peer) {
+            self.excluded.push((peer, why.clone()));
+        }
+        let _ = self.events.send(NodeEvent::Transfer(TransferProgress {
+            library: self.library,
+            content: self.content,
+            bytes_done: self.total - self.remaining,
+            bytes_total: self.total,
+            from: Some(peer),
+            finished: false,
+            error: Some(format!("excluded {peer}: {why}")),
+        }));
+    }
+
+    /// Reports progress when it changed (always at the end).
+    fn progress(&mut self, finished: bool, error: Option<String>) {
+        let done = self.total - self.remaining;
+        if !finished && (self.manifest.is_none() || self.reported_done == Some(done)) {
+            return;
+        }
+        self.reported_done = Some(done);
+        let _ = self.events.send(NodeEvent::Transfer(TransferProgress {
+            library: self.library,
+            content: self.content,
+            bytes_done: done,
+            bytes_total: self.total,
+            from: self.last_from,
+            finished,
+            error,
+        }));
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ContentError> + Send + 'static,
+) -> Result<T, ContentError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ContentError::Io {
+            op: "fetching blocks",
+            path: "blocks".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}

@@ -1,0 +1,192 @@
+//! Answering `/harp/blocks/1` streams: one task per inbound stream (at most
+//! [`MAX_STREAMS`] at once), each serving one version to one peer.
+//!
+//! The stream's first `Want` decides, on the blocking pool, whether the peer may read the
+//! version (`Blocks::references` and the membership check, see the module docs of
+//! [`super`]); a refusal is answered and the stream closed. Every later `Want` checks again
+//! (a device removed from the library is refused from its next refresh on). `Get`s are
+//! answered in order: the block is read and verified by
+//! [`crate::content::ContentStore::read_block`] on the blocking pool, so a block that rotted
+//! on disk is answered `Missing` (and dropped from the store) rather than sent.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use libp2p::futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use tokio::sync::Semaphore;
+
+use crate::chain::{ContentId, LibraryId};
+use crate::content::{BlockRef, ManifestId};
+use crate::p2p::trust::Refusal;
+
+use super::wire::{self, Answer, Ask, Bits, Have};
+use super::Blocks;
+
+/// Inbound block streams served at once; more are closed at once (the fetcher sees the
+/// provider vanish and asks another).
+pub const MAX_STREAMS: usize = 256;
+
+/// Serves inbound streams until the swarm goes away.
+pub async fn serve(blocks: Blocks, mut incoming: libp2p_stream::IncomingStreams) {
+    let limit = Arc::new(Semaphore::new(MAX_STREAMS));
+    while let Some((peer, stream)) = incoming.next().await {
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::info!(%peer, "too many block streams, closing one");
+            continue;
+        };
+        let blocks = blocks.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve_stream(&blocks, peer, stream).await {
+                tracing::debug!(%peer, error = %e, "block stream ended with an error");
+            }
+        });
+    }
+}
+
+/// The version a stream serves, once a `Want` was granted.
+struct Session {
+    library: LibraryId,
+    content: ContentId,
+    /// The manifest's block list (empty while this node lacks the manifest).
+    blocks: Vec<BlockRef>,
+}
+
+async fn serve_stream(blocks: &Blocks, peer: PeerId, mut stream: Stream) -> std::io::Result<()> {
+    let mut session: Option<Session> = None;
+    while let Some(ask) = wire::read_ask(&mut stream).await? {
+        let answer = match ask {
+            Ask::Want {
+                library,
+                content,
+                send_manifest,
+            } => {
+                if session
+                    .as_ref()
+                    .is_some_and(|s| (s.library, s.content) != (library, content))
+                {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "one version per stream",
+                    ));
+                }
+                let b = blocks.clone();
+                let (answer, list) = tokio::task::spawn_blocking(move || {
+                    have(&b, &peer, library, content, send_manifest)
+                })
+                .await
+                .unwrap_or((Answer::Refused(Refusal::Internal), None));
+                match list {
+                    Some(list) => {
+                        session = Some(Session {
+                            library,
+                            content,
+                            blocks: list,
+                        })
+                    }
+                    None => {
+                        wire::write_answer(&mut stream, &answer).await?;
+                        stream.close().await?;
+                        return Ok(());
+                    }
+                }
+                answer
+            }
+            Ask::Get { index } => {
+                let Some(s) = &session else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "Get before Want",
+                    ));
+                };
+                let Some(b) = s.blocks.get(index as usize).copied() else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "Get of a block the manifest does not list",
+                    ));
+                };
+                let store = blocks.content.clone();
+                let read = tokio::task::spawn_blocking(move || store.read_block(&b.hash)).await;
+                match read {
+                    Ok(Ok(bytes)) => {
+                        blocks.meter.add_out(peer, bytes.len() as u64);
+                        Answer::Block { index, bytes }
+                    }
+                    _ => Answer::Missing { index },
+                }
+            }
+        };
+        wire::write_answer(&mut stream, &answer).await?;
+        stream.flush().await?;
+    }
+    stream.close().await
+}
+
+/// The answer to a `Want`, and the manifest's block list if the peer may read the version
+/// (empty if we lack the manifest). Blocking.
+fn have(
+    blocks: &Blocks,
+    peer: &PeerId,
+    library: LibraryId,
+    content: ContentId,
+    send_manifest: bool,
+) -> (Answer, Option<Vec<BlockRef>>) {
+    if let Err(reason) = blocks.trust.check(peer, &library) {
+        tracing::info!(%peer, %library, %reason, "refused a block request");
+        return (Answer::Refused(reason), None);
+    }
+    match blocks.references(&library, &content) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(%peer, %library, %content, "refused a version the library does not reference");
+            return (Answer::Refused(Refusal::NotAMember), None);
+        }
+        Err(e) => {
+            tracing::warn!(%library, error = %e, "reading the chain to serve blocks");
+            return (Answer::Refused(Refusal::Internal), None);
+        }
+    }
+    let id = ManifestId::from(content);
+    let r = (|| -> Result<(Answer, Vec<BlockRef>), crate::content::ContentError> {
+        let Some(bytes) = blocks.content.manifest_bytes(&id)? else {
+            let have = Have {
+                starting: blocks.starting(&id),
+                ..Have::default()
+            };
+            return Ok((Answer::Have(have), Vec::new()));
+        };
+        let manifest = crate::content::Manifest::decode(&bytes)?;
+        let missing: HashSet<_> = blocks
+            .content
+            .missing_blocks(&id)?
+            .into_iter()
+            .map(|b| b.hash)
+            .collect();
+        let fetching = blocks.fetching(&id);
+        let n = u32::try_from(manifest.blocks.len()).unwrap_or(u32::MAX);
+        let mut have = Bits::new(n);
+        let mut busy = Bits::new(n);
+        for (i, b) in (0..n).zip(&manifest.blocks) {
+            if !missing.contains(&b.hash) {
+                have.set(i);
+            } else if fetching.contains(&b.hash) {
+                busy.set(i);
+            }
+        }
+        let answer = Answer::Have(Have {
+            manifest: send_manifest.then_some(bytes),
+            have,
+            fetching: busy,
+            starting: false,
+        });
+        Ok((answer, manifest.blocks))
+    })();
+    match r {
+        Ok((answer, list)) => (answer, Some(list)),
+        Err(e) => {
+            tracing::warn!(%content, error = %e, "reading the content store to serve blocks");
+            (Answer::Refused(Refusal::Internal), None)
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! The `/harp/blocks/1` messages and their bounded encoding on a stream.
+//!
+//! # The conversation (one long-lived stream per fetcher and provider)
+//!
+//! ```text
+//! F → P  Want{library, content, send_manifest}    which blocks of this version do you hold?
+//! P → F  Have{manifest?, n, have[n], fetching[n]} bitmaps over the manifest's block list
+//! F → P  Get{index} Get{index} Get{index} …       pipelined: a window of requests in flight
+//! P → F  Block{index, bytes} | Missing{index} …   one answer per request, in request order
+//! F → P  Want{…}                                  again, any time: a fresh Have (same version)
+//! any    Refused(reason)                          not a member, or content the library
+//!                                                 does not reference (told apart from nothing)
+//! ```
+//!
+//! Answers come back in the order of the requests, so the fetcher always knows what the next
+//! frame answers, and so how large it may be: a `Block` must be exactly the size the manifest
+//! gives that block, a `Have` at most [`MAX_HAVE_BYTES`]. `Get` names a block by its index in
+//! the manifest of the stream's version, so a provider serves only blocks of the version it
+//! has authorised, never "any hash".
+//!
+//! # Encoding (version 1: the protocol name carries the version)
+//!
+//! Every message is a frame: a big-endian `u32` body length, then the body, a tag byte and
+//! the fields, big-endian:
+//!
+//! ```text
+//! Want    := 1 | library[16] | content[32] | flags u8 (bit 0: send the manifest)
+//! Get     := 2 | index u32
+//! Have    := 1 | flags u8 (bit 0: manifest follows; bit 1: fetching this version, manifest
+//!              not here yet) | [u32 len | manifest]
+//!              | u32 n | have ⌈n/8⌉ bytes | fetching ⌈n/8⌉ bytes   (bit i = byte i/8, 1<<(i%8))
+//! Block   := 2 | index u32 | bytes
+//! Missing := 3 | index u32
+//! Refused := 4 | reason u8 (1 not a member, 2 not a device, 3 internal)
+//! ```
+//!
+//! A provider that lacks the manifest answers `Have` with n = 0. Lengths are checked against
+//! the limit before anything is read, and a long body (a manifest can reach
+//! [`MAX_MANIFEST_LEN`]) is read into a buffer that grows as bytes arrive, so a peer cannot
+//! make us allocate what it does not send. Unknown tags, short bodies and trailing bytes are
+//! errors (`io::ErrorKind::InvalidData`), never panics.
+
+use std::io;
+
+use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::chain::{ContentId, LibraryId};
+use crate::content::{MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
+use crate::p2p::trust::Refusal;
+
+/// The protocol name negotiated on the stream.
+pub const PROTOCOL: &str = "/harp/blocks/1";
+/// Largest request body (a `Want`).
+pub const MAX_ASK_BYTES: usize = 1 + 16 + 32 + 1;
+/// Most blocks a `Have` may describe (the manifest format's own cap).
+pub const MAX_HAVE_BLOCKS: u32 = crate::content::manifest::MAX_BLOCKS;
+/// Largest `Have` body: a full manifest and two full bitmaps.
+pub const MAX_HAVE_BYTES: usize =
+    1 + 1 + 4 + MAX_MANIFEST_LEN + 4 + 2 * (MAX_HAVE_BLOCKS as usize).div_ceil(8);
+/// Largest `Block` body.
+pub const MAX_BLOCK_BYTES: usize = 1 + 4 + MAX_BLOCK_SIZE as usize;
+
+/// A fetcher's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Which blocks of `content` (a version of `library`) do you hold?
+    Want {
+        /// The library whose chain references the version.
+        library: LibraryId,
+        /// The version (manifest id).
+        content: ContentId,
+        /// Send the manifest bytes too (the fetcher lacks them).
+        send_manifest: bool,
+    },
+    /// Send block number `index` of the stream's version.
+    Get {
+        /// Its index in the manifest's block list.
+        index: u32,
+    },
+}
+
+/// A set of block indices over a manifest's block list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bits {
+    len: u32,
+    bytes: Vec<u8>,
+}
+
+impl Bits {
+    /// `len` bits, all clear.
+    pub fn new(len: u32) -> Self {
+        Bits {
+            len,
+            bytes: vec![0; (len as usize).div_ceil(8)],
+        }
+    }
+
+    /// How many bits.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// No bits at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bit `i` (false past the end).
+    pub fn get(&self, i: u32) -> bool {
+        i < self.len && self.bytes[(i / 8) as usize] & (1 << (i % 8)) != 0
+    }
+
+    /// Sets bit `i` (ignored past the end).
+    pub fn set(&mut self, i: u32) {
+        if i < self.len {
+            self.bytes[(i / 8) as usize] |= 1 << (i % 8);
+        }
+    }
+
+    /// Clears bit `i` (ignored past the end).
+    pub fn clear(&mut self, i: u32) {
+        if i < self.len {
+            self.bytes[(i / 8) as usize] &= !(1 << (i % 8));
+        }
+    }
+
+    /// How many bits are set.
+    pub fn count(&self) -> u32 {
+        self.bytes.iter().map(|b| b.count_ones()).sum()
+    }
+}
+
+/// A provider's answer to `Want`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Have {
+    /// The manifest bytes, when asked for and held (the fetcher checks their hash).
+    pub manifest: Option<Vec<u8>>,
+    /// Blocks the provider holds, by manifest index (empty: it lacks the manifest).
+    pub have: Bits,
+    /// Blocks the provider is fetching right now (for the LAN split, see the module docs of
+    /// [`super`]).
+    pub fetching: Bits,
+    /// The provider is fetching this version too but has no manifest yet (so no bitmaps):
+    /// a LAN fetcher waits for its next `Have` before it asks the WAN.
+    pub starting: bool,
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// To `Want`.
+    Have(Have),
+    /// To `Get`: the block's bytes (the fetcher verifies them).
+    Block {
+        /// Its index.
+        index: u32,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// To `Get`: not held (any more).
+    Missing {
+        /// Its index.
+        index: u32,
+    },
+    /// The provider will not serve this version to us.
+    Refused(Refusal),
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Reads one frame body of at most `max` bytes; `Ok(None)` on a clean end of stream before
+/// the frame starts.
+async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = io.read(&mut len[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(invalid(format!(
+            "frame of {len} bytes over the limit {max}"
+        )));
+    }
+    // Grows as bytes arrive: a peer that announces a big frame and sends nothing costs us
+    // at most the first 1 MiB.
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    (&mut *io).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Some(body))
+}
+
+/// Writes one frame. Small parts are gathered into one buffer (one write, so one transport
+/// frame, for a header); a large last part (a block's bytes) is written from where it lies.
+async fn write_parts<W: AsyncWrite + Unpin>(io: &mut W, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).map_err(|_| invalid("frame too long"))?;
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(&len.to_be_bytes());
+    for p in parts {
+        if p.len() > 4096 {
+            io.write_all(&head).await?;
+            head.clear();
+            io.write_all(p).await?;
+        } else {
+            head.extend_from_slice(p);
+        }
+    }
+    if !head.is_empty() {
+        io.write_all(&head).await?;
+    }
+    Ok(())
+}
+
+/// A cursor over a body that refuses to read past its end.
+struct Body<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Body<'a> {
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| invalid("message too short"))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let s = &self.bytes[self.pos..];
+        self.pos = self.bytes.len();
+        s
+    }
+    fn end(&self) -> io::Result<()> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(invalid("trailing bytes"))
+        }
+    }
+}
+
+/// Writes a request.
+pub async fn write_ask<W: AsyncWrite + Unpin>(io: &mut W, ask: &Ask) -> io::Result<()> {
+    match ask {
+        Ask::Want {
+            library,
+            content,
+            send_manifest,
+        } => {
+            write_parts(
+                io,
+                &[&[1], &library.0, &content.0, &[u8::from(*send_manifest)]],
+            )
+            .await
+        }
+        Ask::Get { index } => write_parts(io, &[&[2], &index.to_be_bytes()]).await,
+    }
+}
+
+/// Reads a request; `Ok(None)` when the fetcher closed the stream.
+pub async fn read_ask<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Option<Ask>> {
+    let Some(body) = read_frame(io, MAX_ASK_BYTES).await? else {
+        return Ok(None);
+    };
+    let mut b = Body {
+        bytes: &body,
+        pos: 0,
+    };
+    let ask = match b.u8()? {
+        1 => {
+            let library = LibraryId(b.array()?);
+            let content = ContentId(b.array()?);
+            let flags = b.u8()?;
+            if flags > 1 {
+                return Err(invalid("unknown Want flags"));
+            }
+            Ask::Want {
+                library,
+                content,
+                send_manifest: flags == 1,
+            }
+        }
+        2 => Ask::Get { index: b.u32()? },
+        t => return Err(invalid(format!("unknown request tag {t}"))),
+    };
+    b.end()?;
+    Ok(Some(ask))
+}
+
+fn refusal_code(r: Refusal) -> u8 {
+    match r {
+        Refusal::NotAMember => 1,
+        Refusal::NotADevice => 2,
+        Refusal::Internal => 3,
+    }
+}
+
+/// Writes an answer.
+pub async fn write_answer<W: AsyncWrite + Unpin>(io: &mut W, answer: &Answer) -> io::Result<()> {
+    match answer {
+        Answer::Have(h) => {
+            if h.have.len() != h.fetching.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "bitmaps of different lengths",
+                ));
+            }
+            let n = h.have.len().to_be_bytes();
+            let flags = u8::from(h.manifest.is_some()) | (u8::from(h.starting) << 1);
+            match &h.manifest {
+                Some(m) => {
+                    let mlen = u32::try_from(m.len()).map_err(|_| invalid("manifest too long"))?;
+                    write_parts(
+                        io,
+                        &[
+                            &[1, flags],
+                            &mlen.to_be_bytes(),
+                            m,
+                            &n,
+                            &h.have.bytes,
+                            &h.fetching.bytes,
+                        ],
+                    )
+                    .await
+                }
+                None => write_parts(io, &[&[1, flags], &n, &h.have.bytes, &h.fetching.bytes]).await,
+            }
+        }
+        Answer::Block { index, bytes } => {
+            write_parts(io, &[&[2], &index.to_be_bytes(), bytes]).await
+        }
+        Answer::Missing { index } => write_parts(io, &[&[3], &index.to_be_bytes()]).await,
+        Answer::Refused(r) => write_parts(io, &[&[4, refusal_code(*r)]]).await,
+    }
+}
+
+/// Reads an answer whose body is at most `max` bytes (the fetcher knows what the next answer
+/// answers: [`MAX_HAVE_BYTES`] for a `Want`, 5 + the block's size for a `Get`). `Ok(None)`
+/// when the provider closed the stream.
+pub async fn read_answer<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max: usize,
+) -> io::Result<Option<Answer>> {
+    let Some(body) = read_frame(io, max).await? else {
+        return Ok(None);
+    };
+    let mut b = Body {
+        bytes: &body,
+        pos: 0,
+    };
+    let answer = match b.u8()? {
+        1 => {
+            let flags = b.u8()?;
+            if flags > 3 {
+                return Err(invalid("unknown Have flags"));
+            }
+            let manifest = if flags & 1 == 1 {
+                let len = b.u32()? as usize;
+                if len > MAX_MANIFEST_LEN {
+                    return Err(invalid("manifest too long"));
+                }
+                Some(b.take(len)?.to_vec())
+            } else {
+                None
+            };
+            let n = b.u32()?;
+            if n > MAX_HAVE_BLOCKS {
+                return Err(invalid("too many blocks"));
+            }
+            let bytes = (n as usize).div_ceil(8);
+            let mut have = Bits::new(n);
+            have.bytes.copy_from_slice(b.take(bytes)?);
+            let mut fetching = Bits::new(n);
+            fetching.bytes.copy_from_slice(b.take(bytes)?);
+            Answer::Have(Have {
+                manifest,
+                have,
+                fetching,
+                starting: flags & 2 == 2,
+            })
+        }
+        2 => {
+            let index = b.u32()?;
+            // Moves the body's tail out without copying a whole block twice.
+            let start = b.pos;
+            let _ = b.rest();
+            let mut body = body;
+            body.drain(..start);
+            return Ok(Some(Answer::Block { index, bytes: body }));
+        }
+        3 => Answer::Missing { index: b.u32()? },
+        4 => Answer::Refused(match b.u8()? {
+            1 => Refusal::NotAMember,
+            2 => Refusal::NotADevice,
+            _ => Refusal::Internal,
+        }),
+        t => return Err(invalid(format!("unknown answer tag {t}"))),
+    };
+    b.end()?;
+    Ok(Some(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::futures::io::Cursor;
+
+    #[tokio::test]
+    async fn messages_round_trip() {
+        let asks = [
+            Ask::Want {
+                library: LibraryId([3; 16]),
+                content: ContentId([4; 32]),
+                send_manifest: true,
+            },
+            Ask::Get { index: 77 },
+        ];
+        let mut buf = Cursor::new(Vec::new());
+        for a in &asks {
+            write_ask(&mut buf, a).await.unwrap();
+        }
+        buf.set_position(0);
+        for a in &asks {
+            assert_eq!(read_ask(&mut buf).await.unwrap().as_ref(), Some(a));
+        }
+        assert_eq!(read_ask(&mut buf).await.unwrap(), None);
+
+        let mut have = Bits::new(10);
+        have.set(0);
+        have.set(9);
+        let answers = [
+            Answer::Have(Have {
+                manifest: Some(vec![1, 2, 3]),
+                have: have.clone(),
+                fetching: Bits::new(10),
+                starting: false,
+            }),
+            Answer::Have(Have::default()),
+            Answer::Have(Have {
+                starting: true,
+                ..Have::default()
+            }),
+            Answer::Block {
+                index: 5,
+                bytes: vec![9; 1000],
+            },
+            Answer::Missing { index: 6 },
+            Answer::Refused(Refusal::NotAMember),
+        ];
+        let mut buf = Cursor::new(Vec::new());
+        for a in &answers {
+            write_answer(&mut buf, a).await.unwrap();
+        }
+        buf.set_position(0);
+        for a in &answers {
+            let got = read_answer(&mut buf, MAX_HAVE_BYTES).await.unwrap();
+            assert_eq!(got.as_ref(), Some(a));
+        }
+        assert_eq!(have.count(), 2);
+        assert!(have.get(9) && !have.get(8) && !have.get(10));
+    }
+
+    /// Freezes version 1 of the encoding: a change here is a protocol change (a new name).
+    #[tokio::test]
+    async fn golden_bytes() {
+        let mut buf = Cursor::new(Vec::new());
+        write_ask(
+            &mut buf,
+            &Ask::Want {
+                library: LibraryId([0x11; 16]),
+                content: ContentId([0x22; 32]),
+                send_manifest: true,
+            },
+        )
+        .await
+        .unwrap();
+        write_ask(&mut buf, &Ask::Get { index: 0x0102_0304 })
+            .await
+            .unwrap();
+        let mut want = vec![0, 0, 0, 50, 1];
+        want.extend([0x11; 16]);
+        want.extend([0x22; 32]);
+        want.push(1);
+        want.extend([0, 0, 0, 5, 2, 1, 2, 3, 4]);
+        assert_eq!(buf.get_ref(), &want);
+
+        let mut have = Bits::new(9);
+        have.set(0);
+        have.set(8);
+        let mut fetching = Bits::new(9);
+        fetching.set(1);
+        let mut buf = Cursor::new(Vec::new());
+        for a in [
+            Answer::Have(Have {
+                manifest: Some(vec![0xEE; 2]),
+                have,
+                fetching,
+                starting: false,
+            }),
+            Answer::Have(Have {
+                starting: true,
+                ..Have::default()
+            }),
+            Answer::Block {
+                index: 7,
+                bytes: vec![0xAA, 0xBB],
+            },
+            Answer::Missing { index: 8 },
+            Answer::Refused(Refusal::NotAMember),
+        ] {
+            write_answer(&mut buf, &a).await.unwrap();
+        }
+        let golden: Vec<u8> = [
+            &[
+                0, 0, 0, 16, 1, 1, 0, 0, 0, 2, 0xEE, 0xEE, 0, 0, 0, 9, 0x01, 0x01, 0x02, 0x00,
+            ][..],
+            &[0, 0, 0, 6, 1, 2, 0, 0, 0, 0],
+            &[0, 0, 0, 7, 2, 0, 0, 0, 7, 0xAA, 0xBB],
+            &[0, 0, 0, 5, 3, 0, 0, 0, 8],
+            &[0, 0, 0, 2, 4, 1],
+        ]
+        .concat();
+        assert_eq!(buf.get_ref(), &golden);
+    }
+
+    #[tokio::test]
+    async fn oversized_short_and_unknown_frames_are_refused() {
+        let mut block = Cursor::new(Vec::new());
+        write_answer(
+            &mut block,
+            &Answer::Block {
+                index: 1,
+                bytes: vec![0; 100],
+            },
+        )
+        .await
+        .unwrap();
+        block.set_position(0);
+        // The fetcher expected a 99-byte block: the frame is over its limit.
+        let e = read_answer(&mut block, 5 + 99).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+
+        let mut huge = Cursor::new(u32::MAX.to_be_bytes().to_vec());
+        assert!(read_answer(&mut huge, MAX_HAVE_BYTES).await.is_err());
+        let mut short = Cursor::new(vec![0, 0, 0, 9, 2]);
+        assert!(read_ask(&mut short).await.is_err());
+        let mut unknown = Cursor::new(vec![0, 0, 0, 1, 9]);
+        assert!(read_ask(&mut unknown).await.is_err());
+        let mut trailing = Cursor::new(vec![0, 0, 0, 6, 2, 0, 0, 0, 1, 0]);
+        assert!(read_ask(&mut trailing).await.is_err());
+        // A Have whose bitmaps are shorter than its count says.
+        let mut bad = Cursor::new(vec![0, 0, 0, 7, 1, 0, 0, 0, 0, 64, 0]);
+        assert!(read_answer(&mut bad, MAX_HAVE_BYTES).await.is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Counting block bytes: per peer, and per class of link (LAN or WAN), for `harpbridge
+//! peers`, the REST API and Prometheus `/metrics`.
+//!
+//! Only `/harp/blocks/1` payloads are counted (the bytes of blocks sent and received), not
+//! the framing, the manifests or the chain sync: those are a few bytes per MiB moved, and the
+//! figure the office story cares about is "how much file content crossed the WAN".
+//!
+//! A byte is counted in the class its peer had *when it moved*: the node reclassifies a peer
+//! as it learns more (mDNS finds it, a ping answers), and the node's task keeps the class
+//! table here up to date ([`Meter::set_lan`]). The fetcher and the block server, which run
+//! outside the node's task, count through a shared [`Meter`] (a mutex around two small maps,
+//! taken once per block).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use libp2p::PeerId;
+
+/// Block bytes moved, as [`super::NodeHandle::traffic`] reports them. Totals since the node
+/// started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Block bytes received from LAN peers.
+    pub lan_in: u64,
+    /// Block bytes sent to LAN peers.
+    pub lan_out: u64,
+    /// Block bytes received from WAN peers.
+    pub wan_in: u64,
+    /// Block bytes sent to WAN peers.
+    pub wan_out: u64,
+    /// Per peer, ordered by `PeerId` bytes.
+    pub per_peer: Vec<PeerTraffic>,
+}
+
+/// Block bytes moved with one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// The peer.
+    pub peer: PeerId,
+    /// Its class now (see [`super::PeerInfo::lan`]).
+    pub lan: bool,
+    /// Block bytes received from it.
+    pub bytes_in: u64,
+    /// Block bytes sent to it.
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Peers known to be on the LAN (absent: WAN).
+    lan: HashMap<PeerId, bool>,
+    /// (in, out) per peer.
+    per_peer: HashMap<PeerId, (u64, u64)>,
+    totals: Traffic,
+}
+
+/// The shared counters. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Meter {
+    state: Arc<Mutex<State>>,
+}
+
+impl Meter {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the class of `peer` (called by the node's task as it learns it).
+    pub fn set_lan(&self, peer: PeerId, lan: bool) {
+        self.lock().lan.insert(peer, lan);
+    }
+
+    /// Whether `peer` is on the LAN as far as the node knows.
+    pub fn is_lan(&self, peer: &PeerId) -> bool {
+        self.lock().lan.get(peer).copied().unwrap_or(false)
+    }
+
+    /// Counts `n` block bytes received from `peer`.
+    pub fn add_in(&self, peer: PeerId, n: u64) {
+        let mut s = self.lock();
+        let lan = s.lan.get(&peer).copied().unwrap_or(false);
+        s.per_peer.entry(peer).or_default().0 += n;
+        if lan {
+            s.totals.lan_in += n;
+        } else {
+            s.totals.wan_in += n;
+        }
+    }
+
+    /// Counts `n` block bytes sent to `peer`.
+    pub fn add_out(&self, peer: PeerId, n: u64) {
+        let mut s = self.lock();
+        let lan = s.lan.get(&peer).copied().unwrap_or(false);
+        s.per_peer.entry(peer).or_default().1 += n;
+        if lan {
+            s.totals.lan_out += n;
+        } else {
+            s.totals.wan_out += n;
+        }
+    }
+
+    /// Bytes (in, out) moved with `peer`.
+    pub fn peer(&self, peer: &PeerId) -> (u64, u64) {
+        self.lock().per_peer.get(peer).copied().unwrap_or_default()
+    }
+
+    /// A snapshot of every counter.
+    pub fn traffic(&self) -> Traffic {
+        let s = self.lock();
+        let mut out = s.totals.clone();
+        out.per_peer = s
+            .per_peer
+            .iter()
+            .map(|(peer, &(bytes_in, bytes_out))| PeerTraffic {
+                peer: *peer,
+                lan: s.lan.get(peer).copied().unwrap_or(false),
+                bytes_in,
+                bytes_out,
+            })
+            .collect();
+        out.per_peer.sort_by_key(|p| p.peer.to_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_go_to_the_class_the_peer_had_when_they_moved() {
+        let m = Meter::default();
+        let p = PeerId::random();
+        m.add_in(p, 10);
+        m.set_lan(p, true);
+        m.add_in(p, 5);
+        m.add_out(p, 3);
+        let t = m.traffic();
+        assert_eq!((t.wan_in, t.lan_in, t.lan_out, t.wan_out), (10, 5, 3, 0));
+        assert_eq!(t.per_peer.len(), 1);
+        assert_eq!((t.per_peer[0].bytes_in, t.per_peer[0].bytes_out), (15, 3));
+        assert_eq!(m.peer(&p), (15, 3));
+    }
+}

@@ -1,0 +1,782 @@
+//! Block transfer (`/harp/blocks/1`) between real swarms on loopback: a 256 MiB file reaches
+//! two members byte-identical, a provider killed mid-transfer is replaced, a provider that
+//! serves corrupt blocks is excluded, a stranger (and a member asking for another library's
+//! content) gets nothing, and two "offices" behind one "cloud" pull over the LAN.
+//!
+//! mDNS is off (multicast on loopback is unreliable in CI); peers are dialled by loopback
+//! multiaddrs. On loopback every peer answers pings in well under a millisecond, so the
+//! nodes here set `lan_rtt` to count dialled peers as LAN, and the office test makes the
+//! "cloud" WAN by listing it in `peers` (see `harpbridge::p2p::blocks`). The hostile peers
+//! are small swarms in this file that speak the wire protocol themselves. Every wait is
+//! bounded.
+
+use std::future::Future;
+use std::io::Read;
+use std::time::Duration;
+
+use harpbridge::chain::{ChainPath, ChainStore, ContentId, LibraryId, Op};
+use harpbridge::content::{ContentStore, ManifestId, StoreOptions};
+use harpbridge::identity::DeviceIdentity;
+use harpbridge::p2p::blocks::wire::{self, Answer, Ask, Bits, Have};
+use harpbridge::p2p::{Node, NodeEvent, NodeHandle, P2pConfig, Refusal};
+use libp2p::futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+
+const WAIT: Duration = Duration::from_secs(60);
+const MIB: u64 = 1 << 20;
+
+struct TestNode {
+    _dir: tempfile::TempDir,
+    id: DeviceIdentity,
+    chain: ChainStore,
+    content: ContentStore,
+    node: NodeHandle,
+}
+
+fn loopback() -> P2pConfig {
+    P2pConfig {
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        ],
+        mdns: false,
+        // Loopback peers dialled by hand count as LAN (see the file docs); generous, so
+        // that a first ping slowed by a loaded machine still counts.
+        lan_rtt: Duration::from_secs(1),
+        ..P2pConfig::default()
+    }
+}
+
+impl TestNode {
+    async fn start() -> TestNode {
+        Self::start_with(loopback()).await
+    }
+
+    async fn start_with(config: P2pConfig) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
+        let database = harpbridge::db::open(dir.path()).unwrap();
+        let chain = ChainStore::open(database.clone()).unwrap();
+        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
+        let node = Node::start(config, &id, chain.clone(), content.clone())
+            .await
+            .unwrap();
+        TestNode {
+            _dir: dir,
+            id,
+            chain,
+            content,
+            node,
+        }
+    }
+
+    fn addr(&self, quic: bool) -> Multiaddr {
+        let a = self
+            .node
+            .listen_addrs()
+            .into_iter()
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
+            .expect("a listen address of that kind");
+        a.with(Protocol::P2p(self.node.peer_id()))
+    }
+
+    fn add(&self, lib: &LibraryId, device: harpbridge::chain::DeviceKey) {
+        self.chain
+            .append(
+                lib,
+                self.id.signing_key(),
+                Op::AddDevice {
+                    device,
+                    name: "member".into(),
+                },
+            )
+            .unwrap();
+    }
+
+    /// Writes `size` pseudo-random bytes (from `seed`) as a new version in the store and
+    /// appends its `Put`; returns the version and the BLAKE3 of the bytes.
+    async fn put_file(
+        &self,
+        lib: LibraryId,
+        name: &str,
+        seed: u8,
+        size: u64,
+    ) -> (ContentId, [u8; 32]) {
+        let (id, hash) = ingest(&self.content, lib, seed, size).await;
+        self.chain
+            .append(
+                &lib,
+                self.id.signing_key(),
+                Op::Put {
+                    path: ChainPath::new(name).unwrap(),
+                    size,
+                    mtime_ms: 0,
+                    content: id.into(),
+                    nextcloud: None,
+                },
+            )
+            .unwrap();
+        self.node.library_changed(lib).await.unwrap();
+        (id.into(), hash)
+    }
+
+    /// Waits until each of `peers` is connected, pinged and classed LAN, so that byte
+    /// counters and provider choice see the class the test expects from the start.
+    async fn on_lan(&self, peers: &[PeerId]) {
+        let node = self.node.clone();
+        let want: Vec<PeerId> = peers.to_vec();
+        eventually("the peers to be classed LAN", move || {
+            let node = node.clone();
+            let want = want.clone();
+            async move {
+                let ps = node.peers().await.unwrap();
+                want.iter()
+                    .all(|w| ps.iter().any(|p| p.peer == *w && p.connected && p.lan))
+            }
+        })
+        .await;
+    }
+
+    async fn connected_to(&self, peers: &[PeerId]) {
+        let node = self.node.clone();
+        let want: Vec<PeerId> = peers.to_vec();
+        eventually("the peers to connect", move || {
+            let node = node.clone();
+            let want = want.clone();
+            async move {
+                let ps = node.peers().await.unwrap();
+                want.iter().all(|w| {
+                    ps.iter()
+                        .any(|p| p.peer == *w && p.connected && p.rtt.is_some())
+                })
+            }
+        })
+        .await;
+    }
+}
+
+/// Streams `size` bytes of a seeded BLAKE3 XOF into a writer: the same seed gives the same
+/// file (and so the same version id) in any store.
+async fn ingest(
+    store: &ContentStore,
+    lib: LibraryId,
+    seed: u8,
+    size: u64,
+) -> (ManifestId, [u8; 32]) {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut xof = blake3::Hasher::new_keyed(&[seed; 32]).finalize_xof();
+        let mut hasher = blake3::Hasher::new();
+        let mut w = store.writer(lib);
+        let mut buf = vec![0u8; MIB as usize];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(MIB) as usize;
+            xof.fill(&mut buf[..n]);
+            hasher.update(&buf[..n]);
+            w.write(&buf[..n]).unwrap();
+            left -= n as u64;
+        }
+        (w.finish().unwrap().id, *hasher.finalize().as_bytes())
+    })
+    .await
+    .unwrap()
+}
+
+/// BLAKE3 of a stored version read back through the store's reader.
+async fn stored_hash(store: &ContentStore, content: ContentId) -> [u8; 32] {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut r = store.open_reader(&content.into()).unwrap();
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; MIB as usize];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        *hasher.finalize().as_bytes()
+    })
+    .await
+    .unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// Waits until every node holds the same heads of `lib` (and the `Put`s in them).
+async fn converge(nodes: &[&TestNode], lib: LibraryId) {
+    let chains: Vec<ChainStore> = nodes.iter().map(|n| n.chain.clone()).collect();
+    eventually("the chains to converge", move || {
+        let chains = chains.clone();
+        async move {
+            let first = chains[0].heads(&lib).unwrap_or_default();
+            !first.is_empty()
+                && chains
+                    .iter()
+                    .all(|c| c.heads(&lib).unwrap_or_default() == first)
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge_and_a_256_mib_file_arrives_byte_identical() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key());
+    a.add(&lib, c.id.device_key());
+    b.node.dial(a.addr(false)).await.unwrap();
+    c.node.dial(a.addr(true)).await.unwrap();
+    c.node.dial(b.addr(false)).await.unwrap();
+    let size = 256 * MIB;
+    let (content, hash) = a.put_file(lib, "big.bin", 1, size).await;
+    converge(&[&a, &b, &c], lib).await;
+    b.on_lan(&[a.node.peer_id(), c.node.peer_id()]).await;
+    c.on_lan(&[a.node.peer_id(), b.node.peer_id()]).await;
+
+    let mut events = b.node.subscribe();
+    let (rb, rc) = bounded("both fetches", async {
+        tokio::join!(
+            b.node.fetch_content(lib, content),
+            c.node.fetch_content(lib, content)
+        )
+    })
+    .await;
+    let (rb, rc) = (rb.unwrap(), rc.unwrap());
+    for (who, r) in [("B", &rb), ("C", &rc)] {
+        eprintln!(
+            "{who}: {} MiB in {:?} ({:.0} MiB/s), from {:?}",
+            r.bytes_fetched / MIB,
+            r.elapsed,
+            r.bytes_fetched as f64 / MIB as f64 / r.elapsed.as_secs_f64(),
+            r.from
+        );
+        assert_eq!(r.bytes_fetched + r.bytes_present, size, "{who}");
+        assert!(r.excluded.is_empty(), "{who}: {:?}", r.excluded);
+    }
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    assert_eq!(stored_hash(&c.content, content).await, hash);
+    // The fetched version is current at B and C, so their caches keep it.
+    assert!(b.content.current(lib).unwrap().contains(&content.into()));
+    assert!(c.content.current(lib).unwrap().contains(&content.into()));
+
+    // Progress went out, and the last event says finished.
+    let mut last = None;
+    while let Ok(e) = events.try_recv() {
+        if let NodeEvent::Transfer(p) = e {
+            if p.content == content {
+                last = Some(p);
+            }
+        }
+    }
+    let last = last.expect("transfer events");
+    assert!(last.finished && last.error.is_none());
+    assert_eq!((last.bytes_done, last.bytes_total), (size, size));
+
+    // Every byte received was sent by someone, all over the "LAN" here; per-peer counts
+    // match the report and the peer table.
+    let ta = a.node.traffic();
+    let tb = b.node.traffic();
+    let tc = c.node.traffic();
+    eprintln!("traffic A {ta:?}\nB {tb:?}\nC {tc:?}");
+    assert_eq!(tb.lan_in, rb.bytes_fetched);
+    assert_eq!(tc.lan_in, rc.bytes_fetched);
+    assert_eq!(tb.wan_in + tc.wan_in + ta.wan_out, 0);
+    assert_eq!(
+        ta.lan_out + tb.lan_out + tc.lan_out,
+        rb.bytes_fetched + rc.bytes_fetched
+    );
+    let peers = b.node.peers().await.unwrap();
+    for (peer, n) in &rb.from {
+        let p = peers.iter().find(|p| p.peer == *peer).unwrap();
+        assert_eq!(p.bytes_in, *n);
+        assert!(p.lan);
+    }
+
+    // Fetching again moves nothing.
+    let again = bounded("a second fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    assert_eq!((again.bytes_fetched, again.bytes_present), (0, size));
+    for n in [a, b, c] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_killed_mid_transfer_is_replaced() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key());
+    a.add(&lib, c.id.device_key());
+    let size = 128 * MIB;
+    let (content, hash) = a.put_file(lib, "f.bin", 2, size).await;
+    // C holds the same bytes (same seed, same version) without any transfer.
+    assert_eq!(ingest(&c.content, lib, 2, size).await.0, content.into());
+    b.node.dial(a.addr(false)).await.unwrap();
+    b.node.dial(c.addr(false)).await.unwrap();
+    c.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b, &c], lib).await;
+    b.connected_to(&[a.node.peer_id(), c.node.peer_id()]).await;
+
+    let fetch = {
+        let node = b.node.clone();
+        tokio::spawn(async move { node.fetch_content(lib, content).await })
+    };
+    // Kill A as soon as B has received a block from it.
+    let pa = a.node.peer_id();
+    let bn = b.node.clone();
+    eventually("B to receive from A", move || {
+        let t = bn.traffic();
+        async move { t.per_peer.iter().any(|p| p.peer == pa && p.bytes_in > 0) }
+    })
+    .await;
+    assert!(
+        !fetch.is_finished(),
+        "the fetch ended before A could be killed"
+    );
+    let from_a_at_kill = b
+        .node
+        .traffic()
+        .per_peer
+        .iter()
+        .find(|p| p.peer == pa)
+        .unwrap()
+        .bytes_in;
+    a.node.shutdown().await;
+    let report = bounded("the fetch", fetch).await.unwrap().unwrap();
+    eprintln!(
+        "killed A after {} MiB from it; report {:?}",
+        from_a_at_kill / MIB,
+        report.from
+    );
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    assert_eq!(report.bytes_fetched, size);
+    let from_c = report
+        .from
+        .iter()
+        .find(|(p, _)| *p == c.node.peer_id())
+        .map(|x| x.1);
+    assert!(from_c.unwrap_or(0) > 0, "{:?}", report.from);
+    assert!(
+        report.excluded.is_empty(),
+        "a vanished provider is not a bad one"
+    );
+    for n in [b, c] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_fetch_resumes_from_what_was_stored() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key());
+    let size = 96 * MIB;
+    let (content, hash) = a.put_file(lib, "f.bin", 8, size).await;
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], lib).await;
+    b.connected_to(&[a.node.peer_id()]).await;
+
+    // The caller gives up (the future is dropped) once a quarter has arrived.
+    let fetch = {
+        let node = b.node.clone();
+        tokio::spawn(async move { node.fetch_content(lib, content).await })
+    };
+    let bn = b.node.clone();
+    eventually("a quarter of the file at B", move || {
+        let t = bn.traffic();
+        async move { t.lan_in >= size / 4 }
+    })
+    .await;
+    fetch.abort();
+    assert!(fetch.await.unwrap_err().is_cancelled());
+
+    let report = bounded("the second fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    eprintln!(
+        "resumed: {} MiB present, {} MiB fetched",
+        report.bytes_present / MIB,
+        report.bytes_fetched / MIB
+    );
+    assert!(report.bytes_present > 0);
+    assert!(report.bytes_fetched < size);
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
+/// How a hand-made provider misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Answers every `Get` with garbage of the right size.
+    Corrupt,
+    /// Answers the first `Want`, then nothing more (connected, but not serving).
+    Silent,
+}
+
+/// A peer that speaks `/harp/blocks/1` by hand: it serves its manifest to anyone, claims
+/// every block, and misbehaves on `Get` as its [`Mode`] says.
+#[derive(NetworkBehaviour)]
+struct RawBehaviour {
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+struct RawPeer {
+    peer: PeerId,
+    control: libp2p_stream::Control,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawPeer {
+    /// A swarm with `id`'s key that dials `target` and, if `serve` is given, answers block
+    /// streams with that manifest and garbage blocks of the right sizes.
+    async fn start(
+        id: &DeviceIdentity,
+        target: Multiaddr,
+        serve: Option<(Vec<u8>, Mode)>,
+    ) -> RawPeer {
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(id.keypair().clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| RawBehaviour {
+                ping: ping::Behaviour::new(ping::Config::new()),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let mut control = swarm.behaviour().stream.new_control();
+        if let Some((manifest, mode)) = serve {
+            let mut incoming = control.accept(StreamProtocol::new(wire::PROTOCOL)).unwrap();
+            tokio::spawn(async move {
+                while let Some((_, mut s)) = incoming.next().await {
+                    let manifest = manifest.clone();
+                    tokio::spawn(async move {
+                        let m = harpbridge::content::Manifest::decode(&manifest).unwrap();
+                        let n = m.blocks.len() as u32;
+                        let mut answered = false;
+                        while let Ok(Some(ask)) = wire::read_ask(&mut s).await {
+                            if answered && mode == Mode::Silent {
+                                continue;
+                            }
+                            answered = true;
+                            let answer = match ask {
+                                Ask::Want { send_manifest, .. } => {
+                                    let mut have = Bits::new(n);
+                                    (0..n).for_each(|i| have.set(i));
+                                    Answer::Have(Have {
+                                        manifest: send_manifest.then(|| manifest.clone()),
+                                        have,
+                                        fetching: Bits::new(n),
+                                        starting: false,
+                                    })
+                                }
+                                Ask::Get { index } => Answer::Block {
+                                    index,
+                                    bytes: vec![0xAB; m.blocks[index as usize].size as usize],
+                                },
+                            };
+                            if wire::write_answer(&mut s, &answer).await.is_err() {
+                                break;
+                            }
+                            let _ = libp2p::futures::AsyncWriteExt::flush(&mut s).await;
+                        }
+                    });
+                }
+            });
+        }
+        swarm.dial(target).unwrap();
+        let peer = *swarm.local_peer_id();
+        let task = tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        RawPeer {
+            peer,
+            control,
+            task,
+        }
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let hostile = DeviceIdentity::from_secret([66; 32]);
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key());
+    a.add(&lib, hostile.device_key());
+    // Larger than A's window, so the hostile peer's Have arrives while blocks are left.
+    let size = 48 * MIB;
+    let (content, hash) = a.put_file(lib, "f.bin", 3, size).await;
+    let manifest = a.content.manifest_bytes(&content.into()).unwrap().unwrap();
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], lib).await;
+    // The hostile member dials B; B learns it is a member from A's chain.
+    let h = RawPeer::start(&hostile, b.addr(false), Some((manifest, Mode::Corrupt))).await;
+    b.connected_to(&[a.node.peer_id(), h.peer]).await;
+
+    let report = bounded("the fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    eprintln!("excluded {:?}, from {:?}", report.excluded, report.from);
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    assert_eq!(report.excluded.len(), 1);
+    assert_eq!(report.excluded[0].0, h.peer);
+    assert!(report.excluded[0].1.contains("do not match"));
+    assert!(report.from.iter().all(|(p, _)| *p == a.node.peer_id()));
+    // The garbage crossed the wire (and is counted) but none of it was stored.
+    assert!(b
+        .node
+        .traffic()
+        .per_peer
+        .iter()
+        .any(|p| p.peer == h.peer && p.bytes_in > 0));
+    assert!(b.content.verify_all().unwrap().is_empty());
+    drop(h);
+    for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_stops_answering_is_dropped() {
+    let a = TestNode::start().await;
+    let b = TestNode::start_with(P2pConfig {
+        fetch_stall_timeout: Duration::from_secs(4),
+        ..loopback()
+    })
+    .await;
+    let silent = DeviceIdentity::from_secret([67; 32]);
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key());
+    a.add(&lib, silent.device_key());
+    // Larger than A's window, so the silent peer's Have arrives while blocks are left.
+    let size = 48 * MIB;
+    let (content, hash) = a.put_file(lib, "f.bin", 7, size).await;
+    let manifest = a.content.manifest_bytes(&content.into()).unwrap().unwrap();
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], lib).await;
+    let s = RawPeer::start(&silent, b.addr(false), Some((manifest, Mode::Silent))).await;
+    b.connected_to(&[a.node.peer_id(), s.peer]).await;
+    let report = bounded("the fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    eprintln!("excluded {:?} after {:?}", report.excluded, report.elapsed);
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    assert_eq!(report.from, vec![(a.node.peer_id(), size)]);
+    // The silent peer got requests (it ranks like A) and was dropped for not answering.
+    assert_eq!(report.excluded.len(), 1);
+    assert_eq!(report.excluded[0].0, s.peer);
+    drop(s);
+    for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_gets_nothing() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    // Library X: A and B. Library Y: A alone, with a file.
+    let (x, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&x, b.id.device_key());
+    let (y, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    let (secret, _) = a.put_file(y, "secret.bin", 4, 4 * MIB).await;
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], x).await;
+    b.connected_to(&[a.node.peer_id()]).await;
+
+    // B is a member of X, but X's chain does not reference Y's file: A refuses.
+    let err = bounded("B's fetch through X", b.node.fetch_content(x, secret))
+        .await
+        .unwrap_err();
+    eprintln!("B through X: {err}");
+    // B is not a member of Y (and does not hold it): nobody is even asked.
+    assert!(bounded("B's fetch of Y", b.node.fetch_content(y, secret))
+        .await
+        .is_err());
+    assert_eq!(b.content.manifest_bytes(&secret.into()).unwrap(), None);
+    assert_eq!(b.content.stats().unwrap().blocks, 0);
+    assert_eq!(a.node.traffic().lan_out + a.node.traffic().wan_out, 0);
+
+    // A stranger speaking the protocol itself: refused, and a Get without a granted Want
+    // ends the stream.
+    let stranger = DeviceIdentity::from_secret([77; 32]);
+    let s = RawPeer::start(&stranger, a.addr(false), None).await;
+    let open = |mut control: libp2p_stream::Control, peer: PeerId| async move {
+        loop {
+            match control
+                .open_stream(peer, StreamProtocol::new(wire::PROTOCOL))
+                .await
+            {
+                Ok(st) => return st,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    };
+    let mut st = bounded("a stream to A", open(s.control.clone(), a.node.peer_id())).await;
+    for (library, content) in [(y, secret), (x, secret)] {
+        wire::write_ask(
+            &mut st,
+            &Ask::Want {
+                library,
+                content,
+                send_manifest: true,
+            },
+        )
+        .await
+        .unwrap();
+        let answer = bounded(
+            "A's answer",
+            wire::read_answer(&mut st, wire::MAX_HAVE_BYTES),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer, Some(Answer::Refused(Refusal::NotAMember)));
+        st = bounded("a stream to A", open(s.control.clone(), a.node.peer_id())).await;
+    }
+    wire::write_ask(&mut st, &Ask::Get { index: 0 })
+        .await
+        .unwrap();
+    let r = bounded(
+        "A's answer",
+        wire::read_answer(&mut st, wire::MAX_BLOCK_BYTES),
+    )
+    .await;
+    assert!(!matches!(r, Ok(Some(Answer::Block { .. }))), "{r:?}");
+    assert_eq!(a.node.traffic().lan_out + a.node.traffic().wan_out, 0);
+    s.task.abort();
+    for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offices_pull_over_the_lan_and_split_the_wan() {
+    // The cloud; two offices that dial it as a configured (WAN) peer and each other by hand
+    // (LAN by RTT here; by mDNS in the lab).
+    let cloud = TestNode::start().await;
+    let office = || {
+        let mut c = loopback();
+        c.peers = vec![cloud.addr(false)];
+        TestNode::start_with(c)
+    };
+    let oa = office().await;
+    let ob = office().await;
+    let (lib, _) = cloud
+        .chain
+        .create_library(cloud.id.signing_key(), "cloud")
+        .unwrap();
+    cloud.add(&lib, oa.id.device_key());
+    cloud.add(&lib, ob.id.device_key());
+    // The offices may have connected before the library existed: announce it.
+    cloud.node.library_changed(lib).await.unwrap();
+    ob.node.dial(oa.addr(false)).await.unwrap();
+    converge(&[&cloud, &oa, &ob], lib).await;
+    oa.connected_to(&[cloud.node.peer_id(), ob.node.peer_id()])
+        .await;
+    ob.connected_to(&[cloud.node.peer_id(), oa.node.peer_id()])
+        .await;
+    oa.on_lan(&[ob.node.peer_id()]).await;
+    ob.on_lan(&[oa.node.peer_id()]).await;
+    let pa = oa.node.peers().await.unwrap();
+    assert!(pa.iter().any(|p| p.peer == cloud.node.peer_id() && !p.lan));
+    assert!(pa.iter().any(|p| p.peer == ob.node.peer_id() && p.lan));
+
+    // One file: office A over the WAN, then office B from A over the LAN.
+    let size = 64 * MIB;
+    let (f1, h1) = cloud.put_file(lib, "one.bin", 5, size).await;
+    converge(&[&cloud, &oa, &ob], lib).await;
+    let ra = bounded("A's fetch", oa.node.fetch_content(lib, f1))
+        .await
+        .unwrap();
+    let wan_b_before = ob.node.traffic().wan_in;
+    let rb = bounded("B's fetch", ob.node.fetch_content(lib, f1))
+        .await
+        .unwrap();
+    let wan_b = ob.node.traffic().wan_in - wan_b_before;
+    eprintln!(
+        "office A (WAN) {:?}, office B (LAN) {:?}, B's WAN bytes {wan_b}",
+        ra.elapsed, rb.elapsed
+    );
+    assert_eq!(stored_hash(&ob.content, f1).await, h1);
+    assert_eq!(oa.node.traffic().wan_in, size);
+    assert!(wan_b * 100 < size, "B pulled {wan_b} bytes over the WAN");
+    assert_eq!(rb.from, vec![(oa.node.peer_id(), size)]);
+
+    // A second file, fetched by both offices at once: they split the WAN work.
+    let size2 = 128 * MIB;
+    let (f2, h2) = cloud.put_file(lib, "two.bin", 6, size2).await;
+    converge(&[&cloud, &oa, &ob], lib).await;
+    let (wa, wb) = (oa.node.traffic().wan_in, ob.node.traffic().wan_in);
+    let (ra, rb) = bounded("both fetches", async {
+        tokio::join!(
+            oa.node.fetch_content(lib, f2),
+            ob.node.fetch_content(lib, f2)
+        )
+    })
+    .await;
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let wan = (oa.node.traffic().wan_in - wa) + (ob.node.traffic().wan_in - wb);
+    eprintln!(
+        "together: WAN {:.3} x the file; A from {:?}, B from {:?}",
+        wan as f64 / size2 as f64,
+        ra.from,
+        rb.from
+    );
+    assert_eq!(stored_hash(&oa.content, f2).await, h2);
+    assert_eq!(stored_hash(&ob.content, f2).await, h2);
+    assert!(
+        wan as f64 <= 1.1 * size2 as f64,
+        "{wan} WAN bytes for a {size2}-byte file"
+    );
+    for n in [cloud, oa, ob] {
+        n.node.shutdown().await;
+    }
+}
