@@ -5,6 +5,7 @@
 //!   double's files become the office's tree, byte for byte (with `OC-Checksum` and the
 //!   office's mtime; the moved file keeps its Nextcloud file id). The webhooks Nextcloud
 //!   fires for serve's own writes add no entry to the chain.
+//! - A version only the office has is fetched from it (`/harp/blocks/1`), then written.
 //! - A file a user edits in Nextcloud while the office writes it is not overwritten: both
 //!   versions are kept, the office's under its conflict name, and the chain says so.
 //! - Nextcloud down (503): write-back waits, shows `retrying` in `/api/ingest`, then writes.
@@ -546,6 +547,53 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
         Some(EDITED)
     );
 
+    office.node.shutdown().await;
+    exapp.stop();
+}
+
+/// A version only the office has: serve fetches its blocks from the office, then writes
+/// it into Nextcloud, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_only_a_peer_has_are_fetched_then_written() {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Team");
+    nc.user_put("alice", "Team/seed.txt", ALPHA);
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let (exapp, lib, office) = setup(&nc, dir.path(), Vec::new(), "seed.txt").await;
+    // 3 MiB that do not compress or repeat: several blocks.
+    let bytes: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let fresh = office.import(lib, &bytes);
+    office
+        .append(
+            lib,
+            vec![put("fresh.bin", fresh, bytes.len(), 1_700_000_000_000)],
+        )
+        .await;
+    until("the office's bytes in Nextcloud", || async {
+        (bytes_of(&nc, "Team/fresh.bin").as_deref() == Some(bytes.as_slice())).then_some(())
+    })
+    .await;
+    assert_eq!(
+        nc.file("alice", "Team/fresh.bin").unwrap().checksum,
+        Some(format!("SHA256:{}", sha256_hex(&bytes)))
+    );
+    let entries = pulled(&exapp, &office, &lib).await;
+    let statuses = nc.run_webhook_worker().await;
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+    let status = exapp.wait_idle().await;
+    assert_eq!(serve_entries(&exapp).await, entries, "no echo entries");
+    assert_eq!(status["writeback"]["state"], "ok", "{status}");
+    assert_eq!(status["writeback"]["pending"], 0, "{status}");
+    assert!(
+        status["counters"]["bytes_out"].as_u64() >= Some(bytes.len() as u64),
+        "{status}"
+    );
     office.node.shutdown().await;
     exapp.stop();
 }
