@@ -3,15 +3,18 @@
 //! bytes to the same double in the same run.
 //!
 //! An office node (in-process, on loopback) appends the changes; serve pulls them and writes
-//! them back. The versions are ones serve already holds (it read them from Nextcloud in its
-//! initial scan), so the figures are write-back's own cost (plan, lost-update check, SHA-256,
-//! streaming PUT, mirror), not block transfer's.
+//! them back. In phases 1 and 2 the versions are ones serve already holds (it read them from
+//! Nextcloud in its initial scan), so those figures are write-back's own cost (plan,
+//! lost-update check, SHA-256, streaming PUT, mirror), not block transfer's; phase 3 adds the
+//! transfer.
 //!
 //! Phases (each prints a line):
 //! 1. small files: the office puts N copies of N distinct 4 KiB files (new paths); time from
 //!    the office's append until all N are in Nextcloud (files/s);
 //! 2. a large file: one copy of a large file (chunked upload above 64 MiB); MB/s;
-//! 3. baselines: the same N small files, then the large file, PUT one after another straight
+//! 3. a large file only the office has: fetched over `/harp/blocks/1`, then written (MB/s
+//!    from the office's append to the file in Nextcloud);
+//! 4. baselines: the same N small files, then the large file, PUT one after another straight
 //!    to the double with reqwest (files/s, MB/s).
 //!
 //! Ends with one JSON line, also written to `bench/out/writeback.json`. Under
@@ -260,11 +263,44 @@ async fn run(sizes: &Sizes) -> Value {
         "large file: {} MiB written back at {big_mb_s:.0} MB/s (SHA-256, then PUT; chunked above 64 MiB)",
         sizes.big_mib
     );
+    // 3. A large file only the office has: serve fetches its blocks (/harp/blocks/1 on
+    // loopback), then writes it back.
+    let fresh = office.import(
+        lib,
+        Content::Generated { seed: 8, len: big }.pieces(1 << 20),
+    );
+    let t = Instant::now();
+    office
+        .chain
+        .append_batch(
+            &lib,
+            office.id.signing_key(),
+            vec![Op::Put {
+                path: ChainPath::new("fetched.bin").unwrap(),
+                size: big,
+                mtime_ms: 1_700_000_000_000,
+                content: fresh,
+                nextcloud: None,
+            }],
+        )
+        .unwrap();
+    office.node.library_changed(lib).await.unwrap();
+    wait_for("the fetched file in Nextcloud", || {
+        nc.file("alice", "Bench/fetched.bin")
+            .and_then(|f| f.content)
+            .is_some_and(|c| c.len() == big)
+    })
+    .await;
+    let fetched_mb_s = big as f64 / t.elapsed().as_secs_f64() / 1e6;
+    println!(
+        "fetched then written: {} MiB from the office's append to Nextcloud at {fetched_mb_s:.0} MB/s",
+        sizes.big_mib
+    );
     let status = exapp.api("/api/ingest", "admin").await;
     assert_eq!(status["writeback"]["pending"], 0, "{status}");
     let peak_rss_mib = exapp.peak_rss_kib() / 1024;
 
-    // 3. Baselines: the same PUTs straight to the double, one after another.
+    // 4. Baselines: the same PUTs straight to the double, one after another.
     let client = reqwest::Client::new();
     let auth = STANDARD.encode(format!("alice:{}", exapp.options.secret));
     let put = |path: String, body: reqwest::Body| {
@@ -304,6 +340,7 @@ async fn run(sizes: &Sizes) -> Value {
         "small_files_per_s": small_rate,
         "large_mib": sizes.big_mib,
         "large_mb_s": big_mb_s,
+        "fetched_then_written_mb_s": fetched_mb_s,
         "exapp_peak_rss_mib": peak_rss_mib,
         "baseline": {"plain_put_small_files_per_s": raw_small_rate, "plain_put_large_mb_s": raw_big_mb_s},
     })
