@@ -11,9 +11,11 @@
 //!    while. Nextcloud keeps that checksum until the file is written again without one, so
 //!    a PROPFIND that still lists our checksum proves the file is exactly what we wrote: the
 //!    event is skipped without downloading anything.
-//! 2. Otherwise the worker downloads the file and compares its content id with the current
-//!    tree's version at that path: the same content never makes a new entry. This also
-//!    absorbs duplicate events (NodeCreated + NodeWritten for one PUT).
+//! 2. Otherwise the worker downloads the file and compares its content id with what
+//!    Nextcloud was last known to hold there (the mirror, which write-back updates with
+//!    each write before the library's lock is released) and with the tree's version: the
+//!    same content never makes a new entry. This also absorbs duplicate events
+//!    (NodeCreated + NodeWritten for one PUT).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

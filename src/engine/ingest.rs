@@ -1,29 +1,34 @@
 //! Reading the truth of one path over WebDAV and recording it in the chain.
 //!
 //! Events only say *where* to look. For each path the worker asks Nextcloud what is there
-//! now (PROPFIND), and records the difference with the library's current tree:
+//! now (PROPFIND), and records what changed since Nextcloud was last seen there (the
+//! [`mirror`](super::mirror)), unless the tree has it already:
 //!
-//! - gone → `Delete` (if the tree has it);
+//! - gone → `Delete`, only of what Nextcloud held as the tree has it. A path the tree has
+//!   from a peer and write-back has not written yet is pending, not deleted (so neither a
+//!   webhook nor a periodic scan deletes a peer's file before it reached Nextcloud);
 //! - a folder → `Mkdir` (if the tree lacks it), and a walk of its children when it may
 //!   have arrived with content (copy, restore, move into the library);
 //! - a file → download it as a stream into the content store; a `Put` only if its
-//!   content differs from the tree's version.
+//!   content differs from both the mirror's version (a pending write-back stays pending)
+//!   and the tree's.
 //!
 //! A rename whose source is gone and whose target exists becomes one `Rename`, so peers
 //! move the file instead of fetching it again. Looking before recording makes the
 //! worker correct whatever order events arrive in, and lets it process one event twice.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use futures_util::StreamExt;
 
 use super::event::{EventKind, FileEvent};
 use super::libraries::Library;
+use super::mirror::{Held, HeldFile};
 use super::stats::{lock, Counters, ScanProgress, ScanState};
 use super::{Engine, EngineError};
 use crate::appapi::multistatus::DavEntry;
 use crate::appapi::webdav::{DavError, Depth};
-use crate::chain::{ChainPath, NextcloudRef, Op, TreeItem};
+use crate::chain::{ChainPath, ContentId, NextcloudRef, Op, TreeItem};
 
 /// Scans append in batches of this many entries (one fsync each).
 const SCAN_BATCH: usize = 256;
@@ -32,11 +37,26 @@ const PARALLEL_FILES: usize = 8;
 
 /// Whether a walk also records deletions of what it did not find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Walk {
+pub(super) enum Walk {
     /// New content under a folder (copy, restore): add what is there.
     Additions,
     /// A full scan: also delete what is gone.
     Full,
+}
+
+/// The topmost of sorted paths: those with no ancestor among them.
+fn topmost(paths: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in paths {
+        if out.last().is_some_and(|l| {
+            p.strip_prefix(l.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        }) {
+            continue;
+        }
+        out.push(p);
+    }
+    out
 }
 
 fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
@@ -44,7 +64,7 @@ fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
 }
 
 /// The library path of a PROPFIND href, if it lies in the library.
-fn href_to_rel(library: &Library, href: &str) -> Option<String> {
+pub(super) fn href_to_rel(library: &Library, href: &str) -> Option<String> {
     let below = href.split_once("/remote.php/dav/files/")?.1;
     let (_uid, user_path) = below.split_once('/').unwrap_or((below, ""));
     let user_path = user_path.trim_end_matches('/');
@@ -100,6 +120,15 @@ impl Engine {
         if !tree.items.contains_key(from) || tree.items.contains_key(to) {
             return Ok(false);
         }
+        // Only a move of what Nextcloud held as the tree has it; anything else is looked
+        // at path by path.
+        let mirror = &self.inner.mirror;
+        let held = mirror.get(&library.id, from);
+        if !held.is_some_and(|h| tree.items.get(from).is_some_and(|item| h.same_as(item)))
+            || mirror.get(&library.id, to).is_some()
+        {
+            return Ok(false);
+        }
         if self.stat(library, from).await?.is_some() || self.stat(library, to).await?.is_none() {
             return Ok(false);
         }
@@ -112,7 +141,11 @@ impl Engine {
     }
 
     /// PROPFIND depth 0 of a library path; `None` when it does not exist.
-    async fn stat(&self, library: &Library, rel: &str) -> Result<Option<DavEntry>, EngineError> {
+    pub(super) async fn stat(
+        &self,
+        library: &Library,
+        rel: &str,
+    ) -> Result<Option<DavEntry>, EngineError> {
         match self
             .inner
             .dav
@@ -126,7 +159,7 @@ impl Engine {
     }
 
     /// Makes the tree agree with Nextcloud at `rel`.
-    async fn reconcile(
+    pub(super) async fn reconcile(
         &self,
         library: &Library,
         rel: &str,
@@ -135,12 +168,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         match self.stat(library, rel).await? {
             None => {
-                if !rel.is_empty() && self.tree(&library.id)?.items.contains_key(rel) {
-                    let op = Op::Delete {
-                        path: chain_path(rel)?,
-                    };
-                    self.append(library, vec![op], user).await?;
-                }
+                let ops = self.gone(library, rel)?;
+                self.append(library, ops, user).await?;
             }
             Some(entry) if entry.is_dir => {
                 if !rel.is_empty()
@@ -154,6 +183,9 @@ impl Engine {
                     };
                     self.append(library, vec![op], user).await?;
                 }
+                if !rel.is_empty() {
+                    self.inner.mirror.set(&library.id, rel, Held::Dir)?;
+                }
                 if let Some(walk) = walk {
                     self.walk(library, rel, walk, None).await?;
                 }
@@ -165,6 +197,60 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Nextcloud holds nothing at `rel`: the deletions to record.
+    ///
+    /// Only what Nextcloud held (the mirror) can have been deleted there. A path the tree
+    /// has from a peer that is not written back yet is pending, not deleted; and where a
+    /// peer's version is pending over the one a user deleted, the peer's write wins (as the
+    /// chain's fold lets a write win over a concurrent delete): write-back puts it back.
+    fn gone(&self, library: &Library, rel: &str) -> Result<Vec<Op>, EngineError> {
+        if rel.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mirror = &self.inner.mirror;
+        let held: BTreeMap<String, Held> = mirror.subtree(&library.id, rel).into_iter().collect();
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tree = self.tree(&library.id)?;
+        let below = tree
+            .items
+            .range(rel.to_owned()..)
+            .take_while(|(p, _)| p.starts_with(rel))
+            .filter(|(p, _)| {
+                p.as_str() == rel || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
+            });
+        let mut pending = false;
+        let mut any = false;
+        for (p, item) in below {
+            any = true;
+            if !held.get(p).is_some_and(|h| h.same_as(item)) {
+                pending = true;
+                break;
+            }
+        }
+        if !any {
+            mirror.remove(&library.id, rel)?;
+            return Ok(Vec::new());
+        }
+        if !pending {
+            return Ok(vec![Op::Delete {
+                path: chain_path(rel)?,
+            }]);
+        }
+        // Part of it is pending: delete only the files Nextcloud had as the tree has them.
+        mirror.remove(&library.id, rel)?;
+        let mut ops = Vec::new();
+        for (p, h) in &held {
+            if matches!(h, Held::File(_)) && tree.items.get(p).is_some_and(|item| h.same_as(item)) {
+                ops.push(Op::Delete {
+                    path: chain_path(p)?,
+                });
+            }
+        }
+        Ok(ops)
     }
 
     /// Reads a file's content into the store; the `Put` to record, if its content is new.
@@ -180,16 +266,22 @@ impl Engine {
     ) -> Result<Option<Op>, EngineError> {
         let tree = self.tree(&library.id)?;
         let current = match tree.items.get(rel) {
-            Some(TreeItem::File {
-                content,
-                size,
-                nextcloud,
-                ..
-            }) => Some((*content, *size, nextcloud.clone())),
+            Some(TreeItem::File { content, .. }) => Some(*content),
+            _ => None,
+        };
+        // Compared with what Nextcloud held last (the mirror), not with the tree: the tree
+        // may hold a peer's version not written back yet.
+        let held = match self.inner.mirror.get(&library.id, rel) {
+            Some(Held::File(f)) => Some(f),
             _ => None,
         };
         if trust_unchanged {
-            if let Some((_, size, Some(nc))) = &current {
+            if let Some(HeldFile {
+                size,
+                nextcloud: Some(nc),
+                ..
+            }) = &held
+            {
                 if Some(nc.fileid) == entry.fileid
                     && Some(&nc.etag) == entry.etag.as_ref()
                     && Some(*size) == entry.size
@@ -222,25 +314,51 @@ impl Engine {
                 got: ingested.size,
             });
         }
-        let content = ingested.id.into();
-        if current.as_ref().is_some_and(|(c, _, _)| *c == content) {
+        let content: ContentId = ingested.id.into();
+        let nextcloud = entry.fileid.map(|fileid| NextcloudRef {
+            fileid,
+            etag: entry.etag.clone().unwrap_or_default(),
+        });
+        let unchanged = held.as_ref().is_some_and(|h| h.content == content);
+        if unchanged || current == Some(content) {
+            // Nextcloud holds what was known (a pending write-back stays pending), or what
+            // the tree has already: nothing new to record.
             Counters::add(&self.inner.counters.unchanged, 1);
+            let sha256 = held.and_then(|h| h.sha256).filter(|_| unchanged);
+            self.inner.mirror.set(
+                &library.id,
+                rel,
+                Held::File(HeldFile {
+                    content,
+                    size: ingested.size,
+                    sha256,
+                    nextcloud,
+                }),
+            )?;
             return Ok(None);
+        }
+        // A peer's version waits to be written at this path, and a user wrote another one
+        // meanwhile: the two are concurrent, both are kept (Nextcloud's under the name).
+        if let Some(item @ TreeItem::File { .. }) = tree.items.get(rel) {
+            let pending = !held
+                .as_ref()
+                .is_some_and(|h| Held::File(h.clone()).same_as(item));
+            if pending {
+                self.keep_both(library, rel, content, entry, item).await?;
+                return Ok(None);
+            }
         }
         Ok(Some(Op::Put {
             path: chain_path(rel)?,
             size: ingested.size,
             mtime_ms: entry.mtime.unwrap_or(0).saturating_mul(1000),
             content,
-            nextcloud: entry.fileid.map(|fileid| NextcloudRef {
-                fileid,
-                etag: entry.etag.clone().unwrap_or_default(),
-            }),
+            nextcloud,
         }))
     }
 
     /// Streams a file from Nextcloud into the content store, a few chunks in memory at most.
-    async fn download(
+    pub(super) async fn download(
         &self,
         library: &Library,
         user_path: &str,
@@ -331,6 +449,8 @@ impl Engine {
                         pending.push(Op::Mkdir {
                             path: chain_path(&child)?,
                         });
+                    } else {
+                        self.inner.mirror.set(&library.id, &child, Held::Dir)?;
                     }
                     folders.push(child);
                 } else {
@@ -363,31 +483,16 @@ impl Engine {
             }
         }
         if mode == Walk::Full {
-            let tree = self.tree(&library.id)?;
-            let prefix = if rel.is_empty() {
-                String::new()
-            } else {
-                format!("{rel}/")
-            };
-            let mut gone: Vec<&String> = tree
-                .items
-                .keys()
-                .filter(|p| p.starts_with(&prefix) && !seen.contains(*p))
-                .collect();
-            // Delete only the topmost missing path of each subtree.
-            gone.sort();
-            let mut last: Option<&String> = None;
-            for path in gone {
-                if last.is_some_and(|l| {
-                    path.strip_prefix(l.as_str())
-                        .is_some_and(|r| r.starts_with('/'))
-                }) {
-                    continue;
-                }
-                pending.push(Op::Delete {
-                    path: chain_path(path)?,
-                });
-                last = Some(path);
+            // What Nextcloud held (the mirror) and no longer has; never a pending write-back.
+            let missing = self
+                .inner
+                .mirror
+                .subtree(&library.id, rel)
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| p.as_str() != rel && !seen.contains(p));
+            for path in topmost(missing) {
+                pending.extend(self.gone(library, &path)?);
             }
         }
         self.append(library, pending, None).await?;

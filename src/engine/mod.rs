@@ -3,6 +3,7 @@
 //! ```text
 //! webhook ─▶ receiver ─▶ queue (durable) ─▶ worker ─▶ WebDAV PROPFIND/GET ─▶ content store
 //!                                                                         └─▶ chain entry
+//! peers' entries ─▶ tree ≠ mirror ─▶ write-back ─▶ WebDAV MKCOL/PUT/MOVE/DELETE (If-Match)
 //! ```
 //!
 //! - [`event`]: the validated file event.
@@ -11,6 +12,8 @@
 //! - [`ingest`]: reading one path's truth over WebDAV and recording it.
 //! - [`worker`]: draining the queue, with retries and backoff when Nextcloud is down.
 //! - [`echo`]: not recording our own writes twice.
+//! - [`mirror`]: what Nextcloud holds, as last known (the base both directions compare with).
+//! - [`writeback`]: the other direction: peers' changes written into Nextcloud.
 //! - [`stats`]: counters and states for the API and the log.
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
@@ -19,10 +22,12 @@ pub mod echo;
 pub mod event;
 pub mod ingest;
 pub mod libraries;
+pub mod mirror;
 pub mod peers;
 pub mod queue;
 pub mod stats;
 pub mod worker;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,8 +46,10 @@ use crate::web::hub::Hub;
 use echo::OwnWrites;
 use event::FileEvent;
 use libraries::{Libraries, Library, LibraryError};
+use mirror::{Mirror, MirrorError};
 use queue::{Enqueued, Queue, QueueError};
 use stats::{lock, Counters, Status, WebhookState};
+use writeback::ContentSource;
 
 /// The file in the data directory that says AppAPI has enabled us.
 const ENABLED_MARKER: &str = "enabled";
@@ -74,6 +81,8 @@ pub enum EngineError {
     Library(#[from] LibraryError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
     #[error("Nextcloud: {0}")]
     Dav(#[from] DavError),
     #[error("{path} read {got} bytes of {expected}: it changed while being read")]
@@ -122,6 +131,14 @@ struct Inner {
     remote_lock: tokio::sync::Mutex<()>,
     /// Devices' names from membership entries, for the panel's peer list.
     names: Mutex<HashMap<crate::chain::DeviceKey, String>>,
+    /// What Nextcloud holds, as last known.
+    mirror: Mirror,
+    /// Wakes the write-back task.
+    writeback_wake: tokio::sync::Notify,
+    /// How many times AppAPI enabled the app since start: ends write-back's pause after a 401.
+    enables: tokio::sync::watch::Sender<u64>,
+    /// Where write-back fetches versions it lacks (the swarm, once it runs).
+    content_source: Mutex<Option<Arc<dyn ContentSource>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -160,6 +177,7 @@ impl Engine {
             },
         )?;
         let libraries = Libraries::open(db.clone())?;
+        let mirror = Mirror::open(db.clone())?;
         let queue = Queue::open(db)?;
         if let Some(hub) = &hub {
             hub.set_device_id(Some(identity.peer_id().to_string()));
@@ -186,12 +204,21 @@ impl Engine {
                 seen: Mutex::new(seen),
                 remote_lock: tokio::sync::Mutex::new(()),
                 names: Mutex::new(HashMap::new()),
+                mirror,
+                writeback_wake: tokio::sync::Notify::new(),
+                enables: tokio::sync::watch::Sender::new(0),
+                content_source: Mutex::new(None),
             }),
         };
         for library in engine.inner.libraries.list() {
+            if !engine.inner.mirror.knows(&library.id) {
+                engine.adopt_tree(&library.id)?;
+            }
             engine.publish_library(&library);
         }
         tokio::spawn(worker::run(engine.clone()));
+        tokio::spawn(writeback::run(engine.clone()));
+        engine.wake_writeback();
         let names = engine.clone();
         tokio::task::spawn_blocking(move || names.learn_names());
         Ok(engine)
@@ -283,6 +310,9 @@ impl Engine {
         };
         *lock(&self.inner.status.webhooks) = state;
         self.inner.queue.wake();
+        // An enable is the admin's "try Nextcloud again" after a refused secret.
+        self.inner.enables.send_modify(|n| *n += 1);
+        self.wake_writeback();
     }
 
     /// Removes our webhooks (on disable).
@@ -339,6 +369,8 @@ impl Engine {
             created_ms: crate::chain::now_ms(),
         };
         self.mark_scan_running(&library);
+        // Nextcloud holds nothing of the new library yet; its scan fills the mirror.
+        self.inner.mirror.adopt(&id, &Tree::default())?;
         self.inner.libraries.insert(library.clone())?;
         tracing::info!(library = %id, uid, folder = %library.folder, "library created; initial scan starts");
         self.publish_library(&library);
@@ -397,6 +429,9 @@ impl Engine {
     /// Forgets a library (its chain and blocks stay until pruned).
     pub fn remove_library(&self, id: &LibraryId) -> Result<Library, EngineError> {
         let library = self.inner.libraries.remove(id)?;
+        if let Err(e) = self.inner.mirror.forget(id) {
+            tracing::warn!(error = %e, "could not forget what Nextcloud holds of the library");
+        }
         if let Err(e) = self.inner.content.set_current(*id, &[]) {
             tracing::warn!(error = %e, "could not release the library's blocks");
         }
@@ -429,8 +464,23 @@ impl Engine {
             .clone()
     }
 
-    /// Appends operations to a library durably, then tells the panel.
+    /// Appends operations read from Nextcloud durably, notes that Nextcloud holds what they
+    /// say ([`mirror`]), then tells the panel.
     pub(crate) async fn append(
+        &self,
+        library: &Library,
+        ops: Vec<Op>,
+        user: Option<&str>,
+    ) -> Result<Vec<Entry>, EngineError> {
+        let recorded = ops.clone();
+        let entries = self.append_unmirrored(library, ops, user).await?;
+        self.inner.mirror.record(&library.id, &recorded)?;
+        Ok(entries)
+    }
+
+    /// Appends operations durably and tells the panel, leaving the mirror as it is (for
+    /// entries Nextcloud does not hold yet: write-back's conflict copies).
+    pub(crate) async fn append_unmirrored(
         &self,
         library: &Library,
         ops: Vec<Op>,

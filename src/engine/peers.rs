@@ -105,6 +105,8 @@ impl Engine {
             if let Err(e) = self.refresh_current(&library).await {
                 tracing::warn!(%library, error = %e, "could not update the versions the library needs");
             }
+            // Nextcloud is to hold the new tree: write-back applies the difference.
+            self.wake_writeback();
         }
         Ok(count)
     }

@@ -33,6 +33,14 @@ pub struct Counters {
     pub retries: AtomicU64,
     /// Content bytes read from Nextcloud.
     pub bytes_in: AtomicU64,
+    /// Changes write-back made in Nextcloud (PUT, MKCOL, MOVE, DELETE).
+    pub written: AtomicU64,
+    /// Content bytes write-back sent to Nextcloud.
+    pub bytes_out: AtomicU64,
+    /// Files changed in Nextcloud while a peer wrote them (both versions kept).
+    pub conflicts: AtomicU64,
+    /// Write-back runs that Nextcloud failed and that will be retried.
+    pub writeback_retries: AtomicU64,
 }
 
 impl Counters {
@@ -55,6 +63,10 @@ impl Counters {
             ("failed", get(&self.failed)),
             ("retries", get(&self.retries)),
             ("bytes_in", get(&self.bytes_in)),
+            ("written", get(&self.written)),
+            ("bytes_out", get(&self.bytes_out)),
+            ("writeback_conflicts", get(&self.conflicts)),
+            ("writeback_retries", get(&self.writeback_retries)),
         ])
     }
 }
@@ -123,6 +135,7 @@ pub struct Status {
     pub webhooks: Mutex<WebhookState>,
     pub nextcloud: Mutex<NextcloudState>,
     pub scans: Mutex<BTreeMap<String, ScanProgress>>,
+    pub writeback: Mutex<super::writeback::WritebackState>,
 }
 
 impl Default for Status {
@@ -131,6 +144,7 @@ impl Default for Status {
             webhooks: Mutex::new(WebhookState::Unknown),
             nextcloud: Mutex::new(NextcloudState::Ok),
             scans: Mutex::new(BTreeMap::new()),
+            writeback: Mutex::new(Default::default()),
         }
     }
 }

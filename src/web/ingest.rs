@@ -7,7 +7,9 @@
 //! a malformed body, 413 for an oversized one, 503 when the queue cannot take it.
 //!
 //! `GET /api/ingest`: backlog, failed events, counters, webhook and Nextcloud state, scans,
-//! and the swarm's state (`{"state":"running","peer_id":…,"listen":[…]}`, `off`, or
+//! write-back's state (`writeback`: `ok` with the changes Nextcloud does not hold yet,
+//! `pending`, of which `waiting_for_content` wait for their blocks; `retrying` with its
+//! `error` and `retry_in_ms`; or `unauthorized`), and the swarm's state (`{"state":"running","peer_id":…,"listen":[…]}`, `off`, or
 //! `failed` with its `error`).
 
 use axum::body::Bytes;
@@ -93,6 +95,7 @@ async fn status(State(state): State<AppState>, _user: AppApiUser) -> Response {
             "webhooks": *lock(&status.webhooks),
             "nextcloud": *lock(&status.nextcloud),
             "scans": *lock(&status.scans),
+            "writeback": *lock(&status.writeback),
             "swarm": state.swarm.status(),
             "libraries": engine.libraries().list().iter().map(|l| json!({
                 "id": l.id.to_hex(), "name": l.name, "uid": l.uid, "folder": l.folder,

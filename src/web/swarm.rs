@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!   Engine::library_changes ──────────────▶ NodeHandle::library_changed   (announce heads)
-//!   NodeEvent::Pulled ────────────────────▶ Engine::remote_entries        (panel, tree, content)
+//!   NodeEvent::Pulled ────────────────────▶ Engine::remote_entries        (panel, tree, content,
+//!                                                                          write-back)
+//!   write-back lacks a version ───────────▶ NodeHandle::fetch_content      (SwarmContent)
 //!   NodeEvent::{Discovered,Connected,…} ──┐
 //!   every PEER_REFRESH: NodeHandle::peers ┴▶ PeerFeed ─▶ hub peer_changed / peer_removed
 //!   NodeEvent::Transfer ──────────────────▶ TransferFeed ─▶ hub transfer_progress
@@ -26,7 +28,10 @@ use super::feed::{PeerFeed, TransferFeed};
 use super::hub::Hub;
 use super::panel::PairRequest;
 use super::AppState;
-use crate::chain::{LibraryId, TreeItem};
+use futures_util::future::BoxFuture;
+
+use crate::chain::{ContentId, LibraryId, TreeItem};
+use crate::engine::writeback::ContentSource;
 use crate::engine::Engine;
 use crate::p2p::{Node, NodeEvent, NodeHandle, P2pError, TransferProgress};
 
@@ -139,6 +144,7 @@ pub async fn start(state: &AppState) {
     };
     tracing::info!(peer_id = %node.peer_id(), listen = ?node.listen_addrs(), mdns = settings.mdns, peers = settings.peers.len(), "swarm running");
     state.swarm.set(status, Some(node.clone()));
+    engine.set_content_source(Arc::new(SwarmContent(node.clone())));
     tokio::spawn(relay(
         engine.clone(),
         node.clone(),
@@ -149,6 +155,26 @@ pub async fn start(state: &AppState) {
     let (tx, rx) = mpsc::channel(PAIRING_QUEUE);
     if state.panel.connect_pairing(tx) {
         tokio::spawn(pairing(engine, rx));
+    }
+}
+
+/// Write-back's way to a version's blocks: the swarm fetches them from the members that
+/// have them.
+struct SwarmContent(NodeHandle);
+
+impl ContentSource for SwarmContent {
+    fn fetch(
+        &self,
+        library: LibraryId,
+        content: ContentId,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            node.fetch_content(library, content)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -1,0 +1,347 @@
+//! `bench/writeback`: how fast peers' changes reach Nextcloud through `harpbridge serve`
+//! (the real binary, against the Nextcloud test double), beside plain WebDAV PUTs of the same
+//! bytes to the same double in the same run.
+//!
+//! An office node (in-process, on loopback) appends the changes; serve pulls them and writes
+//! them back. In phases 1 and 2 the versions are ones serve already holds (it read them from
+//! Nextcloud in its initial scan), so those figures are write-back's own cost (plan,
+//! lost-update check, SHA-256, streaming PUT, mirror), not block transfer's; phase 3 adds the
+//! transfer.
+//!
+//! Phases (each prints a line):
+//! 1. small files: the office puts N copies of N distinct 4 KiB files (new paths); time from
+//!    the office's append until all N are in Nextcloud (files/s);
+//! 2. a large file: one copy of a large file (chunked upload above 64 MiB); MB/s;
+//! 3. a large file only the office has: fetched over `/harp/blocks/1`, then written (MB/s
+//!    from the office's append to the file in Nextcloud);
+//! 4. baselines: the same N small files, then the large file, PUT one after another straight
+//!    to the double with reqwest (files/s, MB/s).
+//!
+//! Ends with one JSON line, also written to `bench/out/writeback.json`. Under
+//! `cargo test --all-targets` (no `--bench` argument) it runs a small smoke version.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use harpbridge::chain::{ChainPath, ChainStore, ContentId, LibraryId, Op};
+use harpbridge::content::{ContentStore, StoreOptions};
+use harpbridge::identity::DeviceIdentity;
+use harpbridge::p2p::{Node, NodeHandle, P2pConfig};
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+use serde_json::{json, Value};
+use support::files::Content;
+use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
+
+struct Sizes {
+    small_files: usize,
+    big_mib: u64,
+}
+
+const SMALL: usize = 4096;
+
+fn small_bytes(i: usize) -> Vec<u8> {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..SMALL)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes = if full {
+        Sizes {
+            small_files: 2_000,
+            big_mib: 192,
+        }
+    } else {
+        Sizes {
+            small_files: 20,
+            big_mib: 8,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(run(&sizes));
+    println!("{result}");
+    if full {
+        let _ = std::fs::create_dir_all("bench/out");
+        let _ = std::fs::write("bench/out/writeback.json", format!("{result}\n"));
+    }
+}
+
+struct Office {
+    _dir: tempfile::TempDir,
+    id: DeviceIdentity,
+    chain: ChainStore,
+    content: ContentStore,
+    node: NodeHandle,
+}
+
+impl Office {
+    async fn start(serve: Multiaddr) -> Office {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
+        let database = harpbridge::db::open(dir.path()).unwrap();
+        let chain = ChainStore::open(database.clone()).unwrap();
+        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
+        let config = P2pConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            peers: vec![serve],
+            mdns: false,
+            ..P2pConfig::default()
+        };
+        let node = Node::start(config, &id, chain.clone(), content.clone())
+            .await
+            .unwrap();
+        Office {
+            _dir: dir,
+            id,
+            chain,
+            content,
+            node,
+        }
+    }
+
+    fn import(&self, lib: LibraryId, pieces: impl Iterator<Item = bytes::Bytes>) -> ContentId {
+        let mut writer = self.content.writer(lib);
+        for piece in pieces {
+            writer.write(&piece).unwrap();
+        }
+        writer.finish().unwrap().id.into()
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn run(sizes: &Sizes) -> Value {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Bench");
+    nc.user_mkdir("alice", "Bench/small");
+    for i in 0..sizes.small_files {
+        nc.user_put("alice", &format!("Bench/small/f{i:05}"), small_bytes(i));
+    }
+    let big = sizes.big_mib << 20;
+    nc.user_put_generated("alice", "Bench/big.bin", 7, big);
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.extra_args = vec!["--library".into(), "alice:/Bench".into()];
+    options.log = "warn,harpbridge::cli=info".into();
+    let exapp = ExApp::start(options);
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    let lib: LibraryId = exapp.wait_libraries(1).await.remove(0).parse().unwrap();
+
+    // The office pairs and pulls the library.
+    let metrics = exapp.api("/api/admin/metrics", "admin").await;
+    let peer_id = metrics["swarm"]["peer_id"].as_str().unwrap().to_owned();
+    let tcp: Multiaddr = metrics["swarm"]["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str()?.parse::<Multiaddr>().ok())
+        .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+        .unwrap();
+    let office = Office::start(tcp.with(Protocol::P2p(peer_id.parse().unwrap()))).await;
+    let office_id = office.id.peer_id().to_base58();
+    loop {
+        let peers = exapp.api("/api/peers", "admin").await;
+        let met = peers["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["peer_id"] == office_id.as_str()));
+        if met {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = exapp
+        .signed(
+            reqwest::Method::POST,
+            &format!("/api/admin/peers/{office_id}/pair"),
+            "admin",
+        )
+        .json(&json!({"libraries": [lib.to_hex()]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let chain = office.chain.clone();
+    wait_for("the office to pull the library", || {
+        chain
+            .tree(&lib)
+            .is_ok_and(|t| t.items.contains_key("big.bin"))
+    })
+    .await;
+
+    // 1. Small files.
+    let mut ops = vec![Op::Mkdir {
+        path: ChainPath::new("copies").unwrap(),
+    }];
+    for i in 0..sizes.small_files {
+        let content = office.import(lib, std::iter::once(small_bytes(i).into()));
+        ops.push(Op::Put {
+            path: ChainPath::new(&format!("copies/f{i:05}")).unwrap(),
+            size: SMALL as u64,
+            mtime_ms: 1_700_000_000_000,
+            content,
+            nextcloud: None,
+        });
+    }
+    let count_copies = |nc: &FakeNextcloud| {
+        let state = nc.state();
+        state.user_files["alice"]
+            .nodes
+            .range("Bench/copies/".to_owned()..)
+            .take_while(|(p, _)| p.starts_with("Bench/copies/"))
+            .count()
+    };
+    let t = Instant::now();
+    office
+        .chain
+        .append_batch(&lib, office.id.signing_key(), ops)
+        .unwrap();
+    office.node.library_changed(lib).await.unwrap();
+    wait_for("the copies in Nextcloud", || {
+        count_copies(&nc) == sizes.small_files
+    })
+    .await;
+    let small_secs = t.elapsed().as_secs_f64();
+    let small_rate = sizes.small_files as f64 / small_secs;
+    println!(
+        "small files: {} × 4 KiB written back at {small_rate:.0} files/s ({small_secs:.2} s from the office's append)",
+        sizes.small_files
+    );
+
+    // 2. A large file.
+    let big_content = office.import(
+        lib,
+        Content::Generated { seed: 7, len: big }.pieces(1 << 20),
+    );
+    let t = Instant::now();
+    office
+        .chain
+        .append_batch(
+            &lib,
+            office.id.signing_key(),
+            vec![Op::Put {
+                path: ChainPath::new("big-copy.bin").unwrap(),
+                size: big,
+                mtime_ms: 1_700_000_000_000,
+                content: big_content,
+                nextcloud: None,
+            }],
+        )
+        .unwrap();
+    office.node.library_changed(lib).await.unwrap();
+    wait_for("the large copy in Nextcloud", || {
+        nc.file("alice", "Bench/big-copy.bin")
+            .and_then(|f| f.content)
+            .is_some_and(|c| c.len() == big)
+    })
+    .await;
+    let big_mb_s = big as f64 / t.elapsed().as_secs_f64() / 1e6;
+    println!(
+        "large file: {} MiB written back at {big_mb_s:.0} MB/s (SHA-256, then PUT; chunked above 64 MiB)",
+        sizes.big_mib
+    );
+    // 3. A large file only the office has: serve fetches its blocks (/harp/blocks/1 on
+    // loopback), then writes it back.
+    let fresh = office.import(
+        lib,
+        Content::Generated { seed: 8, len: big }.pieces(1 << 20),
+    );
+    let t = Instant::now();
+    office
+        .chain
+        .append_batch(
+            &lib,
+            office.id.signing_key(),
+            vec![Op::Put {
+                path: ChainPath::new("fetched.bin").unwrap(),
+                size: big,
+                mtime_ms: 1_700_000_000_000,
+                content: fresh,
+                nextcloud: None,
+            }],
+        )
+        .unwrap();
+    office.node.library_changed(lib).await.unwrap();
+    wait_for("the fetched file in Nextcloud", || {
+        nc.file("alice", "Bench/fetched.bin")
+            .and_then(|f| f.content)
+            .is_some_and(|c| c.len() == big)
+    })
+    .await;
+    let fetched_mb_s = big as f64 / t.elapsed().as_secs_f64() / 1e6;
+    println!(
+        "fetched then written: {} MiB from the office's append to Nextcloud at {fetched_mb_s:.0} MB/s",
+        sizes.big_mib
+    );
+    let status = exapp.api("/api/ingest", "admin").await;
+    assert_eq!(status["writeback"]["pending"], 0, "{status}");
+    let peak_rss_mib = exapp.peak_rss_kib() / 1024;
+
+    // 4. Baselines: the same PUTs straight to the double, one after another.
+    let client = reqwest::Client::new();
+    let auth = STANDARD.encode(format!("alice:{}", exapp.options.secret));
+    let put = |path: String, body: reqwest::Body| {
+        client
+            .put(format!("{}/remote.php/dav/files/alice/{path}", nc.url))
+            .header("authorization-app-api", &auth)
+            .header("ex-app-id", &exapp.options.app_id)
+            .header("ex-app-version", &exapp.options.version)
+            .header("aa-version", support::AA_VERSION)
+            .body(body)
+    };
+    nc.user_mkdir("alice", "Bench/raw");
+    let t = Instant::now();
+    for i in 0..sizes.small_files {
+        let r = put(format!("Bench/raw/f{i:05}"), small_bytes(i).into())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let raw_small_rate = sizes.small_files as f64 / t.elapsed().as_secs_f64();
+    let big_bytes = Content::Generated { seed: 7, len: big }.to_vec();
+    let t = Instant::now();
+    let r = put("Bench/raw-big.bin".into(), big_bytes.into())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let raw_big_mb_s = big as f64 / t.elapsed().as_secs_f64() / 1e6;
+    println!("baseline: plain WebDAV PUTs to the double: {raw_small_rate:.0} small files/s, large file {raw_big_mb_s:.0} MB/s");
+    nc.discard_webhook_jobs();
+    office.node.shutdown().await;
+    exapp.stop();
+    json!({
+        "bench": "writeback",
+        "small_files": sizes.small_files,
+        "small_files_per_s": small_rate,
+        "large_mib": sizes.big_mib,
+        "large_mb_s": big_mb_s,
+        "fetched_then_written_mb_s": fetched_mb_s,
+        "exapp_peak_rss_mib": peak_rss_mib,
+        "baseline": {"plain_put_small_files_per_s": raw_small_rate, "plain_put_large_mb_s": raw_big_mb_s},
+    })
+}
