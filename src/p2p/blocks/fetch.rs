@@ -505,9 +505,14 @@ impl<'a> Fetch<'a> {
         }
         // Until every LAN provider has said what it holds (or had its chance), nothing goes
         // to the WAN: the first `Have` to arrive may well be the cloud's, and a LAN peer
-        // still waiting for its manifest is about to fetch the same version.
+        // still waiting for its manifest is about to fetch the same version. In the first
+        // seconds a LAN peer's answer is stale as soon as we ask again (it may have started
+        // fetching since it said "nothing": we asked again when we got the manifest, or
+        // when it asked us), so an unanswered `Want` holds the WAN too.
         let lan_unheard = self.providers.values().any(|p| {
-            p.view.lan && (!p.answered || p.starting) && p.added.elapsed() < LAN_FIRST_ANSWER
+            p.view.lan
+                && (!p.answered || p.starting || p.want_pending)
+                && p.added.elapsed() < LAN_FIRST_ANSWER
         }) || self.behind_waiting();
         let mut assigned = Vec::new();
         for &s in &self.pending {
