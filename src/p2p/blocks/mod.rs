@@ -69,8 +69,9 @@
 //! the block without having it, the block is ours again and goes to the WAN. With two offices
 //! each pulls about half over the WAN and the other half over the LAN: WAN bytes ≈ 1× the
 //! file, plus the overlap while the two have not yet seen each other's `fetching` bits (at
-//! most one WAN window each). A node that wants the version but has no manifest yet says so
-//! in its `Have` (`starting`), and a fetcher waits for such a LAN peer's next `Have` (up to
+//! most the first, slow-start WAN window each: a block or so). A node that wants the version but has no manifest yet (or has
+//! just stored it and not yet marked its blocks as fetching) says so in its `Have`
+//! (`starting`), and a fetcher waits for such a LAN peer's next `Have` (up to
 //! 5 s) before it asks the WAN, so two offices that start at the same moment do not both
 //! fill a WAN window before they see each other. For the same reason, in a LAN peer's
 //! first 5 s, a `Want` it has not answered yet holds the WAN: its last answer ("nothing")
