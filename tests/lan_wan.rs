@@ -167,7 +167,10 @@ impl Proc {
             .arg(program)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("HB_LAB_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("APP_PERSISTENT_STORAGE")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -481,7 +484,10 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = |n: &str| tmp.path().join(n);
     let (cloud, a, b) = (dir("cloud"), dir("office-a"), dir("office-b"));
-    let logs = dir("logs");
+    // HB_LAB_LOGS=<dir> keeps the processes' logs there (for a look after the run).
+    let logs = std::env::var("HB_LAB_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir("logs"));
     fs::create_dir_all(&logs).unwrap();
     let delay_ms: u64 = std::env::var("HB_LAB_DELAY_MS")
         .ok()

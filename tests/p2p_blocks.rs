@@ -1,7 +1,8 @@
 //! Block transfer (`/harp/blocks/1`) between real swarms on loopback: a 256 MiB file reaches
 //! two members byte-identical, a provider killed mid-transfer is replaced, a provider that
 //! serves corrupt blocks is excluded, a stranger (and a member asking for another library's
-//! content) gets nothing, and two "offices" behind one "cloud" pull over the LAN.
+//! content) gets nothing, two "offices" behind one "cloud" pull over the LAN, and a LAN
+//! member that refuses at first (its chain a moment behind) is asked again.
 //!
 //! mDNS is off (multicast on loopback is unreliable in CI); peers are dialled by loopback
 //! multiaddrs. On loopback every peer answers pings in well under a millisecond, so the
@@ -443,6 +444,9 @@ enum Mode {
     Corrupt,
     /// Answers the first `Want`, then nothing more (connected, but not serving).
     Silent,
+    /// Refuses its first stream as a member whose chain does not reference the version yet
+    /// would, then serves the real blocks (from the store given to [`RawPeer::start`]).
+    BehindThenHonest,
 }
 
 /// A peer that speaks `/harp/blocks/1` by hand: it serves its manifest to anyone, claims
@@ -466,6 +470,7 @@ impl RawPeer {
         id: &DeviceIdentity,
         target: Multiaddr,
         serve: Option<(Vec<u8>, Mode)>,
+        blocks: Option<ContentStore>,
     ) -> RawPeer {
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(id.keypair().clone())
             .with_tokio()
@@ -486,8 +491,11 @@ impl RawPeer {
         if let Some((manifest, mode)) = serve {
             let mut incoming = control.accept(StreamProtocol::new(wire::PROTOCOL)).unwrap();
             tokio::spawn(async move {
+                let mut first = true;
                 while let Some((_, mut s)) = incoming.next().await {
                     let manifest = manifest.clone();
+                    let blocks = blocks.clone();
+                    let refuse = mode == Mode::BehindThenHonest && std::mem::take(&mut first);
                     tokio::spawn(async move {
                         let m = harpbridge::content::Manifest::decode(&manifest).unwrap();
                         let n = m.blocks.len() as u32;
@@ -497,6 +505,12 @@ impl RawPeer {
                                 continue;
                             }
                             answered = true;
+                            if refuse {
+                                let no = Answer::Refused(Refusal::NotAMember);
+                                let _ = wire::write_answer(&mut s, &no).await;
+                                let _ = libp2p::futures::AsyncWriteExt::close(&mut s).await;
+                                break;
+                            }
                             let answer = match ask {
                                 Ask::Want { send_manifest, .. } => {
                                     let mut have = Bits::new(n);
@@ -508,10 +522,14 @@ impl RawPeer {
                                         starting: false,
                                     })
                                 }
-                                Ask::Get { index } => Answer::Block {
-                                    index,
-                                    bytes: vec![0xAB; m.blocks[index as usize].size as usize],
-                                },
+                                Ask::Get { index } => {
+                                    let b = m.blocks[index as usize];
+                                    let bytes = match &blocks {
+                                        Some(store) => store.read_block(&b.hash).unwrap(),
+                                        None => vec![0xAB; b.size as usize],
+                                    };
+                                    Answer::Block { index, bytes }
+                                }
                             };
                             if wire::write_answer(&mut s, &answer).await.is_err() {
                                 break;
@@ -558,7 +576,13 @@ async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
     b.node.dial(a.addr(false)).await.unwrap();
     converge(&[&a, &b], lib).await;
     // The hostile member dials B; B learns it is a member from A's chain.
-    let h = RawPeer::start(&hostile, b.addr(false), Some((manifest, Mode::Corrupt))).await;
+    let h = RawPeer::start(
+        &hostile,
+        b.addr(false),
+        Some((manifest, Mode::Corrupt)),
+        None,
+    )
+    .await;
     b.connected_to(&[a.node.peer_id(), h.peer]).await;
 
     let report = bounded("the fetch", b.node.fetch_content(lib, content))
@@ -602,7 +626,7 @@ async fn a_provider_that_stops_answering_is_dropped() {
     let manifest = a.content.manifest_bytes(&content.into()).unwrap().unwrap();
     b.node.dial(a.addr(false)).await.unwrap();
     converge(&[&a, &b], lib).await;
-    let s = RawPeer::start(&silent, b.addr(false), Some((manifest, Mode::Silent))).await;
+    let s = RawPeer::start(&silent, b.addr(false), Some((manifest, Mode::Silent)), None).await;
     b.connected_to(&[a.node.peer_id(), s.peer]).await;
     let report = bounded("the fetch", b.node.fetch_content(lib, content))
         .await
@@ -648,7 +672,7 @@ async fn a_non_member_gets_nothing() {
     // A stranger speaking the protocol itself: refused, and a Get without a granted Want
     // ends the stream.
     let stranger = DeviceIdentity::from_secret([77; 32]);
-    let s = RawPeer::start(&stranger, a.addr(false), None).await;
+    let s = RawPeer::start(&stranger, a.addr(false), None, None).await;
     let open = |mut control: libp2p_stream::Control, peer: PeerId| async move {
         loop {
             match control
@@ -777,6 +801,59 @@ async fn offices_pull_over_the_lan_and_split_the_wan() {
         "{wan} WAN bytes for a {size2}-byte file"
     );
     for n in [cloud, oa, ob] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lan_member_that_refuses_at_first_is_asked_again() {
+    // The offices learn of a new version milliseconds apart, so the first `Want` can reach
+    // a LAN member whose chain does not reference it yet: it refuses. Taken as final, that
+    // refusal sent the whole file over the WAN while the LAN peer held or fetched it.
+    let cloud = TestNode::start().await;
+    let office = TestNode::start_with(P2pConfig {
+        peers: vec![cloud.addr(false)],
+        ..loopback()
+    })
+    .await;
+    let neighbour = DeviceIdentity::from_secret([68; 32]);
+    let (lib, _) = cloud
+        .chain
+        .create_library(cloud.id.signing_key(), "cloud")
+        .unwrap();
+    cloud.add(&lib, office.id.device_key());
+    cloud.add(&lib, neighbour.device_key());
+    cloud.node.library_changed(lib).await.unwrap();
+    let size = 8 * MIB;
+    let (content, hash) = cloud.put_file(lib, "f.bin", 9, size).await;
+    let manifest = cloud
+        .content
+        .manifest_bytes(&content.into())
+        .unwrap()
+        .unwrap();
+    converge(&[&cloud, &office], lib).await;
+    // The neighbour holds the blocks (served from the cloud's store: same bytes) but
+    // refuses its first stream.
+    let n = RawPeer::start(
+        &neighbour,
+        office.addr(false),
+        Some((manifest, Mode::BehindThenHonest)),
+        Some(cloud.content.clone()),
+    )
+    .await;
+    office.connected_to(&[cloud.node.peer_id(), n.peer]).await;
+    office.on_lan(&[n.peer]).await;
+    let report = bounded("the fetch", office.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    eprintln!("from {:?} in {:?}", report.from, report.elapsed);
+    assert_eq!(stored_hash(&office.content, content).await, hash);
+    // Every block from the LAN member; none over the WAN.
+    assert_eq!(report.from, vec![(n.peer, size)]);
+    assert_eq!(office.node.traffic().wan_in, 0);
+    assert!(report.excluded.is_empty(), "{:?}", report.excluded);
+    drop(n);
+    for n in [cloud, office] {
         n.node.shutdown().await;
     }
 }

@@ -39,6 +39,12 @@ use super::Blocks;
 /// blocks that provider might hold.
 const LAN_FIRST_ANSWER: Duration = Duration::from_secs(5);
 
+/// The window a WAN provider starts with; it grows by every byte received from it (doubling
+/// per window) up to [`FetchConfig::window_wan`]. Small at first because a co-fetching LAN
+/// peer may show up within the first round trips (it learnt of the version a moment after
+/// us): what is already asked over the WAN when the split starts is paid twice.
+const WAN_FIRST_WINDOW: u64 = 512 << 10;
+
 /// How a fetch behaves (from [`crate::p2p::P2pConfig`]).
 #[derive(Debug, Clone, Copy)]
 pub struct FetchConfig {
@@ -100,7 +106,10 @@ impl Provider {
         if self.view.lan {
             c.window_lan
         } else {
-            c.window_wan
+            // Slow start (see WAN_FIRST_WINDOW).
+            WAN_FIRST_WINDOW
+                .saturating_add(self.received)
+                .min(c.window_wan)
         }
     }
 
@@ -167,6 +176,12 @@ struct Fetch<'a> {
     /// Peers not asked again in this fetch: excluded (with why) or refused.
     excluded: Vec<(PeerId, String)>,
     refused: HashSet<PeerId>,
+    /// LAN members (by our chain) that refused the version, with when they were first
+    /// asked: their chain is most likely a moment behind ours (the offices learn of a new
+    /// version from the cloud or each other milliseconds apart), so they are asked again
+    /// (every tick, and when they ask us about it), and count as unheard, until
+    /// [`LAN_FIRST_ANSWER`] after the first ask; a refusal after that is final.
+    behind: HashMap<PeerId, Instant>,
     workers: JoinSet<()>,
     from_workers: mpsc::UnboundedSender<FromWorker>,
     to_store: Option<mpsc::UnboundedSender<Arrived>>,
@@ -214,6 +229,7 @@ pub(crate) async fn fetch(
         providers: HashMap::new(),
         excluded: Vec::new(),
         refused: HashSet::new(),
+        behind: HashMap::new(),
         workers: JoinSet::new(),
         from_workers: from_tx,
         to_store: Some(store_tx),
@@ -266,7 +282,12 @@ impl<'a> Fetch<'a> {
             self.schedule();
             let asked = self.asked.clone();
             tokio::select! {
-                _ = asked.notified() => self.refresh(false),
+                _ = asked.notified() => {
+                    // A peer asked about this version: it may fetch it too, and it may be a
+                    // LAN member that refused us a moment ago (see `behind`).
+                    self.refresh(false);
+                    self.add_providers().await;
+                }
                 Some(msg) = from_rx.recv() => self.on_worker(msg).await?,
                 Some(stored) = stored_rx.recv() => self.on_stored(stored?),
                 _ = tick.tick() => {
@@ -296,7 +317,8 @@ impl<'a> Fetch<'a> {
         let waiting = self
             .providers
             .values()
-            .any(|p| !p.answered || p.have.count() > 0 || p.fetching.count() > 0);
+            .any(|p| !p.answered || p.have.count() > 0 || p.fetching.count() > 0)
+            || self.behind_waiting();
         if self.manifest.is_none() && !waiting {
             return Err(P2pError::Fetch(format!(
                 "no connected member can serve {} ({} refused)",
@@ -407,6 +429,13 @@ impl<'a> Fetch<'a> {
         .await
         .unwrap_or_default();
         for view in members {
+            // A LAN member that refused before keeps its first ask's time (see `behind`).
+            let added = self
+                .behind
+                .get(&view.peer)
+                .copied()
+                .unwrap_or_else(Instant::now);
+            tracing::debug!(peer = %view.peer, lan = view.lan, content = %self.content, "asking a provider");
             let (tx, rx) = mpsc::unbounded_channel();
             let _ = tx.send(ToWorker::Want {
                 send_manifest: self.manifest.is_none(),
@@ -433,10 +462,18 @@ impl<'a> Fetch<'a> {
                     received: 0,
                     first_get: None,
                     last_answer: Instant::now(),
-                    added: Instant::now(),
+                    added,
                 },
             );
         }
+    }
+
+    /// Whether a LAN member that refused (see `behind`) is waiting to be asked again and
+    /// still within [`LAN_FIRST_ANSWER`] of its first ask.
+    fn behind_waiting(&self) -> bool {
+        self.behind.iter().any(|(peer, first)| {
+            !self.providers.contains_key(peer) && first.elapsed() < LAN_FIRST_ANSWER
+        })
     }
 
     /// Asks LAN providers for a fresh `Have` (what they hold and fetch changes as they go);
@@ -468,10 +505,15 @@ impl<'a> Fetch<'a> {
         }
         // Until every LAN provider has said what it holds (or had its chance), nothing goes
         // to the WAN: the first `Have` to arrive may well be the cloud's, and a LAN peer
-        // still waiting for its manifest is about to fetch the same version.
+        // still waiting for its manifest is about to fetch the same version. In the first
+        // seconds a LAN peer's answer is stale as soon as we ask again (it may have started
+        // fetching since it said "nothing": we asked again when we got the manifest, or
+        // when it asked us), so an unanswered `Want` holds the WAN too.
         let lan_unheard = self.providers.values().any(|p| {
-            p.view.lan && (!p.answered || p.starting) && p.added.elapsed() < LAN_FIRST_ANSWER
-        });
+            p.view.lan
+                && (!p.answered || p.starting || p.want_pending)
+                && p.added.elapsed() < LAN_FIRST_ANSWER
+        }) || self.behind_waiting();
         let mut assigned = Vec::new();
         for &s in &self.pending {
             let slot = &self.slots[s];
@@ -511,6 +553,7 @@ impl<'a> Fetch<'a> {
                 .map(|(peer, p)| (rank::eta(p.queued, slot.size, p.rate()), *peer))
                 .min_by(|a, b| a.0.total_cmp(&b.0));
             if let Some((_, peer)) = best {
+                tracing::debug!(%peer, index = idx, size = slot.size, lan = lan_holder, "asking a block");
                 assigned.push((s, peer));
                 if let Some(p) = self.providers.get_mut(&peer) {
                     if p.queued == 0 {
@@ -587,8 +630,18 @@ impl<'a> Fetch<'a> {
                 }
             }
             FromWorker::Refused(peer, reason) => {
-                tracing::info!(%peer, %reason, "a provider refused a block fetch");
-                self.refused.insert(peer);
+                let behind = self
+                    .providers
+                    .get(&peer)
+                    .filter(|p| p.view.lan && p.added.elapsed() < LAN_FIRST_ANSWER)
+                    .map(|p| p.added);
+                if let Some(first) = behind {
+                    tracing::debug!(%peer, %reason, "a LAN member refused a block fetch; asking again");
+                    self.behind.insert(peer, first);
+                } else {
+                    tracing::info!(%peer, %reason, "a provider refused a block fetch");
+                    self.refused.insert(peer);
+                }
                 self.drop_provider(peer);
             }
             FromWorker::NoProtocol(peer) => {
@@ -630,6 +683,14 @@ impl<'a> Fetch<'a> {
             }
         }
         if let Some(p) = self.providers.get_mut(&peer) {
+            tracing::debug!(
+                %peer,
+                lan = p.view.lan,
+                have = have.have.count(),
+                fetching = have.fetching.count(),
+                starting = have.starting,
+                "a provider answered"
+            );
             p.answered = true;
             p.want_pending = false;
             p.have = have.have;

@@ -36,7 +36,10 @@
 //!    deliver it soonest (bytes already queued there over its rate: measured throughput
 //!    once known, a prior from its ping RTT before). Every provider has a window of bytes in
 //!    flight (16 MiB on the LAN, 4 MiB on the WAN by default), so several providers work at
-//!    once and memory stays bounded by the sum of the windows, whatever the file's size.
+//!    once and memory stays bounded by the sum of the windows, whatever the file's size. A
+//!    WAN provider's window starts at 512 KiB and grows by every byte it delivers (slow
+//!    start): what is asked over the WAN before a co-fetching LAN peer shows up is paid
+//!    twice, so little is asked before the split is known.
 //! 3. Every block is verified (BLAKE3 against the manifest) by
 //!    [`crate::content::ContentStore::put_blocks`] before it is stored; a provider that sends
 //!    a bad block (or breaks the protocol) is excluded for the rest of the fetch and named
@@ -66,10 +69,22 @@
 //! the block without having it, the block is ours again and goes to the WAN. With two offices
 //! each pulls about half over the WAN and the other half over the LAN: WAN bytes ≈ 1× the
 //! file, plus the overlap while the two have not yet seen each other's `fetching` bits (at
-//! most one WAN window each). A node that wants the version but has no manifest yet says so
-//! in its `Have` (`starting`), and a fetcher waits for such a LAN peer's next `Have` (up to
+//! most the first, slow-start WAN window each: a block or so). A node that wants the version but has no manifest yet (or has
+//! just stored it and not yet marked its blocks as fetching) says so in its `Have`
+//! (`starting`), and a fetcher waits for such a LAN peer's next `Have` (up to
 //! 5 s) before it asks the WAN, so two offices that start at the same moment do not both
-//! fill a WAN window before they see each other.
+//! fill a WAN window before they see each other. For the same reason, in a LAN peer's
+//! first 5 s, a `Want` it has not answered yet holds the WAN: its last answer ("nothing")
+//! may predate its own fetch, which started a millisecond later.
+//!
+//! The offices learn of a new version milliseconds apart (each pulls the chain from the
+//! cloud, or from the other), so the first `Want` can reach a LAN peer whose chain does
+//! not reference the version *yet*, and the server refuses it (see below). A refusal from
+//! a LAN peer that our chain says is a member is therefore not final for its first 5 s:
+//! the fetch asks it again every tick (and when it asks us about the version) and holds
+//! the WAN meanwhile. Taking such a refusal as final made an office fetch the whole file
+//! over the WAN while the other split it with it (1.4–1.6× the file on the WAN, lab test
+//! step 3).
 //!
 //! # Which peers are LAN
 //!

@@ -163,6 +163,9 @@ fn have(
             .into_iter()
             .map(|b| b.hash)
             .collect();
+        // `starting` before `fetching`: a fetch marks its blocks before it stops
+        // `starting`, so one of the two is seen.
+        let starting = blocks.starting(&id);
         let fetching = blocks.fetching(&id);
         let n = u32::try_from(manifest.blocks.len()).unwrap_or(u32::MAX);
         let mut have = Bits::new(n);
@@ -178,7 +181,10 @@ fn have(
             manifest: send_manifest.then_some(bytes),
             have,
             fetching: busy,
-            starting: false,
+            // A fetch here stores the manifest a few milliseconds before it marks its
+            // blocks as fetching: in between, `busy` is empty but the fetch is coming, and
+            // a LAN co-fetcher told "not fetching" would ask the WAN for blocks we take too.
+            starting,
         });
         Ok((answer, manifest.blocks))
     })();

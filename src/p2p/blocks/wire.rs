@@ -140,8 +140,9 @@ pub struct Have {
     /// Blocks the provider is fetching right now (for the LAN split, see the module docs of
     /// [`super`]).
     pub fetching: Bits,
-    /// The provider is fetching this version too but has no manifest yet (so no bitmaps):
-    /// a LAN fetcher waits for its next `Have` before it asks the WAN.
+    /// The provider is fetching this version too but has not set it up yet (no manifest,
+    /// or the manifest just stored and its `fetching` bits not yet known, so they may be
+    /// empty): a LAN fetcher waits for its next `Have` before it asks the WAN.
     pub starting: bool,
 }
 
