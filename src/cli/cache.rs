@@ -46,7 +46,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use futures_util::StreamExt;
 use libp2p::Multiaddr;
@@ -91,16 +90,7 @@ pub struct CacheArgs {
 
 /// Runs the cache until a signal. Exit 1 if it cannot start.
 pub fn run(args: CacheArgs) -> ExitCode {
-    let result = tokio::runtime::Runtime::new()
-        .context("starting the tokio runtime")
-        .and_then(|rt| rt.block_on(serve(args)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::run_async(serve(args))
 }
 
 async fn serve(args: CacheArgs) -> anyhow::Result<()> {

@@ -69,16 +69,7 @@ pub fn open(
 
 /// Runs the node until a signal. Exit 1 if it cannot start.
 pub fn run(args: NodeArgs) -> ExitCode {
-    let result = tokio::runtime::Runtime::new()
-        .context("starting the tokio runtime")
-        .and_then(|rt| rt.block_on(serve(args)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::run_async(serve(args))
 }
 
 async fn serve(args: NodeArgs) -> anyhow::Result<()> {
