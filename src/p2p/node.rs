@@ -999,11 +999,15 @@ impl Node {
                 num_established,
                 ..
             } => {
-                if let Some(e) = self.peers.get_mut(&peer_id) {
+                // A refused (quarantined) peer's connections were never counted, nor
+                // reported as connected: its disconnection is not reported either.
+                let was_connected = self.peers.get_mut(&peer_id).is_some_and(|e| {
+                    let before = e.connections;
                     e.connections = num_established as usize;
-                }
+                    before > 0
+                });
                 self.publish_peers();
-                if num_established == 0 {
+                if num_established == 0 && was_connected {
                     tracing::info!(peer = %peer_id, "disconnected");
                     self.emit(NodeEvent::Disconnected { peer: peer_id });
                 }
