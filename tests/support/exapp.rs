@@ -255,10 +255,14 @@ fn remember_secret(log_dir: &Path, secret: &str) {
         .append(true)
         .open(parent.join("test-logs.secrets"))
     {
-        let _ = writeln!(f, "{secret}");
+        // One write per call: tests in several threads append at once, and O_APPEND
+        // keeps a single write whole, where `writeln!` may split a line in two.
+        let mut lines = format!("{secret}\n");
         for user in ["", "admin", "alice"] {
-            let _ = writeln!(f, "{}", STANDARD.encode(format!("{user}:{secret}")));
+            lines.push_str(&STANDARD.encode(format!("{user}:{secret}")));
+            lines.push('\n');
         }
+        let _ = f.write_all(lines.as_bytes());
     }
 }
 
