@@ -191,6 +191,11 @@ struct Fetch<'a> {
     last_from: Option<PeerId>,
     last_progress: Instant,
     reported_done: Option<u64>,
+    /// When the manifest was known, and the first and last block arrived (for the
+    /// `fetch timings` debug line: where a slow fetch spent its time).
+    manifest_at: Option<Duration>,
+    first_block_at: Option<Duration>,
+    last_block_at: Option<Duration>,
 }
 
 /// Fetches every block of `content` not held here; see the module docs of [`super`].
@@ -238,6 +243,9 @@ pub(crate) async fn fetch(
         last_from: None,
         last_progress: Instant::now(),
         reported_done: None,
+        manifest_at: None,
+        first_block_at: None,
+        last_block_at: None,
     };
     f.workers
         .spawn(store::run(blocks.content.clone(), store_rx, stored_tx));
@@ -306,6 +314,15 @@ impl<'a> Fetch<'a> {
         self.report.from = from;
         self.report.excluded = self.excluded.clone();
         self.report.elapsed = self.started.elapsed();
+        tracing::debug!(
+            content = %self.content,
+            bytes = self.report.bytes_fetched,
+            manifest = ?self.manifest_at,
+            first_block = ?self.first_block_at,
+            last_block = ?self.last_block_at,
+            stored = ?self.report.elapsed,
+            "fetch timings"
+        );
         Ok(self.report.clone())
     }
 
@@ -374,6 +391,7 @@ impl<'a> Fetch<'a> {
             });
         }
         self.total = m.total_size;
+        self.manifest_at = Some(self.started.elapsed());
         self.report.bytes_present = m.total_size - self.remaining;
         let hashes: HashSet<BlockHash> = self.slots.iter().map(|s| s.hash).collect();
         self.asked = self.blocks.start_fetching(self.id, hashes.iter().copied());
@@ -605,6 +623,9 @@ impl<'a> Fetch<'a> {
                     return Ok(()); // asked before the provider was dropped
                 }
                 self.slots[s].state = State::Storing(peer);
+                let now = self.started.elapsed();
+                self.first_block_at.get_or_insert(now);
+                self.last_block_at = Some(now);
                 if let Some(p) = self.providers.get_mut(&peer) {
                     p.received += bytes.len() as u64;
                 }

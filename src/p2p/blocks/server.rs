@@ -7,17 +7,19 @@
 //! (a device removed from the library is refused from its next refresh on). `Get`s are
 //! answered in order: the block is read and verified by
 //! [`crate::content::ContentStore::read_block`] on the blocking pool, so a block that rotted
-//! on disk is answered `Missing` (and dropped from the store) rather than sent.
+//! on disk is answered `Missing` (and dropped from the store) rather than sent. The next
+//! block is read while the current one is written ([`READ_AHEAD`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use libp2p::futures::{AsyncWriteExt, StreamExt};
+use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::chain::{ContentId, LibraryId};
-use crate::content::{BlockRef, ManifestId};
+use crate::content::{BlockRef, ContentError, ManifestId};
 use crate::p2p::trust::Refusal;
 
 use super::wire::{self, Answer, Ask, Bits, Have};
@@ -53,74 +55,106 @@ struct Session {
     blocks: Vec<BlockRef>,
 }
 
-async fn serve_stream(blocks: &Blocks, peer: PeerId, mut stream: Stream) -> std::io::Result<()> {
-    let mut session: Option<Session> = None;
-    while let Some(ask) = wire::read_ask(&mut stream).await? {
-        let answer = match ask {
-            Ask::Want {
-                library,
-                content,
-                send_manifest,
-            } => {
-                if session
-                    .as_ref()
-                    .is_some_and(|s| (s.library, s.content) != (library, content))
-                {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "one version per stream",
-                    ));
-                }
-                let b = blocks.clone();
-                let (answer, list) = tokio::task::spawn_blocking(move || {
-                    have(&b, &peer, library, content, send_manifest)
-                })
-                .await
-                .unwrap_or((Answer::Refused(Refusal::Internal), None));
-                match list {
-                    Some(list) => {
+/// An answer on its way to the writer: ready, or a block still being read.
+enum Next {
+    /// Written as is; `last`: the stream closes after it (a refusal).
+    Ready { answer: Answer, last: bool },
+    /// Block `index`, read and verified on the blocking pool.
+    Reading {
+        index: u32,
+        read: JoinHandle<Result<Vec<u8>, ContentError>>,
+    },
+}
+
+/// Answers still to be written while the reader goes on: the next block is read from disk
+/// while the current one is on the wire, so the link never waits for the disk. Bounded:
+/// a stream holds at most this many blocks plus the one being written and the one the
+/// reader has in hand.
+const READ_AHEAD: usize = 1;
+
+/// Serves one stream: the reader half checks each request and starts its answer, the
+/// writer half writes the answers in request order.
+async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io::Result<()> {
+    let (mut rd, mut wr) = stream.split();
+    let (tx, mut rx) = mpsc::channel::<Next>(READ_AHEAD);
+    let reader = async move {
+        let mut session: Option<Session> = None;
+        while let Some(ask) = wire::read_ask(&mut rd).await? {
+            let next = match ask {
+                Ask::Want {
+                    library,
+                    content,
+                    send_manifest,
+                } => {
+                    if session
+                        .as_ref()
+                        .is_some_and(|s| (s.library, s.content) != (library, content))
+                    {
+                        return Err(invalid("one version per stream"));
+                    }
+                    let b = blocks.clone();
+                    let (answer, list) = tokio::task::spawn_blocking(move || {
+                        have(&b, &peer, library, content, send_manifest)
+                    })
+                    .await
+                    .unwrap_or((Answer::Refused(Refusal::Internal), None));
+                    let last = list.is_none();
+                    if let Some(list) = list {
                         session = Some(Session {
                             library,
                             content,
                             blocks: list,
-                        })
+                        });
                     }
-                    None => {
-                        wire::write_answer(&mut stream, &answer).await?;
-                        stream.close().await?;
-                        return Ok(());
+                    Next::Ready { answer, last }
+                }
+                Ask::Get { index } => {
+                    let Some(s) = &session else {
+                        return Err(invalid("Get before Want"));
+                    };
+                    let Some(b) = s.blocks.get(index as usize).copied() else {
+                        return Err(invalid("Get of a block the manifest does not list"));
+                    };
+                    let store = blocks.content.clone();
+                    Next::Reading {
+                        index,
+                        read: tokio::task::spawn_blocking(move || store.read_block(&b.hash)),
                     }
                 }
-                answer
+            };
+            let last = matches!(next, Next::Ready { last: true, .. });
+            if tx.send(next).await.is_err() || last {
+                break; // the writer stopped, or the stream ends with this refusal
             }
-            Ask::Get { index } => {
-                let Some(s) = &session else {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "Get before Want",
-                    ));
-                };
-                let Some(b) = s.blocks.get(index as usize).copied() else {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "Get of a block the manifest does not list",
-                    ));
-                };
-                let store = blocks.content.clone();
-                let read = tokio::task::spawn_blocking(move || store.read_block(&b.hash)).await;
-                match read {
+        }
+        Ok(())
+    };
+    let meter = blocks.meter.clone();
+    let writer = async move {
+        while let Some(next) = rx.recv().await {
+            let (answer, last) = match next {
+                Next::Ready { answer, last } => (answer, last),
+                Next::Reading { index, read } => match read.await {
                     Ok(Ok(bytes)) => {
-                        blocks.meter.add_out(peer, bytes.len() as u64);
-                        Answer::Block { index, bytes }
+                        meter.add_out(peer, bytes.len() as u64);
+                        (Answer::Block { index, bytes }, false)
                     }
-                    _ => Answer::Missing { index },
-                }
+                    _ => (Answer::Missing { index }, false),
+                },
+            };
+            wire::write_answer(&mut wr, &answer).await?;
+            wr.flush().await?;
+            if last {
+                break;
             }
-        };
-        wire::write_answer(&mut stream, &answer).await?;
-        stream.flush().await?;
-    }
-    stream.close().await
+        }
+        wr.close().await
+    };
+    tokio::try_join!(reader, writer).map(|_| ())
+}
+
+fn invalid(why: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why)
 }
 
 /// The answer to a `Want`, and the manifest's block list if the peer may read the version
