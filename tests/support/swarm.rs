@@ -1,5 +1,5 @@
 //! In-process swarm nodes on loopback, for the tests and benches that run real swarms
-//! (`p2p_sync`, `p2p_blocks`, `serve_swarm`, `serve_writeback`, bench/transfer,
+//! (`p2p_sync`, `p2p_blocks`, `p2p_mdns`, `serve_swarm`, `serve_writeback`, bench/transfer,
 //! bench/writeback).
 //!
 //! A [`TestNode`] is a whole device: its own data directory (a temporary one), identity,
@@ -8,7 +8,7 @@
 //! loopback is not reliable in CI). Peers find each other by the multiaddrs [`TestNode::addr`]
 //! gives, dialled by hand or listed in `peers`.
 //!
-//! Every wait here is bounded by the caller's `wait` ([`bounded`], [`eventually`],
+//! Every wait here is bounded by the caller's `wait` ([`bounded`], [`until`], [`eventually`],
 //! [`converge`]): a test fails with what it was waiting for, never hangs. The content helper
 //! [`seeded`] makes the same bytes from the same seed in any store, so that two nodes can
 //! hold one version without a transfer.
@@ -106,6 +106,14 @@ impl TestNode {
         }
     }
 
+    /// Appends `ops` to `lib`, signed by this device, and announces the new heads.
+    pub async fn publish(&self, lib: LibraryId, ops: Vec<Op>) {
+        self.chain
+            .append_batch(&lib, self.id.signing_key(), ops)
+            .unwrap();
+        self.node.library_changed(lib).await.unwrap();
+    }
+
     /// The node's address over TCP or QUIC, ending in `/p2p/<id>`.
     pub fn addr(&self, quic: bool) -> Multiaddr {
         let a = self
@@ -144,6 +152,24 @@ pub async fn bounded<T>(wait: Duration, what: &str, f: impl Future<Output = T>) 
     tokio::time::timeout(wait, f)
         .await
         .unwrap_or_else(|_| panic!("timed out after {wait:?} waiting for {what}"))
+}
+
+/// Polls `check` every 50 ms until it returns `Some` (what it holds), failing the test after
+/// `wait`.
+pub async fn until<T, F, Fut>(wait: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    bounded(wait, what, async {
+        loop {
+            if let Some(t) = check().await {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
 
 /// Polls `check` every 20 ms until it holds, failing the test after `wait`.
