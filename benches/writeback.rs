@@ -152,14 +152,7 @@ async fn run(sizes: &Sizes) -> Value {
     // The office pairs and pulls the library.
     let office = Office::dialling(vec![exapp.swarm_addr().await.1]).await;
     let office_id = office.id.peer_id().to_base58();
-    loop {
-        let peers = exapp.api("/api/peers", "admin").await;
-        let met = peers["peers"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["peer_id"] == office_id.as_str()));
-        if met {
-            break;
-        }
+    while exapp.peer(&office_id, "admin").await.is_none() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let response = exapp

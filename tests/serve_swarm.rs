@@ -196,13 +196,8 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     // The office dials serve: it is listed, but only as discovered, and gets nothing.
     let office = Office::dialling(vec![serve_addr.clone()]).await;
     let office_id = office.id.peer_id().to_base58();
-    let peer = until(WAIT, "serve to list the office", || async {
-        let peers = exapp.api("/api/peers", "alice").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["peer_id"] == office_id.as_str())
-            .cloned()
+    let peer = until(WAIT, "serve to list the office", || {
+        exapp.peer(&office_id, "alice")
     })
     .await;
     assert_eq!(peer["trusted"], false, "{peer}");
@@ -260,11 +255,10 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     let (status, _) = status_of(&exapp, Method::POST, &pair, "admin", Some(body)).await;
     assert_eq!(status, StatusCode::CONFLICT, "already a member");
     until(WAIT, "the panel to show the office as trusted", || async {
-        let peers = exapp.api("/api/peers", "admin").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["peer_id"] == office_id.as_str() && p["state"] == "connected")
+        exapp
+            .peer(&office_id, "admin")
+            .await
+            .filter(|p| p["state"] == "connected")
             .map(|p| {
                 assert_eq!(p["trusted"], true);
                 assert_eq!(p["name"], "office-b", "the name it was paired under");
@@ -299,16 +293,13 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     let mut ws = websocket(&exapp, "admin").await;
     let mut alice_ws = websocket(&exapp, "alice").await;
     office
-        .chain
-        .append(
-            &lib,
-            office.id.signing_key(),
-            Op::Mkdir {
+        .publish(
+            lib,
+            vec![Op::Mkdir {
                 path: ChainPath::new("from-office").unwrap(),
-            },
+            }],
         )
-        .unwrap();
-    office.node.library_changed(lib).await.unwrap();
+        .await;
     for client in [&mut ws, &mut alice_ws] {
         let entry = bounded(WAIT, "the office's entry on the WebSocket", async {
             loop {
@@ -386,13 +377,8 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     // the first office's entry through serve.
     let second = Office::dialling(vec![serve_addr.clone()]).await;
     let second_id = second.id.peer_id().to_base58();
-    until(WAIT, "serve to list the second office", || async {
-        let peers = exapp.api("/api/peers", "admin").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["peer_id"] == second_id.as_str())
-            .then_some(())
+    until(WAIT, "serve to list the second office", || {
+        exapp.peer(&second_id, "admin")
     })
     .await;
     let (status, text) = status_of(
@@ -554,15 +540,10 @@ async fn serve_dials_the_configured_peers() {
         WAIT,
         "serve to connect to the configured office",
         || async {
-            let peers = exapp.api("/api/peers", "admin").await;
-            peers["peers"]
-                .as_array()?
-                .iter()
-                .find(|p| {
-                    p["peer_id"] == office_id.as_str()
-                        && p["addresses"].as_array().is_some_and(|a| !a.is_empty())
-                })
-                .cloned()
+            exapp
+                .peer(&office_id, "admin")
+                .await
+                .filter(|p| p["addresses"].as_array().is_some_and(|a| !a.is_empty()))
         },
     )
     .await;

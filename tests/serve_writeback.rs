@@ -85,13 +85,8 @@ async fn setup(
     let lib: LibraryId = lib_hex.parse().unwrap();
     let office = Office::dialling(vec![exapp.swarm_addr().await.1]).await;
     let office_id = office.id.peer_id().to_base58();
-    until(WAIT, "serve to meet the office", || async {
-        let peers = exapp.api("/api/peers", "admin").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["peer_id"] == office_id.as_str())
-            .then_some(())
+    until(WAIT, "serve to meet the office", || {
+        exapp.peer(&office_id, "admin")
     })
     .await;
     let response = exapp

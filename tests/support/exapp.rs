@@ -328,6 +328,16 @@ impl ExApp {
         (peer_id, addr)
     }
 
+    /// serve's row for the peer `peer_id` in `/api/peers` as `user` sees it, if it lists it.
+    pub async fn peer(&self, peer_id: &str, user: &str) -> Option<serde_json::Value> {
+        let peers = self.api("/api/peers", user).await;
+        peers["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["peer_id"] == peer_id)
+            .cloned()
+    }
+
     /// Waits until `n` libraries exist and have been scanned; returns their ids.
     pub async fn wait_libraries(&self, n: usize) -> Vec<String> {
         self.wait_libraries_for(n, Duration::from_secs(120)).await
