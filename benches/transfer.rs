@@ -13,76 +13,34 @@
 //! Ends with one JSON line, also written to `bench/out/transfer.json`. MB = 10^6 bytes.
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs an 8 MiB smoke version.
 
+#[path = "../tests/support/swarm.rs"]
+mod swarm;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use harpbridge::chain::{ChainPath, ChainStore, ContentId, LibraryId, Op};
-use harpbridge::content::{ContentStore, StoreOptions};
-use harpbridge::identity::DeviceIdentity;
-use harpbridge::p2p::{Node, NodeHandle, P2pConfig};
-use libp2p::multiaddr::Protocol;
+use harpbridge::chain::{ChainPath, ContentId, LibraryId, Op};
+use harpbridge::p2p::P2pConfig;
 use libp2p::Multiaddr;
 use serde_json::{json, Value};
+use swarm::TestNode;
 
 const MIB: u64 = 1 << 20;
 
-struct Bench {
-    _dir: tempfile::TempDir,
-    id: DeviceIdentity,
-    chain: ChainStore,
-    content: ContentStore,
-    node: NodeHandle,
-}
-
-impl Bench {
-    async fn start(listen: &[&str]) -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        let database = harpbridge::db::open(dir.path()).unwrap();
-        let chain = ChainStore::open(database.clone()).unwrap();
-        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
-        let config = P2pConfig {
-            listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
-            mdns: false,
-            // Loopback peers are LAN peers here (mDNS would find them on a real LAN), so
-            // the fetch uses the LAN window.
-            lan_rtt: Duration::from_millis(50),
-            ..P2pConfig::default()
-        };
-        let node = Node::start(config, &id, chain.clone(), content.clone())
-            .await
-            .unwrap();
-        Bench {
-            _dir: dir,
-            id,
-            chain,
-            content,
-            node,
-        }
-    }
-
-    fn addr(&self, quic: bool) -> Multiaddr {
-        let a = self
-            .node
-            .listen_addrs()
-            .into_iter()
-            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
-            .expect("a listen address of that kind");
-        a.with(Protocol::P2p(self.node.peer_id()))
-    }
+/// A node on loopback listening on `listen` only.
+async fn start(listen: &[&str]) -> TestNode {
+    let config = P2pConfig {
+        // Loopback peers are LAN peers here (mDNS would find them on a real LAN), so the
+        // fetch uses the LAN window.
+        lan_rtt: Duration::from_millis(50),
+        ..swarm::listening_on(listen)
+    };
+    TestNode::start(config).await
 }
 
 /// `size` bytes of a seeded BLAKE3 XOF, 1 MiB at a time.
-fn generate(size: u64, mut sink: impl FnMut(&[u8])) {
-    let mut xof = blake3::Hasher::new_keyed(&[9; 32]).finalize_xof();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(MIB) as usize;
-        xof.fill(&mut buf[..n]);
-        sink(&buf[..n]);
-        left -= n as u64;
-    }
+fn generate(size: u64, sink: impl FnMut(&[u8])) {
+    swarm::seeded(9, size, sink);
 }
 
 fn peak_rss_mib() -> Option<u64> {
@@ -92,22 +50,16 @@ fn peak_rss_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Fetches the version at `b` from `a` dialled at `addr`; MB/s.
-async fn fetch(a: &Bench, b: &Bench, lib: LibraryId, content: ContentId, addr: Multiaddr) -> f64 {
+async fn fetch(
+    a: &TestNode,
+    b: &TestNode,
+    lib: LibraryId,
+    content: ContentId,
+    addr: Multiaddr,
+) -> f64 {
     b.node.dial(addr).await.unwrap();
-    let (ca, cb) = (a.chain.clone(), b.chain.clone());
-    wait_for("the chain to sync", || {
-        cb.heads(&lib).unwrap_or_default() == ca.heads(&lib).unwrap_or_default()
-    })
-    .await;
+    swarm::converge(Duration::from_secs(60), &[a, b], lib).await;
     let report = b.node.fetch_content(lib, content).await.unwrap();
     let mb_s = report.bytes_fetched as f64 / report.elapsed.as_secs_f64() / 1e6;
     // Check the bytes (untimed): every block was verified on arrival; this reads them back.
@@ -192,21 +144,12 @@ fn syncthing(mib: u64) -> Value {
 async fn run(mib: u64, full: bool) -> Value {
     let size = mib * MIB;
     // A listens on both transports; B and C each on (and dial A over) one only.
-    let a = Bench::start(&["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]).await;
-    let b = Bench::start(&["/ip4/127.0.0.1/tcp/0"]).await;
-    let c = Bench::start(&["/ip4/127.0.0.1/udp/0/quic-v1"]).await;
+    let a = start(&[swarm::TCP, swarm::QUIC]).await;
+    let b = start(&[swarm::TCP]).await;
+    let c = start(&[swarm::QUIC]).await;
     let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
     for n in [&b, &c] {
-        a.chain
-            .append(
-                &lib,
-                a.id.signing_key(),
-                Op::AddDevice {
-                    device: n.id.device_key(),
-                    name: "bench".into(),
-                },
-            )
-            .unwrap();
+        a.add(&lib, n.id.device_key(), "bench");
     }
     let t = Instant::now();
     let store = a.content.clone();

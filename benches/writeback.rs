@@ -27,14 +27,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use harpbridge::chain::{ChainPath, ChainStore, ContentId, LibraryId, Op};
-use harpbridge::content::{ContentStore, StoreOptions};
-use harpbridge::identity::DeviceIdentity;
-use harpbridge::p2p::{Node, NodeHandle, P2pConfig};
-use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
+use harpbridge::chain::{ChainPath, ContentId, LibraryId, Op};
 use serde_json::{json, Value};
 use support::files::Content;
+// The office node that dials serve.
+use support::swarm::TestNode as Office;
 use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
 
 struct Sizes {
@@ -82,39 +79,7 @@ fn main() {
     }
 }
 
-struct Office {
-    _dir: tempfile::TempDir,
-    id: DeviceIdentity,
-    chain: ChainStore,
-    content: ContentStore,
-    node: NodeHandle,
-}
-
 impl Office {
-    async fn start(serve: Multiaddr) -> Office {
-        let dir = tempfile::tempdir().unwrap();
-        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        let database = harpbridge::db::open(dir.path()).unwrap();
-        let chain = ChainStore::open(database.clone()).unwrap();
-        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
-        let config = P2pConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            peers: vec![serve],
-            mdns: false,
-            ..P2pConfig::default()
-        };
-        let node = Node::start(config, &id, chain.clone(), content.clone())
-            .await
-            .unwrap();
-        Office {
-            _dir: dir,
-            id,
-            chain,
-            content,
-            node,
-        }
-    }
-
     fn import(&self, lib: LibraryId, pieces: impl Iterator<Item = bytes::Bytes>) -> ContentId {
         let mut writer = self.content.writer(lib);
         for piece in pieces {
@@ -122,6 +87,39 @@ impl Office {
         }
         writer.finish().unwrap().id.into()
     }
+}
+
+/// The office imports a generated `len`-byte file (from `seed`) and puts it at `name`; MB/s
+/// from its append until the file is whole in Nextcloud.
+async fn write_back_large(
+    office: &Office,
+    nc: &FakeNextcloud,
+    lib: LibraryId,
+    name: &str,
+    seed: u64,
+    len: u64,
+) -> f64 {
+    let content = office.import(lib, Content::Generated { seed, len }.pieces(1 << 20));
+    let t = Instant::now();
+    office
+        .publish(
+            lib,
+            vec![Op::Put {
+                path: ChainPath::new(name).unwrap(),
+                size: len,
+                mtime_ms: 1_700_000_000_000,
+                content,
+                nextcloud: None,
+            }],
+        )
+        .await;
+    wait_for(&format!("{name} in Nextcloud"), || {
+        nc.file("alice", &format!("Bench/{name}"))
+            .and_then(|f| f.content)
+            .is_some_and(|c| c.len() == len)
+    })
+    .await;
+    len as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -152,25 +150,9 @@ async fn run(sizes: &Sizes) -> Value {
     let lib: LibraryId = exapp.wait_libraries(1).await.remove(0).parse().unwrap();
 
     // The office pairs and pulls the library.
-    let metrics = exapp.api("/api/admin/metrics", "admin").await;
-    let peer_id = metrics["swarm"]["peer_id"].as_str().unwrap().to_owned();
-    let tcp: Multiaddr = metrics["swarm"]["listen"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.as_str()?.parse::<Multiaddr>().ok())
-        .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
-        .unwrap();
-    let office = Office::start(tcp.with(Protocol::P2p(peer_id.parse().unwrap()))).await;
+    let office = Office::dialling(vec![exapp.swarm_addr().await.1]).await;
     let office_id = office.id.peer_id().to_base58();
-    loop {
-        let peers = exapp.api("/api/peers", "admin").await;
-        let met = peers["peers"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["peer_id"] == office_id.as_str()));
-        if met {
-            break;
-        }
+    while exapp.peer(&office_id, "admin").await.is_none() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let response = exapp
@@ -215,11 +197,7 @@ async fn run(sizes: &Sizes) -> Value {
             .count()
     };
     let t = Instant::now();
-    office
-        .chain
-        .append_batch(&lib, office.id.signing_key(), ops)
-        .unwrap();
-    office.node.library_changed(lib).await.unwrap();
+    office.publish(lib, ops).await;
     wait_for("the copies in Nextcloud", || {
         count_copies(&nc) == sizes.small_files
     })
@@ -232,66 +210,14 @@ async fn run(sizes: &Sizes) -> Value {
     );
 
     // 2. A large file.
-    let big_content = office.import(
-        lib,
-        Content::Generated { seed: 7, len: big }.pieces(1 << 20),
-    );
-    let t = Instant::now();
-    office
-        .chain
-        .append_batch(
-            &lib,
-            office.id.signing_key(),
-            vec![Op::Put {
-                path: ChainPath::new("big-copy.bin").unwrap(),
-                size: big,
-                mtime_ms: 1_700_000_000_000,
-                content: big_content,
-                nextcloud: None,
-            }],
-        )
-        .unwrap();
-    office.node.library_changed(lib).await.unwrap();
-    wait_for("the large copy in Nextcloud", || {
-        nc.file("alice", "Bench/big-copy.bin")
-            .and_then(|f| f.content)
-            .is_some_and(|c| c.len() == big)
-    })
-    .await;
-    let big_mb_s = big as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let big_mb_s = write_back_large(&office, &nc, lib, "big-copy.bin", 7, big).await;
     println!(
         "large file: {} MiB written back at {big_mb_s:.0} MB/s (SHA-256, then PUT; chunked above 64 MiB)",
         sizes.big_mib
     );
     // 3. A large file only the office has: serve fetches its blocks (/harp/blocks/1 on
     // loopback), then writes it back.
-    let fresh = office.import(
-        lib,
-        Content::Generated { seed: 8, len: big }.pieces(1 << 20),
-    );
-    let t = Instant::now();
-    office
-        .chain
-        .append_batch(
-            &lib,
-            office.id.signing_key(),
-            vec![Op::Put {
-                path: ChainPath::new("fetched.bin").unwrap(),
-                size: big,
-                mtime_ms: 1_700_000_000_000,
-                content: fresh,
-                nextcloud: None,
-            }],
-        )
-        .unwrap();
-    office.node.library_changed(lib).await.unwrap();
-    wait_for("the fetched file in Nextcloud", || {
-        nc.file("alice", "Bench/fetched.bin")
-            .and_then(|f| f.content)
-            .is_some_and(|c| c.len() == big)
-    })
-    .await;
-    let fetched_mb_s = big as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let fetched_mb_s = write_back_large(&office, &nc, lib, "fetched.bin", 8, big).await;
     println!(
         "fetched then written: {} MiB from the office's append to Nextcloud at {fetched_mb_s:.0} MB/s",
         sizes.big_mib

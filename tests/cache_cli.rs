@@ -5,100 +5,14 @@
 //! Fetching itself (bytes, from whom, LAN first) is shown by the LAN/WAN lab test
 //! (`tests/lan_wan.rs`) and the block-transfer tests.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_harpbridge");
+use cli::{imported_library, peer_id, run, Proc};
+
 const WAIT: Duration = Duration::from_secs(30);
-
-fn run(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("APP_PERSISTENT_STORAGE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A running `harpbridge` role, stopped with SIGTERM (then SIGKILL) when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn start(args: &[&str], dir: &Path) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .env_remove("APP_PERSISTENT_STORAGE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(rest) = l.strip_prefix(prefix) {
-                        return rest.trim().to_string();
-                    }
-                }
-                Err(e) => panic!("no line starting with {prefix:?} within {WAIT:?}: {e}"),
-            }
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: signalling our own child by its pid.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 #[test]
 fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_peers() {
@@ -106,32 +20,24 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_peers() {
     let b = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("f.txt"), b"some content").unwrap();
-    let b_peer = run(&["id"], b.path())
-        .lines()
-        .find_map(|l| l.strip_prefix("peer id:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let b_peer = peer_id(b.path());
     let imported = run(
         &["import", "--library", "new", src.path().to_str().unwrap()],
         a.path(),
     );
-    let lib = imported
-        .lines()
-        .find_map(|l| l.strip_prefix("library "))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let lib = imported_library(&imported);
     run(&["peers", "add", "--library", &lib, &b_peer], a.path());
 
-    let node = Proc::start(
+    let node = Proc::harpbridge(
+        "node",
         &["node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"],
         a.path(),
     );
-    let a_peer = node.line("peer-id ");
-    let a_addr = node.line("listening ");
+    let a_peer = node.line("peer-id ", WAIT);
+    let a_addr = node.line("listening ", WAIT);
     let dial = format!("{a_addr}/p2p/{a_peer}");
-    let mut cache = Proc::start(
+    let cache = Proc::harpbridge(
+        "cache",
         &[
             "cache",
             "--no-mdns",
@@ -142,32 +48,20 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_peers() {
         ],
         b.path(),
     );
-    assert_eq!(cache.line(&format!("synced {lib} with ")), a_peer);
+    assert_eq!(cache.line(&format!("synced {lib} with "), WAIT), a_peer);
     // The Put is seen and its content asked for (fetched, or a failure line to retry).
-    let deadline = Instant::now() + WAIT;
-    let outcome = loop {
-        let l = cache
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("a fetch outcome line");
-        if l.starts_with(&format!("fetched {lib} "))
-            || l.starts_with(&format!("fetch-failed {lib} "))
-        {
-            break l;
-        }
-    };
+    let outcome = cache.line_where("fetch outcome line", WAIT, |l| {
+        (l.starts_with(&format!("fetched {lib} "))
+            || l.starts_with(&format!("fetch-failed {lib} ")))
+        .then(|| l.to_string())
+    });
     assert!(outcome.contains(" f.txt"), "{outcome}");
 
     // The cache holds the database: peers list prints the cache's own list (written every
     // 5 s), where node A is a trusted, connected WAN peer (it was dialled, not found by mDNS).
     let deadline = Instant::now() + WAIT;
     let listed = loop {
-        let out = Command::new(BIN)
-            .args(["peers", "list", "--no-mdns", "--data-dir"])
-            .arg(b.path())
-            .env_remove("APP_PERSISTENT_STORAGE")
-            .output()
-            .unwrap();
+        let out = cli::output(&["peers", "list", "--no-mdns"], b.path());
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         // The list is a snapshot written every 5 s: the first may predate the sync that
         // made A a member here, so wait for A's row to say trusted.

@@ -2,27 +2,13 @@
 //! symlinks), re-running it records nothing new, a changed file is recorded once, and a
 //! library id that is not held yet is created under that id.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harpbridge");
-
-fn run(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("APP_PERSISTENT_STORAGE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use cli::{imported_library, run};
 
 /// The counts in the summary line: (new or changed files, unchanged, folders, skipped).
 fn counts(out: &str) -> (u64, u64, u64, u64) {
@@ -72,12 +58,7 @@ fn import_seeds_a_library_and_is_idempotent() {
         &["import", "--library", "new", s.to_str().unwrap()],
         data.path(),
     );
-    let lib = out
-        .lines()
-        .find_map(|l| l.strip_prefix("library "))
-        .and_then(|r| r.split_whitespace().next())
-        .expect("the new library's id")
-        .to_string();
+    let lib = imported_library(&out);
     assert_eq!(counts(&out), (3, 0, 2, 1), "{out}");
     assert!(out.contains("escape: a symlink"), "{out}");
     let tree = run(&["chain", "tree", &lib], data.path());
@@ -135,11 +116,7 @@ fn import_creates_a_library_under_a_given_id_and_takes_a_single_file() {
 #[test]
 fn import_refuses_a_bad_library_argument() {
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["import", "--library", "nope", "/tmp", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
+    let out = cli::output(&["import", "--library", "nope", "/tmp"], data.path());
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("`new` or a library id"),

@@ -29,19 +29,20 @@
 //! leftover lab of a killed run is removed before building a new one; a lock file keeps two
 //! runs on one machine from sharing the namespaces.
 
-use std::collections::HashMap;
-use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
-
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "lab/delay.rs"]
 mod delay;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harpbridge");
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cli::{imported_library, peer_id, run, write_random_file, Proc};
+
 const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh");
 const CLOUD_IP: &str = "10.78.0.2";
 const CLOUD_PORT: u16 = 4001;
@@ -136,179 +137,22 @@ fn delta(
     (r1 - r0, t1 - t0)
 }
 
-/// A `harpbridge` process inside a namespace; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every stdout line so far, for checks after the fact.
-    seen: Arc<Mutex<Vec<String>>>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(name: &str, ns: &str, args: &[String], log_dir: &Path) -> Proc {
-        Proc::start_program(name, ns, Path::new(BIN), args, &[], log_dir)
-    }
-
-    fn start_program(
-        name: &str,
-        ns: &str,
-        program: &Path,
-        args: &[String],
-        env: &[(&str, String)],
-        log_dir: &Path,
-    ) -> Proc {
-        let log = log_dir.join(format!("{name}.log"));
-        let stderr = fs::File::create(&log).expect("creating a log file");
-        // `ip netns exec` execs the program: the child's pid is the node's own.
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env(
-                "RUST_LOG",
-                std::env::var("HB_LAB_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env_remove("APP_PERSISTENT_STORAGE")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("starting harpbridge in a namespace");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        let tag = name.to_string();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let all = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("[{tag}] {line}");
-                all.lock().unwrap().push(line.clone());
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name: name.to_string(),
-            child,
-            lines,
-            seen,
-            log,
-        }
-    }
-
-    /// Whether a line starting with `prefix` was printed so far.
-    fn saw(&self, prefix: &str) -> bool {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.starts_with(prefix))
-    }
-
-    /// The first line starting with `prefix` (its rest) within `wait`; panics with the
-    /// process's log tail otherwise.
-    fn line(&self, prefix: &str, wait: Duration) -> String {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(rest) = l.strip_prefix(prefix) {
-                        return rest.trim().to_string();
-                    }
-                }
-                Err(e) => {
-                    let log = fs::read_to_string(&self.log).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                    panic!(
-                        "{}: no line starting with {prefix:?} within {wait:?} ({e}); log tail:\n{}",
-                        self.name,
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    fn stop(mut self) {
-        self.terminate();
-    }
-
-    fn terminate(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: signalling our own child by its pid.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// Runs `harpbridge ARGS --data-dir DIR` to completion (outside the lab: no network).
-fn run(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("APP_PERSISTENT_STORAGE")
-        .output()
-        .expect("running harpbridge");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// `program ARGS` inside the namespace `ns`, with `env`; its stderr into `log_dir/name.log`.
+fn start_in(
+    name: &str,
+    ns: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(&str, String)],
+    log_dir: &Path,
+) -> Proc {
+    // `ip netns exec` execs the program: the child's pid is the node's own.
+    let mut command = cli::command(&["ip", "netns", "exec", ns], program, args);
+    command.envs(env.iter().map(|(k, v)| (k, v))).env(
+        "RUST_LOG",
+        std::env::var("HB_LAB_LOG").unwrap_or_else(|_| "info".into()),
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn peer_id(dir: &Path) -> String {
-    run(&["id"], dir)
-        .lines()
-        .find_map(|l| l.strip_prefix("peer id:"))
-        .expect("a peer id line")
-        .trim()
-        .to_string()
-}
-
-/// `size` bytes that neither compress nor repeat (xorshift), into `dir/name`.
-fn write_file(dir: &Path, name: &str, size: u64, seed: u64) -> PathBuf {
-    fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    let mut f = std::io::BufWriter::new(fs::File::create(&path).unwrap());
-    let mut x = seed | 1;
-    let mut left = size;
-    let mut buf = vec![0u8; 1 << 16];
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n]).unwrap();
-        left -= n as u64;
-    }
-    f.flush().unwrap();
-    path
+    Proc::start(name, command, Some(&log_dir.join(format!("{name}.log"))))
 }
 
 /// A parsed `fetched <lib> <content> <path> bytes N present P seconds S from …` line.
@@ -427,7 +271,7 @@ fn start_delay(ms: u64, logs: &Path) -> Option<Proc> {
     let args: Vec<String> = ["wan_delayer", "--exact", "--ignored", "--nocapture"]
         .map(String::from)
         .to_vec();
-    let p = Proc::start_program(
+    let p = start_in(
         "wan-delay",
         &Lab::ns("wan"),
         &me,
@@ -501,17 +345,12 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     let (a_peer, b_peer) = (peer_id(&a), peer_id(&b));
 
     // The cloud seeds a library with one file and pairs both offices.
-    write_file(&dir("src1"), "first.bin", size, 0x5eed_0001);
+    write_random_file(&dir("src1"), "first.bin", size, 0x5eed_0001);
     let imported = run(
         &["import", "--library", "new", dir("src1").to_str().unwrap()],
         &cloud,
     );
-    let lib = imported
-        .lines()
-        .find_map(|l| l.strip_prefix("library "))
-        .and_then(|r| r.split_whitespace().next())
-        .expect("the new library's id")
-        .to_string();
+    let lib = imported_library(&imported);
     for p in [&a_peer, &b_peer] {
         run(&["peers", "add", "--library", &lib, p], &cloud);
     }
@@ -533,8 +372,9 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
             d.to_str().unwrap().into(),
         ]
     };
-    let start =
-        |name: &str, ns: &str, args: &[String]| Proc::start(name, &Lab::ns(ns), args, &logs);
+    let start = |name: &str, ns: &str, args: &[String]| {
+        start_in(name, &Lab::ns(ns), Path::new(cli::BIN), args, &[], &logs)
+    };
     let node_cloud = start("cloud", "cloud", &cloud_args(&cloud));
     let cloud_peer = node_cloud.line("peer-id ", Duration::from_secs(30));
     let cloud_addr = format!("/ip4/{CLOUD_IP}/tcp/{CLOUD_PORT}/p2p/{cloud_peer}");
@@ -611,7 +451,7 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
 
     // 3. A new file at the cloud; both offices fetch it at once.
     node_cloud.stop();
-    write_file(&dir("src2"), "second.bin", size, 0x5eed_0002);
+    write_random_file(&dir("src2"), "second.bin", size, 0x5eed_0002);
     run(
         &["import", "--library", &lib, dir("src2").to_str().unwrap()],
         &cloud,

@@ -11,91 +11,38 @@
 //! are small swarms in this file that speak the wire protocol themselves. Every wait is
 //! bounded.
 
-use std::future::Future;
+#[path = "support/swarm.rs"]
+mod swarm;
+
 use std::io::Read;
 use std::time::Duration;
 
-use harpbridge::chain::{ChainPath, ChainStore, ContentId, LibraryId, Op};
-use harpbridge::content::{ContentStore, ManifestId, StoreOptions};
+use harpbridge::chain::DeviceKey;
+use harpbridge::chain::{ChainPath, ContentId, LibraryId, Op};
+use harpbridge::content::{ContentStore, ManifestId};
 use harpbridge::identity::DeviceIdentity;
 use harpbridge::p2p::blocks::wire::{self, Answer, Ask, Bits, Have};
-use harpbridge::p2p::{Node, NodeEvent, NodeHandle, P2pConfig, Refusal};
+use harpbridge::p2p::{FetchReport, PeerInfo};
+use harpbridge::p2p::{NodeEvent, P2pConfig, Refusal};
 use libp2p::futures::StreamExt;
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+use swarm::{shutdown, TestNode};
 
 const WAIT: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
 
-struct TestNode {
-    _dir: tempfile::TempDir,
-    id: DeviceIdentity,
-    chain: ChainStore,
-    content: ContentStore,
-    node: NodeHandle,
-}
-
 fn loopback() -> P2pConfig {
     P2pConfig {
-        listen: vec![
-            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-        ],
-        mdns: false,
         // Loopback peers dialled by hand count as LAN (see the file docs); generous, so
         // that a first ping slowed by a loaded machine still counts.
         lan_rtt: Duration::from_secs(1),
-        ..P2pConfig::default()
+        ..swarm::loopback()
     }
 }
 
+/// What these tests do with a node: put files, and wait for its peers.
 impl TestNode {
-    async fn start() -> TestNode {
-        Self::start_with(loopback()).await
-    }
-
-    async fn start_with(config: P2pConfig) -> TestNode {
-        let dir = tempfile::tempdir().unwrap();
-        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        let database = harpbridge::db::open(dir.path()).unwrap();
-        let chain = ChainStore::open(database.clone()).unwrap();
-        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
-        let node = Node::start(config, &id, chain.clone(), content.clone())
-            .await
-            .unwrap();
-        TestNode {
-            _dir: dir,
-            id,
-            chain,
-            content,
-            node,
-        }
-    }
-
-    fn addr(&self, quic: bool) -> Multiaddr {
-        let a = self
-            .node
-            .listen_addrs()
-            .into_iter()
-            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
-            .expect("a listen address of that kind");
-        a.with(Protocol::P2p(self.node.peer_id()))
-    }
-
-    fn add(&self, lib: &LibraryId, device: harpbridge::chain::DeviceKey) {
-        self.chain
-            .append(
-                lib,
-                self.id.signing_key(),
-                Op::AddDevice {
-                    device,
-                    name: "member".into(),
-                },
-            )
-            .unwrap();
-    }
-
     /// Writes `size` pseudo-random bytes (from `seed`) as a new version in the store and
     /// appends its `Put`; returns the version and the BLAKE3 of the bytes.
     async fn put_file(
@@ -123,35 +70,60 @@ impl TestNode {
         (id.into(), hash)
     }
 
+    /// The encoded manifest of a version this node holds.
+    fn manifest(&self, content: ContentId) -> Vec<u8> {
+        self.content
+            .manifest_bytes(&content.into())
+            .unwrap()
+            .expect("a held version")
+    }
+
+    /// Fetches `content` (within [`WAIT`]) and checks the stored bytes against `hash`.
+    async fn fetch_checked(
+        &self,
+        lib: LibraryId,
+        content: ContentId,
+        hash: [u8; 32],
+    ) -> FetchReport {
+        let report = bounded("the fetch", self.node.fetch_content(lib, content))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored_hash(&self.content, content).await,
+            hash,
+            "{report:?}"
+        );
+        report
+    }
+
     /// Waits until each of `peers` is connected, pinged and classed LAN, so that byte
     /// counters and provider choice see the class the test expects from the start.
     async fn on_lan(&self, peers: &[PeerId]) {
+        self.peers_are("the peers to be classed LAN", peers, |p| {
+            p.connected && p.lan
+        })
+        .await;
+    }
+
+    /// Waits until each of `peers` is connected and pinged.
+    async fn connected_to(&self, peers: &[PeerId]) {
+        self.peers_are("the peers to connect", peers, |p| {
+            p.connected && p.rtt.is_some()
+        })
+        .await;
+    }
+
+    /// Waits until this node's peer table has a row for each of `peers` that `ok` accepts.
+    async fn peers_are(&self, what: &str, peers: &[PeerId], ok: fn(&PeerInfo) -> bool) {
         let node = self.node.clone();
         let want: Vec<PeerId> = peers.to_vec();
-        eventually("the peers to be classed LAN", move || {
+        eventually(what, move || {
             let node = node.clone();
             let want = want.clone();
             async move {
                 let ps = node.peers().await.unwrap();
                 want.iter()
-                    .all(|w| ps.iter().any(|p| p.peer == *w && p.connected && p.lan))
-            }
-        })
-        .await;
-    }
-
-    async fn connected_to(&self, peers: &[PeerId]) {
-        let node = self.node.clone();
-        let want: Vec<PeerId> = peers.to_vec();
-        eventually("the peers to connect", move || {
-            let node = node.clone();
-            let want = want.clone();
-            async move {
-                let ps = node.peers().await.unwrap();
-                want.iter().all(|w| {
-                    ps.iter()
-                        .any(|p| p.peer == *w && p.connected && p.rtt.is_some())
-                })
+                    .all(|w| ps.iter().any(|p| p.peer == *w && ok(p)))
             }
         })
         .await;
@@ -168,18 +140,12 @@ async fn ingest(
 ) -> (ManifestId, [u8; 32]) {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
-        let mut xof = blake3::Hasher::new_keyed(&[seed; 32]).finalize_xof();
         let mut hasher = blake3::Hasher::new();
         let mut w = store.writer(lib);
-        let mut buf = vec![0u8; MIB as usize];
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(MIB) as usize;
-            xof.fill(&mut buf[..n]);
-            hasher.update(&buf[..n]);
-            w.write(&buf[..n]).unwrap();
-            left -= n as u64;
-        }
+        swarm::seeded(seed, size, |bytes| {
+            hasher.update(bytes);
+            w.write(bytes).unwrap();
+        });
         (w.finish().unwrap().id, *hasher.finalize().as_bytes())
     })
     .await
@@ -206,51 +172,59 @@ async fn stored_hash(store: &ContentStore, content: ContentId) -> [u8; 32] {
     .unwrap()
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    swarm::eventually(WAIT, what, check).await
 }
 
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    swarm::bounded(WAIT, what, f).await
 }
 
 /// Waits until every node holds the same heads of `lib` (and the `Put`s in them).
 async fn converge(nodes: &[&TestNode], lib: LibraryId) {
-    let chains: Vec<ChainStore> = nodes.iter().map(|n| n.chain.clone()).collect();
-    eventually("the chains to converge", move || {
-        let chains = chains.clone();
-        async move {
-            let first = chains[0].heads(&lib).unwrap_or_default();
-            !first.is_empty()
-                && chains
-                    .iter()
-                    .all(|c| c.heads(&lib).unwrap_or_default() == first)
-        }
-    })
-    .await;
+    swarm::converge(WAIT, nodes, lib).await
+}
+
+/// A, B and C, with a new library of A's that lists B and C as members.
+async fn three_members() -> (TestNode, TestNode, TestNode, LibraryId) {
+    let a = TestNode::start(loopback()).await;
+    let b = TestNode::start(loopback()).await;
+    let c = TestNode::start(loopback()).await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key(), "member");
+    a.add(&lib, c.id.device_key(), "member");
+    (a, b, c, lib)
+}
+
+/// A and B (started with `b_config`): A's new library lists B and `others` as members and
+/// holds one `size`-byte file from `seed`; B has dialled A and their chains agree. Returns
+/// the nodes, the library, the file's version and the BLAKE3 of its bytes.
+async fn a_file_for_b(
+    b_config: P2pConfig,
+    others: &[DeviceKey],
+    seed: u8,
+    size: u64,
+) -> (TestNode, TestNode, LibraryId, ContentId, [u8; 32]) {
+    let a = TestNode::start(loopback()).await;
+    let b = TestNode::start(b_config).await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key(), "member");
+    for other in others {
+        a.add(&lib, *other, "member");
+    }
+    let (content, hash) = a.put_file(lib, "f.bin", seed, size).await;
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], lib).await;
+    (a, b, lib, content, hash)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_and_a_256_mib_file_arrives_byte_identical() {
-    let a = TestNode::start().await;
-    let b = TestNode::start().await;
-    let c = TestNode::start().await;
-    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, b.id.device_key());
-    a.add(&lib, c.id.device_key());
+    let (a, b, c, lib) = three_members().await;
     b.node.dial(a.addr(false)).await.unwrap();
     c.node.dial(a.addr(true)).await.unwrap();
     c.node.dial(b.addr(false)).await.unwrap();
@@ -324,19 +298,12 @@ async fn three_nodes_converge_and_a_256_mib_file_arrives_byte_identical() {
         .await
         .unwrap();
     assert_eq!((again.bytes_fetched, again.bytes_present), (0, size));
-    for n in [a, b, c] {
-        n.node.shutdown().await;
-    }
+    shutdown([a, b, c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_killed_mid_transfer_is_replaced() {
-    let a = TestNode::start().await;
-    let b = TestNode::start().await;
-    let c = TestNode::start().await;
-    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, b.id.device_key());
-    a.add(&lib, c.id.device_key());
+    let (a, b, c, lib) = three_members().await;
     let size = 128 * MIB;
     let (content, hash) = a.put_file(lib, "f.bin", 2, size).await;
     // C holds the same bytes (same seed, same version) without any transfer.
@@ -390,21 +357,13 @@ async fn a_provider_killed_mid_transfer_is_replaced() {
         report.excluded.is_empty(),
         "a vanished provider is not a bad one"
     );
-    for n in [b, c] {
-        n.node.shutdown().await;
-    }
+    shutdown([b, c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_fetch_resumes_from_what_was_stored() {
-    let a = TestNode::start().await;
-    let b = TestNode::start().await;
-    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, b.id.device_key());
     let size = 96 * MIB;
-    let (content, hash) = a.put_file(lib, "f.bin", 8, size).await;
-    b.node.dial(a.addr(false)).await.unwrap();
-    converge(&[&a, &b], lib).await;
+    let (a, b, lib, content, hash) = a_file_for_b(loopback(), &[], 8, size).await;
     b.connected_to(&[a.node.peer_id()]).await;
 
     // The caller gives up (the future is dropped) once a quarter has arrived.
@@ -432,9 +391,7 @@ async fn an_interrupted_fetch_resumes_from_what_was_stored() {
     assert!(report.bytes_present > 0);
     assert!(report.bytes_fetched < size);
     assert_eq!(stored_hash(&b.content, content).await, hash);
-    for n in [a, b] {
-        n.node.shutdown().await;
-    }
+    shutdown([a, b]).await;
 }
 
 /// How a hand-made provider misbehaves.
@@ -563,18 +520,12 @@ impl Drop for RawPeer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
-    let a = TestNode::start().await;
-    let b = TestNode::start().await;
     let hostile = DeviceIdentity::from_secret([66; 32]);
-    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, b.id.device_key());
-    a.add(&lib, hostile.device_key());
     // Larger than A's window, so the hostile peer's Have arrives while blocks are left.
     let size = 48 * MIB;
-    let (content, hash) = a.put_file(lib, "f.bin", 3, size).await;
-    let manifest = a.content.manifest_bytes(&content.into()).unwrap().unwrap();
-    b.node.dial(a.addr(false)).await.unwrap();
-    converge(&[&a, &b], lib).await;
+    let (a, b, lib, content, hash) =
+        a_file_for_b(loopback(), &[hostile.device_key()], 3, size).await;
+    let manifest = a.manifest(content);
     // The hostile member dials B; B learns it is a member from A's chain.
     let h = RawPeer::start(
         &hostile,
@@ -585,11 +536,8 @@ async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
     .await;
     b.connected_to(&[a.node.peer_id(), h.peer]).await;
 
-    let report = bounded("the fetch", b.node.fetch_content(lib, content))
-        .await
-        .unwrap();
+    let report = b.fetch_checked(lib, content, hash).await;
     eprintln!("excluded {:?}, from {:?}", report.excluded, report.from);
-    assert_eq!(stored_hash(&b.content, content).await, hash);
     assert_eq!(report.excluded.len(), 1);
     assert_eq!(report.excluded[0].0, h.peer);
     assert!(report.excluded[0].1.contains("do not match"));
@@ -603,53 +551,40 @@ async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
         .any(|p| p.peer == h.peer && p.bytes_in > 0));
     assert!(b.content.verify_all().unwrap().is_empty());
     drop(h);
-    for n in [a, b] {
-        n.node.shutdown().await;
-    }
+    shutdown([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_stops_answering_is_dropped() {
-    let a = TestNode::start().await;
-    let b = TestNode::start_with(P2pConfig {
+    let silent = DeviceIdentity::from_secret([67; 32]);
+    let stalls_quickly = P2pConfig {
         fetch_stall_timeout: Duration::from_secs(4),
         ..loopback()
-    })
-    .await;
-    let silent = DeviceIdentity::from_secret([67; 32]);
-    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, b.id.device_key());
-    a.add(&lib, silent.device_key());
+    };
     // Larger than A's window, so the silent peer's Have arrives while blocks are left.
     let size = 48 * MIB;
-    let (content, hash) = a.put_file(lib, "f.bin", 7, size).await;
-    let manifest = a.content.manifest_bytes(&content.into()).unwrap().unwrap();
-    b.node.dial(a.addr(false)).await.unwrap();
-    converge(&[&a, &b], lib).await;
+    let (a, b, lib, content, hash) =
+        a_file_for_b(stalls_quickly, &[silent.device_key()], 7, size).await;
+    let manifest = a.manifest(content);
     let s = RawPeer::start(&silent, b.addr(false), Some((manifest, Mode::Silent)), None).await;
     b.connected_to(&[a.node.peer_id(), s.peer]).await;
-    let report = bounded("the fetch", b.node.fetch_content(lib, content))
-        .await
-        .unwrap();
+    let report = b.fetch_checked(lib, content, hash).await;
     eprintln!("excluded {:?} after {:?}", report.excluded, report.elapsed);
-    assert_eq!(stored_hash(&b.content, content).await, hash);
     assert_eq!(report.from, vec![(a.node.peer_id(), size)]);
     // The silent peer got requests (it ranks like A) and was dropped for not answering.
     assert_eq!(report.excluded.len(), 1);
     assert_eq!(report.excluded[0].0, s.peer);
     drop(s);
-    for n in [a, b] {
-        n.node.shutdown().await;
-    }
+    shutdown([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_member_gets_nothing() {
-    let a = TestNode::start().await;
-    let b = TestNode::start().await;
+    let a = TestNode::start(loopback()).await;
+    let b = TestNode::start(loopback()).await;
     // Library X: A and B. Library Y: A alone, with a file.
     let (x, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&x, b.id.device_key());
+    a.add(&x, b.id.device_key(), "member");
     let (y, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
     let (secret, _) = a.put_file(y, "secret.bin", 4, 4 * MIB).await;
     b.node.dial(a.addr(false)).await.unwrap();
@@ -716,20 +651,18 @@ async fn a_non_member_gets_nothing() {
     assert!(!matches!(r, Ok(Some(Answer::Block { .. }))), "{r:?}");
     assert_eq!(a.node.traffic().lan_out + a.node.traffic().wan_out, 0);
     s.task.abort();
-    for n in [a, b] {
-        n.node.shutdown().await;
-    }
+    shutdown([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offices_pull_over_the_lan_and_split_the_wan() {
     // The cloud; two offices that dial it as a configured (WAN) peer and each other by hand
     // (LAN by RTT here; by mDNS in the lab).
-    let cloud = TestNode::start().await;
+    let cloud = TestNode::start(loopback()).await;
     let office = || {
         let mut c = loopback();
         c.peers = vec![cloud.addr(false)];
-        TestNode::start_with(c)
+        TestNode::start(c)
     };
     let oa = office().await;
     let ob = office().await;
@@ -737,8 +670,8 @@ async fn offices_pull_over_the_lan_and_split_the_wan() {
         .chain
         .create_library(cloud.id.signing_key(), "cloud")
         .unwrap();
-    cloud.add(&lib, oa.id.device_key());
-    cloud.add(&lib, ob.id.device_key());
+    cloud.add(&lib, oa.id.device_key(), "member");
+    cloud.add(&lib, ob.id.device_key(), "member");
     // The offices may have connected before the library existed: announce it.
     cloud.node.library_changed(lib).await.unwrap();
     ob.node.dial(oa.addr(false)).await.unwrap();
@@ -800,9 +733,7 @@ async fn offices_pull_over_the_lan_and_split_the_wan() {
         wan as f64 <= 1.1 * size2 as f64,
         "{wan} WAN bytes for a {size2}-byte file"
     );
-    for n in [cloud, oa, ob] {
-        n.node.shutdown().await;
-    }
+    shutdown([cloud, oa, ob]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -810,8 +741,8 @@ async fn a_lan_member_that_refuses_at_first_is_asked_again() {
     // The offices learn of a new version milliseconds apart, so the first `Want` can reach
     // a LAN member whose chain does not reference it yet: it refuses. Taken as final, that
     // refusal sent the whole file over the WAN while the LAN peer held or fetched it.
-    let cloud = TestNode::start().await;
-    let office = TestNode::start_with(P2pConfig {
+    let cloud = TestNode::start(loopback()).await;
+    let office = TestNode::start(P2pConfig {
         peers: vec![cloud.addr(false)],
         ..loopback()
     })
@@ -821,16 +752,12 @@ async fn a_lan_member_that_refuses_at_first_is_asked_again() {
         .chain
         .create_library(cloud.id.signing_key(), "cloud")
         .unwrap();
-    cloud.add(&lib, office.id.device_key());
-    cloud.add(&lib, neighbour.device_key());
+    cloud.add(&lib, office.id.device_key(), "member");
+    cloud.add(&lib, neighbour.device_key(), "member");
     cloud.node.library_changed(lib).await.unwrap();
     let size = 8 * MIB;
     let (content, hash) = cloud.put_file(lib, "f.bin", 9, size).await;
-    let manifest = cloud
-        .content
-        .manifest_bytes(&content.into())
-        .unwrap()
-        .unwrap();
+    let manifest = cloud.manifest(content);
     converge(&[&cloud, &office], lib).await;
     // The neighbour holds the blocks (served from the cloud's store: same bytes) but
     // refuses its first stream.
@@ -843,17 +770,12 @@ async fn a_lan_member_that_refuses_at_first_is_asked_again() {
     .await;
     office.connected_to(&[cloud.node.peer_id(), n.peer]).await;
     office.on_lan(&[n.peer]).await;
-    let report = bounded("the fetch", office.node.fetch_content(lib, content))
-        .await
-        .unwrap();
+    let report = office.fetch_checked(lib, content, hash).await;
     eprintln!("from {:?} in {:?}", report.from, report.elapsed);
-    assert_eq!(stored_hash(&office.content, content).await, hash);
     // Every block from the LAN member; none over the WAN.
     assert_eq!(report.from, vec![(n.peer, size)]);
     assert_eq!(office.node.traffic().wan_in, 0);
     assert!(report.excluded.is_empty(), "{:?}", report.excluded);
     drop(n);
-    for n in [cloud, office] {
-        n.node.shutdown().await;
-    }
+    shutdown([cloud, office]).await;
 }

@@ -4,96 +4,26 @@
 //! Peers are dialled by explicit loopback multiaddrs (mDNS is off: multicast on loopback is
 //! not reliable in CI). Every wait is bounded; the whole file runs in a few seconds.
 
-use std::future::Future;
+#[path = "support/swarm.rs"]
+mod swarm;
+
 use std::time::Duration;
 
-use harpbridge::chain::{ChainPath, ChainStore, EntryHash, LibraryId, Op};
-use harpbridge::content::{ContentStore, StoreOptions};
-use harpbridge::identity::DeviceIdentity;
-use harpbridge::p2p::{Node, NodeEvent, NodeHandle, P2pConfig, Refusal};
-use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
+use harpbridge::chain::{ChainPath, EntryHash, LibraryId, Op};
+use harpbridge::p2p::{NodeEvent, P2pConfig, Refusal};
+use swarm::{bounded, loopback, TestNode};
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-struct TestNode {
-    _dir: tempfile::TempDir,
-    id: DeviceIdentity,
-    chain: ChainStore,
-    node: NodeHandle,
-}
-
-fn loopback() -> P2pConfig {
-    P2pConfig {
-        listen: vec![
-            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-        ],
-        mdns: false,
-        ..P2pConfig::default()
-    }
-}
-
+/// What these tests do with a node's chain.
 impl TestNode {
-    async fn start() -> TestNode {
-        Self::start_in(tempfile::tempdir().unwrap(), loopback()).await
-    }
-
-    /// A node over `dir` (its identity and database, made if new).
-    async fn start_in(dir: tempfile::TempDir, config: P2pConfig) -> TestNode {
-        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        // A just-stopped node's last blocking task may still hold the database for a moment.
-        let database = bounded("the database to open", async {
-            loop {
-                match harpbridge::db::open(dir.path()) {
-                    Ok(d) => break d,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-        })
-        .await;
-        let chain = ChainStore::open(database.clone()).unwrap();
-        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
-        let node = Node::start(config, &id, chain.clone(), content)
-            .await
-            .unwrap();
-        assert_eq!(node.peer_id(), id.peer_id());
-        TestNode {
-            _dir: dir,
-            id,
-            chain,
-            node,
-        }
-    }
-
-    /// The node's loopback address over TCP or QUIC, ending in `/p2p/<id>`.
-    fn addr(&self, quic: bool) -> Multiaddr {
-        let a = self
-            .node
-            .listen_addrs()
-            .into_iter()
-            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
-            .expect("a listen address of that kind");
-        a.with(Protocol::P2p(self.node.peer_id()))
-    }
-
     fn heads(&self, lib: &LibraryId) -> Vec<EntryHash> {
         self.chain.heads(lib).unwrap_or_default()
     }
 
     fn append(&self, lib: &LibraryId, op: Op) {
         self.chain.append(lib, self.id.signing_key(), op).unwrap();
-    }
-
-    fn add(&self, lib: &LibraryId, other: &TestNode, name: &str) {
-        self.append(
-            lib,
-            Op::AddDevice {
-                device: other.id.device_key(),
-                name: name.into(),
-            },
-        );
     }
 }
 
@@ -105,14 +35,7 @@ fn mkdir(p: &str) -> Op {
 
 /// Polls `check` until it holds, failing the test after [`WAIT`].
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    swarm::eventually(WAIT, what, || std::future::ready(check())).await;
 }
 
 /// Waits for the first event `pick` accepts, failing after [`WAIT`].
@@ -134,13 +57,7 @@ async fn event<T>(
             }
         }
     };
-    bounded(what, wait).await
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+    bounded(WAIT, what, wait).await
 }
 
 fn converged(nodes: &[&TestNode], lib: &LibraryId) -> bool {
@@ -154,14 +71,14 @@ fn converged(nodes: &[&TestNode], lib: &LibraryId) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_converge_over_tcp_and_quic() {
-    let a = TestNode::start().await;
-    let b = TestNode::start().await;
-    let c = TestNode::start().await;
+    let a = TestNode::start(loopback()).await;
+    let b = TestNode::start(loopback()).await;
+    let c = TestNode::start(loopback()).await;
 
     // A makes the library and adds B and C. B and C start with nothing.
     let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, &b, "b");
-    a.add(&lib, &c, "c");
+    a.add(&lib, b.id.device_key(), "b");
+    a.add(&lib, c.id.device_key(), "c");
     a.append(&lib, mkdir("from-a"));
 
     // A line: A —tcp— B —quic— C. C hears of A's entries only through B.
@@ -214,8 +131,8 @@ async fn three_members_converge_over_tcp_and_quic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_is_not_a_member_gets_nothing() {
-    let a = TestNode::start().await;
-    let stranger = TestNode::start().await;
+    let a = TestNode::start(loopback()).await;
+    let stranger = TestNode::start(loopback()).await;
     let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
     a.append(&lib, mkdir("secret"));
 
@@ -248,7 +165,7 @@ async fn a_node_that_is_not_a_member_gets_nothing() {
     assert!(s.connected && !s.trusted());
 
     // Once A adds it, the next sync brings the whole library.
-    a.add(&lib, &stranger, "now a friend");
+    a.add(&lib, stranger.id.device_key(), "now a friend");
     a.node.library_changed(lib).await.unwrap();
     eventually("the new member to pull the library", || {
         converged(&[&a, &stranger], &lib)
@@ -263,14 +180,14 @@ async fn a_node_that_is_not_a_member_gets_nothing() {
 /// directory, from what it had stored: the entries it pulls then are exactly the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_pull_resumes_from_what_was_stored() {
-    let a = TestNode::start().await;
+    let a = TestNode::start(loopback()).await;
     let small_batches = P2pConfig {
         sync_batch: 3,
         ..loopback()
     };
-    let b = TestNode::start_in(tempfile::tempdir().unwrap(), small_batches.clone()).await;
+    let b = TestNode::start(small_batches.clone()).await;
     let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, &b, "b");
+    a.add(&lib, b.id.device_key(), "b");
     let ops = (0..200).map(|i| mkdir(&format!("d{i}"))).collect();
     a.chain.append_batch(&lib, a.id.signing_key(), ops).unwrap();
     let total = a.chain.len(&lib).unwrap();
@@ -284,12 +201,13 @@ async fn an_interrupted_pull_resumes_from_what_was_stored() {
     .await;
     b.node.shutdown().await;
     let TestNode {
-        _dir: dir,
+        dir,
         chain,
+        content,
         node,
         ..
     } = b;
-    drop((chain, node));
+    drop((chain, content, node));
 
     let b = TestNode::start_in(dir, small_batches).await;
     let had = b.chain.len(&lib).unwrap();
@@ -320,14 +238,14 @@ async fn an_interrupted_pull_resumes_from_what_was_stored() {
 /// is told to join it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offered_library_waits_for_approval() {
-    let a = TestNode::start().await;
+    let a = TestNode::start(loopback()).await;
     let cautious = P2pConfig {
         join_offered: false,
         ..loopback()
     };
-    let b = TestNode::start_in(tempfile::tempdir().unwrap(), cautious).await;
+    let b = TestNode::start(cautious).await;
     let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
-    a.add(&lib, &b, "b");
+    a.add(&lib, b.id.device_key(), "b");
 
     let mut events = b.node.subscribe();
     b.node.dial(a.addr(false)).await.unwrap();

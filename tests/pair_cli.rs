@@ -2,32 +2,26 @@
 //! per library (every library of this device by default), is idempotent, refuses what is not
 //! a device id, and `peers add` still does the same for one library.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use harpbridge::chain::{ChainStore, LibraryId};
 use harpbridge::identity::DeviceIdentity;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harpbridge");
-
+/// `harpbridge ARGS --data-dir DIR` to completion, logging warnings only.
 fn run(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("APP_PERSISTENT_STORAGE")
+    cli::harpbridge(args, dir)
         .env("RUST_LOG", "warn")
         .output()
-        .unwrap()
+        .expect("running harpbridge")
 }
 
+/// The stdout of a run that must have succeeded.
 fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cli::stdout(out, &[])
 }
 
 /// Two libraries made by this device, and one made by another device that only lists it.

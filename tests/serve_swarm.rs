@@ -14,21 +14,18 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures_util::StreamExt;
-use harpbridge::chain::{ChainPath, ChainStore, LibraryId, Op, TreeItem};
-use harpbridge::content::{ContentStore, StoreOptions};
-use harpbridge::identity::DeviceIdentity;
-use harpbridge::p2p::{Node, NodeHandle, P2pConfig};
+use harpbridge::chain::{ChainPath, LibraryId, Op, TreeItem};
 use harpbridge::web::events::{Body, Operation, ServerMessage};
-use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+// An office node: its own identity and chain, dialling serve.
+use support::swarm::TestNode as Office;
+use support::swarm::{bounded, until};
 use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -36,78 +33,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// An office node: its own identity and chain, dialling serve.
-struct Office {
-    _dir: tempfile::TempDir,
-    id: DeviceIdentity,
-    chain: ChainStore,
-    node: NodeHandle,
-}
-
+/// What these tests read of an office's chain.
 impl Office {
-    async fn start(serve: Multiaddr) -> Office {
-        Office::start_dialling(vec![serve]).await
-    }
-
-    async fn start_dialling(peers: Vec<Multiaddr>) -> Office {
-        let dir = tempfile::tempdir().unwrap();
-        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        let database = harpbridge::db::open(dir.path()).unwrap();
-        let chain = ChainStore::open(database.clone()).unwrap();
-        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
-        let config = P2pConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            peers,
-            mdns: false,
-            ..P2pConfig::default()
-        };
-        let node = Node::start(config, &id, chain.clone(), content)
-            .await
-            .unwrap();
-        Office {
-            _dir: dir,
-            id,
-            chain,
-            node,
-        }
-    }
-
-    /// Its loopback TCP address, ending in `/p2p/<id>`.
-    fn addr(&self) -> Multiaddr {
-        self.node.listen_addrs()[0]
-            .clone()
-            .with(Protocol::P2p(self.node.peer_id()))
-    }
-
     fn paths(&self, lib: &LibraryId) -> Vec<String> {
         self.chain
             .tree(lib)
             .map(|t| t.items.keys().map(|p| p.as_str().to_owned()).collect())
             .unwrap_or_default()
     }
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
-}
-
-/// Polls `check` until it returns `Some`, failing after [`WAIT`].
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    bounded(what, async {
-        loop {
-            if let Some(t) = check().await {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
 }
 
 async fn status_of(
@@ -124,22 +57,6 @@ async fn status_of(
     let response = request.send().await.unwrap();
     let status = response.status();
     (status, response.text().await.unwrap_or_default())
-}
-
-/// serve's TCP address on loopback, with its peer id, from the metrics the API reports.
-async fn serve_addr(exapp: &ExApp) -> (String, Multiaddr) {
-    let metrics = exapp.api("/api/admin/metrics", "admin").await;
-    assert_eq!(metrics["swarm"]["state"], "running", "{metrics}");
-    let peer_id = metrics["swarm"]["peer_id"].as_str().unwrap().to_owned();
-    let tcp: Multiaddr = metrics["swarm"]["listen"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.as_str()?.parse::<Multiaddr>().ok())
-        .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
-        .expect("a TCP listen address");
-    let addr = tcp.with(Protocol::P2p(peer_id.parse().unwrap()));
-    (peer_id, addr)
 }
 
 /// The WebSocket, signed as AppAPI signs it for `user`, past its snapshot.
@@ -274,18 +191,13 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     assert_eq!(nc.register(&spec).await.exit_code, 0);
     let lib_hex = exapp.wait_libraries(1).await.remove(0);
     let lib: LibraryId = lib_hex.parse().unwrap();
-    let (serve_id, serve_addr) = serve_addr(&exapp).await;
+    let (serve_id, serve_addr) = exapp.swarm_addr().await;
 
     // The office dials serve: it is listed, but only as discovered, and gets nothing.
-    let office = Office::start(serve_addr.clone()).await;
+    let office = Office::dialling(vec![serve_addr.clone()]).await;
     let office_id = office.id.peer_id().to_base58();
-    let peer = until("serve to list the office", || async {
-        let peers = exapp.api("/api/peers", "alice").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["peer_id"] == office_id.as_str())
-            .cloned()
+    let peer = until(WAIT, "serve to list the office", || {
+        exapp.peer(&office_id, "alice")
     })
     .await;
     assert_eq!(peer["trusted"], false, "{peer}");
@@ -323,7 +235,7 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     assert_eq!(answer["libraries"], json!([lib_hex]));
 
     // The paired office pulls the library: the scanned file and its own membership.
-    until("the office to pull the library", || async {
+    until(WAIT, "the office to pull the library", || async {
         office
             .paths(&lib)
             .contains(&"before.txt".to_owned())
@@ -342,12 +254,11 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     assert_eq!(added["author"], serve_id.as_str());
     let (status, _) = status_of(&exapp, Method::POST, &pair, "admin", Some(body)).await;
     assert_eq!(status, StatusCode::CONFLICT, "already a member");
-    until("the panel to show the office as trusted", || async {
-        let peers = exapp.api("/api/peers", "admin").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["peer_id"] == office_id.as_str() && p["state"] == "connected")
+    until(WAIT, "the panel to show the office as trusted", || async {
+        exapp
+            .peer(&office_id, "admin")
+            .await
+            .filter(|p| p["state"] == "connected")
             .map(|p| {
                 assert_eq!(p["trusted"], true);
                 assert_eq!(p["name"], "office-b", "the name it was paired under");
@@ -359,7 +270,7 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     nc.user_put("alice", "Team/from-nextcloud.txt", "written in the web UI");
     let statuses = nc.run_webhook_worker().await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    until("the office to get the webhook's entry", || async {
+    until(WAIT, "the office to get the webhook's entry", || async {
         office
             .paths(&lib)
             .contains(&"from-nextcloud.txt".to_owned())
@@ -382,18 +293,15 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
     let mut ws = websocket(&exapp, "admin").await;
     let mut alice_ws = websocket(&exapp, "alice").await;
     office
-        .chain
-        .append(
-            &lib,
-            office.id.signing_key(),
-            Op::Mkdir {
+        .publish(
+            lib,
+            vec![Op::Mkdir {
                 path: ChainPath::new("from-office").unwrap(),
-            },
+            }],
         )
-        .unwrap();
-    office.node.library_changed(lib).await.unwrap();
+        .await;
     for client in [&mut ws, &mut alice_ws] {
-        let entry = bounded("the office's entry on the WebSocket", async {
+        let entry = bounded(WAIT, "the office's entry on the WebSocket", async {
             loop {
                 let Some(Ok(Message::Text(text))) = client.next().await else {
                     panic!("the WebSocket closed");
@@ -421,11 +329,15 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
         .iter()
         .map(|h| h.to_hex())
         .collect();
-    until("serve's library to reach the office's heads", || async {
-        let libraries = exapp.api("/api/libraries", "alice").await;
-        let library = libraries["libraries"].as_array()?.first()?.clone();
-        (library["heads"] == json!(office_heads)).then_some(())
-    })
+    until(
+        WAIT,
+        "serve's library to reach the office's heads",
+        || async {
+            let libraries = exapp.api("/api/libraries", "alice").await;
+            let library = libraries["libraries"].as_array()?.first()?.clone();
+            (library["heads"] == json!(office_heads)).then_some(())
+        },
+    )
     .await;
     let lines = exapp.entry_lines().await;
     assert!(lines.contains(&"mkdir from-office".to_owned()), "{lines:?}");
@@ -442,10 +354,14 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
         .unwrap();
     office.node.library_changed(lib).await.unwrap();
     let total = office.chain.len(&lib).unwrap() as u64;
-    until("serve to hold the office's 300 new entries", || async {
-        let libraries = exapp.api("/api/libraries", "admin").await;
-        (libraries["libraries"][0]["entries"] == total).then_some(())
-    })
+    until(
+        WAIT,
+        "serve to hold the office's 300 new entries",
+        || async {
+            let libraries = exapp.api("/api/libraries", "admin").await;
+            (libraries["libraries"][0]["entries"] == total).then_some(())
+        },
+    )
     .await;
     let activity = exapp.api("/api/activity", "admin").await;
     let entries = activity["entries"].as_array().unwrap();
@@ -459,15 +375,10 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
 
     // The panel's pair button sends no body: a second office joins every library, and gets
     // the first office's entry through serve.
-    let second = Office::start(serve_addr.clone()).await;
+    let second = Office::dialling(vec![serve_addr.clone()]).await;
     let second_id = second.id.peer_id().to_base58();
-    until("serve to list the second office", || async {
-        let peers = exapp.api("/api/peers", "admin").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["peer_id"] == second_id.as_str())
-            .then_some(())
+    until(WAIT, "serve to list the second office", || {
+        exapp.peer(&second_id, "admin")
     })
     .await;
     let (status, text) = status_of(
@@ -485,7 +396,7 @@ async fn serve_pairs_and_syncs_with_an_office_node() {
         json!([lib_hex]),
         "every library by default"
     );
-    until("the second office to catch up", || async {
+    until(WAIT, "the second office to catch up", || async {
         let heads = second.chain.heads(&lib).ok()?;
         (heads == office.chain.heads(&lib).ok()?
             && second.paths(&lib).contains(&"from-office".to_owned()))
@@ -615,24 +526,26 @@ async fn serve_keeps_serving_when_the_swarm_cannot_start() {
 /// address), and lists them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_dials_the_configured_peers() {
-    let office = Office::start_dialling(Vec::new()).await;
+    let office = Office::dialling(Vec::new()).await;
     let office_id = office.id.peer_id().to_base58();
     let nc = FakeNextcloud::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut options = ExAppOptions::new(&nc.url, dir.path());
-    options.extra_env = vec![("HARPBRIDGE_P2P_PEERS".into(), office.addr().to_string())];
+    options.extra_env = vec![(
+        "HARPBRIDGE_P2P_PEERS".into(),
+        office.addr(false).to_string(),
+    )];
     let exapp = ExApp::start(options);
-    let peer = until("serve to connect to the configured office", || async {
-        let peers = exapp.api("/api/peers", "admin").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| {
-                p["peer_id"] == office_id.as_str()
-                    && p["addresses"].as_array().is_some_and(|a| !a.is_empty())
-            })
-            .cloned()
-    })
+    let peer = until(
+        WAIT,
+        "serve to connect to the configured office",
+        || async {
+            exapp
+                .peer(&office_id, "admin")
+                .await
+                .filter(|p| p["addresses"].as_array().is_some_and(|a| !a.is_empty()))
+        },
+    )
     .await;
     assert_eq!(peer["state"], "discovered", "{peer}");
     assert_eq!(peer["link"], "wan", "{peer}");

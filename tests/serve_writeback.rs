@@ -20,18 +20,15 @@
 
 mod support;
 
-use std::future::Future;
 use std::time::Duration;
 
-use harpbridge::chain::{conflict_name, ChainPath, ChainStore, ContentId, LibraryId, Op, TreeItem};
-use harpbridge::content::{ContentStore, StoreOptions};
-use harpbridge::identity::DeviceIdentity;
-use harpbridge::p2p::{Node, NodeHandle, P2pConfig};
-use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
+use harpbridge::chain::{conflict_name, ChainPath, ContentId, LibraryId, Op, TreeItem};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+// An office node over its own data directory, dialling serve.
+use support::swarm::until;
+use support::swarm::TestNode as Office;
 use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -39,40 +36,8 @@ const ALPHA: &[u8] = b"alpha: written in Nextcloud before the swarm";
 const BETA: &[u8] = b"beta: another file, moved by the office";
 const EDITED: &[u8] = b"edited in Nextcloud while the office wrote it";
 
-/// An office node over its own data directory, dialling serve.
-struct Office {
-    _dir: tempfile::TempDir,
-    id: DeviceIdentity,
-    chain: ChainStore,
-    content: ContentStore,
-    node: NodeHandle,
-}
-
+/// What these tests do with an office: import and read.
 impl Office {
-    async fn start(serve: Multiaddr) -> Office {
-        let dir = tempfile::tempdir().unwrap();
-        let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
-        let database = harpbridge::db::open(dir.path()).unwrap();
-        let chain = ChainStore::open(database.clone()).unwrap();
-        let content = ContentStore::open(database, dir.path(), StoreOptions::default()).unwrap();
-        let config = P2pConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            peers: vec![serve],
-            mdns: false,
-            ..P2pConfig::default()
-        };
-        let node = Node::start(config, &id, chain.clone(), content.clone())
-            .await
-            .unwrap();
-        Office {
-            _dir: dir,
-            id,
-            chain,
-            content,
-            node,
-        }
-    }
-
     /// Imports bytes into the office's content store; their version id.
     fn import(&self, lib: LibraryId, bytes: &[u8]) -> ContentId {
         let mut writer = self.content.writer(lib);
@@ -85,13 +50,6 @@ impl Office {
             TreeItem::File { content, .. } => Some(*content),
             TreeItem::Dir { .. } => None,
         }
-    }
-
-    async fn append(&self, lib: LibraryId, ops: Vec<Op>) {
-        self.chain
-            .append_batch(&lib, self.id.signing_key(), ops)
-            .unwrap();
-        self.node.library_changed(lib).await.unwrap();
     }
 }
 
@@ -107,44 +65,6 @@ fn put(p: &str, content: ContentId, size: usize, mtime_ms: i64) -> Op {
         content,
         nextcloud: None,
     }
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
-}
-
-/// Polls `check` until it returns `Some`, failing after [`WAIT`].
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    bounded(what, async {
-        loop {
-            if let Some(t) = check().await {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
-
-/// serve's TCP address on loopback, with its peer id.
-async fn serve_addr(exapp: &ExApp) -> Multiaddr {
-    let metrics = exapp.api("/api/admin/metrics", "admin").await;
-    assert_eq!(metrics["swarm"]["state"], "running", "{metrics}");
-    let peer_id = metrics["swarm"]["peer_id"].as_str().unwrap().to_owned();
-    let tcp: Multiaddr = metrics["swarm"]["listen"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.as_str()?.parse::<Multiaddr>().ok())
-        .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
-        .expect("a TCP listen address");
-    tcp.with(Protocol::P2p(peer_id.parse().unwrap()))
 }
 
 /// Starts serve with one library (alice's Team), an office, and pairs them; waits until
@@ -163,15 +83,10 @@ async fn setup(
     assert_eq!(nc.register(&spec).await.exit_code, 0);
     let lib_hex = exapp.wait_libraries(1).await.remove(0);
     let lib: LibraryId = lib_hex.parse().unwrap();
-    let office = Office::start(serve_addr(&exapp).await).await;
+    let office = Office::dialling(vec![exapp.swarm_addr().await.1]).await;
     let office_id = office.id.peer_id().to_base58();
-    until("serve to meet the office", || async {
-        let peers = exapp.api("/api/peers", "admin").await;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["peer_id"] == office_id.as_str())
-            .then_some(())
+    until(WAIT, "serve to meet the office", || {
+        exapp.peer(&office_id, "admin")
     })
     .await;
     let response = exapp
@@ -185,7 +100,7 @@ async fn setup(
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    until("the office to pull the library", || async {
+    until(WAIT, "the office to pull the library", || async {
         office.content_at(&lib, seen).map(|_| ())
     })
     .await;
@@ -200,7 +115,7 @@ async fn serve_entries(exapp: &ExApp) -> u64 {
 /// Waits until serve holds every entry the office holds.
 async fn pulled(exapp: &ExApp, office: &Office, lib: &LibraryId) -> u64 {
     let total = office.chain.len(lib).unwrap() as u64;
-    until("serve to pull the office's entries", || async {
+    until(WAIT, "serve to pull the office's entries", || async {
         (serve_entries(exapp).await == total).then_some(total)
     })
     .await
@@ -238,7 +153,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     );
     let mtime_ms = 1_700_000_000_000;
     office
-        .append(
+        .publish(
             lib,
             vec![
                 Op::Mkdir { path: path("docs") },
@@ -253,7 +168,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
             ],
         )
         .await;
-    until("Nextcloud to hold the office's tree", || async {
+    until(WAIT, "Nextcloud to hold the office's tree", || async {
         (nc.file("alice", "Team/a.txt").is_none()
             && nc.file("alice", "Team/b.txt").is_none()
             && nc.file("alice", "Team/docs").is_some_and(|d| d.is_dir())
@@ -284,7 +199,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     );
     exapp.wait_idle().await;
     assert_eq!(serve_entries(&exapp).await, entries, "no echo entries");
-    until("write-back to report nothing pending", || async {
+    until(WAIT, "write-back to report nothing pending", || async {
         let status = exapp.api("/api/ingest", "admin").await;
         (status["writeback"]["state"] == "ok" && status["writeback"]["pending"] == 0).then_some(())
     })
@@ -296,7 +211,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     nc.user_put("alice", "Team/docs/copy.txt", EDITED);
     let beta = office.import(lib, BETA);
     office
-        .append(
+        .publish(
             lib,
             vec![put("docs/copy.txt", beta, BETA.len(), mtime_ms + 1000)],
         )
@@ -311,9 +226,13 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
         office_entry.meta().wall_ms,
         &office.id.device_key(),
     );
-    until("the office's version under its conflict name", || async {
-        (bytes_of(&nc, &format!("Team/{conflict}")).as_deref() == Some(BETA)).then_some(())
-    })
+    until(
+        WAIT,
+        "the office's version under its conflict name",
+        || async {
+            (bytes_of(&nc, &format!("Team/{conflict}")).as_deref() == Some(BETA)).then_some(())
+        },
+    )
     .await;
     assert_eq!(
         bytes_of(&nc, "Team/docs/copy.txt").as_deref(),
@@ -321,7 +240,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
         "the user's edit stays"
     );
     let edited = office.import(lib, EDITED);
-    until("the office to learn both versions", || async {
+    until(WAIT, "the office to learn both versions", || async {
         (office.content_at(&lib, "docs/copy.txt") == Some(edited)
             && office.content_at(&lib, &conflict) == Some(beta))
         .then_some(())
@@ -341,14 +260,14 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     // Nextcloud down: write-back waits and says so, then writes.
     nc.state().dav_down = true;
     office
-        .append(
+        .publish(
             lib,
             vec![Op::Mkdir {
                 path: path("later"),
             }],
         )
         .await;
-    let retrying = until("write-back to report Nextcloud down", || async {
+    let retrying = until(WAIT, "write-back to report Nextcloud down", || async {
         let status = exapp.api("/api/ingest", "admin").await;
         (status["writeback"]["state"] == "retrying").then_some(status)
     })
@@ -362,11 +281,12 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     assert!(nc.file("alice", "Team/later").is_none());
     nc.state().dav_down = false;
     until(
+        WAIT,
         "the folder to be written once Nextcloud is back",
         || async { nc.file("alice", "Team/later").map(|_| ()) },
     )
     .await;
-    until("write-back to be ok again", || async {
+    until(WAIT, "write-back to be ok again", || async {
         let status = exapp.api("/api/ingest", "admin").await;
         (status["writeback"]["state"] == "ok" && status["writeback"]["pending"] == 0).then_some(())
     })
@@ -379,14 +299,14 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     nc.state().apps.get_mut("harpbridge").unwrap().secret = "not-the-secret".into();
     nc.clear_traffic();
     office
-        .append(
+        .publish(
             lib,
             vec![Op::Mkdir {
                 path: path("refused"),
             }],
         )
         .await;
-    let refused = until("write-back to report the refused secret", || async {
+    let refused = until(WAIT, "write-back to report the refused secret", || async {
         let status = exapp.api("/api/ingest", "admin").await;
         (status["writeback"]["state"] == "unauthorized").then_some(status)
     })
@@ -398,7 +318,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
         "{refused}"
     );
     office
-        .append(
+        .publish(
             lib,
             vec![Op::Mkdir {
                 path: path("refused-too"),
@@ -413,7 +333,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     assert_eq!(tries[0].status, 401);
     nc.state().apps.get_mut("harpbridge").unwrap().secret = secret;
     assert!(nc.appapi_enable("harpbridge").await);
-    until("write-back to resume after the enable", || async {
+    until(WAIT, "write-back to resume after the enable", || async {
         (nc.file("alice", "Team/refused").is_some()
             && nc.file("alice", "Team/refused-too").is_some())
         .then_some(())
@@ -424,16 +344,16 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
     // saw goes, the user's file stays, and the chain learns it.
     nc.user_put("alice", "Team/docs/added.txt", ALPHA);
     office
-        .append(lib, vec![Op::Delete { path: path("docs") }])
+        .publish(lib, vec![Op::Delete { path: path("docs") }])
         .await;
-    until("the office's files in docs to go", || async {
+    until(WAIT, "the office's files in docs to go", || async {
         (nc.file("alice", "Team/docs/b.txt").is_none()
             && nc.file("alice", "Team/docs/copy.txt").is_none()
             && nc.file("alice", &format!("Team/{conflict}")).is_none())
         .then_some(())
     })
     .await;
-    until("the office to learn the user's file", || async {
+    until(WAIT, "the office to learn the user's file", || async {
         (office.content_at(&lib, "docs/added.txt") == Some(alpha)).then_some(())
     })
     .await;
@@ -465,7 +385,7 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
     // pending, and Nextcloud not having it is no deletion.
     let nowhere = ContentId([7; 32]);
     office
-        .append(
+        .publish(
             lib,
             vec![
                 Op::Mkdir {
@@ -476,7 +396,7 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
         )
         .await;
     pulled(&exapp, &office, &lib).await;
-    until("the office's folder in Nextcloud", || async {
+    until(WAIT, "the office's folder in Nextcloud", || async {
         nc.file("alice", "Team/from-office").map(|_| ())
     })
     .await;
@@ -487,7 +407,7 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
     let mut last = finished(&exapp.api("/api/ingest", "admin").await);
     for _ in 0..2 {
         last = Some(
-            until("another full scan", || async {
+            until(WAIT, "another full scan", || async {
                 let status = exapp.api("/api/ingest", "admin").await;
                 finished(&status).filter(|f| Some(*f) != last)
             })
@@ -505,6 +425,7 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
     assert_eq!(status["writeback"]["waiting_for_content"], 1, "{status}");
     assert_eq!(status["writeback"]["pending"], 1, "{status}");
     until(
+        WAIT,
         "the office to see the user's delete and nothing else",
         || async {
             let tree = office.chain.tree(&lib).ok()?;
@@ -529,17 +450,21 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
         pending_entry.meta().wall_ms,
         &office.id.device_key(),
     );
-    until("the office to learn both versions", || async {
+    until(WAIT, "the office to learn both versions", || async {
         (office.content_at(&lib, "from-office/pending.txt") == Some(edited)
             && office.content_at(&lib, &conflict) == Some(nowhere))
         .then_some(())
     })
     .await;
-    let status = until("write-back to wait for the conflict copy only", || async {
-        let status = exapp.api("/api/ingest", "admin").await;
-        (status["writeback"]["pending"] == 1 && status["counters"]["writeback_conflicts"] == 1)
-            .then_some(status)
-    })
+    let status = until(
+        WAIT,
+        "write-back to wait for the conflict copy only",
+        || async {
+            let status = exapp.api("/api/ingest", "admin").await;
+            (status["writeback"]["pending"] == 1 && status["counters"]["writeback_conflicts"] == 1)
+                .then_some(status)
+        },
+    )
     .await;
     assert_eq!(status["writeback"]["waiting_for_content"], 1, "{status}");
     assert_eq!(
@@ -567,12 +492,12 @@ async fn versions_only_a_peer_has_are_fetched_then_written() {
         .collect();
     let fresh = office.import(lib, &bytes);
     office
-        .append(
+        .publish(
             lib,
             vec![put("fresh.bin", fresh, bytes.len(), 1_700_000_000_000)],
         )
         .await;
-    until("the office's bytes in Nextcloud", || async {
+    until(WAIT, "the office's bytes in Nextcloud", || async {
         (bytes_of(&nc, "Team/fresh.bin").as_deref() == Some(bytes.as_slice())).then_some(())
     })
     .await;

@@ -307,6 +307,37 @@ impl ExApp {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
     }
 
+    /// serve's swarm address for a node on this host, from the metrics the API reports: its
+    /// TCP listen address ending in `/p2p/<peer id>`; and that peer id.
+    pub async fn swarm_addr(&self) -> (String, libp2p::Multiaddr) {
+        use libp2p::multiaddr::Protocol;
+        let metrics = self.api("/api/admin/metrics", "admin").await;
+        assert_eq!(metrics["swarm"]["state"], "running", "{metrics}");
+        let peer_id = metrics["swarm"]["peer_id"]
+            .as_str()
+            .expect("serve's peer id")
+            .to_owned();
+        let tcp: libp2p::Multiaddr = metrics["swarm"]["listen"]
+            .as_array()
+            .expect("serve's listen addresses")
+            .iter()
+            .filter_map(|a| a.as_str()?.parse::<libp2p::Multiaddr>().ok())
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+            .expect("a TCP listen address");
+        let addr = tcp.with(Protocol::P2p(peer_id.parse().expect("a peer id")));
+        (peer_id, addr)
+    }
+
+    /// serve's row for the peer `peer_id` in `/api/peers` as `user` sees it, if it lists it.
+    pub async fn peer(&self, peer_id: &str, user: &str) -> Option<serde_json::Value> {
+        let peers = self.api("/api/peers", user).await;
+        peers["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["peer_id"] == peer_id)
+            .cloned()
+    }
+
     /// Waits until `n` libraries exist and have been scanned; returns their ids.
     pub async fn wait_libraries(&self, n: usize) -> Vec<String> {
         self.wait_libraries_for(n, Duration::from_secs(120)).await

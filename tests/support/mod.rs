@@ -17,6 +17,10 @@
 //! - [`webhooks`]: webhook_listeners: registration API, jobs, delivery through AppAPI.
 //! - [`actions`]: what a user does in Nextcloud's web UI (writes, moves, deletes), which
 //!   fire the same events as WebDAV.
+//! - [`swarm`]: in-process swarm nodes on loopback (the offices that dial serve).
+//!
+//! `cli.rs` (the `harpbridge` binary as a process) and `swarm.rs` stand on their own: tests
+//! that need nothing else include them by `#[path]` without this module.
 #![allow(dead_code, unused_imports, clippy::result_large_err)]
 
 pub mod actions;
@@ -26,6 +30,7 @@ pub mod nextcloud;
 pub mod occ;
 pub mod ocs;
 pub mod raw_http;
+pub mod swarm;
 pub mod webdav;
 pub mod webhooks;
 
