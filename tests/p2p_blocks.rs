@@ -404,6 +404,9 @@ enum Mode {
     /// Refuses its first stream as a member whose chain does not reference the version yet
     /// would, then serves the real blocks (from the store given to [`RawPeer::start`]).
     BehindThenHonest,
+    /// Drops its first stream unanswered, as libp2p-stream drops an inbound stream it cannot
+    /// hand over at once, then serves the real blocks (from the store given).
+    DropsFirstThenHonest,
 }
 
 /// A peer that speaks `/harp/blocks/1` by hand: it serves its manifest to anyone, claims
@@ -453,6 +456,10 @@ impl RawPeer {
                     let manifest = manifest.clone();
                     let blocks = blocks.clone();
                     let refuse = mode == Mode::BehindThenHonest && std::mem::take(&mut first);
+                    if mode == Mode::DropsFirstThenHonest && std::mem::take(&mut first) {
+                        drop(s);
+                        continue;
+                    }
                     tokio::spawn(async move {
                         let m = harpbridge::content::Manifest::decode(&manifest).unwrap();
                         let n = m.blocks.len() as u32;
@@ -778,4 +785,32 @@ async fn a_lan_member_that_refuses_at_first_is_asked_again() {
     assert!(report.excluded.is_empty(), "{:?}", report.excluded);
     drop(n);
     shutdown([cloud, office]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_provider_dropped_unanswered_is_opened_again() {
+    // Two fetchers opening streams to one provider at the same moment: libp2p-stream keeps
+    // one inbound stream waiting and drops the other. Taken as "the provider went away",
+    // that failed the fetch when the provider was the only one.
+    let only = DeviceIdentity::from_secret([69; 32]);
+    let size = 8 * MIB;
+    let (a, b, lib, content, hash) = a_file_for_b(loopback(), &[only.device_key()], 10, size).await;
+    let manifest = a.manifest(content);
+    // A goes away; the only provider left serves A's blocks but drops its first stream.
+    a.node.shutdown().await;
+    b.peers_are("A to be gone", &[a.node.peer_id()], |p| !p.connected)
+        .await;
+    let r = RawPeer::start(
+        &only,
+        b.addr(false),
+        Some((manifest, Mode::DropsFirstThenHonest)),
+        Some(a.content.clone()),
+    )
+    .await;
+    b.connected_to(&[r.peer]).await;
+    let report = b.fetch_checked(lib, content, hash).await;
+    assert_eq!(report.from, vec![(r.peer, size)]);
+    assert!(report.excluded.is_empty(), "{:?}", report.excluded);
+    drop(r);
+    shutdown([b]).await;
 }
