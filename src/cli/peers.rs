@@ -192,7 +192,7 @@ pub struct PeerRow {
     pub peer: String,
     /// A member of one of our libraries.
     pub trusted: bool,
-    /// Counted as LAN (found by mDNS).
+    /// Counted as LAN (found by mDNS, or on a subnet of this host).
     pub lan: bool,
     /// At least one connection is open.
     pub connected: bool,

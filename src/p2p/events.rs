@@ -128,9 +128,10 @@ pub struct PeerInfo {
     pub device: Option<DeviceKey>,
     /// At least one connection is open.
     pub connected: bool,
-    /// On the LAN: found by mDNS, or (not a configured peer and) a ping round trip of at
-    /// most [`super::P2pConfig::lan_rtt`] (off by default). Configured peers (the cloud) are WAN unless mDNS
-    /// finds them. Bytes are counted per class by this ([`super::metrics`]).
+    /// On the LAN: found by mDNS, or (not a configured peer and) connected over an address
+    /// on one of this host's subnets ([`super::subnet`]) or with a ping round trip of at most
+    /// [`super::P2pConfig::lan_rtt`] (off by default). Configured peers (the cloud) are WAN
+    /// unless mDNS finds them. Bytes are counted per class by this ([`super::metrics`]).
     pub lan: bool,
     /// Addresses it listens on (identify, mDNS) or was reached at.
     pub addresses: Vec<Multiaddr>,

@@ -64,6 +64,7 @@ pub mod gossip;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod subnet;
 pub mod sync;
 pub mod trust;
 

@@ -151,7 +151,10 @@ enum Pending {
 #[derive(Debug, Default)]
 struct PeerEntry {
     connections: usize,
+    /// Found by mDNS.
     lan: bool,
+    /// Connected over an address on one of this host's subnets ([`super::subnet`]).
+    same_subnet: bool,
     addresses: BTreeSet<Multiaddr>,
     rtt: Option<Duration>,
     /// The smallest round trip seen: what classifies the peer (a busy link's RTT grows
@@ -979,8 +982,10 @@ impl Node {
                         }
                     }
                 }
+                let same_subnet = super::subnet::on_local_subnet(&address);
                 let entry = self.peers.entry(peer_id).or_default();
                 entry.connections += 1;
+                entry.same_subnet |= same_subnet;
                 if endpoint.is_dialer() {
                     entry.addresses.insert(strip_p2p(&address));
                 }
@@ -1037,8 +1042,9 @@ impl Node {
     }
 
     /// The peer's class: LAN if mDNS found it; WAN if it is a configured peer (the cloud);
-    /// otherwise LAN when its smallest ping RTT is at most [`P2pConfig::lan_rtt`] (zero:
-    /// never).
+    /// otherwise LAN when a connection to it is on one of this host's subnets (see
+    /// [`super::subnet`]: mDNS tells a node of a newcomer late), or when its smallest ping
+    /// RTT is at most [`P2pConfig::lan_rtt`] (zero: never).
     fn is_lan(&self, peer: &PeerId, e: &PeerEntry) -> bool {
         if e.lan {
             return true;
@@ -1046,7 +1052,9 @@ impl Node {
         if self.configured.iter().any(|(_, who)| *who == Some(*peer)) {
             return false;
         }
-        !self.config.lan_rtt.is_zero() && e.min_rtt.is_some_and(|r| r <= self.config.lan_rtt)
+        e.same_subnet
+            || (!self.config.lan_rtt.is_zero()
+                && e.min_rtt.is_some_and(|r| r <= self.config.lan_rtt))
     }
 
     /// Tells fetches (and the byte counters) which peers are connected and their class.

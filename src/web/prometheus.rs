@@ -121,7 +121,7 @@ pub fn render(m: &Metrics) -> String {
         &mut out,
         "harpbridge_p2p_received_bytes_total",
         "counter",
-        "Block bytes received since start, by class of link (lan: found by mDNS).",
+        "Block bytes received since start, by class of link (lan: found by mDNS or on a subnet of this host).",
     );
     for (class, bytes) in &m.traffic.classes {
         f.sample(&[("class", class.name())], bytes.bytes_in);
@@ -130,7 +130,7 @@ pub fn render(m: &Metrics) -> String {
         &mut out,
         "harpbridge_p2p_sent_bytes_total",
         "counter",
-        "Block bytes sent since start, by class of link (lan: found by mDNS).",
+        "Block bytes sent since start, by class of link (lan: found by mDNS or on a subnet of this host).",
     );
     for (class, bytes) in &m.traffic.classes {
         f.sample(&[("class", class.name())], bytes.bytes_out);

@@ -80,6 +80,13 @@ impl TestNode {
     /// A node over `dir` (its identity and database, made if new): a restart when `dir` held
     /// a node before.
     pub async fn start_in(dir: tempfile::TempDir, config: P2pConfig) -> TestNode {
+        // HB_TEST_LOG=<filter> shows the nodes' logs (for a look at a failing or slow test).
+        if let Ok(filter) = std::env::var("HB_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let (id, _) = DeviceIdentity::load_or_create(dir.path()).unwrap();
         // A just-stopped node's last blocking task may still hold the database for a moment.
         let database = bounded(REOPEN_WAIT, "the database to open", async {
