@@ -142,8 +142,12 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                     _ => (Answer::Missing { index }, false),
                 },
             };
+            let started = std::time::Instant::now();
             wire::write_answer(&mut wr, &answer).await?;
             wr.flush().await?;
+            if let Answer::Block { index, bytes } = &answer {
+                tracing::trace!(%peer, index, size = bytes.len(), took = ?started.elapsed(), "block written");
+            }
             if last {
                 break;
             }
