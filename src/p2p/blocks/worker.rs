@@ -1,15 +1,24 @@
-//! One provider's stream during a fetch: the worker writes what the coordinator
-//! ([`super::fetch`]) asks, reads the answers in order and reports them.
+//! One provider during a fetch: the worker writes what the coordinator ([`super::fetch`])
+//! asks, reads the answers and reports them.
 //!
-//! Answers come in request order (see [`super::wire`]), so the worker keeps a queue of what
-//! each outstanding request expects: the writer pushes an expectation before it writes a
-//! request, the reader pops one before it reads an answer and reads at most that many
-//! bytes. Anything else (a block of the wrong size or index, an answer of the wrong kind,
-//! bytes that do not decode) is a broken protocol and the provider is excluded; an I/O error
-//! or a closed stream means it went away. A stream closed before its first answer is opened
-//! again ([`OPEN_ATTEMPTS`]): providers drop streams they cannot take at once.
+//! Answers come in request order on each stream (see [`super::wire`]), so each stream (a
+//! *lane*) keeps a queue of what its outstanding requests expect: the writer pushes an
+//! expectation before it writes a request, the lane's reader pops one before it reads an
+//! answer and reads at most that many bytes. Anything else (a block of the wrong size or
+//! index, an answer of the wrong kind, bytes that do not decode) is a broken protocol and the
+//! provider is excluded; an I/O error or a closed stream means it went away.
+//!
+//! The first lane carries the `Want`s and their `Have`s. Once blocks are asked, up to
+//! [`LANES`] streams share the `Get`s, each block on the lane with the fewest bytes asked:
+//! one stream's flow-control window is too small to keep a LAN link busy. A stream closed
+//! before its first answer is opened again ([`OPEN_ATTEMPTS`]): providers drop streams they
+//! cannot take at once.
 
-use libp2p::futures::AsyncReadExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
 
@@ -109,47 +118,151 @@ pub(super) async fn worker(
     if tx.send(msg).is_err() || last {
         return;
     }
-    let (mut rd, mut wr) = stream.split();
-    let (expect_tx, mut expect_rx) = mpsc::unbounded_channel::<Expect>();
-    let writer = async move {
-        use libp2p::futures::AsyncWriteExt;
-        while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            // Write everything queued, then flush once.
-            while let Some(m) = next {
-                let (ask, expect) = ask(m);
-                if expect_tx.send(expect).is_err() {
-                    return Ok(());
+    let (lane, reader) = Lane::start(stream, peer, &tx, &meter);
+    let mut lanes = vec![lane];
+    let mut readers = FuturesUnordered::new();
+    readers.push(reader);
+    // Extra lanes open once the first `Get` comes: by then the provider holds blocks (and
+    // the manifest), so a `Want` on a new stream gets a session with the block list.
+    let mut opening = FuturesUnordered::new();
+    let mut opened = false;
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(first) = msg else { break };
+                if !opened && matches!(first, ToWorker::Get { .. }) {
+                    opened = true;
+                    for _ in 1..LANES {
+                        let blocks = blocks.clone();
+                        let (ask, expect) = ask(ToWorker::Want { send_manifest: false });
+                        opening.push(async move {
+                            first_exchange(&blocks, peer, &ask, expect).await
+                        });
+                    }
                 }
-                wire::write_ask(&mut wr, &ask).await?;
-                next = rx.try_recv().ok();
-            }
-            wr.flush().await?;
-        }
-        wr.close().await
-    };
-    let reader_tx = tx.clone();
-    let reader = async move {
-        while let Some(expect) = expect_rx.recv().await {
-            let answer = match read(&mut rd, expect).await {
-                Ok(Some(a)) => a,
-                Ok(None) => return Err("the provider closed the stream".to_string()),
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    let _ = reader_tx.send(FromWorker::Broken(peer, e.to_string()));
-                    return Ok(());
+                // Write everything queued, then flush the lanes written to.
+                let mut next = Some(first);
+                let mut written = vec![false; lanes.len()];
+                while let Some(m) = next {
+                    // A `Want` goes on the first lane (its `Have` answers the coordinator),
+                    // a `Get` on the lane with the fewest bytes asked.
+                    let i = match m {
+                        ToWorker::Want { .. } => 0,
+                        ToWorker::Get { .. } => (0..lanes.len())
+                            .min_by_key(|&i| lanes[i].asked.load(Ordering::Relaxed))
+                            .unwrap_or(0),
+                    };
+                    let (ask, expect) = ask(m);
+                    if let Err(e) = lanes[i].write(&ask, expect).await {
+                        let _ = tx.send(FromWorker::Gone(peer, e));
+                        return;
+                    }
+                    written[i] = true;
+                    next = rx.try_recv().ok();
                 }
-                Err(e) => return Err(e.to_string()),
-            };
-            let (msg, last) = interpret(peer, expect, answer, &meter);
-            if reader_tx.send(msg).is_err() || last {
-                return Ok(());
+                for (lane, _) in lanes.iter_mut().zip(&written).filter(|(_, w)| **w) {
+                    if let Err(e) = lane.wr.flush().await {
+                        let _ = tx.send(FromWorker::Gone(peer, e.to_string()));
+                        return;
+                    }
+                }
             }
+            Some(done) = opening.next() => {
+                // An extra lane that cannot open, or is refused, is simply not used.
+                if let Ok(Some((stream, Answer::Have(_)))) = done {
+                    let (lane, reader) = Lane::start(stream, peer, &tx, &meter);
+                    readers.push(reader);
+                    lanes.push(lane);
+                }
+            }
+            Some(ended) = readers.next() => match ended {
+                // The stream's last message (a refusal, a broken protocol) was reported.
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = tx.send(FromWorker::Gone(peer, e));
+                    return;
+                }
+            },
         }
-        Ok(())
-    };
-    let writer = async move { writer.await.map_err(|e: std::io::Error| e.to_string()) };
-    if let Err(e) = tokio::try_join!(writer, reader) {
-        let _ = tx.send(FromWorker::Gone(peer, e));
+    }
+    // The coordinator is done: close the lanes, read what is still on its way.
+    for lane in &mut lanes {
+        let _ = lane.wr.close().await;
+    }
+    drop(lanes);
+    while readers.next().await.is_some() {}
+}
+
+/// Streams a fetch keeps to one provider. Each stream has its own flow-control window
+/// (yamux grants 256 KiB at first and grows it slowly), so one stream leaves a fast LAN link
+/// idle while window updates travel; blocks asked on several streams keep it busy.
+const LANES: usize = 4;
+
+type Reader = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>>;
+
+/// One stream to the provider: its write half, the queue of answers it expects, and the
+/// bytes of blocks asked on it and not yet answered.
+struct Lane {
+    wr: libp2p::futures::io::WriteHalf<libp2p::Stream>,
+    expect: mpsc::UnboundedSender<Expect>,
+    asked: Arc<AtomicU64>,
+}
+
+impl Lane {
+    /// Splits `stream` into the lane and its reader, which reads answers in order and
+    /// reports them on `tx`, ending with `Ok(true)` after a stream's last message,
+    /// `Ok(false)` when the lane closed, or the error that ended the stream.
+    fn start(
+        stream: libp2p::Stream,
+        peer: PeerId,
+        tx: &mpsc::UnboundedSender<FromWorker>,
+        meter: &crate::p2p::metrics::Meter,
+    ) -> (Lane, Reader) {
+        let (mut rd, wr) = stream.split();
+        let (expect_tx, mut expect_rx) = mpsc::unbounded_channel::<Expect>();
+        let asked = Arc::new(AtomicU64::new(0));
+        let (tx, meter, lane_asked) = (tx.clone(), meter.clone(), asked.clone());
+        let reader = async move {
+            while let Some(expect) = expect_rx.recv().await {
+                let answer = match read(&mut rd, expect).await {
+                    Ok(Some(a)) => a,
+                    Ok(None) => return Err("the provider closed the stream".to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        let _ = tx.send(FromWorker::Broken(peer, e.to_string()));
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                };
+                if let Expect::Block { size, .. } = expect {
+                    lane_asked.fetch_sub(u64::from(size), Ordering::Relaxed);
+                }
+                let (msg, last) = interpret(peer, expect, answer, &meter);
+                if tx.send(msg).is_err() || last {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let lane = Lane {
+            wr,
+            expect: expect_tx,
+            asked,
+        };
+        (lane, Box::pin(reader))
+    }
+
+    /// Writes `ask` (not flushed), expecting `expect` in answer.
+    async fn write(&mut self, ask: &Ask, expect: Expect) -> Result<(), String> {
+        if let Expect::Block { size, .. } = expect {
+            self.asked.fetch_add(u64::from(size), Ordering::Relaxed);
+        }
+        self.expect
+            .send(expect)
+            .map_err(|_| "the lane's reader ended".to_string())?;
+        wire::write_ask(&mut self.wr, ask)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
