@@ -9,15 +9,17 @@
 //! | [`server`] | answering other peers' streams: who may read what, bitmaps, blocks from disk |
 //! | [`rank`] | choosing a provider for a block: LAN first, RTT, throughput; the LAN split |
 //! | [`fetch`] | one fetch of one version: providers, the window, verify, store, resume |
-//! | [`worker`] | one provider's stream during a fetch: requests out, answers in, in order |
+//! | [`worker`] | one provider's streams during a fetch: requests out, answers in, in order |
 //! | [`store`] | writing verified blocks in batches (one fsync round per batch) |
 //!
 //! # Why streams and not request-response
 //!
 //! A request-response message is capped (`/harp/sync/1` answers are at most 4 MiB) and each
-//! one opens a stream. Bulk data wants the opposite: one long-lived stream per (fetcher,
+//! one opens a stream. Bulk data wants the opposite: long-lived streams per (fetcher,
 //! provider) carrying a *window* of requests, so the provider always has the next block to
-//! send while the previous one is on the wire. libp2p-stream gives the raw stream; its
+//! send while the previous one is on the wire (and reads it from disk meanwhile). A few
+//! streams share the requests ([`worker`]'s lanes), because one yamux stream's flow-control
+//! window leaves a 1 Gbit/s LAN idle part of the time. libp2p-stream gives the raw stream; its
 //! [`libp2p_stream::Control`] lives outside the swarm task (in the [`Blocks`] shared here),
 //! so a fetch never waits for the node's event loop, and the swarm task never touches a
 //! block.
@@ -50,7 +52,8 @@
 //!
 //! # The office story: two offices, one cloud
 //!
-//! Office B pulling a file office A already holds: A is a LAN peer (found by mDNS), A's `Have`
+//! Office B pulling a file office A already holds: A is a LAN peer (found by mDNS, or on
+//! B's subnet), A's `Have`
 //! covers every block, so rule 2 sends everything to A and nothing to the cloud (the WAN
 //! carries only the `Want`/`Have` exchange and, at most, the manifest: 36 bytes per MiB).
 //!

@@ -8,7 +8,7 @@
 //! answered in order: the block is read and verified by
 //! [`crate::content::ContentStore::read_block`] on the blocking pool, so a block that rotted
 //! on disk is answered `Missing` (and dropped from the store) rather than sent. The next
-//! block is read while the current one is written ([`READ_AHEAD`]).
+//! block is read while the current one is written (`READ_AHEAD`).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -9,9 +9,9 @@
 //! provider is excluded; an I/O error or a closed stream means it went away.
 //!
 //! The first lane carries the `Want`s and their `Have`s. Once blocks are asked, up to
-//! [`LANES`] streams share the `Get`s, each block on the lane with the fewest bytes asked:
+//! `LANES` streams share the `Get`s, each block on the lane with the fewest bytes asked:
 //! one stream's flow-control window is too small to keep a LAN link busy. A stream closed
-//! before its first answer is opened again ([`OPEN_ATTEMPTS`]): providers drop streams they
+//! before its first answer is opened again (`OPEN_ATTEMPTS`): providers drop streams they
 //! cannot take at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
