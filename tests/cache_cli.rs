@@ -60,33 +60,9 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_and_the_nodes_peers(
 
     // The cache holds the database: peers list prints the cache's own list (written every
     // 5 s), where node A is a trusted, connected WAN peer (it was dialled, not found by mDNS).
-    let listed = listed_as_trusted(b.path(), &a_peer);
-    assert!(
-        listed.contains("in use by a running harpbridge cache"),
-        "{listed}"
-    );
-    let row = listed
-        .lines()
-        .find(|l| l.starts_with(&a_peer))
-        .unwrap_or_else(|| panic!("{listed}"));
-    assert!(
-        row.contains("  trusted  wan  connected  rtt ") && row.contains(" libraries 1 "),
-        "{row}"
-    );
+    lists_trusted_wan_peer(b.path(), "cache", &a_peer);
     // The node holds A's database the same way, and lists the cache it was dialled by.
-    let listed = listed_as_trusted(a.path(), &b_peer);
-    assert!(
-        listed.contains("in use by a running harpbridge node"),
-        "{listed}"
-    );
-    let row = listed
-        .lines()
-        .find(|l| l.starts_with(&b_peer))
-        .unwrap_or_else(|| panic!("{listed}"));
-    assert!(
-        row.contains("  trusted  wan  connected  rtt ") && row.contains(" libraries 1 "),
-        "{row}"
-    );
+    lists_trusted_wan_peer(a.path(), "node", &b_peer);
 
     cache.stop();
     assert!(
@@ -97,6 +73,24 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_and_the_nodes_peers(
     assert!(
         !a.path().join("peers.json").exists(),
         "a stopped node leaves no peer list behind"
+    );
+}
+
+/// Checks that `peers list` on `dir`, held by a running `role` (`cache`, `node`), prints
+/// that process's list, where `peer` is a trusted, connected WAN peer sharing one library.
+fn lists_trusted_wan_peer(dir: &Path, role: &str, peer: &str) {
+    let listed = listed_as_trusted(dir, peer);
+    assert!(
+        listed.contains(&format!("in use by a running harpbridge {role} (")),
+        "{listed}"
+    );
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(peer))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        row.contains("  trusted  wan  connected  rtt ") && row.contains(" libraries 1 "),
+        "{row}"
     );
 }
 
