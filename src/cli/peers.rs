@@ -174,12 +174,13 @@ fn list_snapshot(data_dir: &Path, opening: anyhow::Error) -> anyhow::Result<()> 
 pub const SNAPSHOT_FILE: &str = "peers.json";
 /// How often [`SnapshotWriter`] rewrites [`SNAPSHOT_FILE`].
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
+/// A snapshot larger than this is refused (it holds one short row per peer).
+const MAX_SNAPSHOT_LEN: usize = 16 * 1024 * 1024;
 
+/// The role of a snapshot that names none.
 fn cache_role() -> String {
     "cache".to_string()
 }
-/// A snapshot larger than this is refused (it holds one short row per peer).
-const MAX_SNAPSHOT_LEN: usize = 16 * 1024 * 1024;
 
 /// The peer list a running `node` or `cache` writes to [`SNAPSHOT_FILE`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
