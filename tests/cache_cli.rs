@@ -1,6 +1,6 @@
 //! `harpbridge cache` as a process on loopback: it joins a library a node offers, tries to
-//! prefetch its content, and while it runs (holding the database) `harpbridge peers list`
-//! on its data directory prints the cache's own peer list.
+//! prefetch its content, and while the cache and the node run (each holding its database)
+//! `harpbridge peers list` on either data directory prints that process's own peer list.
 //!
 //! Fetching itself (bytes, from whom, LAN first) is shown by the LAN/WAN lab test
 //! (`tests/lan_wan.rs`) and the block-transfer tests.
@@ -8,6 +8,7 @@
 #[path = "support/cli.rs"]
 mod cli;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cli::{imported_library, peer_id, run, Proc};
@@ -15,7 +16,7 @@ use cli::{imported_library, peer_id, run, Proc};
 const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
-fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_peers() {
+fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_and_the_nodes_peers() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
@@ -59,41 +60,60 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_peers() {
 
     // The cache holds the database: peers list prints the cache's own list (written every
     // 5 s), where node A is a trusted, connected WAN peer (it was dialled, not found by mDNS).
-    let deadline = Instant::now() + WAIT;
-    let listed = loop {
-        let out = cli::output(&["peers", "list", "--no-mdns"], b.path());
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        // The list is a snapshot written every 5 s: the first may predate the sync that
-        // made A a member here, so wait for A's row to say trusted.
-        let trusted = text
-            .lines()
-            .any(|l| l.starts_with(&a_peer) && l.contains("  trusted  "));
-        if out.status.success() && trusted {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "peers list never showed {a_peer} as trusted: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(
-        listed.contains("in use by a running harpbridge cache"),
-        "{listed}"
-    );
-    let row = listed
-        .lines()
-        .find(|l| l.starts_with(&a_peer))
-        .unwrap_or_else(|| panic!("{listed}"));
-    assert!(
-        row.contains("  trusted  wan  connected  rtt ") && row.contains(" libraries 1 "),
-        "{row}"
-    );
+    lists_trusted_wan_peer(b.path(), "cache", &a_peer);
+    // The node holds A's database the same way, and lists the cache it was dialled by.
+    lists_trusted_wan_peer(a.path(), "node", &b_peer);
 
     cache.stop();
     assert!(
         !b.path().join("peers.json").exists(),
         "a stopped cache leaves no peer list behind"
     );
+    node.stop();
+    assert!(
+        !a.path().join("peers.json").exists(),
+        "a stopped node leaves no peer list behind"
+    );
+}
+
+/// Checks that `peers list` on `dir`, held by a running `role` (`cache`, `node`), prints
+/// that process's list, where `peer` is a trusted, connected WAN peer sharing one library.
+fn lists_trusted_wan_peer(dir: &Path, role: &str, peer: &str) {
+    let listed = listed_as_trusted(dir, peer);
+    assert!(
+        listed.contains(&format!("in use by a running harpbridge {role} (")),
+        "{listed}"
+    );
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(peer))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        row.contains("  trusted  wan  connected  rtt ") && row.contains(" libraries 1 "),
+        "{row}"
+    );
+}
+
+/// Runs `peers list` on `dir` (held by a running process) until `peer`'s row says trusted;
+/// returns that output.
+fn listed_as_trusted(dir: &Path, peer: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = cli::output(&["peers", "list", "--no-mdns"], dir);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The list is a snapshot written every 5 s: the first may predate the sync that
+        // made the peer a member here, so wait for its row to say trusted.
+        let trusted = text
+            .lines()
+            .any(|l| l.starts_with(peer) && l.contains("  trusted  "));
+        if out.status.success() && trusted {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peers list never showed {peer} as trusted: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

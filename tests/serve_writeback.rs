@@ -17,11 +17,15 @@
 //!   peer and is not written back yet (its blocks are nowhere to be had), while a file a
 //!   user deleted is recorded as deleted; a user's file where a peer's version waits keeps
 //!   both versions.
+//! - A file a user creates at a new path after serve looked there and before its PUT is not
+//!   overwritten: the PUT carries `If-None-Match: *`, Nextcloud answers 412, and both
+//!   versions are kept as for an edit.
 
 mod support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use harpbridge::chain::{conflict_name, ChainPath, ContentId, LibraryId, Op, TreeItem};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -43,6 +47,16 @@ impl Office {
         let mut writer = self.content.writer(lib);
         writer.write(bytes).unwrap();
         writer.finish().unwrap().id.into()
+    }
+
+    /// The conflict name the office's latest version of `path` gets beside a user's.
+    fn conflict_name(&self, lib: &LibraryId, path: &str) -> String {
+        let written = self.chain.tree(lib).unwrap().items[path].clone();
+        let TreeItem::File { entry, .. } = written else {
+            panic!("{written:?}")
+        };
+        let (_, office_entry) = self.chain.entry(&entry).unwrap().unwrap();
+        conflict_name(path, office_entry.meta().wall_ms, &self.id.device_key())
     }
 
     fn content_at(&self, lib: &LibraryId, path: &str) -> Option<ContentId> {
@@ -107,6 +121,18 @@ async fn setup(
     (exapp, lib, office)
 }
 
+/// [`setup`] over a Team folder holding one file, `seed.txt`; the data directory is
+/// returned to be kept until the end.
+async fn seeded() -> (FakeNextcloud, tempfile::TempDir, ExApp, LibraryId, Office) {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Team");
+    nc.user_put("alice", "Team/seed.txt", ALPHA);
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let (exapp, lib, office) = setup(&nc, dir.path(), Vec::new(), "seed.txt").await;
+    (nc, dir, exapp, lib, office)
+}
+
 async fn serve_entries(exapp: &ExApp) -> u64 {
     let libraries = exapp.api("/api/libraries", "admin").await;
     libraries["libraries"][0]["entries"].as_u64().unwrap()
@@ -123,6 +149,31 @@ async fn pulled(exapp: &ExApp, office: &Office, lib: &LibraryId) -> u64 {
 
 fn bytes_of(nc: &FakeNextcloud, p: &str) -> Option<Vec<u8>> {
     nc.file("alice", p)?.content.map(|c| c.to_vec())
+}
+
+/// Checks that Nextcloud kept the user's bytes at `path`, then waits until the office's
+/// chain holds both versions: the user's under `path`, the office's `ours` under `conflict`.
+async fn both_kept(
+    nc: &FakeNextcloud,
+    office: &Office,
+    lib: LibraryId,
+    path: &str,
+    users: &[u8],
+    conflict: &str,
+    ours: ContentId,
+) {
+    assert_eq!(
+        bytes_of(nc, &format!("Team/{path}")).as_deref(),
+        Some(users),
+        "the user's version keeps its name"
+    );
+    let theirs = office.import(lib, users);
+    until(WAIT, "the office to learn both versions", || async {
+        (office.content_at(&lib, path) == Some(theirs)
+            && office.content_at(&lib, conflict) == Some(ours))
+        .then_some(())
+    })
+    .await;
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -216,16 +267,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
             vec![put("docs/copy.txt", beta, BETA.len(), mtime_ms + 1000)],
         )
         .await;
-    let written = office.chain.tree(&lib).unwrap().items["docs/copy.txt"].clone();
-    let TreeItem::File { entry, .. } = written else {
-        panic!("{written:?}")
-    };
-    let (_, office_entry) = office.chain.entry(&entry).unwrap().unwrap();
-    let conflict = conflict_name(
-        "docs/copy.txt",
-        office_entry.meta().wall_ms,
-        &office.id.device_key(),
-    );
+    let conflict = office.conflict_name(&lib, "docs/copy.txt");
     until(
         WAIT,
         "the office's version under its conflict name",
@@ -234,18 +276,7 @@ async fn peers_changes_reach_nextcloud_once_and_never_over_a_users_edit() {
         },
     )
     .await;
-    assert_eq!(
-        bytes_of(&nc, "Team/docs/copy.txt").as_deref(),
-        Some(EDITED),
-        "the user's edit stays"
-    );
-    let edited = office.import(lib, EDITED);
-    until(WAIT, "the office to learn both versions", || async {
-        (office.content_at(&lib, "docs/copy.txt") == Some(edited)
-            && office.content_at(&lib, &conflict) == Some(beta))
-        .then_some(())
-    })
-    .await;
+    both_kept(&nc, &office, lib, "docs/copy.txt", EDITED, &conflict, beta).await;
     let entries = pulled(&exapp, &office, &lib).await;
     let statuses = nc.run_webhook_worker().await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
@@ -480,12 +511,7 @@ async fn scans_without_webhooks_never_delete_what_a_peer_wrote() {
 /// it into Nextcloud, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_only_a_peer_has_are_fetched_then_written() {
-    let nc = FakeNextcloud::start().await;
-    nc.user_mkdir("alice", "Team");
-    nc.user_put("alice", "Team/seed.txt", ALPHA);
-    nc.discard_webhook_jobs();
-    let dir = tempfile::tempdir().unwrap();
-    let (exapp, lib, office) = setup(&nc, dir.path(), Vec::new(), "seed.txt").await;
+    let (nc, _dir, exapp, lib, office) = seeded().await;
     // 3 MiB that do not compress or repeat: several blocks.
     let bytes: Vec<u8> = (0..3u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -519,6 +545,54 @@ async fn versions_only_a_peer_has_are_fetched_then_written() {
         status["counters"]["bytes_out"].as_u64() >= Some(bytes.len() as u64),
         "{status}"
     );
+    office.node.shutdown().await;
+    exapp.stop();
+}
+
+/// A file a user creates where the office's new file goes, after serve found the path
+/// empty and before its PUT: the user's file keeps its name, the office's version becomes
+/// the conflict copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_user_creates_between_the_look_and_the_write_is_not_overwritten() {
+    let (nc, _dir, exapp, lib, office) = seeded().await;
+
+    // The office adds new.txt. serve looks (nothing there) and writes it; a user creates
+    // new.txt in Nextcloud the moment serve's PUT arrives. Nextcloud refuses the PUT
+    // (If-None-Match: *), and serve keeps both: the user's file under its name, the
+    // office's under its conflict name.
+    nc.state().user_write_before_put = Some((
+        "alice".into(),
+        "Team/new.txt".into(),
+        Bytes::from_static(EDITED),
+    ));
+    let beta = office.import(lib, BETA);
+    office
+        .publish(
+            lib,
+            vec![put("new.txt", beta, BETA.len(), 1_700_000_000_000)],
+        )
+        .await;
+    let conflict = office.conflict_name(&lib, "new.txt");
+    // Either outcome ends the wait: the office's bytes over the user's file, or under
+    // the conflict name.
+    until(WAIT, "serve to write the office's version", || async {
+        (bytes_of(&nc, "Team/new.txt").as_deref() == Some(BETA)
+            || bytes_of(&nc, &format!("Team/{conflict}")).as_deref() == Some(BETA))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        nc.state().user_write_before_put.is_none(),
+        "the user's write raced serve's PUT"
+    );
+    assert_eq!(
+        bytes_of(&nc, &format!("Team/{conflict}")).as_deref(),
+        Some(BETA),
+        "the office's version is the conflict copy"
+    );
+    both_kept(&nc, &office, lib, "new.txt", EDITED, &conflict, beta).await;
+    let status = exapp.wait_idle().await;
+    assert_eq!(status["counters"]["writeback_conflicts"], 1, "{status}");
     office.node.shutdown().await;
     exapp.stop();
 }

@@ -63,12 +63,40 @@ async fn every_verb_and_its_errors() {
             "Docs/a b.txt",
             body(b"hello"),
             5,
-            &PutOptions::default(),
+            &PutOptions {
+                if_absent: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
     assert!(put.created);
     let etag = put.etag.clone().unwrap();
+    // `If-None-Match: *`: a second create at the same path is refused, as SabreDAV does.
+    let taken = dav
+        .put(
+            "alice",
+            "Docs/a b.txt",
+            body(b"other"),
+            5,
+            &PutOptions {
+                if_absent: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(DavError::PreconditionFailed(_))),
+        "{taken:?}"
+    );
+    assert_eq!(
+        nc.file("alice", "Docs/a b.txt")
+            .unwrap()
+            .content
+            .unwrap()
+            .to_vec(),
+        b"hello"
+    );
     let again = dav
         .put(
             "alice",
@@ -77,6 +105,7 @@ async fn every_verb_and_its_errors() {
             6,
             &PutOptions {
                 if_match: Some(etag.clone()),
+                if_absent: false,
                 mtime: Some(1_700_000_000),
                 checksum: Some("SHA256:abc".into()),
             },

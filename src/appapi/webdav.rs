@@ -80,6 +80,12 @@ pub enum Depth {
 pub struct PutOptions {
     /// Only write if the file still has this ETag (lost-update guard); `None` = any.
     pub if_match: Option<String>,
+    /// Only write if nothing is at the path yet (`If-None-Match: *`): the path was seen
+    /// empty, and a file a user creates there meanwhile must not be overwritten. Nextcloud
+    /// answers 412 ([`DavError::PreconditionFailed`]) when something is there. Not sent with
+    /// a chunked upload: SabreDAV judges the condition against the request's own path, the
+    /// upload's `.file`, which always exists.
+    pub if_absent: bool,
     /// Modification time to set, seconds since the epoch.
     pub mtime: Option<i64>,
     /// `OC-Checksum`, e.g. `SHA256:<hex>`: stored by Nextcloud and listed in `oc:checksums`.
@@ -244,6 +250,9 @@ impl WebDav {
             .timeout(Duration::from_secs(3600))
             .body(reqwest::Body::wrap_stream(body));
         request = with_put_options(request, options);
+        if options.if_absent {
+            request = request.header("If-None-Match", "*");
+        }
         let response = self.send(request, path).await?;
         Ok(write_result(response.status(), response.headers()))
     }

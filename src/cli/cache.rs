@@ -37,9 +37,9 @@
 //!
 //! `from` lists who sent how many block bytes (`-` when nothing had to travel).
 //!
-//! Every 5 s it also writes its peer list (LAN/WAN, RTT, block bytes in and out per peer)
-//! to `<data dir>/peers.json`, which `harpbridge peers list` prints while the cache holds
-//! the database.
+//! Like `harpbridge node`, every 5 s it also writes its peer list (LAN/WAN, RTT, block bytes
+//! in and out per peer) to `<data dir>/peers.json`, which `harpbridge peers list` prints
+//! while the cache holds the database (see [`super::peers::SnapshotWriter`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -59,8 +59,6 @@ use crate::p2p::{FetchReport, Node, NodeEvent, NodeHandle, P2pConfig};
 /// First wait before a failed fetch is tried again; doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(60);
-/// How often the peer list for `peers list` is rewritten.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 /// Versions fetched at once.
 const PARALLEL_FETCHES: usize = 4;
 
@@ -163,32 +161,12 @@ async fn serve(args: CacheArgs) -> anyhow::Result<()> {
         }
     });
     // The peer list `peers list` shows while this process holds the database.
-    let snapshots = {
-        let node = node.clone();
-        let data_dir = args.data_dir.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(SNAPSHOT_EVERY);
-            loop {
-                every.tick().await;
-                let Ok(peers) = node.peers().await else { break };
-                let dir = data_dir.clone();
-                let me = node.peer_id().to_string();
-                let written = tokio::task::spawn_blocking(move || {
-                    super::peers::write_snapshot(&dir, &me, &peers)
-                })
-                .await;
-                if let Ok(Err(e)) = written {
-                    tracing::warn!(error = %e, "cannot write the peer list snapshot");
-                }
-            }
-        })
-    };
+    let snapshots =
+        super::peers::SnapshotWriter::start(node.clone(), args.data_dir.clone(), "cache");
     crate::listener::shutdown_signal().await;
-    snapshots.abort();
+    snapshots.stop().await;
     worker.abort();
     node.shutdown().await;
-    // The list is only true while this process runs.
-    let _ = std::fs::remove_file(args.data_dir.join(super::peers::SNAPSHOT_FILE));
     printer.abort();
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! The node finds peers on the LAN (mDNS), dials the `--peer` addresses (the WAN), and keeps
 //! every library it shares with them in sync, both ways, until SIGINT/SIGTERM. It prints
 //! one line per event on stdout (`listening <addr>` first, so scripts and tests can learn
-//! the ports), and logs details through tracing.
+//! the ports), and logs details through tracing. Every 5 s it writes its peer list to
+//! `<data dir>/peers.json` (removed when it stops), which `harpbridge peers list` prints
+//! while the node holds the database (see [`super::peers::SnapshotWriter`]).
 //!
 //! This is the swarm half of the design's office node; keeping a local folder in sync with
 //! a library (the `LocalDir` backend) comes with the engine's backends.
@@ -94,7 +96,11 @@ async fn serve(args: NodeArgs) -> anyhow::Result<()> {
             }
         }
     });
+    // The peer list `peers list` shows while this process holds the database.
+    let snapshots =
+        super::peers::SnapshotWriter::start(node.clone(), args.data_dir.clone(), "node");
     crate::listener::shutdown_signal().await;
+    snapshots.stop().await;
     node.shutdown().await;
     printer.abort();
     Ok(())

@@ -4,10 +4,10 @@
 //!   and the given addresses), then prints every peer it met: trusted (a member of one of
 //!   our libraries) or only discovered, LAN or WAN, round trip, block bytes received from
 //!   and sent to it, addresses. It opens the data directory's database, so it cannot run
-//!   beside a `node`, `cache` or `serve` on the same one; a running `cache` keeps its own
-//!   peer list (with the bytes moved since it started) in `<data dir>/peers.json`
-//!   ([`SNAPSHOT_FILE`], rewritten every few seconds), and `peers list` prints that one when
-//!   the database is in use.
+//!   beside a `node`, `cache` or `serve` on the same one; a running `node` or `cache` keeps
+//!   its own peer list (with the bytes moved since it started) in `<data dir>/peers.json`
+//!   ([`SNAPSHOT_FILE`], rewritten every few seconds by [`SnapshotWriter`]), and `peers list`
+//!   prints that one when the database is in use. (`serve` writes none yet.)
 //! - `peers add --library L PEER_ID [--name N]`: pairs a device with one library; the same
 //!   as `harpbridge pair` (see [`super::pair`]), kept under its first name.
 
@@ -19,10 +19,12 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::chain::LibraryId;
 use crate::db::DbError;
-use crate::p2p::{Node, P2pConfig, PeerInfo};
+use crate::p2p::{Node, NodeHandle, P2pConfig, PeerInfo};
 
 /// Arguments of `harpbridge peers`.
 #[derive(Debug, Args)]
@@ -137,7 +139,7 @@ fn in_use(e: &anyhow::Error) -> bool {
     )
 }
 
-/// Prints the peers a running `cache` last wrote to [`SNAPSHOT_FILE`], or fails with
+/// Prints the peers a running `node` or `cache` last wrote to [`SNAPSHOT_FILE`], or fails with
 /// `opening` (why the database could not be opened) when there is none.
 fn list_snapshot(data_dir: &Path, opening: anyhow::Error) -> anyhow::Result<()> {
     let path = data_dir.join(SNAPSHOT_FILE);
@@ -153,7 +155,8 @@ fn list_snapshot(data_dir: &Path, opening: anyhow::Error) -> anyhow::Result<()> 
         serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?;
     let age = crate::chain::now_ms().saturating_sub(snapshot.written_ms);
     println!(
-        "the data directory is in use by a running harpbridge cache ({}); its peers as of {:.0} s ago:",
+        "the data directory is in use by a running harpbridge {} ({}); its peers as of {:.0} s ago:",
+        snapshot.role,
         snapshot.peer_id,
         age as f64 / 1e3
     );
@@ -166,15 +169,26 @@ fn list_snapshot(data_dir: &Path, opening: anyhow::Error) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Where a running `cache` keeps its peer list for `peers list` (the database is locked
-/// while it runs). Rewritten every few seconds, atomically.
+/// Where a running `node` or `cache` keeps its peer list for `peers list` (the database is
+/// locked while it runs). Rewritten every [`SNAPSHOT_EVERY`], atomically.
 pub const SNAPSHOT_FILE: &str = "peers.json";
+/// How often [`SnapshotWriter`] rewrites [`SNAPSHOT_FILE`].
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 /// A snapshot larger than this is refused (it holds one short row per peer).
 const MAX_SNAPSHOT_LEN: usize = 16 * 1024 * 1024;
 
-/// The peer list a running `cache` writes to [`SNAPSHOT_FILE`].
+/// The role of a snapshot that names none.
+fn cache_role() -> String {
+    "cache".to_string()
+}
+
+/// The peer list a running `node` or `cache` writes to [`SNAPSHOT_FILE`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// What runs: `node` or `cache` (files written before this field existed came from a
+    /// cache).
+    #[serde(default = "cache_role")]
+    pub role: String,
     /// The running node's PeerId.
     pub peer_id: String,
     /// When it was written, ms since the epoch.
@@ -256,8 +270,14 @@ impl std::fmt::Display for PeerRow {
 
 /// Writes `peers` as `data_dir`'s [`SNAPSHOT_FILE`] (a temporary file renamed over it, so
 /// a reader never sees half of one).
-pub fn write_snapshot(data_dir: &Path, peer_id: &str, peers: &[PeerInfo]) -> std::io::Result<()> {
+fn write_snapshot(
+    data_dir: &Path,
+    role: &str,
+    peer_id: &str,
+    peers: &[PeerInfo],
+) -> std::io::Result<()> {
     let snapshot = Snapshot {
+        role: role.to_string(),
         peer_id: peer_id.to_string(),
         written_ms: crate::chain::now_ms(),
         peers: peers.iter().map(PeerRow::from).collect(),
@@ -266,4 +286,47 @@ pub fn write_snapshot(data_dir: &Path, peer_id: &str, peers: &[PeerInfo]) -> std
     let tmp = data_dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, data_dir.join(SNAPSHOT_FILE))
+}
+
+/// Keeps `<data dir>/`[`SNAPSHOT_FILE`] current while a `node` or `cache` holds the
+/// database: rewritten every [`SNAPSHOT_EVERY`], removed by [`SnapshotWriter::stop`] (the
+/// list is only true while the process runs).
+pub struct SnapshotWriter {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl SnapshotWriter {
+    /// Starts writing `node`'s peer list into `data_dir`; `role` (`node`, `cache`) is what
+    /// `peers list` names the running process.
+    pub fn start(node: NodeHandle, data_dir: PathBuf, role: &'static str) -> Self {
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(SNAPSHOT_EVERY);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = every.tick() => {}
+                }
+                let Ok(peers) = node.peers().await else { break };
+                let dir = data_dir.clone();
+                let me = node.peer_id().to_string();
+                // Awaited even when stopping, so no write lands after the removal below.
+                let written =
+                    tokio::task::spawn_blocking(move || write_snapshot(&dir, role, &me, &peers))
+                        .await;
+                if let Ok(Err(e)) = written {
+                    tracing::warn!(error = %e, "cannot write the peer list snapshot");
+                }
+            }
+            let _ = std::fs::remove_file(data_dir.join(SNAPSHOT_FILE));
+        });
+        SnapshotWriter { stop, task }
+    }
+
+    /// Stops writing and removes the file.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }

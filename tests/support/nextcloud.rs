@@ -117,6 +117,10 @@ pub struct NcState {
     pub webhook_jobs: Vec<Job>,
     /// When set, WebDAV answers 503 (Nextcloud down for maintenance).
     pub dav_down: bool,
+    /// `(uid, path, bytes)`: a user writes this file the moment the ExApp's next WebDAV PUT
+    /// to that path arrives, before the PUT is judged; stages a user's write landing
+    /// between the ExApp's look and its write.
+    pub user_write_before_put: Option<(String, String, Bytes)>,
 }
 
 pub(crate) struct Inner {

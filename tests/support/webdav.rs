@@ -331,8 +331,44 @@ async fn files(
             let mtime = header(headers, "x-oc-mtime").and_then(|m| m.parse().ok());
             let checksum = header(headers, "oc-checksum").map(str::to_owned);
             let if_match = header(headers, "if-match").map(str::to_owned);
+            let if_none_match = header(headers, "if-none-match").map(str::to_owned);
             let result = {
                 let mut state = inner.lock();
+                let racing = state
+                    .user_write_before_put
+                    .as_ref()
+                    .is_some_and(|(u, p, _)| u == uid && p == path);
+                if let Some((_, _, bytes)) = state.user_write_before_put.take_if(|_| racing) {
+                    let written = user_put(
+                        &mut state,
+                        uid,
+                        path,
+                        Content::Bytes(bytes),
+                        None,
+                        None,
+                        None,
+                        Some(uid),
+                    );
+                    if let Err(e) = written {
+                        return fs_error(e, path);
+                    }
+                }
+                // SabreDAV checks `If-None-Match` before the write: `*` (or the current
+                // ETag) fails when anything, file or folder, is at the path.
+                if let (Some(want), Some(node)) =
+                    (&if_none_match, files_of(&mut state, uid).get(path))
+                {
+                    let etag = node.etag();
+                    let hit = want.trim() == "*"
+                        || want.split(',').any(|t| t.trim().trim_matches('"') == etag);
+                    if hit {
+                        return sabre(
+                            StatusCode::PRECONDITION_FAILED,
+                            "PreconditionFailed",
+                            "An If-None-Match header was specified, but the ETag matched (or * was specified).",
+                        );
+                    }
+                }
                 user_put(
                     &mut state,
                     uid,

@@ -210,6 +210,9 @@ impl Engine {
                     _ => None,
                 };
                 let mut if_match = None;
+                // Seen empty (or gone by the time it was read): only create, so that a file
+                // a user creates there meanwhile is not overwritten.
+                let mut if_absent = true;
                 if let Some(entry) = self.stat(library, path).await? {
                     if entry.is_dir {
                         out.appended += self.record_nextcloud(library, path).await?;
@@ -243,6 +246,7 @@ impl Engine {
                         }
                         Found::Content(c) if known.as_ref().is_some_and(|k| k.content == c) => {
                             if_match = entry.etag.clone();
+                            if_absent = false;
                         }
                         Found::Gone => {}
                         Found::Content(c) => {
@@ -257,6 +261,7 @@ impl Engine {
                     .own_writes
                     .remember(&library.uid, &user_path, &sha);
                 let options = PutOptions {
+                    if_absent,
                     if_match,
                     mtime: Some(mtime_ms.div_euclid(1000)),
                     checksum: Some(format!("SHA256:{sha}")),
@@ -286,8 +291,10 @@ impl Engine {
                         tracing::info!(library = %id, %path, size, "peer's version written to Nextcloud");
                         out.progress += 1;
                     }
-                    // Changed between our look and our write: looked at again next pass.
-                    Err(DavError::PreconditionFailed(_)) => {}
+                    // Changed (If-Match) or created (If-None-Match) between our look and our
+                    // write: looked at again next pass, which finds the user's version and
+                    // keeps both (the user's under its name, the peer's as the conflict copy).
+                    Err(DavError::PreconditionFailed(_)) => out.raced += 1,
                     Err(DavError::Conflict(_)) => self.parent_missing(library, path)?,
                     Err(e) => return Err(e.into()),
                 }

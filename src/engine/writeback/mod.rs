@@ -24,7 +24,10 @@
 //! across two writes in one second): a `SHA256` checksum Nextcloud lists is compared with
 //! the one harpbridge wrote; otherwise the file is downloaded into the content store and
 //! its content id compared. The overwrite then carries `If-Match` with the ETag just read,
-//! which closes the window between the check and the write.
+//! which closes the window between the check and the write; a write to a path found empty
+//! carries `If-None-Match: *`, so a file a user creates there meanwhile is not replaced
+//! (chunked uploads cannot carry it: SabreDAV would judge it against the upload's `.file`).
+//! Nextcloud refuses either with 412, and the next pass looks at the file again.
 //!
 //! When a user changed the file in Nextcloud meanwhile, nothing is overwritten. The two
 //! writes were concurrent, and the chain keeps both, as its fold does for concurrent
@@ -82,7 +85,8 @@ const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(600);
 /// How often versions waiting for their blocks are tried again without a new pull.
 const WAITING_RETRY: Duration = Duration::from_secs(60);
 /// Plans applied per library per run; each pass after the first only finishes what the
-/// previous one unblocked (a conflict copy, a folder recreated).
+/// previous one unblocked (a conflict copy, a folder recreated, a write a user's change
+/// raced).
 const MAX_PASSES: usize = 4;
 
 /// Where write-back gets a version's blocks it does not have (the swarm, in `serve`).
@@ -135,6 +139,9 @@ pub(crate) struct Outcome {
     pub pending: usize,
     /// Entries appended (conflicts, users' edits that won).
     pub appended: usize,
+    /// Writes Nextcloud refused (412) because a user changed or created the file after our
+    /// look: the next pass looks again and keeps both versions.
+    pub raced: usize,
 }
 
 /// Errors that stop the pass (Nextcloud is failing, or refuses us); others skip one step.
@@ -231,7 +238,7 @@ impl Engine {
             total.progress += pass.progress;
             total.appended += pass.appended;
             total.waiting = pass.waiting;
-            if pass.progress == 0 && pass.appended == 0 {
+            if pass.progress == 0 && pass.appended == 0 && pass.raced == 0 {
                 break;
             }
         }
