@@ -21,6 +21,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::chain::{ContentId, LibraryId};
 use crate::p2p::trust::Refusal;
@@ -118,10 +119,12 @@ pub(super) async fn worker(
     if tx.send(msg).is_err() || last {
         return;
     }
+    // Readers run as tasks of their own (aborted when the worker ends): a write of requests
+    // that waits for the provider must never keep answers from being read.
     let (lane, reader) = Lane::start(stream, peer, &tx, &meter);
     let mut lanes = vec![lane];
-    let mut readers = FuturesUnordered::new();
-    readers.push(reader);
+    let mut readers = JoinSet::new();
+    readers.spawn(reader);
     // Extra lanes open once the first `Get` comes: by then the provider holds blocks (and
     // the manifest), so a `Want` on a new stream gets a session with the block list.
     let mut opening = FuturesUnordered::new();
@@ -171,16 +174,20 @@ pub(super) async fn worker(
                 // An extra lane that cannot open, or is refused, is simply not used.
                 if let Ok(Some((stream, Answer::Have(_)))) = done {
                     let (lane, reader) = Lane::start(stream, peer, &tx, &meter);
-                    readers.push(reader);
+                    readers.spawn(reader);
                     lanes.push(lane);
                 }
             }
-            Some(ended) = readers.next() => match ended {
+            Some(ended) = readers.join_next() => match ended {
                 // The stream's last message (a refusal, a broken protocol) was reported.
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => {
+                Ok(Ok(true)) => return,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
                     let _ = tx.send(FromWorker::Gone(peer, e));
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(FromWorker::Gone(peer, e.to_string()));
                     return;
                 }
             },
@@ -191,7 +198,7 @@ pub(super) async fn worker(
         let _ = lane.wr.close().await;
     }
     drop(lanes);
-    while readers.next().await.is_some() {}
+    while readers.join_next().await.is_some() {}
 }
 
 /// Streams a fetch keeps to one provider. Each stream has its own flow-control window
