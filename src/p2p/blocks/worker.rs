@@ -21,7 +21,6 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::chain::{ContentId, LibraryId};
 use crate::p2p::trust::Refusal;
@@ -119,12 +118,12 @@ pub(super) async fn worker(
     if tx.send(msg).is_err() || last {
         return;
     }
-    // Readers run as tasks of their own (aborted when the worker ends): a write of requests
-    // that waits for the provider must never keep answers from being read.
-    let (lane, reader) = Lane::start(stream, peer, &tx, &meter);
+    let (lane, run) = Lane::start(stream, peer, &tx, &meter);
     let mut lanes = vec![lane];
-    let mut readers = JoinSet::new();
-    readers.spawn(reader);
+    // Every lane's writer and reader, polled here: the loop below only routes requests to
+    // the lanes' queues, so it never waits on a write while answers wait to be read.
+    let mut running = FuturesUnordered::new();
+    running.push(run);
     // Extra lanes open once the first `Get` comes: by then the provider holds blocks (and
     // the manifest), so a `Want` on a new stream gets a session with the block list.
     let mut opening = FuturesUnordered::new();
@@ -132,8 +131,8 @@ pub(super) async fn worker(
     loop {
         tokio::select! {
             msg = rx.recv() => {
-                let Some(first) = msg else { break };
-                if !opened && matches!(first, ToWorker::Get { .. }) {
+                let Some(m) = msg else { break };
+                if !opened && matches!(m, ToWorker::Get { .. }) {
                     opened = true;
                     for _ in 1..LANES {
                         let blocks = blocks.clone();
@@ -143,62 +142,39 @@ pub(super) async fn worker(
                         });
                     }
                 }
-                // Write everything queued, then flush the lanes written to.
-                let mut next = Some(first);
-                let mut written = vec![false; lanes.len()];
-                while let Some(m) = next {
-                    // A `Want` goes on the first lane (its `Have` answers the coordinator),
-                    // a `Get` on the lane with the fewest bytes asked.
-                    let i = match m {
-                        ToWorker::Want { .. } => 0,
-                        ToWorker::Get { .. } => (0..lanes.len())
-                            .min_by_key(|&i| lanes[i].asked.load(Ordering::Relaxed))
-                            .unwrap_or(0),
-                    };
-                    let (ask, expect) = ask(m);
-                    if let Err(e) = lanes[i].write(&ask, expect).await {
-                        let _ = tx.send(FromWorker::Gone(peer, e));
-                        return;
-                    }
-                    written[i] = true;
-                    next = rx.try_recv().ok();
-                }
-                for (lane, _) in lanes.iter_mut().zip(&written).filter(|(_, w)| **w) {
-                    if let Err(e) = lane.wr.flush().await {
-                        let _ = tx.send(FromWorker::Gone(peer, e.to_string()));
-                        return;
-                    }
-                }
+                // A `Want` goes on the first lane (its `Have` answers the coordinator), a
+                // `Get` on the lane with the fewest bytes asked.
+                let i = match m {
+                    ToWorker::Want { .. } => 0,
+                    ToWorker::Get { .. } => (0..lanes.len())
+                        .min_by_key(|&i| lanes[i].asked.load(Ordering::Relaxed))
+                        .unwrap_or(0),
+                };
+                lanes[i].send(ask(m));
             }
             Some(done) = opening.next() => {
                 // An extra lane that cannot open, or is refused, is simply not used.
                 if let Ok(Some((stream, Answer::Have(_)))) = done {
-                    let (lane, reader) = Lane::start(stream, peer, &tx, &meter);
-                    readers.spawn(reader);
+                    let (lane, run) = Lane::start(stream, peer, &tx, &meter);
+                    running.push(run);
                     lanes.push(lane);
                 }
             }
-            Some(ended) = readers.join_next() => match ended {
+            Some(ended) = running.next() => match ended {
                 // The stream's last message (a refusal, a broken protocol) was reported.
-                Ok(Ok(true)) => return,
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    let _ = tx.send(FromWorker::Gone(peer, e));
-                    return;
-                }
+                Ok(true) => return,
+                Ok(false) => {}
                 Err(e) => {
-                    let _ = tx.send(FromWorker::Gone(peer, e.to_string()));
+                    let _ = tx.send(FromWorker::Gone(peer, e));
                     return;
                 }
             },
         }
     }
-    // The coordinator is done: close the lanes, read what is still on its way.
-    for lane in &mut lanes {
-        let _ = lane.wr.close().await;
-    }
+    // The coordinator is done: the lanes close their streams once their queues are written
+    // and read what is still on its way.
     drop(lanes);
-    while readers.join_next().await.is_some() {}
+    while running.next().await.is_some() {}
 }
 
 /// Streams a fetch keeps to one provider. Each stream has its own flow-control window
@@ -206,29 +182,45 @@ pub(super) async fn worker(
 /// idle while window updates travel; blocks asked on several streams keep it busy.
 const LANES: usize = 4;
 
-type Reader = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>>;
+/// A lane's writer and reader together: `Ok(true)` after a stream's last message was
+/// reported, `Ok(false)` when the lane closed, or the error that ended the stream.
+type Running = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>>;
 
-/// One stream to the provider: its write half, the queue of answers it expects, and the
-/// bytes of blocks asked on it and not yet answered.
+/// One stream to the provider: the queue of requests its writer sends, and the bytes of
+/// blocks asked on it and not yet answered.
 struct Lane {
-    wr: libp2p::futures::io::WriteHalf<libp2p::Stream>,
-    expect: mpsc::UnboundedSender<Expect>,
+    queue: mpsc::UnboundedSender<(Ask, Expect)>,
     asked: Arc<AtomicU64>,
 }
 
 impl Lane {
-    /// Splits `stream` into the lane and its reader, which reads answers in order and
-    /// reports them on `tx`, ending with `Ok(true)` after a stream's last message,
-    /// `Ok(false)` when the lane closed, or the error that ended the stream.
+    /// The lane over `stream`, and the future that runs it: the writer sends the queued
+    /// requests (flushing when the queue is empty) and pushes what each expects; the reader
+    /// reads the answers in order and reports them on `tx`.
     fn start(
         stream: libp2p::Stream,
         peer: PeerId,
         tx: &mpsc::UnboundedSender<FromWorker>,
         meter: &crate::p2p::metrics::Meter,
-    ) -> (Lane, Reader) {
-        let (mut rd, wr) = stream.split();
+    ) -> (Lane, Running) {
+        let (mut rd, mut wr) = stream.split();
+        let (queue, mut queued) = mpsc::unbounded_channel::<(Ask, Expect)>();
         let (expect_tx, mut expect_rx) = mpsc::unbounded_channel::<Expect>();
         let asked = Arc::new(AtomicU64::new(0));
+        let writer = async move {
+            while let Some(first) = queued.recv().await {
+                let mut next = Some(first);
+                while let Some((ask, expect)) = next {
+                    if expect_tx.send(expect).is_err() {
+                        return Ok(());
+                    }
+                    wire::write_ask(&mut wr, &ask).await?;
+                    next = queued.try_recv().ok();
+                }
+                wr.flush().await?;
+            }
+            wr.close().await
+        };
         let (tx, meter, lane_asked) = (tx.clone(), meter.clone(), asked.clone());
         let reader = async move {
             while let Some(expect) = expect_rx.recv().await {
@@ -251,25 +243,27 @@ impl Lane {
             }
             Ok(false)
         };
-        let lane = Lane {
-            wr,
-            expect: expect_tx,
-            asked,
+        let run = async move {
+            let writer = async move { writer.await.map_err(|e: std::io::Error| e.to_string()) };
+            // The reader decides how the lane ends; the writer only ends it on an error (a
+            // reader that reported the stream's last message ends it at once).
+            let reader = std::pin::pin!(reader);
+            let writer = std::pin::pin!(writer);
+            match futures_util::future::select(reader, writer).await {
+                futures_util::future::Either::Left((ended, _)) => ended,
+                futures_util::future::Either::Right((Err(e), _)) => Err(e),
+                futures_util::future::Either::Right((Ok(()), reader)) => reader.await,
+            }
         };
-        (lane, Box::pin(reader))
+        (Lane { queue, asked }, Box::pin(run))
     }
 
-    /// Writes `ask` (not flushed), expecting `expect` in answer.
-    async fn write(&mut self, ask: &Ask, expect: Expect) -> Result<(), String> {
+    /// Queues a request; a lane whose writer ended drops it (its reader reports why).
+    fn send(&self, (ask, expect): (Ask, Expect)) {
         if let Expect::Block { size, .. } = expect {
             self.asked.fetch_add(u64::from(size), Ordering::Relaxed);
         }
-        self.expect
-            .send(expect)
-            .map_err(|_| "the lane's reader ended".to_string())?;
-        wire::write_ask(&mut self.wr, ask)
-            .await
-            .map_err(|e| e.to_string())
+        let _ = self.queue.send((ask, expect));
     }
 }
 
@@ -289,7 +283,6 @@ async fn first_exchange(
     ask: &Ask,
     expect: Expect,
 ) -> Result<Option<(libp2p::Stream, Answer)>, Opened> {
-    use libp2p::futures::AsyncWriteExt;
     let mut control = blocks.control.clone();
     let mut stream = match control
         .open_stream(peer, StreamProtocol::new(wire::PROTOCOL))
