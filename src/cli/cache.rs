@@ -48,7 +48,6 @@ use std::time::Duration;
 
 use clap::Args;
 use futures_util::StreamExt;
-use libp2p::Multiaddr;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
@@ -68,16 +67,8 @@ pub struct CacheArgs {
     /// The data directory (holds identity.key, harpbridge.redb and the blocks).
     #[arg(long, env = "APP_PERSISTENT_STORAGE", value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Listen here (repeatable). Default: TCP and QUIC on every IPv4 interface, kernel-chosen
-    /// ports.
-    #[arg(long, value_name = "MULTIADDR")]
-    pub listen: Vec<Multiaddr>,
-    /// Dial this peer and keep re-dialling it (repeatable): the cloud node, over the WAN.
-    #[arg(long, value_name = "MULTIADDR", value_parser = super::peer_addr)]
-    pub peer: Vec<Multiaddr>,
-    /// Do not look for peers on the LAN by mDNS.
-    #[arg(long)]
-    pub no_mdns: bool,
+    #[command(flatten)]
+    pub swarm: super::node::SwarmArgs,
     /// Size limit of the block store in MiB (current versions are kept even above it).
     #[arg(long, value_name = "N")]
     pub cache_limit_mib: Option<u64>,
@@ -96,15 +87,10 @@ async fn serve(args: CacheArgs) -> anyhow::Result<()> {
     if let Some(mib) = args.cache_limit_mib {
         content.set_cache_limit(mib.saturating_mul(1024 * 1024));
     }
-    let mut config = P2pConfig {
-        peers: args.peer.clone(),
-        mdns: !args.no_mdns,
+    let config = P2pConfig {
         redial_every: Duration::from_secs_f64(args.redial_secs.clamp(0.1, 3600.0)),
-        ..P2pConfig::default()
+        ..args.swarm.config()
     };
-    if !args.listen.is_empty() {
-        config.listen = args.listen.clone();
-    }
     let node = Node::start(config, &id, chain.clone(), content.clone()).await?;
     let mut events = node.subscribe();
     println!("peer-id {}", node.peer_id());

@@ -29,12 +29,19 @@ pub struct NodeArgs {
     /// The data directory (holds identity.key and harpbridge.redb).
     #[arg(long, env = "APP_PERSISTENT_STORAGE", value_name = "DIR")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+}
+
+/// The swarm's flags, shared by `node` and `cache`.
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
     /// Listen here (repeatable). Default: TCP and QUIC on every IPv4 interface, kernel-chosen
     /// ports.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
-    /// Dial this peer and keep re-dialling it (repeatable), e.g.
-    /// `/ip4/203.0.113.7/tcp/4001/p2p/12D3Koo…`.
+    /// Dial this peer and keep re-dialling it (repeatable): the cloud node or an office over
+    /// the WAN, e.g. `/ip4/203.0.113.7/tcp/4001/p2p/12D3Koo…`.
     #[arg(long, value_name = "MULTIADDR", value_parser = super::peer_addr)]
     pub peer: Vec<Multiaddr>,
     /// Do not look for peers on the LAN by mDNS.
@@ -42,7 +49,7 @@ pub struct NodeArgs {
     pub no_mdns: bool,
 }
 
-impl NodeArgs {
+impl SwarmArgs {
     /// The swarm's settings these flags describe.
     pub fn config(&self) -> P2pConfig {
         let mut config = P2pConfig {
@@ -76,7 +83,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
 
 async fn serve(args: NodeArgs) -> anyhow::Result<()> {
     let (id, chain, content) = open(&args.data_dir)?;
-    let node = Node::start(args.config(), &id, chain, content).await?;
+    let node = Node::start(args.swarm.config(), &id, chain, content).await?;
     let mut events = node.subscribe();
     println!("peer-id {}", node.peer_id());
     for addr in node.listen_addrs() {
