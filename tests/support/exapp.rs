@@ -266,6 +266,22 @@ fn remember_secret(log_dir: &Path, secret: &str) {
     }
 }
 
+/// Adds `user`'s `AUTHORIZATION-APP-API` value for `secret` to `target/test-logs.secrets`
+/// (the secret itself and the values for "", admin and alice are there once serve starts):
+/// for tests whose users have other names.
+pub fn remember_auth(secret: &str, user: &str) {
+    use std::io::Write;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs.secrets");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let line = format!("{}\n", STANDARD.encode(format!("{user}:{secret}")));
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 fn find_listen(logs: &str) -> Option<String> {
     let line = logs.lines().find(|l| l.contains("harpbridge serving"))?;
     if let Some(rest) = line.split("\"listen\":\"").nth(1) {

@@ -17,6 +17,7 @@
 //! - [`webhooks`]: webhook_listeners: registration API, jobs, delivery through AppAPI.
 //! - [`actions`]: what a user does in Nextcloud's web UI (writes, moves, deletes), which
 //!   fire the same events as WebDAV.
+//! - [`real_nc`]: the real Nextcloud and HaRP of `../shared/` (end-to-end tests).
 //! - [`swarm`]: in-process swarm nodes on loopback (the offices that dial serve).
 //!
 //! `cli.rs` (the `harpbridge` binary as a process) and `swarm.rs` stand on their own: tests
@@ -30,6 +31,7 @@ pub mod nextcloud;
 pub mod occ;
 pub mod ocs;
 pub mod raw_http;
+pub mod real_nc;
 pub mod swarm;
 pub mod webdav;
 pub mod webhooks;

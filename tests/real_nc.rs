@@ -1,0 +1,403 @@
+//! End to end against the real Nextcloud 33.0.2 (AppAPI 33.0.0, webhook_listeners 1.5.0) of
+//! `../shared/nextcloud/`, through AppAPI's PHP proxy, with the `manual_install` daemon: what
+//! an admin and a user see.
+//!
+//! - Registered from `harpbridge manifest --json` with `--wait-finish`: listed enabled; the
+//!   top-menu page, the panel's assets and the REST API through the PHP proxy for an admin
+//!   and a user (admin routes refused to the user), nothing for anonymous visitors.
+//! - Every kind of file change in Nextcloud (folder, new file, overwrite, rename, copy,
+//!   delete, restore from the trash bin) becomes the right chain entry.
+//! - Changes made while serve was stopped are recorded once it runs again.
+//! - serve started while the app is disabled, or before it is registered, costs no failed
+//!   login (Nextcloud's brute-force attempts for 127.0.0.1 stay 0).
+//! - A peer's new version of a 100 MiB file lands in Nextcloud with the right SHA-256.
+//! - `harpbridge doctor` names a stopped background-job worker.
+//!
+//! Needs root (see `support::real_nc`); elsewhere each test prints why and returns. The
+//! tests run one at a time; every wait is a generous deadline, not a timing assertion.
+
+mod support;
+
+use std::time::Duration;
+
+use harpbridge::chain::{ChainPath, LibraryId, Op, TreeItem};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::exapp::assert_no_secret;
+use support::real_nc::{doctor, entries_after, poll, real, serial, status_of, App, RealNc, User};
+use support::swarm::{seeded, TestNode as Office};
+use support::ExApp;
+
+/// Webhooks leave Nextcloud from background jobs: about 1–3 s here, more on a busy machine.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// serve for a new app on `manual_install`, registered, with `args` (e.g. a library).
+async fn registered(nc: &'static RealNc, dir: &std::path::Path, args: &[String]) -> (App, ExApp) {
+    let app = App::new(nc, "manual_install");
+    let exapp = app.serve(dir, args);
+    app.register_ok();
+    (app, exapp)
+}
+
+fn library_arg(user: &User, folder: &str) -> Vec<String> {
+    vec!["--library".into(), format!("{}:/{folder}", user.name)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_and_serves_the_panel_through_the_php_proxy() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let user = nc.user(false);
+    let dir = tempfile::tempdir().unwrap();
+    let (app, exapp) = registered(nc, dir.path(), &[]).await;
+    app.remember_user(&user.name);
+    let line = app.listed().expect("the app is listed");
+    assert!(line.contains("[enabled]"), "{line}");
+
+    let admin = Some((nc.admin.as_str(), nc.pass.as_str()));
+    let get = |url: String, auth: Option<(&str, &str)>| nc.request(Method::GET, &url, auth);
+
+    // The top-menu page, for both (it is not admin-only); a visitor is sent to log in.
+    for auth in [admin, user.auth()] {
+        let (status, body) = status_of(get(app.page_url(), auth)).await;
+        assert_eq!(status, 200, "{}: {body:.300}", app.page_url());
+    }
+    let (status, _) = status_of(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(app.page_url()),
+    )
+    .await;
+    assert_ne!(status, 200, "an anonymous visitor gets no page");
+
+    // The panel's assets through the PHP proxy.
+    for asset in [
+        "/js/harpbridge-main.js",
+        "/css/harpbridge-main.css",
+        "/img/app.svg",
+    ] {
+        let (status, body) = status_of(get(app.proxy_url(asset), user.auth())).await;
+        assert_eq!(status, 200, "{asset}: {body:.300}");
+        assert!(!body.is_empty(), "{asset} is empty");
+    }
+
+    // The REST API: read routes for every user, admin routes for admins only.
+    let codes = [
+        ("/api/libraries", 200, 200),
+        ("/api/overview", 200, 200),
+        ("/api/ingest", 200, 200),
+        ("/api/admin/metrics", 200, 403),
+        ("/metrics", 200, 403),
+    ];
+    for (path, for_admin, for_user) in codes {
+        let (status, body) = status_of(get(app.proxy_url(path), admin)).await;
+        assert_eq!(status, for_admin, "admin {path}: {body:.300}");
+        let (status, body) = status_of(get(app.proxy_url(path), user.auth())).await;
+        assert_eq!(status, for_user, "user {path}: {body:.300}");
+    }
+    let (_, overview) = status_of(get(app.proxy_url("/api/overview"), user.auth())).await;
+    let overview: Value = serde_json::from_str(&overview).unwrap();
+    assert_eq!(overview["user"], user.name.as_str(), "{overview}");
+    assert_eq!(overview["is_admin"], false, "{overview}");
+
+    // Anonymous: refused, whatever the route.
+    for path in [
+        "/api/libraries",
+        "/api/admin/metrics",
+        "/js/harpbridge-main.js",
+    ] {
+        let (status, body) = status_of(get(app.proxy_url(path), None)).await;
+        assert!(
+            status == 401 || status == 403,
+            "anonymous {path}: {status} {body:.300}"
+        );
+    }
+    nc.reset_bruteforce();
+
+    let out = app.unregister();
+    assert!(out.status.success(), "{out:?}");
+    assert!(app.listed().is_none());
+    exapp.stop();
+}
+
+/// A user with a `Team` folder holding `seed.txt`, and serve (registered) keeping it as a
+/// library; waits until the library's first scan recorded `seed.txt`.
+async fn team(nc: &'static RealNc, dir: &std::path::Path) -> (User, App, ExApp) {
+    let user = nc.user(false);
+    user.mkdir("Team").await;
+    user.put("Team/seed.txt", "seed").await;
+    let (app, exapp) = registered(nc, dir, &library_arg(&user, "Team")).await;
+    app.remember_user(&user.name);
+    exapp.wait_libraries(1).await;
+    entries_after(&exapp, 0, &["put seed.txt"], WAIT).await;
+    (user, app, exapp)
+}
+
+/// Waits until the entries after the first `seen` are exactly `expected`; counts them seen.
+async fn step(exapp: &ExApp, seen: &mut usize, expected: &[&str]) {
+    let lines = entries_after(exapp, *seen, expected, WAIT).await;
+    assert_eq!(&lines[*seen..], expected, "{lines:#?}");
+    *seen += expected.len();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_kind_becomes_its_chain_entry() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let dir = tempfile::tempdir().unwrap();
+    let (user, app, exapp) = team(nc, dir.path()).await;
+
+    // Each change in Nextcloud, and the entries it must add (in this order, nothing else).
+    let mut seen = exapp.entry_lines().await.len();
+    user.mkdir("Team/docs").await;
+    step(&exapp, &mut seen, &["mkdir docs"]).await;
+    user.put("Team/docs/a.txt", "first version").await;
+    step(&exapp, &mut seen, &["put docs/a.txt"]).await;
+    assert_eq!(
+        user.put("Team/docs/a.txt", "second, longer version").await,
+        204
+    );
+    step(&exapp, &mut seen, &["put docs/a.txt"]).await;
+    user.mv("Team/docs/a.txt", "Team/docs/b.txt").await;
+    step(&exapp, &mut seen, &["rename docs/a.txt -> docs/b.txt"]).await;
+    user.copy("Team/docs/b.txt", "Team/c.txt").await;
+    step(&exapp, &mut seen, &["put c.txt"]).await;
+    user.delete("Team/c.txt").await;
+    step(&exapp, &mut seen, &["delete c.txt"]).await;
+    user.restore("c.txt").await;
+    step(&exapp, &mut seen, &["put c.txt"]).await;
+    // A move out of the library is a delete; into it, a new file.
+    user.mv("Team/docs/b.txt", "outside.txt").await;
+    step(&exapp, &mut seen, &["delete docs/b.txt"]).await;
+    user.mv("outside.txt", "Team/back.txt").await;
+    step(&exapp, &mut seen, &["put back.txt"]).await;
+
+    let activity = exapp.api("/api/activity", "admin").await;
+    let last = activity["entries"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["user"], user.name.as_str(), "{last}");
+    drop(app);
+    exapp.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_serve_was_stopped_are_recorded_after_restart() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let dir = tempfile::tempdir().unwrap();
+    let (user, app, exapp) = team(nc, dir.path()).await;
+    exapp.wait_idle().await;
+    let options = exapp.options.clone();
+    let seen = exapp.entry_lines().await.len();
+    exapp.stop();
+
+    // Nextcloud's deliveries for these fail (nothing listens) and are never retried.
+    user.put("Team/while-down.txt", "written while serve was stopped")
+        .await;
+    user.mkdir("Team/new-folder").await;
+    user.delete("Team/seed.txt").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let exapp = app.serve_with(options);
+    poll(WAIT, "the changes made while serve was stopped", || async {
+        let lines = exapp.entry_lines().await;
+        let new = &lines[seen.min(lines.len())..];
+        let has = |l: &str| new.iter().any(|n| n == l);
+        (has("put while-down.txt") && has("mkdir new-folder") && has("delete seed.txt"))
+            .then_some(())
+    })
+    .await;
+    drop(app);
+    exapp.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_while_unregistered_or_disabled_makes_no_failed_login() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    let user = nc.user(false);
+    user.mkdir("Team").await;
+    user.put("Team/seed.txt", "seed").await;
+    // How long serve runs before the attempts are counted: its start-up calls (libraries,
+    // write-back, webhooks) happen in the first seconds.
+    let settle = Duration::from_secs(20);
+
+    // Never registered: serve asked for a library, which it must not touch yet.
+    nc.reset_bruteforce();
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::new(nc, "manual_install");
+    let exapp = app.serve(dir.path(), &library_arg(&user, "Team"));
+    tokio::time::sleep(settle).await;
+    assert_eq!(nc.bruteforce_attempts(), 0, "serve before registration");
+
+    // Registered, the library made, then disabled, and serve restarted.
+    app.register_ok();
+    exapp.wait_libraries(1).await;
+    entries_after(&exapp, 0, &["put seed.txt"], WAIT).await;
+    nc.occ_ok(&["app_api:app:disable", &app.id]);
+    let options = exapp.options.clone();
+    exapp.stop();
+    nc.reset_bruteforce();
+    let exapp = app.serve_with(options.clone());
+    tokio::time::sleep(settle).await;
+    assert_eq!(
+        nc.bruteforce_attempts(),
+        0,
+        "serve while the app is disabled"
+    );
+    user.put("Team/while-disabled.txt", "x").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(nc.bruteforce_attempts(), 0, "a change while disabled");
+
+    // Unregistered (AppAPI forgot its secret), serve restarted over the same data.
+    exapp.stop();
+    let out = app.unregister();
+    assert!(out.status.success(), "{out:?}");
+    nc.reset_bruteforce();
+    let exapp = app.serve_with(options);
+    tokio::time::sleep(settle).await;
+    assert_eq!(nc.bruteforce_attempts(), 0, "serve after unregistration");
+    exapp.stop();
+}
+
+/// Bytes of a 100 MiB file made from `seed` (the same bytes for the same seed).
+fn big(seed: u8) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(100 << 20);
+    seeded(seed, 100 << 20, |b| bytes.extend_from_slice(b));
+    bytes
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_overwrite_of_a_100_mib_file_lands_with_its_sha256() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let user = nc.user(false);
+    user.mkdir("Team").await;
+    user.put("Team/big.bin", big(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, exapp) = registered(nc, dir.path(), &library_arg(&user, "Team")).await;
+    app.remember_user(&user.name);
+    let lib_hex = exapp.wait_libraries(1).await.remove(0);
+    let lib: LibraryId = lib_hex.parse().unwrap();
+    entries_after(&exapp, 0, &["put big.bin"], WAIT).await;
+
+    // An office that dials serve, paired into the library, holding the library's tree.
+    let office = Office::dialling(vec![exapp.swarm_addr().await.1]).await;
+    let office_id = office.id.peer_id().to_base58();
+    poll(WAIT, "serve to meet the office", || {
+        exapp.peer(&office_id, "admin")
+    })
+    .await;
+    let response = exapp
+        .signed(
+            Method::POST,
+            &format!("/api/admin/peers/{office_id}/pair"),
+            "admin",
+        )
+        .json(&json!({"libraries": [lib_hex], "name": "office"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    poll(WAIT, "the office to pull the library", || async {
+        let tree = office.chain.tree(&lib).ok()?;
+        matches!(tree.items.get("big.bin"), Some(TreeItem::File { .. })).then_some(())
+    })
+    .await;
+
+    // The office's new version of big.bin: only the office has its bytes.
+    let new = big(2);
+    let want = sha256_hex(&new);
+    let mut writer = office.content.writer(lib);
+    writer.write(&new).unwrap();
+    let content = writer.finish().unwrap().id.into();
+    drop(new);
+    office
+        .publish(
+            lib,
+            vec![Op::Put {
+                path: ChainPath::new("big.bin").unwrap(),
+                size: 100 << 20,
+                mtime_ms: 1_700_000_000_000,
+                content,
+                nextcloud: None,
+            }],
+        )
+        .await;
+    poll(
+        Duration::from_secs(600),
+        "Nextcloud to hold the office's 100 MiB version",
+        || async {
+            (user.sha256("Team/big.bin").await.as_deref() == Some(want.as_str())).then_some(())
+        },
+    )
+    .await;
+    let status = exapp.api("/api/ingest", "admin").await;
+    assert_eq!(status["writeback"]["state"], "ok", "{status}");
+    office.node.shutdown().await;
+    drop(app);
+    exapp.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_stopped_background_job_worker() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let dir = tempfile::tempdir().unwrap();
+    let (user, app, exapp) = team(nc, dir.path()).await;
+    exapp.wait_idle().await;
+
+    // All is well: doctor says so.
+    let out = doctor(&exapp.options, &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_secret(&text, &app.secret);
+    assert!(
+        out.status.success(),
+        "doctor with everything running:\n{text}"
+    );
+
+    // Without Nextcloud's background jobs, a change's delivery waits in the job list.
+    let seen = exapp.entry_lines().await.len();
+    let workers = nc.stop_background_workers();
+    user.put("Team/late.txt", "its webhook waits for a background job")
+        .await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let out = doctor(&exapp.options, &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_secret(&text, &app.secret);
+    assert_eq!(out.status.code(), Some(1), "doctor:\n{text}");
+    assert!(text.contains("background-job:worker"), "doctor:\n{text}");
+
+    // Once the workers run again, the delivery leaves and the entry is recorded.
+    drop(workers);
+    entries_after(&exapp, seen, &["put late.txt"], WAIT).await;
+    drop(app);
+    exapp.stop();
+}
