@@ -209,14 +209,20 @@ async fn changes_made_while_serve_was_stopped_are_recorded_after_restart() {
     tokio::time::sleep(Duration::from_secs(10)).await;
 
     let exapp = app.serve_with(options);
-    poll(WAIT, "the changes made while serve was stopped", || async {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let lines = exapp.entry_lines().await;
         let new = &lines[seen.min(lines.len())..];
         let has = |l: &str| new.iter().any(|n| n == l);
-        (has("put while-down.txt") && has("mkdir new-folder") && has("delete seed.txt"))
-            .then_some(())
-    })
-    .await;
+        if has("put while-down.txt") && has("mkdir new-folder") && has("delete seed.txt") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changes made while serve was stopped were not recorded in {WAIT:?}; entries: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     drop(app);
     exapp.stop();
 }
@@ -299,6 +305,8 @@ async fn a_peers_overwrite_of_a_100_mib_file_lands_with_its_sha256() {
     let lib: LibraryId = lib_hex.parse().unwrap();
     entries_after(&exapp, 0, &["put big.bin"], WAIT).await;
 
+    let before = user.etag("Team/big.bin").await.expect("big.bin's etag");
+
     // An office that dials serve, paired into the library, holding the library's tree.
     let office = Office::dialling(vec![exapp.swarm_addr().await.1]).await;
     let office_id = office.id.peer_id().to_base58();
@@ -344,12 +352,15 @@ async fn a_peers_overwrite_of_a_100_mib_file_lands_with_its_sha256() {
         .await;
     poll(
         Duration::from_secs(600),
-        "Nextcloud to hold the office's 100 MiB version",
-        || async {
-            (user.sha256("Team/big.bin").await.as_deref() == Some(want.as_str())).then_some(())
-        },
+        "Nextcloud to hold a new version of big.bin",
+        || async { user.etag("Team/big.bin").await.filter(|e| *e != before) },
     )
     .await;
+    assert_eq!(
+        user.sha256("Team/big.bin").await.as_deref(),
+        Some(want.as_str()),
+        "the office's bytes, whole"
+    );
     let status = exapp.api("/api/ingest", "admin").await;
     assert_eq!(status["writeback"]["state"], "ok", "{status}");
     office.node.shutdown().await;

@@ -151,6 +151,7 @@ fn setup() -> Result<RealNc, String> {
         nc.harp_url = harp.get("HARP_URL").cloned().unwrap_or(nc.harp_url);
         nc.harp_daemon = harp.get("HARP_DAEMON").cloned().unwrap_or(nc.harp_daemon);
     }
+    nc.remove_leftovers();
     Ok(nc)
 }
 
@@ -196,10 +197,10 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// `hbe2e_<pid>_<n>` style names: unique in this process, and between processes.
+/// `<prefix><pid>x<n>` names: unique in this process, and between processes.
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+    format!("{prefix}{}x{n}", std::process::id())
 }
 
 /// A free TCP port on 127.0.0.1 in 23100–23999, unique in this process.
@@ -246,6 +247,36 @@ impl RealNc {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Unregisters the apps and deletes the users that earlier test processes made and could
+    /// not remove (killed): those whose process (the number in their name) is gone.
+    fn remove_leftovers(&self) {
+        let stale = |name: &str, prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.split('x').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        };
+        for line in self.app_list().lines() {
+            let id = line.split_whitespace().next().unwrap_or("");
+            if stale(id, "hbe2e_") {
+                eprintln!("unregistering {id}, left by an earlier test run");
+                let _ = self.occ(&["app_api:app:unregister", id, "--force", "--silent"]);
+            }
+        }
+        for line in self.occ_ok(&["user:list"]).lines() {
+            let uid = line
+                .trim()
+                .trim_start_matches("- ")
+                .split(':')
+                .next()
+                .unwrap_or("");
+            if stale(uid, "hbe2eu") {
+                eprintln!("deleting user {uid}, left by an earlier test run");
+                let _ = self.occ(&["user:delete", uid]);
+            }
+        }
     }
 
     /// Lifts any brute-force delay on 127.0.0.1 (and forgets its attempts).
@@ -493,6 +524,28 @@ impl User {
         )
     }
 
+    /// The ETag of `path` (PROPFIND depth 0), `None` if there is nothing there.
+    pub async fn etag(&self, path: &str) -> Option<String> {
+        let response = self
+            .dav("PROPFIND", &self.dav_url(path))
+            .header("Depth", "0")
+            .header("Content-Type", "application/xml")
+            .body(r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#)
+            .send()
+            .await
+            .ok()?;
+        if response.status().as_u16() != 207 {
+            return None;
+        }
+        let body = response.text().await.ok()?;
+        let etag = body
+            .split("<d:getetag>")
+            .nth(1)?
+            .split("</d:getetag>")
+            .next()?;
+        Some(etag.to_owned())
+    }
+
     pub async fn delete(&self, path: &str) {
         let url = self.dav_url(path);
         self.expect(&format!("DELETE {path}"), self.dav("DELETE", &url), &[204])
@@ -637,7 +690,18 @@ impl App {
         options.secret = self.secret.clone();
         // APP_HOST:APP_PORT, as AppAPI starts it (no --listen).
         options.listen = None;
-        options.extra_env = vec![("APP_PORT".into(), self.port.to_string())];
+        options.extra_env = vec![
+            ("APP_PORT".into(), self.port.to_string()),
+            // Everything of ours, but not libp2p's per-frame lines (100 MiB transfers).
+            (
+                "RUST_LOG".into(),
+                "trace,libp2p_noise=info,yamux=info,libp2p_swarm=info,libp2p_tcp=info,\
+                 libp2p_quic=info,quinn=info,quinn_proto=info,multistream_select=info,\
+                 libp2p_gossipsub=info,libp2p_ping=info,libp2p_identify=info,libp2p_mdns=info,\
+                 hyper=info,hyper_util=info,reqwest=debug,h2=info,rustls=info"
+                    .into(),
+            ),
+        ];
         options
     }
 
