@@ -137,6 +137,10 @@ struct Inner {
     writeback_wake: tokio::sync::Notify,
     /// How many times AppAPI enabled the app since start: ends write-back's pause after a 401.
     enables: tokio::sync::watch::Sender<u64>,
+    /// Whether AppAPI has enabled the app (remembered across restarts). Nextcloud counts a
+    /// call from a disabled or unregistered ExApp as a failed login against our address,
+    /// so nothing calls Nextcloud while this is false.
+    enabled: tokio::sync::watch::Sender<bool>,
     /// Where write-back fetches versions it lacks (the swarm, once it runs).
     content_source: Mutex<Option<Arc<dyn ContentSource>>>,
 }
@@ -183,6 +187,7 @@ impl Engine {
             hub.set_device_id(Some(identity.peer_id().to_string()));
         }
         let seen = peers::seen_now(&chain);
+        let enabled = options.data_dir.join(ENABLED_MARKER).exists();
         let engine = Engine {
             inner: Arc::new(Inner {
                 dav: WebDav::new(nextcloud.clone()),
@@ -207,6 +212,7 @@ impl Engine {
                 mirror,
                 writeback_wake: tokio::sync::Notify::new(),
                 enables: tokio::sync::watch::Sender::new(0),
+                enabled: tokio::sync::watch::Sender::new(enabled),
                 content_source: Mutex::new(None),
             }),
         };
@@ -404,11 +410,21 @@ impl Engine {
     /// Whether AppAPI enabled this app before (remembered across restarts, since AppAPI
     /// does not call `/enabled` again when the container merely restarts).
     pub fn was_enabled(&self) -> bool {
-        self.inner.options.data_dir.join(ENABLED_MARKER).exists()
+        *self.inner.enabled.borrow()
+    }
+
+    /// Waits until AppAPI has enabled the app: the engine's tasks call Nextcloud only then.
+    pub(crate) async fn until_enabled(&self) {
+        let mut enabled = self.inner.enabled.subscribe();
+        if !*enabled.borrow_and_update() {
+            tracing::info!("waiting for AppAPI to enable the app before calling Nextcloud");
+        }
+        let _ = enabled.wait_for(|e| *e).await;
     }
 
     /// Remembers AppAPI's last enable or disable.
     pub fn remember_enabled(&self, enabled: bool) {
+        self.inner.enabled.send_replace(enabled);
         let marker = self.inner.options.data_dir.join(ENABLED_MARKER);
         let result = if enabled {
             std::fs::write(&marker, b"1")
