@@ -291,7 +291,14 @@ async fn chunked_overwrites_keep_the_lost_update_guard() {
     let expected: Vec<u8> = Generator::new(2, size, 1 << 20)
         .flat_map(|b| b.to_vec())
         .collect();
-    assert!(nc.file("alice", "big.bin").unwrap().content.unwrap().to_vec() == expected);
+    assert!(
+        nc.file("alice", "big.bin")
+            .unwrap()
+            .content
+            .unwrap()
+            .to_vec()
+            == expected
+    );
     assert!(
         matches!(
             upload(3, Some(etag), false).await,
@@ -299,12 +306,27 @@ async fn chunked_overwrites_keep_the_lost_update_guard() {
         ),
         "a stale ETag is refused"
     );
-    assert!(nc.file("alice", "big.bin").unwrap().content.unwrap().to_vec() == expected);
+    assert!(
+        nc.file("alice", "big.bin")
+            .unwrap()
+            .content
+            .unwrap()
+            .to_vec()
+            == expected
+    );
     let conditional_moves = nc
         .received_matching("/remote.php/dav/uploads/alice/")
         .iter()
-        .filter(|r| r.method == "MOVE" && r.headers.iter().any(|(h, _)| h.to_ascii_lowercase().starts_with("if-")))
+        .filter(|r| {
+            r.method == "MOVE"
+                && r.headers
+                    .iter()
+                    .any(|(h, _)| h.to_ascii_lowercase().starts_with("if-"))
+        })
         .count();
     assert_eq!(conditional_moves, 0, "no MOVE carries a condition");
-    assert!(nc.state().uploads.is_empty(), "failed uploads are cleaned up");
+    assert!(
+        nc.state().uploads.is_empty(),
+        "failed uploads are cleaned up"
+    );
 }

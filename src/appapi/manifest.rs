@@ -193,8 +193,17 @@ mod tests {
             assert_eq!(php, Some(level), "PHP proxy, {verb} {path}");
             assert_eq!(harp, Some(level), "HaRP, {verb} {path}");
         }
-        for path in ["/heartbeat", "/init", "/enabled", "/webhooks/NodeCreated", "/js/../x"] {
-            assert!(php_route(&routes, path, "GET").is_none(), "PHP proxy reaches {path}");
+        for path in [
+            "/heartbeat",
+            "/init",
+            "/enabled",
+            "/webhooks/NodeCreated",
+            "/js/../x",
+        ] {
+            assert!(
+                php_route(&routes, path, "GET").is_none(),
+                "PHP proxy reaches {path}"
+            );
             assert!(harp_route(&routes, path).is_none(), "HaRP reaches {path}");
         }
     }

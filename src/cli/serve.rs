@@ -45,9 +45,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
 async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     // Bind first: a taken port or a bad socket path fails before anything touches storage.
-    let bound = listener::bind_all(&listen)
-        .await
-        .context("cannot listen")?;
+    let bound = listener::bind_all(&listen).await.context("cannot listen")?;
     let state = AppState::new(config)
         .context("cannot set up the Nextcloud client")?
         .start_engine();

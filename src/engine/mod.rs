@@ -15,9 +15,11 @@
 //! - [`mirror`]: what Nextcloud holds, as last known (the base both directions compare with).
 //! - [`writeback`]: the other direction: peers' changes written into Nextcloud.
 //! - [`stats`]: counters and states for the API and the log.
+//! - [`deliveries`]: what webhook deliveries told us, to tell when they are late.
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
 
+pub mod deliveries;
 pub mod echo;
 pub mod event;
 pub mod ingest;
@@ -143,6 +145,8 @@ struct Inner {
     enabled: tokio::sync::watch::Sender<bool>,
     /// Where write-back fetches versions it lacks (the swarm, once it runs).
     content_source: Mutex<Option<Arc<dyn ContentSource>>>,
+    /// What webhook deliveries told us (for the health check).
+    deliveries: deliveries::Deliveries,
 }
 
 impl std::fmt::Debug for Engine {
@@ -214,6 +218,7 @@ impl Engine {
                 enables: tokio::sync::watch::Sender::new(0),
                 enabled: tokio::sync::watch::Sender::new(enabled),
                 content_source: Mutex::new(None),
+                deliveries: deliveries::Deliveries::default(),
             }),
         };
         for library in engine.inner.libraries.list() {
@@ -268,7 +273,11 @@ impl Engine {
 
     /// Takes a validated delivery: drops it if it touches no library, else queues it.
     pub async fn accept(&self, key: [u8; 32], event: FileEvent) -> Result<Accepted, QueueError> {
-        if self.inner.libraries.matching(event.nodes()).is_empty() {
+        let matching = self.inner.libraries.matching(event.nodes());
+        self.inner
+            .deliveries
+            .record(&matching, event.time, crate::chain::now_ms() as i64 / 1000);
+        if matching.is_empty() {
             Counters::add(&self.inner.counters.outside, 1);
             tracing::debug!(path = %event.node.path, "event outside every library dropped");
             return Ok(Accepted::Outside);
@@ -329,6 +338,27 @@ impl Engine {
             tracing::warn!(error = %e, "could not remove webhooks");
         }
         *lock(&self.inner.status.webhooks) = WebhookState::Unknown;
+    }
+
+    /// The newest change (Unix seconds) a webhook delivery named in the library.
+    pub fn last_delivery_s(&self, id: &LibraryId) -> Option<i64> {
+        self.inner.deliveries.newest(id)
+    }
+
+    /// When this engine started (Unix seconds): what changed before was found by scanning.
+    pub fn started_s(&self) -> i64 {
+        self.inner.opened_ms as i64 / 1000
+    }
+
+    /// How many seconds the last delivery took to arrive after its change.
+    pub fn delivery_lag_s(&self) -> Option<i64> {
+        self.inner.deliveries.last_lag()
+    }
+
+    /// When Nextcloud last changed anything in the library (its folder's modification
+    /// time, which Nextcloud moves on every change below it); `None` if it is gone.
+    pub async fn folder_changed_s(&self, library: &Library) -> Result<Option<i64>, EngineError> {
+        Ok(self.stat(library, "").await?.and_then(|e| e.mtime))
     }
 
     /// Whether the periodic scan stands in for webhooks.

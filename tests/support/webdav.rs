@@ -505,8 +505,7 @@ fn uploads(
             // SabreDAV judges If-Match and If-None-Match on this MOVE against its source,
             // the upload's `.file` (whose ETag no client has, and which exists): a real
             // Nextcloud 33 answers 412 to every conditional assembly.
-            if header(headers, "if-match").is_some() || header(headers, "if-none-match").is_some()
-            {
+            if header(headers, "if-match").is_some() || header(headers, "if-none-match").is_some() {
                 state.uploads.insert(key, chunks);
                 return fs_error(FsError::Precondition, path);
             }
