@@ -28,10 +28,7 @@ async fn harp_mode_serves_the_lifecycle_on_the_frp_socket() {
     options.listen = None;
     options.harp_shared_key = Some("harpSharedKeyU4".into());
     let exapp = ExApp::start(options);
-    assert_eq!(
-        exapp.listen,
-        "tcp://127.0.0.1:23000,unix:///tmp/exapp.sock"
-    );
+    assert_eq!(exapp.listen, "tcp://127.0.0.1:23000,unix:///tmp/exapp.sock");
     assert!(matches!(exapp.target(), ExAppTarget::Unix(_)));
     let tcp = reqwest::get(format!("{}/heartbeat", exapp.base_url()))
         .await

@@ -185,7 +185,11 @@ impl ExApp {
     /// Where AppAPI (the double) reaches this ExApp: HaRP's socket when it listens on one
     /// (as FRP would), else TCP.
     pub fn target(&self) -> ExAppTarget {
-        match self.listen.split(',').find_map(|l| l.strip_prefix("unix://")) {
+        match self
+            .listen
+            .split(',')
+            .find_map(|l| l.strip_prefix("unix://"))
+        {
             Some(path) => ExAppTarget::Unix(PathBuf::from(path)),
             None => ExAppTarget::Tcp(self.base_url()),
         }
