@@ -31,7 +31,7 @@ pub struct ConfigArgs {
     /// Port to listen on (without HaRP); with HaRP the FRP remote port.
     #[arg(long, env = "APP_PORT")]
     pub app_port: Option<String>,
-    /// Human name shown in Nextcloud.
+    /// Human name shown in Nextcloud (default: the manifest's `<name>`, "Harp Bridge").
     #[arg(long, env = "APP_DISPLAY_NAME")]
     pub app_display_name: Option<String>,
     /// AppAPI's version; sent back as AA-VERSION, never validated.
@@ -46,7 +46,7 @@ pub struct ConfigArgs {
     /// CPU, CUDA or ROCM (harpbridge only needs CPU).
     #[arg(long, env = "COMPUTE_DEVICE")]
     pub compute_device: Option<String>,
-    /// HaRP's shared key; when set, listen on HaRP's FRP unix socket (never logged).
+    /// HaRP's shared key; when set, also listen on HaRP's FRP unix socket (never logged).
     #[arg(long, env = "HP_SHARED_KEY", hide_env_values = true)]
     pub hp_shared_key: Option<String>,
     /// HaRP's FRP server host (used by the container's frpc, kept for reference).
@@ -55,7 +55,7 @@ pub struct ConfigArgs {
     /// HaRP's FRP server port.
     #[arg(long, env = "HP_FRP_PORT")]
     pub hp_frp_port: Option<String>,
-    /// Override where to listen: `tcp://HOST:PORT` or `unix://PATH`.
+    /// Override where to listen: `tcp://HOST:PORT` or `unix://PATH`, comma-separated.
     #[arg(long)]
     pub listen: Option<String>,
     /// Sync this user's folder as a library (created at start if missing): `UID:/FOLDER`.
@@ -161,7 +161,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub compute_device: ComputeDevice,
     pub harp: Option<Harp>,
-    pub listen: Listen,
+    /// Where the HTTP server listens: one or more addresses, all serving the same router.
+    pub listen: Vec<Listen>,
     /// Libraries to create at start if missing: (user id, folder).
     pub libraries: Vec<(String, String)>,
     pub device_name: String,
@@ -405,14 +406,34 @@ impl ConfigArgs {
                     .transpose()?,
             }),
         };
+        // AppAPI gives every ExApp a port, and HaRP in direct mode (the only mode of a
+        // manual-install HaRP daemon) dials APP_HOST:APP_PORT over TCP; HP_SHARED_KEY is set
+        // only for docker-install without direct mode, where frpc ends the tunnel at the
+        // unix socket. So: always TCP, and the socket too when HaRP's key is there.
         let listen = match optional(&self.listen) {
-            Some(raw) => parse_listen(&raw)?,
-            None if harp.is_some() => Listen::Unix(PathBuf::from(HARP_SOCKET)),
-            None => Listen::Tcp {
-                host: app_host,
-                port: app_port,
-            },
+            Some(raw) => raw
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(parse_listen)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                let mut listen = vec![Listen::Tcp {
+                    host: app_host,
+                    port: app_port,
+                }];
+                if harp.is_some() {
+                    listen.push(Listen::Unix(PathBuf::from(HARP_SOCKET)));
+                }
+                listen
+            }
         };
+        if listen.is_empty() {
+            return Err(ConfigError::Malformed {
+                var: "--listen",
+                reason: "no address given".into(),
+            });
+        }
         let libraries = self
             .libraries
             .iter()
@@ -462,7 +483,13 @@ impl ConfigArgs {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(format!("{app_id}_data")));
         Ok(Config {
-            app_display_name: optional(&self.app_display_name).unwrap_or_else(|| app_id.clone()),
+            // AppAPI sets APP_DISPLAY_NAME for docker-install only; a manual install would
+            // otherwise show the bare app id in the top menu.
+            app_display_name: optional(&self.app_display_name).unwrap_or_else(|| {
+                crate::appapi::manifest::Manifest::shipped()
+                    .map(|m| m.name)
+                    .unwrap_or_else(|_| app_id.clone())
+            }),
             aa_version: optional(&self.aa_version).unwrap_or_else(|| "32.0.0".to_owned()),
             app_id,
             app_secret,
@@ -514,20 +541,27 @@ mod tests {
     }
 
     #[test]
-    fn harp_key_selects_the_unix_socket_unless_overridden() {
+    fn harp_key_adds_the_unix_socket_to_tcp_unless_overridden() {
         let mut a = full();
+        let tcp = match &a.validate().unwrap().listen[..] {
+            [tcp @ Listen::Tcp { .. }] => tcp.clone(),
+            other => panic!("without HaRP: {other:?}"),
+        };
         a.hp_shared_key = Some("k".into());
         assert_eq!(
             a.validate().unwrap().listen,
-            Listen::Unix(HARP_SOCKET.into())
+            vec![tcp, Listen::Unix(HARP_SOCKET.into())]
         );
-        a.listen = Some("tcp://[::1]:9000".into());
+        a.listen = Some("tcp://[::1]:9000, unix:///tmp/x.sock".into());
         assert_eq!(
             a.validate().unwrap().listen,
-            Listen::Tcp {
-                host: "::1".into(),
-                port: 9000
-            }
+            vec![
+                Listen::Tcp {
+                    host: "::1".into(),
+                    port: 9000
+                },
+                Listen::Unix("/tmp/x.sock".into())
+            ]
         );
     }
 

@@ -35,6 +35,13 @@ pub enum DbError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Another process holds the file: a running `serve`, `node` or `cache` of this data
+    /// directory (redb allows one process at a time).
+    #[error("{path} is in use by a running harpbridge (serve, node or cache of this data directory): stop it first, or ask the running one (the panel, /api/…, `harpbridge doctor`)")]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
     /// redb refused to open or create the file.
     #[error("cannot open database {path}: {source}")]
     Open {
@@ -63,9 +70,14 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, DbError> {
 pub fn open_file(path: &Path) -> Result<Arc<Database>, DbError> {
     Database::create(path)
         .map(Arc::new)
-        .map_err(|source| DbError::Open {
-            path: path.to_path_buf(),
-            source,
+        .map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => DbError::InUse {
+                path: path.to_path_buf(),
+            },
+            source => DbError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
         })
 }
 

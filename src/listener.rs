@@ -1,9 +1,10 @@
 //! Where the router listens, and how it stops.
 //!
-//! Without HaRP, AppAPI calls us on `APP_HOST:APP_PORT`. With HaRP, the container's frpc
-//! forwards the tunnel to the unix socket `/tmp/exapp.sock` (appapi.md §12). A socket
-//! left by a killed process is removed first; any other file at that path is left alone
-//! and reported. SIGTERM (docker stop) and Ctrl-C stop the server gracefully: in-flight
+//! AppAPI and HaRP in direct mode call us on `APP_HOST:APP_PORT`. A docker-install HaRP
+//! daemon without direct mode tunnels through the container's frpc to the unix socket
+//! `/tmp/exapp.sock` (appapi.md §12), so there we listen on both. A socket left by a
+//! killed process is removed first; any other file at that path is left alone and
+//! reported. SIGTERM (docker stop) and Ctrl-C stop every listener gracefully: in-flight
 //! requests finish, new connections are refused.
 
 use std::io;
@@ -31,6 +32,19 @@ impl Bound {
             Bound::Unix(_, path) => format!("unix://{}", path.display()),
         }
     }
+}
+
+/// Binds every configured address; the first that fails stops it, naming the address.
+pub async fn bind_all(listen: &[Listen]) -> io::Result<Vec<Bound>> {
+    let mut bound = Vec::with_capacity(listen.len());
+    for l in listen {
+        bound.push(
+            bind(l)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("{l}: {e}")))?,
+        );
+    }
+    Ok(bound)
 }
 
 /// Binds the configured address.
@@ -62,17 +76,40 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Serves `router` until SIGTERM or Ctrl-C.
-pub async fn serve(bound: Bound, router: Router) -> io::Result<()> {
+/// Serves `router` on every listener until SIGTERM or Ctrl-C.
+pub async fn serve_all(bound: Vec<Bound>, router: Router) -> io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let servers = bound.into_iter().map(|b| {
+        let mut stopped = stopped.clone();
+        let signal = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        serve_one(b, router.clone(), signal)
+    });
+    let all = futures_util::future::try_join_all(servers);
+    tokio::pin!(all);
+    tokio::select! {
+        result = &mut all => return result.map(drop),
+        _ = shutdown_signal() => {}
+    }
+    let _ = stop.send(true);
+    all.await.map(drop)
+}
+
+async fn serve_one(
+    bound: Bound,
+    router: Router,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     match bound {
         Bound::Tcp(listener) => {
             axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(signal)
                 .await
         }
         Bound::Unix(listener, path) => {
             let result = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(signal)
                 .await;
             let _ = std::fs::remove_file(&path);
             result

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run as the Nextcloud ExApp: AppAPI lifecycle, webhooks, panel and swarm.
     Serve(Box<cli::serve::ServeArgs>),
+    /// Check the running serve, Nextcloud, webhooks and background jobs, and say what to fix.
+    Doctor(Box<cli::doctor::DoctorArgs>),
     /// Print the ExApp manifest (info.xml, or the JSON for `occ app_api:app:register --json-info`).
     Manifest(cli::manifest::ManifestArgs),
     /// Show this device's identity (its PeerId), creating its key on first use.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Peers(args) => cli::peers::run(args),
         Command::Pair(args) => cli::pair::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
+        Command::Doctor(args) => cli::doctor::run(*args),
         Command::Import(args) => cli::import::run(args),
         Command::Cache(args) => cli::cache::run(args),
     }

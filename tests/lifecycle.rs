@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::Value;
 use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
 
@@ -234,4 +236,46 @@ async fn json_logs_are_json_and_hold_no_secret() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v.get("level").is_some(), "{line}");
     }
+}
+
+/// Nextcloud counts a call from a disabled ExApp as a failed login against its address:
+/// serve restarted while the app is disabled calls Nextcloud for nothing (no write-back
+/// look, no queued event, no webhook check) until AppAPI enables it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_disabled_calls_nextcloud_for_nothing_until_enabled() {
+    let nc = FakeNextcloud::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut options = ExAppOptions::new(&nc.url, &data_dir);
+    options.extra_args = vec!["--library".into(), "alice:/".into()];
+    let exapp = ExApp::start(options.clone());
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    assert_eq!(nc.disable("harpbridge").await.exit_code, 0);
+    exapp.stop();
+
+    let before = nc.state().received.len();
+    let exapp = ExApp::start(options);
+    // serve has started (it logged "harpbridge serving" before ExApp::start returned); its
+    // worker and write-back look at Nextcloud at once when they may.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(exapp
+        .logs()
+        .contains("waiting for AppAPI to enable the app before calling Nextcloud"));
+    let calls: Vec<String> = nc.state().received[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        calls.is_empty(),
+        "serve called Nextcloud while disabled: {calls:?}"
+    );
+    assert_eq!(nc.state().bruteforce_attempts, 0);
+
+    // AppAPI's enable is the go-ahead: the page and webhooks are registered again.
+    // It listens on a new port: tell the double, as a re-deploy would.
+    nc.state().apps.get_mut("harpbridge").unwrap().target = exapp.target();
+    assert_eq!(nc.enable("harpbridge").await.exit_code, 0);
+    assert_eq!(page_rows(&nc), [1, 1, 1, 1]);
+    exapp.stop();
 }

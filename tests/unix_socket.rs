@@ -1,5 +1,6 @@
 //! With `HP_SHARED_KEY` set, harpbridge listens on HaRP's FRP unix socket
-//! `/tmp/exapp.sock` and serves the same routes there: the whole lifecycle runs over it.
+//! `/tmp/exapp.sock` beside `APP_HOST:APP_PORT` (HaRP in direct mode dials that over TCP),
+//! and serves the same routes on both: the whole lifecycle runs over the socket.
 
 mod support;
 
@@ -27,8 +28,12 @@ async fn harp_mode_serves_the_lifecycle_on_the_frp_socket() {
     options.listen = None;
     options.harp_shared_key = Some("harpSharedKeyU4".into());
     let exapp = ExApp::start(options);
-    assert_eq!(exapp.listen, "unix:///tmp/exapp.sock");
+    assert_eq!(exapp.listen, "tcp://127.0.0.1:23000,unix:///tmp/exapp.sock");
     assert!(matches!(exapp.target(), ExAppTarget::Unix(_)));
+    let tcp = reqwest::get(format!("{}/heartbeat", exapp.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(tcp.status(), 200, "APP_HOST:APP_PORT answers too");
 
     let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
     let out = nc.register(&spec).await;

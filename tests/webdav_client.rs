@@ -246,3 +246,87 @@ async fn large_uploads_go_in_chunks_and_arrive_whole() {
     assert!(chunk_puts >= 5, "{chunk_puts} chunks");
     assert!(nc.state().uploads.is_empty(), "the upload folder is gone");
 }
+
+/// A chunked overwrite guarded by the ETag write-back read lands; with a stale ETag it is
+/// refused (412) and nothing changes. The guard cannot ride on the MOVE: SabreDAV judges
+/// If-Match there against the upload's `.file`, so the double (like Nextcloud 33) refuses
+/// every conditional assembly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_overwrites_keep_the_lost_update_guard() {
+    let nc = FakeNextcloud::start().await;
+    let dav = client(&nc).await;
+    let size = CHUNKED_THRESHOLD + 123;
+    let upload = |seed: u64, if_match: Option<String>, if_absent: bool| {
+        let pieces = Generator::new(seed, size, 1 << 20).map(Ok::<_, std::io::Error>);
+        let dav = dav.clone();
+        async move {
+            dav.put(
+                "alice",
+                "big.bin",
+                stream::iter(pieces).boxed(),
+                size,
+                &PutOptions {
+                    if_match,
+                    if_absent,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    let first = upload(1, None, true).await.unwrap();
+    assert!(first.created);
+    assert!(
+        matches!(
+            upload(2, None, true).await,
+            Err(DavError::PreconditionFailed(_))
+        ),
+        "if_absent over an existing file"
+    );
+    let etag = first.etag.clone().expect("an ETag");
+    let second = upload(2, Some(etag.clone()), false)
+        .await
+        .expect("an overwrite with the current ETag lands");
+    assert!(!second.created);
+    let expected: Vec<u8> = Generator::new(2, size, 1 << 20)
+        .flat_map(|b| b.to_vec())
+        .collect();
+    assert!(
+        nc.file("alice", "big.bin")
+            .unwrap()
+            .content
+            .unwrap()
+            .to_vec()
+            == expected
+    );
+    assert!(
+        matches!(
+            upload(3, Some(etag), false).await,
+            Err(DavError::PreconditionFailed(_))
+        ),
+        "a stale ETag is refused"
+    );
+    assert!(
+        nc.file("alice", "big.bin")
+            .unwrap()
+            .content
+            .unwrap()
+            .to_vec()
+            == expected
+    );
+    let conditional_moves = nc
+        .received_matching("/remote.php/dav/uploads/alice/")
+        .iter()
+        .filter(|r| {
+            r.method == "MOVE"
+                && r.headers
+                    .iter()
+                    .any(|(h, _)| h.to_ascii_lowercase().starts_with("if-"))
+        })
+        .count();
+    assert_eq!(conditional_moves, 0, "no MOVE carries a condition");
+    assert!(
+        nc.state().uploads.is_empty(),
+        "failed uploads are cleaned up"
+    );
+}

@@ -259,6 +259,77 @@ impl NextcloudClient {
     }
 }
 
+/// What Nextcloud's `status.php` says of itself.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerStatus {
+    #[serde(default)]
+    pub installed: bool,
+    #[serde(default)]
+    pub maintenance: bool,
+    #[serde(default, rename = "versionstring")]
+    pub version: String,
+}
+
+impl NextcloudClient {
+    /// `GET /status.php`, unsigned: it needs no login, so it can never count as a failed
+    /// one (a check that may run while our credentials are not good yet).
+    pub async fn server_status(&self) -> Result<ServerStatus, ClientError> {
+        let response = self
+            .inner
+            .http
+            .get(format!("{}/status.php", self.inner.base_url))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(ClientError::Transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(ClientError::Transport)?;
+        if !status.is_success() {
+            return Err(ClientError::Http {
+                status,
+                message: text.chars().take(200).collect(),
+            });
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Decode(format!("status.php is not Nextcloud's JSON: {e}")))
+    }
+
+    /// Whether AppAPI has this ExApp enabled (`ex-app/state`, which AppAPI answers even
+    /// while the app is disabled). Only call it once AppAPI enabled us at least once: an
+    /// unregistered app's call is a failed login.
+    pub async fn ex_app_enabled(&self) -> Result<bool, ClientError> {
+        let state: Value = self
+            .ocs(
+                Method::GET,
+                "/ocs/v2.php/apps/app_api/ex-app/state",
+                Caller::App,
+                &[],
+                None,
+            )
+            .await?;
+        Ok(state.as_i64() == Some(1) || state.as_bool() == Some(true))
+    }
+
+    /// A core setting an admin may read (provisioning API), asked as the admin `uid`.
+    pub async fn core_config(&self, uid: &str, key: &str) -> Result<String, ClientError> {
+        #[derive(Deserialize)]
+        struct Data {
+            data: Value,
+        }
+        let path = format!(
+            "/ocs/v2.php/apps/provisioning_api/api/v1/config/apps/core/{}",
+            urlencode_segment(key)
+        );
+        let answer: Data = self
+            .ocs(Method::GET, &path, Caller::User(uid), &[], None)
+            .await?;
+        Ok(match answer.data {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+    }
+}
+
 /// Percent-encodes one URL path segment.
 pub fn urlencode_segment(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes())

@@ -87,6 +87,13 @@ pub async fn enabled(
     } else {
         ui::unregister(&app.nextcloud).await
     };
+    // AppAPI disables the app even when we answer with an error (and keeps it disabled
+    // when an enable fails): remember a disable whatever happened.
+    if !enable {
+        if let Some(engine) = &app.engine {
+            engine.remember_enabled(false);
+        }
+    }
     if result.is_ok() {
         if let Some(engine) = &app.engine {
             engine.remember_enabled(enable);

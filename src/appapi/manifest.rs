@@ -47,12 +47,31 @@ pub struct Route {
 pub enum ManifestError {
     #[error("info.xml: {0}")]
     Xml(#[from] quick_xml::DeError),
+    #[error("info.xml route {url}: access_level {level:?} is not PUBLIC, USER, ADMIN, 0, 1 or 2")]
+    AccessLevel { url: String, level: String },
     #[error("info.xml route {url}: {field} is not a JSON array: {source}")]
     RouteField {
         url: String,
         field: &'static str,
         source: serde_json::Error,
     },
+}
+
+/// A route's access level as the number AppAPI stores and HaRP's agent accepts.
+///
+/// AppAPI maps the names to numbers only when it reads info.xml; from `--json-info` it
+/// stores what it is given, and HaRP's agent then refuses a name (`400 … Input should be
+/// 0, 1 or 2`), after which every request through HaRP is 404.
+fn access_level_number(url: &str, level: &str) -> Result<u8, ManifestError> {
+    match level.trim().to_ascii_uppercase().as_str() {
+        "PUBLIC" | "0" => Ok(0),
+        "USER" | "1" => Ok(1),
+        "ADMIN" | "2" => Ok(2),
+        _ => Err(ManifestError::AccessLevel {
+            url: url.to_owned(),
+            level: level.to_owned(),
+        }),
+    }
 }
 
 impl Manifest {
@@ -89,7 +108,7 @@ impl Manifest {
                 Ok(json!({
                     "url": r.url,
                     "verb": r.verb,
-                    "access_level": r.access_level,
+                    "access_level": access_level_number(&r.url, &r.access_level)?,
                     "headers_to_exclude": array(&r.url, "headers_to_exclude", &r.headers_to_exclude)?,
                     "bruteforce_protection": array(&r.url, "bruteforce_protection", &r.bruteforce_protection)?,
                 }))
@@ -104,5 +123,107 @@ impl Manifest {
             "port": port,
             "routes": routes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `url` as AppAPI's PHP proxy uses it: `preg_match('/' . url . '/i', path)`. An
+    /// unescaped `/` would end the pattern there ("Unknown modifier"): `None`.
+    fn php_pattern(url: &str) -> Option<regex_lite::Regex> {
+        let mut escaped = false;
+        for c in url.chars() {
+            match c {
+                '\\' => escaped = !escaped,
+                '/' if !escaped => return None,
+                _ => escaped = false,
+            }
+        }
+        regex_lite::Regex::new(&format!("(?i){url}")).ok()
+    }
+
+    /// The route the PHP proxy picks for `path` (no leading slash there): the first whose
+    /// url and verb match.
+    fn php_route<'a>(routes: &'a [Route], path: &str, verb: &str) -> Option<&'a Route> {
+        routes.iter().find(|r| {
+            php_pattern(&r.url).is_some_and(|p| p.is_match(path.trim_start_matches('/')))
+                && r.verb.to_ascii_uppercase().contains(verb)
+        })
+    }
+
+    /// The route HaRP's agent picks for `path` (with its leading slash): the first whose
+    /// url matches from the start (Python's `re.match`), whatever the verb.
+    fn harp_route<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
+        routes.iter().find(|r| {
+            regex_lite::Regex::new(&format!("^(?:{})", r.url))
+                .expect("route url is a regex")
+                .is_match(path)
+        })
+    }
+
+    #[test]
+    fn every_route_is_a_valid_php_pattern() {
+        let manifest = Manifest::shipped().unwrap();
+        for route in &manifest.external_app.routes.route {
+            assert!(
+                php_pattern(&route.url).is_some(),
+                "{} breaks AppAPI's preg_match (escape every '/')",
+                route.url
+            );
+        }
+    }
+
+    #[test]
+    fn the_panel_paths_reach_the_same_route_through_both_proxies() {
+        let routes = Manifest::shipped().unwrap().external_app.routes.route;
+        for (path, verb, level) in [
+            ("/js/harpbridge-main.js", "GET", "USER"),
+            ("/css/harpbridge-main.css", "GET", "USER"),
+            ("/img/app.svg", "GET", "USER"),
+            ("/api/libraries", "GET", "USER"),
+            ("/api/admin/metrics", "GET", "ADMIN"),
+            ("/api/admin/libraries", "POST", "ADMIN"),
+            ("/metrics", "GET", "ADMIN"),
+            ("/ws", "GET", "USER"),
+        ] {
+            let php = php_route(&routes, path, verb).map(|r| r.access_level.as_str());
+            let harp = harp_route(&routes, path).map(|r| r.access_level.as_str());
+            assert_eq!(php, Some(level), "PHP proxy, {verb} {path}");
+            assert_eq!(harp, Some(level), "HaRP, {verb} {path}");
+        }
+        for path in [
+            "/heartbeat",
+            "/init",
+            "/enabled",
+            "/webhooks/NodeCreated",
+            "/js/../x",
+        ] {
+            assert!(
+                php_route(&routes, path, "GET").is_none(),
+                "PHP proxy reaches {path}"
+            );
+            assert!(harp_route(&routes, path).is_none(), "HaRP reaches {path}");
+        }
+    }
+
+    #[test]
+    fn json_info_gives_numeric_access_levels() {
+        let json = Manifest::shipped()
+            .unwrap()
+            .json_info("harp_direct", "s3cret-value-123", 23001)
+            .unwrap();
+        assert_eq!(json["daemon_config_name"], "harp_direct");
+        let routes = json["routes"].as_array().unwrap();
+        assert!(!routes.is_empty());
+        for route in routes {
+            let level = route["access_level"].as_u64();
+            assert!(matches!(level, Some(0..=2)), "{route}");
+        }
+        assert!(matches!(
+            access_level_number("x", "OWNER"),
+            Err(ManifestError::AccessLevel { .. })
+        ));
     }
 }

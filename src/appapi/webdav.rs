@@ -82,9 +82,12 @@ pub struct PutOptions {
     pub if_match: Option<String>,
     /// Only write if nothing is at the path yet (`If-None-Match: *`): the path was seen
     /// empty, and a file a user creates there meanwhile must not be overwritten. Nextcloud
-    /// answers 412 ([`DavError::PreconditionFailed`]) when something is there. Not sent with
-    /// a chunked upload: SabreDAV judges the condition against the request's own path, the
-    /// upload's `.file`, which always exists.
+    /// answers 412 ([`DavError::PreconditionFailed`]) when something is there.
+    ///
+    /// A chunked upload carries neither condition: SabreDAV judges `If-Match` and
+    /// `If-None-Match` on the final MOVE against the request's own path, the upload's
+    /// `.file` (a real Nextcloud 33 answers 412 to every such MOVE). There the destination
+    /// is looked at (PROPFIND) just before the MOVE instead, and a mismatch is the same 412.
     pub if_absent: bool,
     /// Modification time to set, seconds since the epoch.
     pub mtime: Option<i64>,
@@ -320,12 +323,18 @@ impl WebDav {
                     message: format!("upload stream gave {sent} bytes, expected {size}"),
                 });
             }
+            self.check_destination(uid, path, options).await?;
             let mut mv = self
                 .request("MOVE", uid, &format!("{upload_dir}/.file"))
                 .header("Destination", &destination)
                 .header("OC-Total-Length", size)
                 .timeout(Duration::from_secs(3600));
-            mv = with_put_options(mv, options);
+            let unconditional = PutOptions {
+                if_match: None,
+                if_absent: false,
+                ..options.clone()
+            };
+            mv = with_put_options(mv, &unconditional);
             let response = self.send(mv, path).await?;
             Ok(write_result(response.status(), response.headers()))
         }
@@ -335,6 +344,34 @@ impl WebDav {
             let _ = self.send(cleanup, path).await;
         }
         result
+    }
+
+    /// The lost-update guard of a chunked upload (see [`PutOptions::if_absent`]): the
+    /// destination still has the expected ETag, or is still absent; else 412.
+    async fn check_destination(
+        &self,
+        uid: &str,
+        path: &str,
+        options: &PutOptions,
+    ) -> Result<(), DavError> {
+        if options.if_match.is_none() && !options.if_absent {
+            return Ok(());
+        }
+        let now = match self.propfind(uid, path, Depth::Zero).await {
+            Ok(entries) => entries.into_iter().next(),
+            Err(DavError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let holds = match (&options.if_match, now) {
+            (Some(expected), Some(entry)) => entry.etag.as_deref() == Some(expected.as_str()),
+            (Some(_), None) => false,
+            (None, now) => now.is_none(),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(DavError::PreconditionFailed(path.to_owned()))
+        }
     }
 
     /// MKCOL: create a folder.

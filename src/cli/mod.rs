@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod chain;
+pub mod doctor;
 pub mod id;
 pub mod import;
 pub mod manifest;

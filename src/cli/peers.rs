@@ -130,13 +130,7 @@ async fn list(
 
 /// The database is held by another process (a running `cache`, `node` or `serve`).
 fn in_use(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<DbError>(),
-        Some(DbError::Open {
-            source: redb::DatabaseError::DatabaseAlreadyOpen,
-            ..
-        })
-    )
+    matches!(e.downcast_ref::<DbError>(), Some(DbError::InUse { .. }))
 }
 
 /// Prints the peers a running `node` or `cache` last wrote to [`SNAPSHOT_FILE`], or fails with

@@ -45,19 +45,22 @@ pub fn run(args: ServeArgs) -> ExitCode {
 async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     // Bind first: a taken port or a bad socket path fails before anything touches storage.
-    let bound = listener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener::bind_all(&listen).await.context("cannot listen")?;
     let state = AppState::new(config)
         .context("cannot set up the Nextcloud client")?
         .start_engine();
     if let Some(engine) = &state.engine {
         // Only once AppAPI has enabled us are our credentials good: calls made before
         // registration count as brute-force attempts against this address.
+        // AppAPI does not call /enabled again when serve merely restarts: check that our
+        // webhooks are still in place (so /api/ingest knows, rather than "unknown").
         if engine.was_enabled() {
             let engine = engine.clone();
             let wanted = state.config.libraries.clone();
-            tokio::spawn(async move { engine.ensure_libraries(&wanted).await });
+            tokio::spawn(async move {
+                engine.register_webhooks().await;
+                engine.ensure_libraries(&wanted).await
+            });
         }
     }
     // Before "serving" is logged, so that the swarm's state is known to the first request.
@@ -67,11 +70,11 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         app_id = %state.config.app_id,
         version = %state.config.app_version,
         nextcloud = %state.config.nextcloud_url,
-        listen = %bound.describe(),
+        listen = %bound.iter().map(listener::Bound::describe).collect::<Vec<_>>().join(","),
         harp = state.config.harp.is_some(),
         "harpbridge serving"
     );
-    let served = listener::serve(bound, web::router(state))
+    let served = listener::serve_all(bound, web::router(state))
         .await
         .context("server failed");
     swarm.shutdown().await;

@@ -15,9 +15,11 @@
 //! - [`mirror`]: what Nextcloud holds, as last known (the base both directions compare with).
 //! - [`writeback`]: the other direction: peers' changes written into Nextcloud.
 //! - [`stats`]: counters and states for the API and the log.
+//! - [`deliveries`]: what webhook deliveries told us, to tell when they are late.
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
 
+pub mod deliveries;
 pub mod echo;
 pub mod event;
 pub mod ingest;
@@ -137,8 +139,14 @@ struct Inner {
     writeback_wake: tokio::sync::Notify,
     /// How many times AppAPI enabled the app since start: ends write-back's pause after a 401.
     enables: tokio::sync::watch::Sender<u64>,
+    /// Whether AppAPI has enabled the app (remembered across restarts). Nextcloud counts a
+    /// call from a disabled or unregistered ExApp as a failed login against our address,
+    /// so nothing calls Nextcloud while this is false.
+    enabled: tokio::sync::watch::Sender<bool>,
     /// Where write-back fetches versions it lacks (the swarm, once it runs).
     content_source: Mutex<Option<Arc<dyn ContentSource>>>,
+    /// What webhook deliveries told us (for the health check).
+    deliveries: deliveries::Deliveries,
 }
 
 impl std::fmt::Debug for Engine {
@@ -183,6 +191,7 @@ impl Engine {
             hub.set_device_id(Some(identity.peer_id().to_string()));
         }
         let seen = peers::seen_now(&chain);
+        let enabled = options.data_dir.join(ENABLED_MARKER).exists();
         let engine = Engine {
             inner: Arc::new(Inner {
                 dav: WebDav::new(nextcloud.clone()),
@@ -207,7 +216,9 @@ impl Engine {
                 mirror,
                 writeback_wake: tokio::sync::Notify::new(),
                 enables: tokio::sync::watch::Sender::new(0),
+                enabled: tokio::sync::watch::Sender::new(enabled),
                 content_source: Mutex::new(None),
+                deliveries: deliveries::Deliveries::default(),
             }),
         };
         for library in engine.inner.libraries.list() {
@@ -262,7 +273,11 @@ impl Engine {
 
     /// Takes a validated delivery: drops it if it touches no library, else queues it.
     pub async fn accept(&self, key: [u8; 32], event: FileEvent) -> Result<Accepted, QueueError> {
-        if self.inner.libraries.matching(event.nodes()).is_empty() {
+        let matching = self.inner.libraries.matching(event.nodes());
+        self.inner
+            .deliveries
+            .record(&matching, event.time, crate::chain::now_ms() as i64 / 1000);
+        if matching.is_empty() {
             Counters::add(&self.inner.counters.outside, 1);
             tracing::debug!(path = %event.node.path, "event outside every library dropped");
             return Ok(Accepted::Outside);
@@ -323,6 +338,27 @@ impl Engine {
             tracing::warn!(error = %e, "could not remove webhooks");
         }
         *lock(&self.inner.status.webhooks) = WebhookState::Unknown;
+    }
+
+    /// The newest change (Unix seconds) a webhook delivery named in the library.
+    pub fn last_delivery_s(&self, id: &LibraryId) -> Option<i64> {
+        self.inner.deliveries.newest(id)
+    }
+
+    /// When this engine started (Unix seconds): what changed before was found by scanning.
+    pub fn started_s(&self) -> i64 {
+        self.inner.opened_ms as i64 / 1000
+    }
+
+    /// How many seconds the last delivery took to arrive after its change.
+    pub fn delivery_lag_s(&self) -> Option<i64> {
+        self.inner.deliveries.last_lag()
+    }
+
+    /// When Nextcloud last changed anything in the library (its folder's modification
+    /// time, which Nextcloud moves on every change below it); `None` if it is gone.
+    pub async fn folder_changed_s(&self, library: &Library) -> Result<Option<i64>, EngineError> {
+        Ok(self.stat(library, "").await?.and_then(|e| e.mtime))
     }
 
     /// Whether the periodic scan stands in for webhooks.
@@ -404,11 +440,21 @@ impl Engine {
     /// Whether AppAPI enabled this app before (remembered across restarts, since AppAPI
     /// does not call `/enabled` again when the container merely restarts).
     pub fn was_enabled(&self) -> bool {
-        self.inner.options.data_dir.join(ENABLED_MARKER).exists()
+        *self.inner.enabled.borrow()
+    }
+
+    /// Waits until AppAPI has enabled the app: the engine's tasks call Nextcloud only then.
+    pub(crate) async fn until_enabled(&self) {
+        let mut enabled = self.inner.enabled.subscribe();
+        if !*enabled.borrow_and_update() {
+            tracing::info!("waiting for AppAPI to enable the app before calling Nextcloud");
+        }
+        let _ = enabled.wait_for(|e| *e).await;
     }
 
     /// Remembers AppAPI's last enable or disable.
     pub fn remember_enabled(&self, enabled: bool) {
+        self.inner.enabled.send_replace(enabled);
         let marker = self.inner.options.data_dir.join(ENABLED_MARKER);
         let result = if enabled {
             std::fs::write(&marker, b"1")

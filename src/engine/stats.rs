@@ -41,6 +41,9 @@ pub struct Counters {
     pub conflicts: AtomicU64,
     /// Write-back runs that Nextcloud failed and that will be retried.
     pub writeback_retries: AtomicU64,
+    /// Writes Nextcloud refused (412) because the file changed between write-back's look
+    /// and its write; each is looked at again.
+    pub writeback_raced: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +70,7 @@ impl Counters {
             ("bytes_out", get(&self.bytes_out)),
             ("writeback_conflicts", get(&self.conflicts)),
             ("writeback_retries", get(&self.writeback_retries)),
+            ("writeback_raced", get(&self.writeback_raced)),
         ])
     }
 }
@@ -145,6 +149,35 @@ impl Default for Status {
             nextcloud: Mutex::new(NextcloudState::Ok),
             scans: Mutex::new(BTreeMap::new()),
             writeback: Mutex::new(Default::default()),
+        }
+    }
+}
+
+impl Status {
+    /// How Nextcloud answers, as both directions see it: the worker's reads, and the
+    /// write-back's writes when the reads are fine (a Nextcloud that refuses or fails
+    /// our writes is not "ok" because no event happened to be read meanwhile).
+    pub fn nextcloud_now(&self) -> NextcloudState {
+        use super::writeback::WritebackState;
+        let reads = lock(&self.nextcloud).clone();
+        if reads != NextcloudState::Ok {
+            return reads;
+        }
+        match &*lock(&self.writeback) {
+            WritebackState::Ok { .. } => reads,
+            WritebackState::Retrying {
+                since_ms,
+                error,
+                retry_in_ms,
+            } => NextcloudState::Unavailable {
+                since_ms: *since_ms,
+                error: format!("write-back: {error}"),
+                retry_in_ms: *retry_in_ms,
+            },
+            WritebackState::Unauthorized { since_ms, error } => NextcloudState::Unauthorized {
+                since_ms: *since_ms,
+                error: format!("write-back: {error}"),
+            },
         }
     }
 }

@@ -52,6 +52,7 @@ pub(crate) async fn run(engine: Engine) {
     let mut backoff = FIRST_BACKOFF;
     let mut last_scan = tokio::time::Instant::now();
     loop {
+        engine.until_enabled().await;
         if engine.scanning_instead_of_webhooks()
             && last_scan.elapsed() >= engine.inner.options.scan_interval
         {

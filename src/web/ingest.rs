@@ -93,7 +93,7 @@ async fn status(State(state): State<AppState>, _user: AppApiUser) -> Response {
             "failed": failed,
             "counters": engine.counters().snapshot(),
             "webhooks": *lock(&status.webhooks),
-            "nextcloud": *lock(&status.nextcloud),
+            "nextcloud": status.nextcloud_now(),
             "scans": *lock(&status.scans),
             "writeback": *lock(&status.writeback),
             "swarm": state.swarm.status(),

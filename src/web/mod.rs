@@ -12,6 +12,7 @@
 //! | [`swarm`] | the p2p node inside `serve`, wired to the engine and the panel |
 //! | [`feed`] | the node's peers and transfers in the panel's words (states, rates) |
 //! | [`metrics`], [`prometheus`] | bytes per peer and per class, as JSON and as Prometheus text |
+//! | [`health`] | the admin's self-test: every step a change takes, and what to do when one fails |
 //! | [`assets`] | the panel's built JS, CSS and icon |
 
 pub mod access;
@@ -19,6 +20,7 @@ pub mod api;
 pub mod assets;
 pub mod events;
 pub mod feed;
+pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
@@ -125,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ws::routes())
         .merge(ingest::routes())
         .merge(metrics::routes())
+        .merge(health::routes())
         .layer(middleware::from_fn_with_state(
             state.auth.clone(),
             require_appapi,

@@ -253,6 +253,25 @@ test('a user who is not an admin gets no admin controls', async () => {
 	await page.waitForSelector('[data-test="libraries"] >> text=Team documents')
 	assert.equal(await page.locator('[data-test="add-library"]').count(), 0)
 	assert.equal(await page.locator('[data-test="libraries"] >> text=Photos').count(), 0, "admin's library is not alice's")
+	await page.click('[data-view="overview"] a')
+	await page.waitForSelector('[data-test="device-id"]')
+	assert.equal(await page.locator('[data-test="health"]').count(), 0, 'no health check for a user')
+	await context.close()
+})
+
+test("an admin sees the health check on the overview, each check with what to do", async () => {
+	nextcloud.harp = true
+	const { context, page } = await openPanel('admin', 'overview')
+	// serve really runs its checks; the harness's Nextcloud answers few of them, so some
+	// fail: each failed row must say what to do.
+	await page.waitForSelector('[data-test="health"] [data-check="swarm"]', { timeout: 60000 })
+	for (const name of ['webhooks', 'swarm']) {
+		assert.equal(await page.locator(`[data-test="health"] [data-check="${name}"]`).count(), 1, name)
+	}
+	const failed = page.locator('[data-test="health"] [data-ok="false"]')
+	for (let i = 0; i < await failed.count(); i++) {
+		assert.match(await failed.nth(i).innerText(), /\S+\s*\n\s*\S+/, 'a failed check shows its fix')
+	}
 	await context.close()
 })
 

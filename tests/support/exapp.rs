@@ -23,7 +23,8 @@ pub struct ExAppOptions {
     pub version: String,
     pub nextcloud_url: String,
     pub data_dir: PathBuf,
-    /// `--listen`; `None` leaves the choice to the configuration (HaRP socket or APP_HOST:APP_PORT).
+    /// `--listen`; `None` leaves the choice to the configuration (APP_HOST:APP_PORT, and
+    /// HaRP's socket too with a HaRP key).
     pub listen: Option<String>,
     pub harp_shared_key: Option<String>,
     pub json_logs: bool,
@@ -181,19 +182,25 @@ impl ExApp {
         }
     }
 
-    /// Where AppAPI (the double) reaches this ExApp.
+    /// Where AppAPI (the double) reaches this ExApp: HaRP's socket when it listens on one
+    /// (as FRP would), else TCP.
     pub fn target(&self) -> ExAppTarget {
-        match self.listen.strip_prefix("unix://") {
+        match self
+            .listen
+            .split(',')
+            .find_map(|l| l.strip_prefix("unix://"))
+        {
             Some(path) => ExAppTarget::Unix(PathBuf::from(path)),
             None => ExAppTarget::Tcp(self.base_url()),
         }
     }
 
-    /// `http://127.0.0.1:PORT` (TCP listeners only).
+    /// `http://127.0.0.1:PORT` of its (first) TCP listener.
     pub fn base_url(&self) -> String {
         let addr = self
             .listen
-            .strip_prefix("tcp://")
+            .split(',')
+            .find_map(|l| l.strip_prefix("tcp://"))
             .expect("not a TCP listener");
         format!("http://{addr}")
     }

@@ -502,9 +502,15 @@ fn uploads(
                     );
                 }
             }
+            // SabreDAV judges If-Match and If-None-Match on this MOVE against its source,
+            // the upload's `.file` (whose ETag no client has, and which exists): a real
+            // Nextcloud 33 answers 412 to every conditional assembly.
+            if header(headers, "if-match").is_some() || header(headers, "if-none-match").is_some() {
+                state.uploads.insert(key, chunks);
+                return fs_error(FsError::Precondition, path);
+            }
             let mtime = header(headers, "x-oc-mtime").and_then(|m| m.parse().ok());
             let checksum = header(headers, "oc-checksum").map(str::to_owned);
-            let if_match = header(headers, "if-match").map(str::to_owned);
             match user_put(
                 &mut state,
                 uid,
@@ -512,7 +518,7 @@ fn uploads(
                 Content::Bytes(Bytes::from(all)),
                 mtime,
                 checksum,
-                if_match.as_deref(),
+                None,
                 Some(uid),
             ) {
                 Ok((created, node)) => write_headers(

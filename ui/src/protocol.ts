@@ -153,3 +153,16 @@ export interface PanelConfig {
 
 /** How many chain entries the panel (and the server's snapshot) keeps. */
 export const ACTIVITY_LIMIT = 200
+
+/** `GET /api/admin/health`: serve's self-test (admins only). */
+export interface HealthCheck {
+	name: string
+	ok: boolean
+	message: string
+	fix?: string
+}
+
+export interface HealthReport {
+	ok: boolean
+	checks: HealthCheck[]
+}

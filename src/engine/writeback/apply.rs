@@ -294,7 +294,11 @@ impl Engine {
                     // Changed (If-Match) or created (If-None-Match) between our look and our
                     // write: looked at again next pass, which finds the user's version and
                     // keeps both (the user's under its name, the peer's as the conflict copy).
-                    Err(DavError::PreconditionFailed(_)) => out.raced += 1,
+                    Err(DavError::PreconditionFailed(_)) => {
+                        Counters::add(&self.inner.counters.writeback_raced, 1);
+                        tracing::info!(library = %id, %path, "Nextcloud refused the write (412): the file changed meanwhile; looking again");
+                        out.raced += 1;
+                    }
                     Err(DavError::Conflict(_)) => self.parent_missing(library, path)?,
                     Err(e) => return Err(e.into()),
                 }

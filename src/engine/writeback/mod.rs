@@ -255,6 +255,7 @@ pub(crate) async fn run(engine: Engine) {
     let mut backoff = FIRST_BACKOFF;
     let mut enables = engine.inner.enables.subscribe();
     loop {
+        engine.until_enabled().await;
         enables.borrow_and_update();
         let mut waiting = 0u64;
         let mut pending = 0u64;

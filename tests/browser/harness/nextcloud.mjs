@@ -181,9 +181,24 @@ export class FakeNextcloud {
 		res.end(html)
 	}
 
-	/** The first route whose regex matches `path` (info.xml order), as both engines pick. */
-	route(path, caseInsensitive) {
-		return this.routes.find((r) => new RegExp(r.url, caseInsensitive ? 'i' : '').test(path.split('?')[0]))
+	/** HaRP's agent: the first route whose url matches from the start of the path (with its
+	 * leading slash; Python's re.match), whatever the verb. */
+	route(path) {
+		return this.routes.find((r) => new RegExp('^(?:' + r.url + ')').test(path.split('?')[0]))
+	}
+
+	/** AppAPI's ExAppProxyController: preg_match('/' . url . '/i') against the path without its
+	 * leading slash; the first route whose url, verb and level all match. An unescaped '/' ends
+	 * PHP's pattern ("Unknown modifier"): such a route never matches. */
+	phpRoute(path, method, level) {
+		const bare = path.split('?')[0].replace(/^\//, '')
+		return this.routes.find((r) => {
+			if (/(^|[^\\])(\\\\)*\//.test(r.url)) {
+				console.warn(`preg_match(): Unknown modifier in route ${r.url}`)
+				return false
+			}
+			return new RegExp(r.url, 'i').test(bare) && r.verbs.includes(method) && level >= r.level
+		})
 	}
 
 	phpProxy(req, res, target) {
@@ -191,9 +206,9 @@ export class FakeNextcloud {
 			return res.writeHead(405).end()
 		}
 		const uid = this.userOf(req)
-		// ExAppProxyController: first route whose url and verb match; too high a level → 404.
-		const route = this.routes.find((r) => new RegExp(r.url, 'i').test(target.split('?')[0]) && r.verbs.includes(req.method))
-		if (!route || this.levelOf(uid) < route.level || target.split('/').includes('..')) {
+		// ExAppProxyController: no route whose url, verb and level match → 404.
+		const route = this.phpRoute(target, req.method, this.levelOf(uid))
+		if (!route || target.split('/').includes('..')) {
 			return res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not found"}')
 		}
 		const headers = { ...req.headers }
@@ -218,7 +233,7 @@ export class FakeNextcloud {
 			return res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found')
 		}
 		const uid = this.userOf(req)
-		const route = this.route(target, false)
+		const route = this.route(target)
 		if (!route) {
 			return res.writeHead(404).end()
 		}
@@ -257,7 +272,7 @@ export class FakeNextcloud {
 		}
 		const target = req.url.slice(exapps.length - 1)
 		const uid = this.userOf(req)
-		const route = this.route(target, false)
+		const route = this.route(target)
 		if (!route) {
 			return refuse(404)
 		}
