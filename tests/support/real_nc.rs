@@ -152,6 +152,17 @@ fn setup() -> Result<RealNc, String> {
         nc.harp_daemon = harp.get("HARP_DAEMON").cloned().unwrap_or(nc.harp_daemon);
     }
     nc.remove_leftovers();
+    // New users get no skeleton files: Nextcloud copies ~65 of them on a user's first
+    // request, and each copy is a NodeCreated/NodeWritten webhook job for every ExApp
+    // registered on this Nextcloud, which the one webhook worker delivers in turn (3 s each
+    // to an ExApp that is not running): thousands of jobs ahead of a test's own deliveries.
+    for key in ["skeletondirectory", "templatedirectory"] {
+        let current = nc.occ(&["config:system:get", key]);
+        if !current.status.success() || !String::from_utf8_lossy(&current.stdout).trim().is_empty()
+        {
+            nc.occ_ok(&["config:system:set", key, "--value="]);
+        }
+    }
     Ok(nc)
 }
 
