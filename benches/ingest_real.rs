@@ -7,6 +7,10 @@
 //! starts when the PUT's response arrives and stops when serve's library holds one more entry
 //! (polled every 5 ms). Baseline from the same run: the PUT's own round trip.
 //!
+//! Other ExApps registered on the same Nextcloud share that worker (their webhooks fire for
+//! every change too): the JSON says how many webhooks they have. For a figure of harpbridge
+//! alone, point it at a Nextcloud of its own: `HB_NC_PORT=8481 HB_NC_DIR=/tmp/nc-bench`.
+//!
 //! Prints p50/p99 (and min/max) in milliseconds, ends with one JSON line, written to
 //! `bench/out/ingest-real.json` and added to `bench/out/ingest.json` (key `real_nextcloud`)
 //! when that exists. Needs root (the real Nextcloud); under `cargo test --all-targets` (no
@@ -93,6 +97,14 @@ async fn run() -> Option<Value> {
         latencies.push(answered.elapsed().as_secs_f64() * 1000.0);
         puts.push((answered - sent).as_secs_f64() * 1000.0);
     }
+    // Other ExApps' webhooks share the one worker: each of these uploads also made a job
+    // for each of them (3 s each to one that does not answer).
+    let others = nc
+        .occ_ok(&["webhook_listeners:list"])
+        .lines()
+        .filter_map(|l| l.split('|').nth(2).map(str::trim))
+        .filter(|app_id| !app_id.is_empty() && *app_id != "appId" && *app_id != app.id)
+        .count();
     app.unregister();
     exapp.stop();
 
@@ -106,11 +118,14 @@ async fn run() -> Option<Value> {
          p50 {p50:.0} ms, p99 {p99:.0} ms (min {min:.0}, max {max:.0})"
     );
     println!("baseline: the WebDAV PUT itself, p50 {put50:.0} ms, p99 {put99:.0} ms");
+    println!("other ExApps' webhooks on this Nextcloud, sharing the worker: {others}");
     Some(json!({
         "bench": "ingest-real",
         "nextcloud": "33.0.2",
         "webhook_worker": "occ background-job:worker -i 1 (dedicated)",
         "uploads": UPLOADS,
+        "nextcloud_url": nc.url,
+        "other_exapp_webhooks": others,
         "upload_to_entry_ms": {"p50": p50, "p99": p99, "min": min, "max": max},
         "baseline": {"webdav_put_ms": {"p50": put50, "p99": put99}},
     }))

@@ -20,7 +20,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use harpbridge::web::events::{Body, Operation, ServerMessage};
 use reqwest::Method;
-use support::real_nc::{entries_after, real, serial, status_of, App, RealNc};
+use support::real_nc::{entries_after, real_harp, serial, status_of, App, RealNc};
 use support::ExApp;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -38,7 +38,7 @@ fn registered(nc: &'static RealNc, dir: &std::path::Path, args: &[String]) -> (A
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_on_harp_and_serves_the_panel_through_it() {
-    let Some(nc) = real() else { return };
+    let Some(nc) = real_harp() else { return };
     let _serial = serial().await;
     nc.reset_bruteforce();
     let user = nc.user(false);
@@ -114,7 +114,7 @@ async fn next_event(client: &mut Client) -> ServerMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_through_harp_shows_a_live_entry_after_an_upload() {
-    let Some(nc) = real() else { return };
+    let Some(nc) = real_harp() else { return };
     let _serial = serial().await;
     nc.reset_bruteforce();
     let user = nc.user(false);

@@ -2,7 +2,7 @@
 //! that `../shared/nextcloud/up.sh` and `../shared/harp/up.sh` run, for the end-to-end tests
 //! (`tests/real_nc.rs`, `tests/real_harp.rs`) and `benches/ingest_real.rs`.
 //!
-//! [`real`] makes sure both are up, once per test process: a Nextcloud whose `status.php`
+//! [`real`] makes sure Nextcloud is up, [`real_harp`] also HaRP, once per test process: a Nextcloud whose `status.php`
 //! answers `installed:true` on `HB_NC_PORT` (8480) is reused, otherwise `up.sh --port PORT
 //! --dir HB_NC_DIR` (`/tmp/nc`) starts it; the same for HaRP (`HB_HARP_PORT` 8490,
 //! `HB_HARP_DIR` `/tmp/harp`). The scripts are found beside the repository
@@ -49,9 +49,11 @@ pub struct RealNc {
     pub harp_url: String,
     /// The HaRP deploy daemon (manual-install, ExApp direct): `harp_direct`.
     pub harp_daemon: String,
+    harp_dir: PathBuf,
 }
 
 static SETUP: OnceLock<Result<RealNc, String>> = OnceLock::new();
+static HARP: OnceLock<Result<(), String>> = OnceLock::new();
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -68,6 +70,15 @@ pub fn real() -> Option<&'static RealNc> {
         Ok(nc) => Some(nc),
         Err(e) => panic!("the real Nextcloud/HaRP did not start: {e}"),
     }
+}
+
+/// The real servers with HaRP in front (started if need be); `None` when not root.
+pub fn real_harp() -> Option<&'static RealNc> {
+    let nc = real()?;
+    if let Err(e) = HARP.get_or_init(|| nc.start_harp()) {
+        panic!("the real HaRP did not start: {e}");
+    }
+    Some(nc)
 }
 
 /// Holds the tests of this process to one at a time.
@@ -119,7 +130,7 @@ fn setup() -> Result<RealNc, String> {
             .cloned()
             .ok_or_else(|| format!("up.sh set no {k}"))
     };
-    let mut nc = RealNc {
+    let nc = RealNc {
         url: get("NC_URL")?,
         dir: PathBuf::from(get("NC_DIR")?),
         run_dir: dir.join("run"),
@@ -127,30 +138,8 @@ fn setup() -> Result<RealNc, String> {
         pass: get("NC_PASS")?,
         harp_url: format!("http://127.0.0.1:{harp_port}"),
         harp_daemon: "harp_direct".into(),
+        harp_dir: PathBuf::from(harp_dir),
     };
-    let harp_up = http_get(
-        &format!("{}/exapps/app_api/info", nc.harp_url),
-        &[("harp-shared-key", HARP_KEY)],
-    )
-    .is_some_and(|(s, _)| s == 200);
-    if !harp_up || !nc.occ_ok(&["app_api:daemon:list"]).contains("harp_direct") {
-        let script = shared.join("harp/up.sh");
-        eprintln!("starting the real HaRP: {}", script.display());
-        let harp = run_up(
-            Command::new("bash")
-                .args([
-                    script.to_str().unwrap(),
-                    "--port",
-                    &harp_port,
-                    "--dir",
-                    &harp_dir,
-                ])
-                .env("NC_URL", &nc.url)
-                .env("NC_DIR", &nc.dir),
-        )?;
-        nc.harp_url = harp.get("HARP_URL").cloned().unwrap_or(nc.harp_url);
-        nc.harp_daemon = harp.get("HARP_DAEMON").cloned().unwrap_or(nc.harp_daemon);
-    }
     nc.remove_leftovers();
     // New users get no skeleton files: Nextcloud copies ~65 of them on a user's first
     // request, and each copy is a NodeCreated/NodeWritten webhook job for every ExApp
@@ -228,6 +217,43 @@ pub fn free_port() -> u16 {
 }
 
 impl RealNc {
+    /// Starts HaRP in front of this Nextcloud unless it answers already (its ports 8780,
+    /// 9600 and 8200 are fixed: one HaRP per machine).
+    fn start_harp(&self) -> Result<(), String> {
+        let up = http_get(
+            &format!("{}/exapps/app_api/info", self.harp_url),
+            &[("harp-shared-key", HARP_KEY)],
+        )
+        .is_some_and(|(s, _)| s == 200);
+        if up
+            && self
+                .occ_ok(&["app_api:daemon:list"])
+                .contains(&self.harp_daemon)
+        {
+            return Ok(());
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harp/up.sh");
+        eprintln!("starting the real HaRP: {}", script.display());
+        let port = self
+            .harp_url
+            .rsplit(':')
+            .next()
+            .unwrap_or("8490")
+            .to_owned();
+        let harp = run_up(
+            Command::new("bash")
+                .arg(&script)
+                .args(["--port", &port, "--dir"])
+                .arg(&self.harp_dir)
+                .env("NC_URL", &self.url)
+                .env("NC_DIR", &self.dir),
+        )?;
+        match harp.get("HARP_URL") {
+            Some(url) if *url == self.harp_url => Ok(()),
+            other => Err(format!("HaRP's up.sh gave HARP_URL {other:?}")),
+        }
+    }
+
     /// `occ ARGS` as www-data in Nextcloud's directory, with `env` set, bounded by 5 minutes.
     pub fn occ_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut command = Command::new("timeout");
