@@ -11,6 +11,7 @@
 //! - [`queue`]: the durable, de-duplicating queue between the receiver and the worker.
 //! - [`ingest`]: reading one path's truth over WebDAV and recording it.
 //! - [`worker`]: draining the queue, with retries and backoff when Nextcloud is down.
+//! - [`catchup`]: finding, by folder ETags, the changes no webhook delivered.
 //! - [`echo`]: not recording our own writes twice.
 //! - [`mirror`]: what Nextcloud holds, as last known (the base both directions compare with).
 //! - [`writeback`]: the other direction: peers' changes written into Nextcloud.
@@ -18,6 +19,7 @@
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
 
+pub mod catchup;
 pub mod echo;
 pub mod event;
 pub mod ingest;
@@ -43,6 +45,7 @@ use crate::identity::DeviceIdentity;
 use crate::web::events as panel;
 use crate::web::hub::Hub;
 
+use catchup::FolderEtags;
 use echo::OwnWrites;
 use event::FileEvent;
 use libraries::{Libraries, Library, LibraryError};
@@ -61,7 +64,7 @@ pub struct EngineOptions {
     pub app_id: String,
     /// The name of this device in membership entries.
     pub device_name: String,
-    /// Scan every library this often when webhooks are unavailable.
+    /// Catch up with every library this often ([`catchup`]), webhooks or not.
     pub scan_interval: Duration,
     /// Size limit of the block store.
     pub cache_limit: u64,
@@ -83,6 +86,8 @@ pub enum EngineError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    FolderEtags(#[from] catchup::FolderEtagsError),
     #[error("Nextcloud: {0}")]
     Dav(#[from] DavError),
     #[error("{path} read {got} bytes of {expected}: it changed while being read")]
@@ -139,6 +144,15 @@ struct Inner {
     enables: tokio::sync::watch::Sender<u64>,
     /// Where write-back fetches versions it lacks (the swarm, once it runs).
     content_source: Mutex<Option<Arc<dyn ContentSource>>>,
+    /// Folder ETags of complete reconciles ([`catchup`]).
+    folder_etags: FolderEtags,
+    /// Wakes the catch-up task, with the reasons it was asked for.
+    catch_up_wake: tokio::sync::Notify,
+    catch_up_reasons: Mutex<Vec<String>>,
+    /// The events of one change that were processed ([`ingest::Bursts`]).
+    bursts: ingest::Bursts,
+    /// One webhook registration at a time.
+    webhooks_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -178,6 +192,7 @@ impl Engine {
         )?;
         let libraries = Libraries::open(db.clone())?;
         let mirror = Mirror::open(db.clone())?;
+        let folder_etags = FolderEtags::open(db.clone())?;
         let queue = Queue::open(db)?;
         if let Some(hub) = &hub {
             hub.set_device_id(Some(identity.peer_id().to_string()));
@@ -208,6 +223,11 @@ impl Engine {
                 writeback_wake: tokio::sync::Notify::new(),
                 enables: tokio::sync::watch::Sender::new(0),
                 content_source: Mutex::new(None),
+                folder_etags,
+                catch_up_wake: tokio::sync::Notify::new(),
+                catch_up_reasons: Mutex::new(Vec::new()),
+                bursts: ingest::Bursts::default(),
+                webhooks_lock: tokio::sync::Mutex::new(()),
             }),
         };
         for library in engine.inner.libraries.list() {
@@ -218,6 +238,7 @@ impl Engine {
         }
         tokio::spawn(worker::run(engine.clone()));
         tokio::spawn(writeback::run(engine.clone()));
+        tokio::spawn(catchup::run(engine.clone()));
         engine.wake_writeback();
         let names = engine.clone();
         tokio::task::spawn_blocking(move || names.learn_names());
@@ -261,13 +282,30 @@ impl Engine {
     }
 
     /// Takes a validated delivery: drops it if it touches no library, else queues it.
+    /// A delivery that cannot be queued is lost (Nextcloud never retries): a catch-up
+    /// follows.
     pub async fn accept(&self, key: [u8; 32], event: FileEvent) -> Result<Accepted, QueueError> {
-        if self.inner.libraries.matching(event.nodes()).is_empty() {
+        let libraries = self.inner.libraries.matching(event.nodes());
+        if libraries.is_empty() {
             Counters::add(&self.inner.counters.outside, 1);
             tracing::debug!(path = %event.node.path, "event outside every library dropped");
             return Ok(Accepted::Outside);
         }
-        match self.inner.queue.enqueue(key, event).await? {
+        let time = event.time;
+        let enqueued = self.inner.queue.enqueue(key, event).await;
+        if enqueued.is_err() {
+            self.request_catch_up("a delivery could not be queued");
+        } else {
+            let now = crate::chain::now_ms();
+            let lag = (time > 0).then(|| (now / 1000) as i64 - time);
+            let mut status = lock(&self.inner.status.libraries);
+            for id in libraries {
+                let deliveries = &mut status.entry(id.to_hex()).or_default().deliveries;
+                deliveries.last_accepted_ms = Some(now);
+                deliveries.lag_s = lag;
+            }
+        }
+        match enqueued? {
             Enqueued::Queued(_) => {
                 Counters::add(&self.inner.counters.queued, 1);
                 Ok(Accepted::Queued)
@@ -279,10 +317,54 @@ impl Engine {
         }
     }
 
-    /// Registers our webhooks (on enable); remembers and logs how it went.
+    /// A delivery was refused (malformed): whatever it said is lost, so a catch-up follows.
+    pub fn delivery_refused(&self) {
+        self.request_catch_up("a delivery was refused");
+    }
+
+    /// Registers our webhooks (on enable), then catches up with what happened while they
+    /// were not delivered.
     pub async fn register_webhooks(&self) {
-        let state = match webhooks::register(&self.inner.nextcloud, &self.inner.options.app_id)
-            .await
+        self.update_webhooks().await;
+        self.inner.queue.wake();
+        // An enable is the admin's "try Nextcloud again" after a refused secret.
+        self.inner.enables.send_modify(|n| *n += 1);
+        self.wake_writeback();
+        self.request_catch_up("enabled");
+    }
+
+    /// Webhooks filtered to the libraries' folders ([`webhooks::event_filter`]).
+    fn webhook_filter(&self) -> serde_json::Value {
+        let libraries = self.inner.libraries.list();
+        let watched: Vec<webhooks::Watched<'_>> = libraries
+            .iter()
+            .map(|l| webhooks::Watched {
+                uid: &l.uid,
+                folder: &l.folder,
+            })
+            .collect();
+        webhooks::event_filter(&watched)
+    }
+
+    /// Whether our webhooks are known to be in place.
+    pub fn webhooks_registered(&self) -> bool {
+        matches!(
+            *lock(&self.inner.status.webhooks),
+            WebhookState::Registered { .. }
+        )
+    }
+
+    /// Registers our webhooks idempotently, filtered to the libraries as they are now;
+    /// remembers and logs how it went.
+    pub async fn update_webhooks(&self) {
+        let _one = self.inner.webhooks_lock.lock().await;
+        let filter = self.webhook_filter();
+        let state = match webhooks::register(
+            &self.inner.nextcloud,
+            &self.inner.options.app_id,
+            &filter,
+        )
+        .await
         {
             Ok(Registration::Registered { kinds, refused }) => {
                 for (kind, why) in &refused {
@@ -298,7 +380,7 @@ impl Engine {
                 }
             }
             Ok(Registration::Unavailable(reason)) => {
-                tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: scanning libraries periodically instead");
+                tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: only the periodic catch-ups see changes");
                 WebhookState::Unavailable { reason }
             }
             Err(e) => {
@@ -309,10 +391,21 @@ impl Engine {
             }
         };
         *lock(&self.inner.status.webhooks) = state;
-        self.inner.queue.wake();
-        // An enable is the admin's "try Nextcloud again" after a refused secret.
-        self.inner.enables.send_modify(|n| *n += 1);
-        self.wake_writeback();
+    }
+
+    /// The libraries changed: their webhooks' filter with them (in the background; a
+    /// catch-up follows if that fails). Only once AppAPI has enabled us.
+    fn libraries_changed(&self) {
+        if !self.was_enabled() {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.update_webhooks().await;
+            if !engine.webhooks_registered() {
+                engine.request_catch_up("webhooks could not be updated");
+            }
+        });
     }
 
     /// Removes our webhooks (on disable).
@@ -323,14 +416,6 @@ impl Engine {
             tracing::warn!(error = %e, "could not remove webhooks");
         }
         *lock(&self.inner.status.webhooks) = WebhookState::Unknown;
-    }
-
-    /// Whether the periodic scan stands in for webhooks.
-    pub fn scanning_instead_of_webhooks(&self) -> bool {
-        matches!(
-            *lock(&self.inner.status.webhooks),
-            WebhookState::Unavailable { .. } | WebhookState::Error { .. }
-        )
     }
 
     /// Creates a library for `uid`'s `folder` and starts its initial scan.
@@ -377,6 +462,8 @@ impl Engine {
         let engine = self.clone();
         let scanned = library.clone();
         tokio::spawn(async move {
+            // Webhooks for its folder first: a change after the scan looked is delivered.
+            engine.update_webhooks().await;
             engine.scan_library(&scanned).await;
         });
         Ok(library)
@@ -432,6 +519,11 @@ impl Engine {
         if let Err(e) = self.inner.mirror.forget(id) {
             tracing::warn!(error = %e, "could not forget what Nextcloud holds of the library");
         }
+        if let Err(e) = self.inner.folder_etags.forget(id) {
+            tracing::warn!(error = %e, "could not forget the library's folder ETags");
+        }
+        lock(&self.inner.status.libraries).remove(&id.to_hex());
+        self.libraries_changed();
         if let Err(e) = self.inner.content.set_current(*id, &[]) {
             tracing::warn!(error = %e, "could not release the library's blocks");
         }
