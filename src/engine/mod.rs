@@ -379,18 +379,25 @@ impl Engine {
                         .collect(),
                 }
             }
-            Ok(Registration::Unavailable(reason)) => {
-                tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: only the periodic catch-ups see changes");
-                WebhookState::Unavailable { reason }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not register webhooks");
-                WebhookState::Error {
-                    error: e.to_string(),
-                }
-            }
+            Ok(Registration::Unavailable(reason)) => WebhookState::Unavailable { reason },
+            Err(e) => WebhookState::Error {
+                error: e.to_string(),
+            },
         };
-        *lock(&self.inner.status.webhooks) = state;
+        let mut current = lock(&self.inner.status.webhooks);
+        // Tried again every catch-up round while they are not in place: said once.
+        if *current != state {
+            match &state {
+                WebhookState::Unavailable { reason } => {
+                    tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: only the periodic catch-ups see changes");
+                }
+                WebhookState::Error { error } => {
+                    tracing::error!(%error, "could not register webhooks");
+                }
+                _ => {}
+            }
+        }
+        *current = state;
     }
 
     /// The libraries changed: their webhooks' filter with them (in the background; a
