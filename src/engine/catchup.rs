@@ -41,8 +41,6 @@ const FOLDER_ETAGS: TableDefinition<([u8; 16], &str), &str> = TableDefinition::n
 const QUEUE_GRACE: Duration = Duration::from_secs(30);
 /// First retry after a failed round; doubles up to the scan interval.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
-/// A 401 stops catch-ups until AppAPI enables the app again, or this long.
-const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 #[error("folder ETag storage: {0}")]
@@ -258,12 +256,15 @@ impl Engine {
 }
 
 /// The catch-up task: a round at start, then every scan interval or when asked.
+///
+/// Nextcloud refusing our credentials (401, from the catch-up or from the worker) stops
+/// the rounds until AppAPI enables the app again or the worker gets through: each refused
+/// call counts toward Nextcloud's brute-force lock-out of our address.
 pub(crate) async fn run(engine: Engine) {
     let interval = engine.inner.options.scan_interval;
     let mut enables = engine.inner.enables.subscribe();
     let mut wait = Duration::ZERO;
     let mut retry = FIRST_RETRY;
-    let mut paused_since: Option<tokio::time::Instant> = None;
     let mut rounds = 0u64;
     loop {
         let asked = tokio::select! {
@@ -280,14 +281,11 @@ pub(crate) async fn run(engine: Engine) {
             round_ended(&engine, false);
             continue;
         }
-        if let Some(since) = paused_since {
-            let enabled_again = enables.has_changed().unwrap_or(false);
-            if !enabled_again && since.elapsed() < UNAUTHORIZED_PAUSE {
-                round_ended(&engine, false);
-                continue;
-            }
-            enables.borrow_and_update();
-            paused_since = None;
+        let enabled_again = enables.has_changed().unwrap_or(false);
+        enables.borrow_and_update();
+        if unauthorized(&engine) && !enabled_again {
+            round_ended(&engine, false);
+            continue;
         }
         if reasons.is_empty() {
             let why = match (rounds, asked) {
@@ -302,28 +300,32 @@ pub(crate) async fn run(engine: Engine) {
         // Webhooks not known to be in place (since start, or after a failure): try again.
         if !engine.webhooks_registered() {
             engine.update_webhooks().await;
+            if engine.webhooks_refused_us() {
+                refused(&engine, "registering webhooks");
+                round_ended(&engine, true);
+                continue;
+            }
         }
         let deadline = tokio::time::Instant::now() + QUEUE_GRACE;
         while engine.inner.queue.len().unwrap_or(0) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut failed = false;
+        let mut denied = false;
         for library in engine.inner.libraries.list() {
             match engine.catch_up(&library, &why).await {
                 Ok(_) => {}
                 Err(EngineError::Dav(DavError::Unauthorized)) => {
-                    tracing::error!("Nextcloud refused harpbridge's credentials; catch-ups wait for an enable (check APP_SECRET, and the brute-force lock-out)");
-                    *lock(&engine.inner.status.nextcloud) = NextcloudState::Unauthorized {
-                        since_ms: crate::chain::now_ms(),
-                        error: DavError::Unauthorized.to_string(),
-                    };
-                    enables.borrow_and_update();
-                    paused_since = Some(tokio::time::Instant::now());
-                    failed = false;
+                    refused(&engine, "reading a library");
+                    denied = true;
                     break;
                 }
                 Err(_) => failed = true,
             }
+        }
+        if !denied && !failed && unauthorized(&engine) {
+            // Through again after an enable.
+            *lock(&engine.inner.status.nextcloud) = NextcloudState::Ok;
         }
         if failed {
             wait = retry.min(interval);
@@ -333,6 +335,21 @@ pub(crate) async fn run(engine: Engine) {
         }
         round_ended(&engine, true);
     }
+}
+
+fn unauthorized(engine: &Engine) -> bool {
+    matches!(
+        *lock(&engine.inner.status.nextcloud),
+        NextcloudState::Unauthorized { .. }
+    )
+}
+
+fn refused(engine: &Engine, doing: &str) {
+    tracing::error!("Nextcloud refused harpbridge's credentials ({doing}); catch-ups wait for an enable (check APP_SECRET, and the brute-force lock-out)");
+    *lock(&engine.inner.status.nextcloud) = NextcloudState::Unauthorized {
+        since_ms: crate::chain::now_ms(),
+        error: DavError::Unauthorized.to_string(),
+    };
 }
 
 /// The round is over: the task is idle, or pending if asked again meanwhile.
@@ -346,5 +363,55 @@ fn round_ended(engine: &Engine, counted: bool) {
     };
     if counted {
         task.rounds += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{ChainPath, Op, Tree};
+
+    #[test]
+    fn etags_are_recorded_durably_and_forgotten_with_their_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let lib = LibraryId([5; 16]);
+        let mirror = Mirror::open(db.clone()).unwrap();
+        mirror.adopt(&lib, &Tree::default()).unwrap();
+        let p = |s: &str| ChainPath::new(s).unwrap();
+        mirror
+            .record(
+                &lib,
+                &[Op::Mkdir { path: p("a") }, Op::Mkdir { path: p("a/b") }],
+            )
+            .unwrap();
+        let etags = FolderEtags::open(db.clone()).unwrap();
+        let seen = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(p, e)| (p.to_string(), e.to_string()))
+                .collect::<Vec<_>>()
+        };
+        etags
+            .record(
+                &lib,
+                seen(&[("", "r1"), ("a", "a1"), ("a/b", "b1")]),
+                &mirror,
+            )
+            .unwrap();
+        assert_eq!(etags.get(&lib, "a/b").as_deref(), Some("b1"));
+        // a/b is gone from Nextcloud (the mirror): its ETag goes with it.
+        mirror
+            .record(&lib, &[Op::Delete { path: p("a/b") }])
+            .unwrap();
+        etags
+            .record(&lib, seen(&[("", "r2"), ("a", "a2")]), &mirror)
+            .unwrap();
+        drop(etags);
+        let again = FolderEtags::open(db).unwrap();
+        assert_eq!(again.get(&lib, "").as_deref(), Some("r2"));
+        assert_eq!(again.get(&lib, "a").as_deref(), Some("a2"));
+        assert_eq!(again.get(&lib, "a/b"), None);
+        again.forget(&lib).unwrap();
+        assert_eq!(again.get(&lib, ""), None);
     }
 }

@@ -703,6 +703,46 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::chain::LibraryId;
+    use crate::engine::event::{Area, Node};
+
+    fn event(kind: EventKind, id: u64, time: i64) -> FileEvent {
+        FileEvent {
+            kind,
+            user: Some("alice".into()),
+            time,
+            node: Node {
+                id: Some(id),
+                uid: "alice".into(),
+                area: Area::Files,
+                path: "Team/a.bin".into(),
+            },
+            source: None,
+        }
+    }
+
+    #[test]
+    fn the_events_of_one_change_are_answered_by_the_first() {
+        let bursts = Bursts::default();
+        let created = event(EventKind::Created, 7, 100);
+        let written = event(EventKind::Written, 7, 100);
+        assert!(!bursts.answered(&written));
+        bursts.note(&written);
+        assert!(bursts.answered(&created), "same node, same second");
+        bursts.note(&created);
+        assert!(bursts.answered(&event(EventKind::Copied, 7, 100)));
+        // A second write in the same second is a new change; so is a later one, and
+        // another node at the path.
+        assert!(!bursts.answered(&written));
+        bursts.note(&written);
+        assert!(!bursts.answered(&event(EventKind::Written, 7, 100)));
+        assert!(!bursts.answered(&event(EventKind::Created, 7, 101)));
+        assert!(!bursts.answered(&event(EventKind::Created, 8, 100)));
+        let mut deleted = event(EventKind::Deleted, 7, 100);
+        assert!(!bursts.answered(&deleted));
+        deleted.node.id = None;
+        bursts.note(&deleted);
+        assert!(bursts.answered(&created));
+    }
 
     #[test]
     fn hrefs_map_to_library_paths() {

@@ -153,6 +153,8 @@ struct Inner {
     bursts: ingest::Bursts,
     /// One webhook registration at a time.
     webhooks_lock: tokio::sync::Mutex<()>,
+    /// The last registration got a 401.
+    webhooks_refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,6 +230,7 @@ impl Engine {
                 catch_up_reasons: Mutex::new(Vec::new()),
                 bursts: ingest::Bursts::default(),
                 webhooks_lock: tokio::sync::Mutex::new(()),
+                webhooks_refused: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         for library in engine.inner.libraries.list() {
@@ -346,6 +349,13 @@ impl Engine {
         webhooks::event_filter(&watched)
     }
 
+    /// Whether the last registration of our webhooks got a 401.
+    pub(crate) fn webhooks_refused_us(&self) -> bool {
+        self.inner
+            .webhooks_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether our webhooks are known to be in place.
     pub fn webhooks_registered(&self) -> bool {
         matches!(
@@ -359,13 +369,11 @@ impl Engine {
     pub async fn update_webhooks(&self) {
         let _one = self.inner.webhooks_lock.lock().await;
         let filter = self.webhook_filter();
-        let state = match webhooks::register(
-            &self.inner.nextcloud,
-            &self.inner.options.app_id,
-            &filter,
-        )
-        .await
-        {
+        let registered =
+            webhooks::register(&self.inner.nextcloud, &self.inner.options.app_id, &filter).await;
+        let refused_us =
+            matches!(&registered, Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED));
+        let state = match registered {
             Ok(Registration::Registered { kinds, refused }) => {
                 for (kind, why) in &refused {
                     tracing::warn!(event = kind.name(), reason = %why, "Nextcloud refused a webhook");
@@ -384,6 +392,9 @@ impl Engine {
                 error: e.to_string(),
             },
         };
+        self.inner
+            .webhooks_refused
+            .store(refused_us, std::sync::atomic::Ordering::Relaxed);
         let mut current = lock(&self.inner.status.webhooks);
         // Tried again every catch-up round while they are not in place: said once.
         if *current != state {
