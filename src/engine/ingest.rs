@@ -520,6 +520,9 @@ impl Engine {
         progress_key: Option<&str>,
         prune: bool,
     ) -> Result<Walked, EngineError> {
+        // Nextcloud does not say who made a change a walk finds: it was found in the
+        // library owner's folder, and the panel shows it as theirs.
+        let found_by = Some(library.uid.as_str());
         let mut pending: Vec<Op> = Vec::new();
         let mut appended = 0u64;
         let mut seen: HashSet<String> = HashSet::new();
@@ -611,7 +614,7 @@ impl Engine {
                 }
                 if pending.len() >= SCAN_BATCH {
                     appended += pending.len() as u64;
-                    self.append(library, std::mem::take(&mut pending), None)
+                    self.append(library, std::mem::take(&mut pending), found_by)
                         .await?;
                 }
             }
@@ -632,7 +635,7 @@ impl Engine {
             }
         }
         appended += pending.len() as u64;
-        self.append(library, pending, None).await?;
+        self.append(library, pending, found_by).await?;
         Ok(Walked {
             appended,
             folder_etags,
