@@ -205,7 +205,9 @@ async fn without_webhook_listeners_libraries_are_scanned() {
         .as_str()
         .unwrap()
         .contains("webhook_listeners"));
-    assert!(exapp.logs().contains("scanning libraries periodically"));
+    assert!(exapp
+        .logs()
+        .contains("only the periodic catch-ups see changes"));
 
     nc.user_mkdir("alice", "Sync/docs");
     nc.user_put("alice", "Sync/docs/new.txt", "found by the scan");

@@ -1,17 +1,39 @@
 //! The shipped `appinfo/info.xml`: complete, with anchored routes that cover exactly the
-//! paths the panel needs, and a JSON form for manual installs that matches it.
+//! paths the panel needs in both engines that match them (HaRP and AppAPI's PHP proxy),
+//! and a JSON form for manual installs that matches it.
 
-use harpbridge::appapi::manifest::Manifest;
+use harpbridge::appapi::manifest::{Manifest, Route};
 
-fn route_for<'a>(
-    manifest: &'a Manifest,
-    path: &str,
-) -> Option<&'a harpbridge::appapi::manifest::Route> {
-    // HaRP: Python re.match (anchored at the start, case-sensitive), first url match wins.
+/// HaRP's agent: the first route whose url matches from the start of the path (Python's
+/// `re.match`, case-sensitive, path WITH its leading slash), whatever the verb.
+fn route_for<'a>(manifest: &'a Manifest, path: &str) -> Option<&'a Route> {
     manifest.external_app.routes.route.iter().find(|r| {
         regex_lite::Regex::new(&r.url)
             .map(|re| re.find(path).is_some_and(|m| m.start() == 0))
             .unwrap_or(false)
+    })
+}
+
+/// `url` as AppAPI's PHP proxy uses it: `preg_match('/' . url . '/i', path)`. An
+/// unescaped `/` ends the pattern there (nextcloud.log: "Unknown modifier"): `None`.
+fn php_pattern(url: &str) -> Option<regex_lite::Regex> {
+    let mut escaped = false;
+    for c in url.chars() {
+        match c {
+            '\\' => escaped = !escaped,
+            '/' if !escaped => return None,
+            _ => escaped = false,
+        }
+    }
+    regex_lite::Regex::new(&format!("(?i){url}")).ok()
+}
+
+/// AppAPI's ExAppProxyController: the first route whose url (against the path WITHOUT its
+/// leading slash) and verb match.
+fn php_route_for<'a>(manifest: &'a Manifest, path: &str, verb: &str) -> Option<&'a Route> {
+    manifest.external_app.routes.route.iter().find(|r| {
+        php_pattern(&r.url).is_some_and(|p| p.is_match(path.trim_start_matches('/')))
+            && r.verb.to_ascii_uppercase().contains(verb)
     })
 }
 
@@ -33,7 +55,16 @@ fn manifest_is_complete() {
         assert!(xml.contains(needle), "info.xml lacks {needle}");
     }
     for r in &m.external_app.routes.route {
-        assert!(r.url.starts_with("^/"), "route {} is not anchored", r.url);
+        assert!(
+            r.url.starts_with("^\\/?"),
+            "route {} is not anchored for both engines",
+            r.url
+        );
+        assert!(
+            php_pattern(&r.url).is_some(),
+            "{} breaks AppAPI's preg_match (escape every '/')",
+            r.url
+        );
         assert!(r.url.ends_with('$'), "route {} is open-ended", r.url);
         assert!(["USER", "ADMIN", "PUBLIC"].contains(&r.access_level.as_str()));
         assert_ne!(r.access_level, "PUBLIC", "nothing of harpbridge is public");
@@ -43,7 +74,19 @@ fn manifest_is_complete() {
 #[test]
 fn routes_cover_what_the_panel_needs_and_nothing_more() {
     let m = Manifest::shipped().unwrap();
-    let level = |p: &str| route_for(&m, p).map(|r| r.access_level.as_str());
+    let level = |p: &str| {
+        let harp = route_for(&m, p).map(|r| r.access_level.as_str());
+        let php = php_route_for(&m, p, "GET").map(|r| r.access_level.as_str());
+        assert_eq!(
+            harp, php,
+            "HaRP and the PHP proxy pick different routes for {p}"
+        );
+        harp
+    };
+    assert_eq!(
+        php_route_for(&m, "/api/admin/libraries", "POST").map(|r| r.access_level.as_str()),
+        Some("ADMIN")
+    );
     assert_eq!(level("/js/harpbridge-main.js"), Some("USER"));
     assert_eq!(level("/css/harpbridge-main.css"), Some("USER"));
     assert_eq!(level("/img/app.svg"), Some("USER"));
@@ -75,4 +118,20 @@ fn json_info_matches_the_xml() {
     let routes = json["routes"].as_array().unwrap();
     assert_eq!(routes.len(), m.external_app.routes.route.len());
     assert!(routes.iter().all(|r| r["headers_to_exclude"].is_array()));
+    // AppAPI stores --json-info's access levels as given, and HaRP's agent accepts only
+    // 0, 1 or 2 (a name makes every request through HaRP 404).
+    for (json, xml) in routes.iter().zip(&m.external_app.routes.route) {
+        let want = match xml.access_level.as_str() {
+            "PUBLIC" => 0,
+            "USER" => 1,
+            "ADMIN" => 2,
+            other => panic!("{other}"),
+        };
+        assert_eq!(json["access_level"], want, "{}", xml.url);
+        assert_eq!(json["url"], xml.url.as_str());
+    }
+    assert_eq!(
+        m.json_info("harp_direct", "s", 1).unwrap()["daemon_config_name"],
+        "harp_direct"
+    );
 }

@@ -7,6 +7,14 @@
 //! signed, with the triggering user in `AUTHORIZATION-APP-API`. They ask for a
 //! `Content-Type: application/json` header, but deliveries are parsed as JSON whatever
 //! the header says, since Nextcloud sends none by default.
+//!
+//! Every webhook carries an `eventFilter` ([`event_filter`]) that matches only events on
+//! the libraries' paths, so a change anywhere else costs Nextcloud no background job and
+//! no call. webhook_listeners evaluates it with its `PHPMongoQuery` against the serialized
+//! event (`{"event": {...}, "user": ..., "time": ...}`): a string value of the form
+//! `/regex/flags` is a PCRE match (there is no `$regex` operator: an unknown operator
+//! throws inside the event listener, i.e. inside the user's request), and `$or` needs a
+//! non-empty list.
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -36,6 +44,8 @@ struct Row {
     event: String,
     #[serde(default)]
     headers: Option<Value>,
+    #[serde(default)]
+    event_filter: Option<Value>,
 }
 
 /// The outcome of a registration.
@@ -50,20 +60,77 @@ pub enum Registration {
     Unavailable(String),
 }
 
-fn body(kind: EventKind) -> Value {
+/// A library's folder as webhook_listeners names its nodes: `/<uid>/files[/<folder>]`.
+pub struct Watched<'a> {
+    pub uid: &'a str,
+    pub folder: &'a str,
+}
+
+/// `s` as a PCRE literal: ASCII punctuation escaped (a backslash before a non-alphanumeric
+/// character is always that character), everything else as it is.
+fn pcre_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `eventFilter` that matches the events on these folders (or below them) and no
+/// other: a node's path, a move's or copy's source or target. Without folders, a filter
+/// that matches nothing (an empty filter would match everything).
+pub fn event_filter(watched: &[Watched<'_>]) -> Value {
+    if watched.is_empty() {
+        return json!({"event.class": "harpbridge: no library"});
+    }
+    let mut roots: Vec<String> = watched
+        .iter()
+        .map(|w| {
+            let root = if w.folder.is_empty() {
+                format!("/{}/files", w.uid)
+            } else {
+                format!("/{}/files/{}", w.uid, w.folder)
+            };
+            pcre_literal(&root)
+        })
+        .collect();
+    roots.sort();
+    roots.dedup();
+    let regex = format!("/^(?:{})(?:\\/|$)/", roots.join("|"));
+    json!({"$or": [
+        {"event.node.path": regex},
+        {"event.source.path": regex},
+        {"event.target.path": regex},
+    ]})
+}
+
+/// A stored filter as comparable JSON: PHP lists an empty one as `[]`.
+fn stored_filter(filter: Option<&Value>) -> Value {
+    match filter {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::Array(a)) if a.is_empty() => json!({}),
+        Some(v) => v.clone(),
+    }
+}
+
+fn body(kind: EventKind, filter: &Value) -> Value {
     json!({
         "httpMethod": "POST",
         "uri": uri(kind),
         "event": kind.class(),
-        "eventFilter": {},
+        "eventFilter": filter,
         "userIdFilter": "",
         "headers": {"Content-Type": "application/json"},
         "authMethod": "none",
     })
 }
 
-fn is_right(row: &Row, kind: EventKind) -> bool {
+fn is_right(row: &Row, kind: EventKind, filter: &Value) -> bool {
     row.http_method == "POST"
+        && stored_filter(row.event_filter.as_ref()) == *filter
         && row.event.trim_start_matches('\\') == kind.class()
         && row
             .headers
@@ -77,8 +144,13 @@ fn unavailable(e: &ClientError) -> bool {
     e.status() == Some(StatusCode::NOT_FOUND)
 }
 
-/// Registers our webhooks for every event kind, idempotently.
-pub async fn register(client: &NextcloudClient, app_id: &str) -> Result<Registration, ClientError> {
+/// Registers our webhooks for every event kind with `filter` ([`event_filter`]),
+/// idempotently: a row that differs (another filter) is updated.
+pub async fn register(
+    client: &NextcloudClient,
+    app_id: &str,
+    filter: &Value,
+) -> Result<Registration, ClientError> {
     let rows: Vec<Row> = match client.ocs(Method::GET, WEBHOOKS, Caller::App, &[], None).await {
         Ok(rows) => rows,
         Err(e) if unavailable(&e) => {
@@ -98,7 +170,7 @@ pub async fn register(client: &NextcloudClient, app_id: &str) -> Result<Registra
     for kind in EventKind::ALL {
         let mut mine = ours.iter().filter(|r| r.uri == uri(kind));
         let result: Result<(), ClientError> = match mine.next() {
-            Some(row) if is_right(row, kind) => {
+            Some(row) if is_right(row, kind, filter) => {
                 keep.push(row.id);
                 Ok(())
             }
@@ -110,13 +182,19 @@ pub async fn register(client: &NextcloudClient, app_id: &str) -> Result<Registra
                         &format!("{WEBHOOKS}/{}", row.id),
                         Caller::App,
                         &[],
-                        Some(&body(kind)),
+                        Some(&body(kind, filter)),
                     )
                     .await
                     .map(drop)
             }
             None => client
-                .ocs::<Value>(Method::POST, WEBHOOKS, Caller::App, &[], Some(&body(kind)))
+                .ocs::<Value>(
+                    Method::POST,
+                    WEBHOOKS,
+                    Caller::App,
+                    &[],
+                    Some(&body(kind, filter)),
+                )
                 .await
                 .map(drop),
         };
@@ -280,6 +358,39 @@ pub fn parse_delivery(body: &[u8]) -> Result<FileEvent, DeliveryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_name_the_libraries_roots() {
+        assert_eq!(
+            event_filter(&[]),
+            json!({"event.class": "harpbridge: no library"})
+        );
+        let f = event_filter(&[
+            Watched {
+                uid: "alice",
+                folder: "Team",
+            },
+            Watched {
+                uid: "bob.b",
+                folder: "",
+            },
+            Watched {
+                uid: "carol",
+                folder: "a+b (x)/[y]",
+            },
+        ]);
+        let regex = r"/^(?:\/alice\/files\/Team|\/bob\.b\/files|\/carol\/files\/a\+b \(x\)\/\[y\])(?:\/|$)/";
+        assert_eq!(
+            f,
+            json!({"$or": [
+                {"event.node.path": regex},
+                {"event.source.path": regex},
+                {"event.target.path": regex},
+            ]})
+        );
+        assert_eq!(stored_filter(Some(&json!([]))), json!({}));
+        assert_eq!(stored_filter(None), json!({}));
+    }
 
     #[test]
     fn fixture_rename_body() {

@@ -51,16 +51,13 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .start_engine();
     if let Some(engine) = &state.engine {
         // Only once AppAPI has enabled us are our credentials good: calls made before
-        // registration count as brute-force attempts against this address.
-        // AppAPI does not call /enabled again when serve merely restarts: check that our
-        // webhooks are still in place (so /api/ingest knows, rather than "unknown").
+        // registration count as brute-force attempts against this address. (The engine's
+        // catch-up checks our webhooks at start; AppAPI does not call /enabled again when
+        // serve merely restarts.)
         if engine.was_enabled() {
             let engine = engine.clone();
             let wanted = state.config.libraries.clone();
-            tokio::spawn(async move {
-                engine.register_webhooks().await;
-                engine.ensure_libraries(&wanted).await
-            });
+            tokio::spawn(async move { engine.ensure_libraries(&wanted).await });
         }
     }
     // Before "serving" is logged, so that the swarm's state is known to the first request.

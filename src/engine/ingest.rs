@@ -17,7 +17,7 @@
 //! move the file instead of fetching it again. Looking before recording makes the
 //! worker correct whatever order events arrive in, and lets it process one event twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::StreamExt;
 
@@ -59,6 +59,88 @@ fn topmost(paths: impl IntoIterator<Item = String>) -> Vec<String> {
     out
 }
 
+/// The events one change fires for one node: Nextcloud fires `NodeCreated` and
+/// `NodeWritten` for a new file (and `NodeCopied` too for a copy), each with the node's id
+/// and the same `time`, delivered separately and in any order. Once one of them was
+/// processed (Nextcloud's file read and recorded), the others ask nothing new: they are
+/// looked at with PROPFIND only, and the file is read again only if its file id, ETag or
+/// size differ from what was recorded. A kind seen twice for one id and second is a new
+/// write, read as any other.
+#[derive(Debug, Default)]
+pub(crate) struct Bursts(std::sync::Mutex<HashMap<(String, String), Burst>>);
+
+#[derive(Debug)]
+struct Burst {
+    id: u64,
+    time: i64,
+    kinds: Vec<EventKind>,
+}
+
+/// More bursts than this remembered: forget them all (they only save downloads).
+const MAX_BURSTS: usize = 4096;
+
+impl Bursts {
+    fn key(event: &FileEvent) -> Option<((String, String), u64)> {
+        match event.kind {
+            EventKind::Created | EventKind::Written | EventKind::Copied => {}
+            _ => return None,
+        }
+        let id = event.node.id?;
+        Some(((event.node.uid.clone(), event.node.path.clone()), id))
+    }
+
+    /// Whether another event of this one's burst was processed already.
+    fn answered(&self, event: &FileEvent) -> bool {
+        let Some((key, id)) = Self::key(event) else {
+            return false;
+        };
+        lock(&self.0)
+            .get(&key)
+            .is_some_and(|b| b.id == id && b.time == event.time && !b.kinds.contains(&event.kind))
+    }
+
+    /// The event was processed.
+    fn note(&self, event: &FileEvent) {
+        let Some((key, id)) = Self::key(event) else {
+            return;
+        };
+        let mut bursts = lock(&self.0);
+        if bursts.len() >= MAX_BURSTS && !bursts.contains_key(&key) {
+            bursts.clear();
+        }
+        match bursts.get_mut(&key) {
+            Some(b) if b.id == id && b.time == event.time && !b.kinds.contains(&event.kind) => {
+                b.kinds.push(event.kind);
+            }
+            _ => {
+                bursts.insert(
+                    key,
+                    Burst {
+                        id,
+                        time: event.time,
+                        kinds: vec![event.kind],
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Whether `path` lies strictly below `folder`.
+fn below(path: &str, folder: &str) -> bool {
+    path.strip_prefix(folder)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// What a walk did.
+pub(super) struct Walked {
+    /// Chain entries it recorded.
+    pub appended: u64,
+    /// The ETag of every folder it listed, as the listing gave it (before anything below
+    /// it was read): to be recorded only once the walk has succeeded.
+    pub folder_etags: Vec<(String, String)>,
+}
+
 fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
     ChainPath::new(rel).map_err(|e| EngineError::Invalid(format!("path {rel:?}: {e}")))
 }
@@ -74,6 +156,7 @@ pub(super) fn href_to_rel(library: &Library, href: &str) -> Option<String> {
 impl Engine {
     /// Processes one queued event against every library it touches.
     pub(crate) async fn process(&self, event: &FileEvent) -> Result<(), EngineError> {
+        let trust = self.inner.bursts.answered(event);
         for library in self.inner.libraries.list() {
             let source = event.source.as_ref().and_then(|s| library.node_path(s));
             let target = library.node_path(&event.node);
@@ -98,9 +181,11 @@ impl Engine {
                     EventKind::Written | EventKind::Deleted | EventKind::Touched => None,
                     _ => Some(Walk::Additions),
                 };
-                self.reconcile(&library, to, walk, user).await?;
+                self.reconcile_trusting(&library, to, walk, user, trust)
+                    .await?;
             }
         }
+        self.inner.bursts.note(event);
         Counters::add(&self.inner.counters.processed, 1);
         Ok(())
     }
@@ -166,6 +251,20 @@ impl Engine {
         walk: Option<Walk>,
         user: Option<&str>,
     ) -> Result<(), EngineError> {
+        self.reconcile_trusting(library, rel, walk, user, false)
+            .await
+    }
+
+    /// [`Self::reconcile`]; `trust_unchanged`: a file whose file id, ETag and size equal
+    /// the mirror's is taken as unchanged without downloading it ([`Bursts`]).
+    async fn reconcile_trusting(
+        &self,
+        library: &Library,
+        rel: &str,
+        walk: Option<Walk>,
+        user: Option<&str>,
+        trust_unchanged: bool,
+    ) -> Result<(), EngineError> {
         match self.stat(library, rel).await? {
             None => {
                 let ops = self.gone(library, rel)?;
@@ -187,11 +286,14 @@ impl Engine {
                     self.inner.mirror.set(&library.id, rel, Held::Dir)?;
                 }
                 if let Some(walk) = walk {
-                    self.walk(library, rel, walk, None).await?;
+                    self.walk(library, rel, walk, None, false).await?;
                 }
             }
             Some(entry) => {
-                if let Some(op) = self.ingest_file(library, rel, &entry, false).await? {
+                if let Some(op) = self
+                    .ingest_file(library, rel, &entry, trust_unchanged)
+                    .await?
+                {
                     self.append(library, vec![op], user).await?;
                 }
             }
@@ -406,15 +508,28 @@ impl Engine {
     }
 
     /// Walks the folder `rel` and everything below it, recording what differs.
-    async fn walk(
+    ///
+    /// `prune`: a folder whose ETag equals the one recorded after the last complete
+    /// reconcile ([`super::catchup::FolderEtags`]) holds nothing new below it, so the walk
+    /// does not descend into it (nor deletes anything below it).
+    pub(super) async fn walk(
         &self,
         library: &Library,
         rel: &str,
         mode: Walk,
         progress_key: Option<&str>,
-    ) -> Result<(), EngineError> {
+        prune: bool,
+    ) -> Result<Walked, EngineError> {
+        // Nextcloud does not say who made a change a walk finds: it was found in the
+        // library owner's folder, and the panel shows it as theirs.
+        let found_by = Some(library.uid.as_str());
         let mut pending: Vec<Op> = Vec::new();
+        let mut appended = 0u64;
         let mut seen: HashSet<String> = HashSet::new();
+        // Folders not walked: their ETag is unchanged, or a peer's change to them waits
+        // for write-back.
+        let mut skipped: Vec<String> = Vec::new();
+        let mut folder_etags: Vec<(String, String)> = Vec::new();
         let mut folders = vec![rel.to_owned()];
         while let Some(folder) = folders.pop() {
             let listing = match self
@@ -433,7 +548,13 @@ impl Engine {
                 let Some(child) = href_to_rel(library, &entry.href) else {
                     continue;
                 };
-                if child == folder || child.is_empty() {
+                if child == folder {
+                    if let Some(etag) = &entry.etag {
+                        folder_etags.push((child, etag.clone()));
+                    }
+                    continue;
+                }
+                if child.is_empty() {
                     continue;
                 }
                 if ChainPath::new(&child).is_err() {
@@ -442,17 +563,32 @@ impl Engine {
                 }
                 seen.insert(child.clone());
                 if entry.is_dir {
-                    if !matches!(
+                    let in_tree = matches!(
                         self.tree(&library.id)?.items.get(&child),
                         Some(TreeItem::Dir { .. })
-                    ) {
+                    );
+                    let held = self.inner.mirror.get(&library.id, &child) == Some(Held::Dir);
+                    if !in_tree && held {
+                        // Nextcloud holds it as known and the tree no longer has it: a
+                        // peer's delete or move that write-back has yet to make.
+                        skipped.push(child);
+                        continue;
+                    }
+                    if !in_tree {
                         pending.push(Op::Mkdir {
                             path: chain_path(&child)?,
                         });
                     } else {
                         self.inner.mirror.set(&library.id, &child, Held::Dir)?;
                     }
-                    folders.push(child);
+                    let unchanged = prune
+                        && entry.etag.is_some()
+                        && entry.etag == self.inner.folder_etags.get(&library.id, &child);
+                    if unchanged {
+                        skipped.push(child);
+                    } else {
+                        folders.push(child);
+                    }
                 } else {
                     files.push((child, entry));
                 }
@@ -477,7 +613,8 @@ impl Engine {
                     pending.push(op);
                 }
                 if pending.len() >= SCAN_BATCH {
-                    self.append(library, std::mem::take(&mut pending), None)
+                    appended += pending.len() as u64;
+                    self.append(library, std::mem::take(&mut pending), found_by)
                         .await?;
                 }
             }
@@ -490,13 +627,19 @@ impl Engine {
                 .subtree(&library.id, rel)
                 .into_iter()
                 .map(|(p, _)| p)
-                .filter(|p| p.as_str() != rel && !seen.contains(p));
+                .filter(|p| {
+                    p.as_str() != rel && !seen.contains(p) && !skipped.iter().any(|s| below(p, s))
+                });
             for path in topmost(missing) {
                 pending.extend(self.gone(library, &path)?);
             }
         }
-        self.append(library, pending, None).await?;
-        Ok(())
+        appended += pending.len() as u64;
+        self.append(library, pending, found_by).await?;
+        Ok(Walked {
+            appended,
+            folder_etags,
+        })
     }
 
     fn scan_progress(&self, key: Option<&str>, update: impl FnOnce(&mut ScanProgress)) {
@@ -532,20 +675,14 @@ impl Engine {
         );
     }
 
-    /// Scans a whole library (its initial scan, or the periodic one without webhooks).
+    /// Scans a whole library (its initial scan), with its progress in the status. A scan
+    /// is a catch-up ([`super::catchup`]) that shows its progress: it records the folders'
+    /// ETags, so the catch-ups after it look only where something changed.
     pub async fn scan_library(&self, library: &Library) {
         let key = library.id.to_hex();
         self.mark_scan_running(library);
         self.publish_library(library);
-        let result = {
-            let lock_ = self.write_lock(&library.id);
-            let _guard = lock_.lock().await;
-            self.walk(library, "", Walk::Full, Some(&key)).await
-        };
-        let result = match result {
-            Ok(()) => self.refresh_current(&library.id).await,
-            Err(e) => Err(e),
-        };
+        let result = self.reconcile_library(library, Some(&key)).await.map(drop);
         let now = crate::chain::now_ms();
         if let Some(p) = lock(&self.inner.status.scans).get_mut(&key) {
             p.finished_ms = Some(now);
@@ -569,6 +706,46 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::chain::LibraryId;
+    use crate::engine::event::{Area, Node};
+
+    fn event(kind: EventKind, id: u64, time: i64) -> FileEvent {
+        FileEvent {
+            kind,
+            user: Some("alice".into()),
+            time,
+            node: Node {
+                id: Some(id),
+                uid: "alice".into(),
+                area: Area::Files,
+                path: "Team/a.bin".into(),
+            },
+            source: None,
+        }
+    }
+
+    #[test]
+    fn the_events_of_one_change_are_answered_by_the_first() {
+        let bursts = Bursts::default();
+        let created = event(EventKind::Created, 7, 100);
+        let written = event(EventKind::Written, 7, 100);
+        assert!(!bursts.answered(&written));
+        bursts.note(&written);
+        assert!(bursts.answered(&created), "same node, same second");
+        bursts.note(&created);
+        assert!(bursts.answered(&event(EventKind::Copied, 7, 100)));
+        // A second write in the same second is a new change; so is a later one, and
+        // another node at the path.
+        assert!(!bursts.answered(&written));
+        bursts.note(&written);
+        assert!(!bursts.answered(&event(EventKind::Written, 7, 100)));
+        assert!(!bursts.answered(&event(EventKind::Created, 7, 101)));
+        assert!(!bursts.answered(&event(EventKind::Created, 8, 100)));
+        let mut deleted = event(EventKind::Deleted, 7, 100);
+        assert!(!bursts.answered(&deleted));
+        deleted.node.id = None;
+        bursts.note(&deleted);
+        assert!(bursts.answered(&created));
+    }
 
     #[test]
     fn hrefs_map_to_library_paths() {

@@ -11,15 +11,15 @@
 //! - [`queue`]: the durable, de-duplicating queue between the receiver and the worker.
 //! - [`ingest`]: reading one path's truth over WebDAV and recording it.
 //! - [`worker`]: draining the queue, with retries and backoff when Nextcloud is down.
+//! - [`catchup`]: finding, by folder ETags, the changes no webhook delivered.
 //! - [`echo`]: not recording our own writes twice.
 //! - [`mirror`]: what Nextcloud holds, as last known (the base both directions compare with).
 //! - [`writeback`]: the other direction: peers' changes written into Nextcloud.
 //! - [`stats`]: counters and states for the API and the log.
-//! - [`deliveries`]: what webhook deliveries told us, to tell when they are late.
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
 
-pub mod deliveries;
+pub mod catchup;
 pub mod echo;
 pub mod event;
 pub mod ingest;
@@ -45,6 +45,7 @@ use crate::identity::DeviceIdentity;
 use crate::web::events as panel;
 use crate::web::hub::Hub;
 
+use catchup::FolderEtags;
 use echo::OwnWrites;
 use event::FileEvent;
 use libraries::{Libraries, Library, LibraryError};
@@ -63,7 +64,7 @@ pub struct EngineOptions {
     pub app_id: String,
     /// The name of this device in membership entries.
     pub device_name: String,
-    /// Scan every library this often when webhooks are unavailable.
+    /// Catch up with every library this often ([`catchup`]), webhooks or not.
     pub scan_interval: Duration,
     /// Size limit of the block store.
     pub cache_limit: u64,
@@ -85,6 +86,8 @@ pub enum EngineError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    FolderEtags(#[from] catchup::FolderEtagsError),
     #[error("Nextcloud: {0}")]
     Dav(#[from] DavError),
     #[error("{path} read {got} bytes of {expected}: it changed while being read")]
@@ -145,8 +148,17 @@ struct Inner {
     enabled: tokio::sync::watch::Sender<bool>,
     /// Where write-back fetches versions it lacks (the swarm, once it runs).
     content_source: Mutex<Option<Arc<dyn ContentSource>>>,
-    /// What webhook deliveries told us (for the health check).
-    deliveries: deliveries::Deliveries,
+    /// Folder ETags of complete reconciles ([`catchup`]).
+    folder_etags: FolderEtags,
+    /// Wakes the catch-up task, with the reasons it was asked for.
+    catch_up_wake: tokio::sync::Notify,
+    catch_up_reasons: Mutex<Vec<String>>,
+    /// The events of one change that were processed ([`ingest::Bursts`]).
+    bursts: ingest::Bursts,
+    /// One webhook registration at a time.
+    webhooks_lock: tokio::sync::Mutex<()>,
+    /// The last registration got a 401.
+    webhooks_refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -186,6 +198,7 @@ impl Engine {
         )?;
         let libraries = Libraries::open(db.clone())?;
         let mirror = Mirror::open(db.clone())?;
+        let folder_etags = FolderEtags::open(db.clone())?;
         let queue = Queue::open(db)?;
         if let Some(hub) = &hub {
             hub.set_device_id(Some(identity.peer_id().to_string()));
@@ -218,7 +231,12 @@ impl Engine {
                 enables: tokio::sync::watch::Sender::new(0),
                 enabled: tokio::sync::watch::Sender::new(enabled),
                 content_source: Mutex::new(None),
-                deliveries: deliveries::Deliveries::default(),
+                folder_etags,
+                catch_up_wake: tokio::sync::Notify::new(),
+                catch_up_reasons: Mutex::new(Vec::new()),
+                bursts: ingest::Bursts::default(),
+                webhooks_lock: tokio::sync::Mutex::new(()),
+                webhooks_refused: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         for library in engine.inner.libraries.list() {
@@ -229,6 +247,7 @@ impl Engine {
         }
         tokio::spawn(worker::run(engine.clone()));
         tokio::spawn(writeback::run(engine.clone()));
+        tokio::spawn(catchup::run(engine.clone()));
         engine.wake_writeback();
         let names = engine.clone();
         tokio::task::spawn_blocking(move || names.learn_names());
@@ -272,17 +291,30 @@ impl Engine {
     }
 
     /// Takes a validated delivery: drops it if it touches no library, else queues it.
+    /// A delivery that cannot be queued is lost (Nextcloud never retries): a catch-up
+    /// follows.
     pub async fn accept(&self, key: [u8; 32], event: FileEvent) -> Result<Accepted, QueueError> {
-        let matching = self.inner.libraries.matching(event.nodes());
-        self.inner
-            .deliveries
-            .record(&matching, event.time, crate::chain::now_ms() as i64 / 1000);
-        if matching.is_empty() {
+        let libraries = self.inner.libraries.matching(event.nodes());
+        if libraries.is_empty() {
             Counters::add(&self.inner.counters.outside, 1);
             tracing::debug!(path = %event.node.path, "event outside every library dropped");
             return Ok(Accepted::Outside);
         }
-        match self.inner.queue.enqueue(key, event).await? {
+        let time = event.time;
+        let enqueued = self.inner.queue.enqueue(key, event).await;
+        if enqueued.is_err() {
+            self.request_catch_up("a delivery could not be queued");
+        } else {
+            let now = crate::chain::now_ms();
+            let lag = (time > 0).then(|| (now / 1000) as i64 - time);
+            let mut status = lock(&self.inner.status.libraries);
+            for id in libraries {
+                let deliveries = &mut status.entry(id.to_hex()).or_default().deliveries;
+                deliveries.last_accepted_ms = Some(now);
+                deliveries.lag_s = lag;
+            }
+        }
+        match enqueued? {
             Enqueued::Queued(_) => {
                 Counters::add(&self.inner.counters.queued, 1);
                 Ok(Accepted::Queued)
@@ -294,11 +326,60 @@ impl Engine {
         }
     }
 
-    /// Registers our webhooks (on enable); remembers and logs how it went.
+    /// A delivery was refused (malformed): whatever it said is lost, so a catch-up follows.
+    pub fn delivery_refused(&self) {
+        self.request_catch_up("a delivery was refused");
+    }
+
+    /// Registers our webhooks (on enable), then catches up with what happened while they
+    /// were not delivered.
     pub async fn register_webhooks(&self) {
-        let state = match webhooks::register(&self.inner.nextcloud, &self.inner.options.app_id)
-            .await
-        {
+        self.update_webhooks().await;
+        self.inner.queue.wake();
+        // An enable is the admin's "try Nextcloud again" after a refused secret.
+        self.inner.enables.send_modify(|n| *n += 1);
+        self.wake_writeback();
+        self.request_catch_up("enabled");
+    }
+
+    /// Webhooks filtered to the libraries' folders ([`webhooks::event_filter`]).
+    fn webhook_filter(&self) -> serde_json::Value {
+        let libraries = self.inner.libraries.list();
+        let watched: Vec<webhooks::Watched<'_>> = libraries
+            .iter()
+            .map(|l| webhooks::Watched {
+                uid: &l.uid,
+                folder: &l.folder,
+            })
+            .collect();
+        webhooks::event_filter(&watched)
+    }
+
+    /// Whether the last registration of our webhooks got a 401.
+    pub(crate) fn webhooks_refused_us(&self) -> bool {
+        self.inner
+            .webhooks_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether our webhooks are known to be in place.
+    pub fn webhooks_registered(&self) -> bool {
+        matches!(
+            *lock(&self.inner.status.webhooks),
+            WebhookState::Registered { .. }
+        )
+    }
+
+    /// Registers our webhooks idempotently, filtered to the libraries as they are now;
+    /// remembers and logs how it went.
+    pub async fn update_webhooks(&self) {
+        let _one = self.inner.webhooks_lock.lock().await;
+        let filter = self.webhook_filter();
+        let registered =
+            webhooks::register(&self.inner.nextcloud, &self.inner.options.app_id, &filter).await;
+        let refused_us =
+            matches!(&registered, Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED));
+        let state = match registered {
             Ok(Registration::Registered { kinds, refused }) => {
                 for (kind, why) in &refused {
                     tracing::warn!(event = kind.name(), reason = %why, "Nextcloud refused a webhook");
@@ -312,22 +393,43 @@ impl Engine {
                         .collect(),
                 }
             }
-            Ok(Registration::Unavailable(reason)) => {
-                tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: scanning libraries periodically instead");
-                WebhookState::Unavailable { reason }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not register webhooks");
-                WebhookState::Error {
-                    error: e.to_string(),
-                }
-            }
+            Ok(Registration::Unavailable(reason)) => WebhookState::Unavailable { reason },
+            Err(e) => WebhookState::Error {
+                error: e.to_string(),
+            },
         };
-        *lock(&self.inner.status.webhooks) = state;
-        self.inner.queue.wake();
-        // An enable is the admin's "try Nextcloud again" after a refused secret.
-        self.inner.enables.send_modify(|n| *n += 1);
-        self.wake_writeback();
+        self.inner
+            .webhooks_refused
+            .store(refused_us, std::sync::atomic::Ordering::Relaxed);
+        let mut current = lock(&self.inner.status.webhooks);
+        // Tried again every catch-up round while they are not in place: said once.
+        if *current != state {
+            match &state {
+                WebhookState::Unavailable { reason } => {
+                    tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: only the periodic catch-ups see changes");
+                }
+                WebhookState::Error { error } => {
+                    tracing::error!(%error, "could not register webhooks");
+                }
+                _ => {}
+            }
+        }
+        *current = state;
+    }
+
+    /// The libraries changed: their webhooks' filter with them (in the background; a
+    /// catch-up follows if that fails). Only once AppAPI has enabled us.
+    fn libraries_changed(&self) {
+        if !self.was_enabled() {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.update_webhooks().await;
+            if !engine.webhooks_registered() {
+                engine.request_catch_up("webhooks could not be updated");
+            }
+        });
     }
 
     /// Removes our webhooks (on disable).
@@ -340,9 +442,11 @@ impl Engine {
         *lock(&self.inner.status.webhooks) = WebhookState::Unknown;
     }
 
-    /// The newest change (Unix seconds) a webhook delivery named in the library.
+    /// The event time (Unix seconds) of the last webhook delivery about the library.
     pub fn last_delivery_s(&self, id: &LibraryId) -> Option<i64> {
-        self.inner.deliveries.newest(id)
+        let status = lock(&self.inner.status.libraries);
+        let d = &status.get(&id.to_hex())?.deliveries;
+        Some((d.last_accepted_ms? / 1000) as i64 - d.lag_s.unwrap_or(0))
     }
 
     /// When this engine started (Unix seconds): what changed before was found by scanning.
@@ -350,23 +454,10 @@ impl Engine {
         self.inner.opened_ms as i64 / 1000
     }
 
-    /// How many seconds the last delivery took to arrive after its change.
-    pub fn delivery_lag_s(&self) -> Option<i64> {
-        self.inner.deliveries.last_lag()
-    }
-
     /// When Nextcloud last changed anything in the library (its folder's modification
     /// time, which Nextcloud moves on every change below it); `None` if it is gone.
     pub async fn folder_changed_s(&self, library: &Library) -> Result<Option<i64>, EngineError> {
         Ok(self.stat(library, "").await?.and_then(|e| e.mtime))
-    }
-
-    /// Whether the periodic scan stands in for webhooks.
-    pub fn scanning_instead_of_webhooks(&self) -> bool {
-        matches!(
-            *lock(&self.inner.status.webhooks),
-            WebhookState::Unavailable { .. } | WebhookState::Error { .. }
-        )
     }
 
     /// Creates a library for `uid`'s `folder` and starts its initial scan.
@@ -413,6 +504,8 @@ impl Engine {
         let engine = self.clone();
         let scanned = library.clone();
         tokio::spawn(async move {
+            // Webhooks for its folder first: a change after the scan looked is delivered.
+            engine.update_webhooks().await;
             engine.scan_library(&scanned).await;
         });
         Ok(library)
@@ -478,6 +571,11 @@ impl Engine {
         if let Err(e) = self.inner.mirror.forget(id) {
             tracing::warn!(error = %e, "could not forget what Nextcloud holds of the library");
         }
+        if let Err(e) = self.inner.folder_etags.forget(id) {
+            tracing::warn!(error = %e, "could not forget the library's folder ETags");
+        }
+        lock(&self.inner.status.libraries).remove(&id.to_hex());
+        self.libraries_changed();
         if let Err(e) = self.inner.content.set_current(*id, &[]) {
             tracing::warn!(error = %e, "could not release the library's blocks");
         }

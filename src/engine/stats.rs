@@ -85,7 +85,7 @@ pub enum WebhookState {
         events: Vec<String>,
         refused: Vec<String>,
     },
-    /// webhook_listeners is missing: libraries are scanned periodically instead.
+    /// webhook_listeners is missing: only the periodic catch-ups see changes.
     Unavailable {
         reason: String,
     },
@@ -133,6 +133,66 @@ pub enum ScanState {
     Failed,
 }
 
+/// How one library's changes come in, besides its scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LibraryIngest {
+    pub catch_up: CatchUpStatus,
+    pub deliveries: DeliveryStatus,
+}
+
+/// The library's catch-ups ([`super::catchup`]) since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CatchUpStatus {
+    pub running: bool,
+    /// Catch-ups that ended.
+    pub runs: u64,
+    /// When the last one ended.
+    pub last_ms: Option<u64>,
+    pub result: Option<CatchUpResult>,
+    pub error: Option<String>,
+    /// Chain entries the last one recorded.
+    pub last_changes: u64,
+    /// Chain entries all of them recorded: changes no webhook delivered.
+    pub changes_found: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUpResult {
+    /// The library's folder kept its ETag: nothing changed.
+    Unchanged,
+    /// Walked where ETags changed (`last_changes` says what it recorded).
+    Changes,
+    Failed,
+}
+
+/// The catch-up task: `pending` from a request until its round starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CatchUpTask {
+    pub state: CatchUpTaskState,
+    /// Rounds (over every library) that ended.
+    pub rounds: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUpTaskState {
+    #[default]
+    Idle,
+    Pending,
+    Running,
+}
+
+/// The library's webhook deliveries since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryStatus {
+    /// When the last delivery about the library was accepted.
+    pub last_accepted_ms: Option<u64>,
+    /// Its arrival minus the event's `time` (whole seconds; Nextcloud delivers from a
+    /// background job, so this is the job queue's delay plus any clock skew).
+    pub lag_s: Option<i64>,
+}
+
 /// Everything that is not a counter.
 #[derive(Debug)]
 pub struct Status {
@@ -140,6 +200,9 @@ pub struct Status {
     pub nextcloud: Mutex<NextcloudState>,
     pub scans: Mutex<BTreeMap<String, ScanProgress>>,
     pub writeback: Mutex<super::writeback::WritebackState>,
+    /// By library id (hex).
+    pub libraries: Mutex<BTreeMap<String, LibraryIngest>>,
+    pub catch_up: Mutex<CatchUpTask>,
 }
 
 impl Default for Status {
@@ -149,6 +212,8 @@ impl Default for Status {
             nextcloud: Mutex::new(NextcloudState::Ok),
             scans: Mutex::new(BTreeMap::new()),
             writeback: Mutex::new(Default::default()),
+            libraries: Mutex::new(BTreeMap::new()),
+            catch_up: Mutex::new(CatchUpTask::default()),
         }
     }
 }

@@ -11,8 +11,8 @@
 //!   reason, so nothing is lost silently.
 //!
 //! Events of one batch that only ask what is at one path now are looked at once (a burst
-//! of writes to one file costs one read). Without webhooks the worker also rescans every
-//! library periodically.
+//! of writes to one file costs one read). When Nextcloud answers again after failing, a
+//! catch-up ([`super::catchup`]) follows: deliveries it could not make meanwhile are lost.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -50,17 +50,8 @@ fn verdict(e: &EngineError) -> Verdict {
 
 pub(crate) async fn run(engine: Engine) {
     let mut backoff = FIRST_BACKOFF;
-    let mut last_scan = tokio::time::Instant::now();
     loop {
         engine.until_enabled().await;
-        if engine.scanning_instead_of_webhooks()
-            && last_scan.elapsed() >= engine.inner.options.scan_interval
-        {
-            for library in engine.inner.libraries.list() {
-                engine.scan_library(&library).await;
-            }
-            last_scan = tokio::time::Instant::now();
-        }
         let batch = match engine.inner.queue.peek(BATCH) {
             Ok(b) => b,
             Err(e) => {
@@ -70,12 +61,7 @@ pub(crate) async fn run(engine: Engine) {
             }
         };
         if batch.is_empty() {
-            let tick = engine
-                .inner
-                .options
-                .scan_interval
-                .min(Duration::from_secs(30));
-            let _ = tokio::time::timeout(tick, engine.inner.queue.wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(30), engine.inner.queue.wait()).await;
             continue;
         }
         let mut done = Vec::new();
@@ -179,9 +165,12 @@ fn coalesce_key(event: &FileEvent) -> Option<(String, String)> {
 fn set_state(engine: &Engine, state: NextcloudState) {
     let mut current = lock(&engine.inner.status.nextcloud);
     if *current != state {
-        if state == NextcloudState::Ok && *current != NextcloudState::Ok {
-            tracing::info!("Nextcloud reachable again; catching up");
-        }
+        let recovered = state == NextcloudState::Ok && *current != NextcloudState::Ok;
         *current = state;
+        drop(current);
+        if recovered {
+            tracing::info!("Nextcloud reachable again; catching up");
+            engine.request_catch_up("Nextcloud was unreachable");
+        }
     }
 }

@@ -7,6 +7,10 @@
 //! a malformed body, 413 for an oversized one, 503 when the queue cannot take it.
 //!
 //! `GET /api/ingest`: backlog, failed events, counters, webhook and Nextcloud state, scans,
+//! the catch-up task (`catch_up`: `state` `idle` | `pending` | `running`, `rounds`),
+//! per library its catch-ups (`catch_up`: `running`, `last_ms`, `result` `unchanged` |
+//! `changes` | `failed`, `error`, `last_changes`, `changes_found`) and its deliveries
+//! (`deliveries`: `last_accepted_ms`, `lag_s`),
 //! write-back's state (`writeback`: `ok` with the changes Nextcloud does not hold yet,
 //! `pending`, of which `waiting_for_content` wait for their blocks; `retrying` with its
 //! `error` and `retry_in_ms`; or `unauthorized`), and the swarm's state (`{"state":"running","peer_id":…,"listen":[…]}`, `off`, or
@@ -54,6 +58,7 @@ async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
         Err(e) => {
             Counters::add(&engine.counters().rejected, 1);
             tracing::warn!(error = %e, "refused a malformed webhook delivery");
+            engine.delivery_refused();
             return answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }));
         }
     };
@@ -86,6 +91,7 @@ async fn status(State(state): State<AppState>, _user: AppApiUser) -> Response {
     let backlog = engine.queue().len().ok();
     let failed = engine.queue().failed().map(|f| f.len()).ok();
     let status = engine.status();
+    let ingest = lock(&status.libraries).clone();
     answer(
         StatusCode::OK,
         json!({
@@ -95,11 +101,17 @@ async fn status(State(state): State<AppState>, _user: AppApiUser) -> Response {
             "webhooks": *lock(&status.webhooks),
             "nextcloud": status.nextcloud_now(),
             "scans": *lock(&status.scans),
+            "catch_up": *lock(&status.catch_up),
             "writeback": *lock(&status.writeback),
             "swarm": state.swarm.status(),
-            "libraries": engine.libraries().list().iter().map(|l| json!({
-                "id": l.id.to_hex(), "name": l.name, "uid": l.uid, "folder": l.folder,
-            })).collect::<Vec<_>>(),
+            "libraries": engine.libraries().list().iter().map(|l| {
+                let id = l.id.to_hex();
+                let li = ingest.get(&id).cloned().unwrap_or_default();
+                json!({
+                    "id": id, "name": l.name, "uid": l.uid, "folder": l.folder,
+                    "catch_up": li.catch_up, "deliveries": li.deliveries,
+                })
+            }).collect::<Vec<_>>(),
         }),
     )
 }

@@ -393,7 +393,8 @@ impl ExApp {
         }
     }
 
-    /// Waits until the ingest queue is empty and no scan runs.
+    /// Waits until the ingest queue is empty, no scan runs and no catch-up is pending or
+    /// running.
     pub async fn wait_idle(&self) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -401,7 +402,8 @@ impl ExApp {
             let scanning = status["scans"]
                 .as_object()
                 .is_some_and(|s| s.values().any(|p| p["state"] == "running"));
-            if status["backlog"] == 0 && !scanning {
+            let catching_up = status["catch_up"]["state"] != "idle";
+            if status["backlog"] == 0 && !scanning && !catching_up {
                 return status;
             }
             assert!(

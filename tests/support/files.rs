@@ -90,6 +90,8 @@ pub struct FileNode {
     pub content: Option<Content>,
     pub mtime: i64,
     pub checksum: Option<String>,
+    /// Folders: how many changes below it Nextcloud propagated (each gives a new ETag).
+    pub changes: u64,
 }
 
 impl FileNode {
@@ -104,7 +106,8 @@ impl FileNode {
             .unwrap_or(children_size)
     }
 
-    /// Like Nextcloud on local storage: derived from the id and the whole-second mtime.
+    /// Like Nextcloud on local storage: derived from the id and the whole-second mtime;
+    /// a folder's also changes with every change below it (Nextcloud's propagation).
     pub fn etag(&self) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in self
@@ -112,6 +115,7 @@ impl FileNode {
             .to_le_bytes()
             .into_iter()
             .chain(self.mtime.to_le_bytes())
+            .chain(self.changes.to_le_bytes())
         {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
@@ -163,6 +167,7 @@ impl UserFiles {
                 content: None,
                 mtime: now,
                 checksum: None,
+                changes: 0,
             },
         );
         UserFiles {
@@ -202,6 +207,17 @@ impl UserFiles {
             .filter(move |(p, _)| !p.is_empty() && p.as_str() != path && parent(p) == path)
     }
 
+    /// A change at `path`: every folder above it gets a new ETag, up to the user's root.
+    fn propagate(&mut self, path: &str) {
+        let mut p = path;
+        while !p.is_empty() {
+            p = parent(p);
+            if let Some(node) = self.nodes.get_mut(p) {
+                node.changes += 1;
+            }
+        }
+    }
+
     fn need_parent(&self, path: &str) -> Result<(), FsError> {
         match self.nodes.get(parent(path)) {
             Some(n) if n.is_dir() => Ok(()),
@@ -239,8 +255,10 @@ impl UserFiles {
                 content: Some(content),
                 mtime,
                 checksum,
+                changes: 0,
             },
         );
+        self.propagate(path);
         Ok(created)
     }
 
@@ -262,8 +280,10 @@ impl UserFiles {
                 content: None,
                 mtime,
                 checksum: None,
+                changes: 0,
             },
         );
+        self.propagate(path);
         Ok(fileid)
     }
 
@@ -280,6 +300,7 @@ impl UserFiles {
         let base = path.rsplit('/').next().unwrap_or(path);
         let name = format!("{base}.d{now}");
         self.trash.insert(name.clone(), (path.to_owned(), moved));
+        self.propagate(path);
         Ok(name)
     }
 
@@ -295,6 +316,7 @@ impl UserFiles {
             };
             self.nodes.insert(p, node);
         }
+        self.propagate(&path);
         Ok(path)
     }
 
@@ -335,6 +357,10 @@ impl UserFiles {
             };
             self.nodes.insert(p, node);
         }
+        if !copy {
+            self.propagate(from);
+        }
+        self.propagate(to);
         Ok((!replaced, replaced))
     }
 }

@@ -5,6 +5,12 @@
 //! as the *triggering* user, the registration's headers first, no `Content-Type` unless
 //! registered, a 3 s timeout and no retry. Jobs of one run are delivered in reverse
 //! order, because real deliveries come out of order.
+//!
+//! A row's `eventFilter` is applied as webhook_listeners applies it
+//! (`lib/Listener/WebhooksEventListener.php`, `lib/Service/PHPMongoQuery.php`): `{}` (or
+//! `[]`) matches everything; otherwise [`mongo`] evaluates it against the serialized event,
+//! and an event that does not match queues no job. An operator the real server does not
+//! know throws inside the user's request there; here it panics.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,13 +52,20 @@ pub struct WebhookRow {
     pub event: String,
     pub headers: Option<Value>,
     pub auth_method: String,
+    /// `{}` when none (PHP lists it as `[]`).
+    pub event_filter: Value,
 }
 
 impl WebhookRow {
     fn json(&self) -> Value {
+        // PHP's json_encode of an empty array is a list.
+        let filter = match &self.event_filter {
+            Value::Object(m) if m.is_empty() => json!([]),
+            f => f.clone(),
+        };
         json!({
             "id": self.id, "appId": self.app_id, "userId": self.user_id, "httpMethod": self.http_method,
-            "uri": self.uri, "event": self.event, "eventFilter": [], "userIdFilter": "",
+            "uri": self.uri, "event": self.event, "eventFilter": filter, "userIdFilter": "",
             "headers": self.headers, "authMethod": self.auth_method, "authData": null, "tokenNeeded": [],
         })
     }
@@ -124,16 +137,19 @@ pub(crate) fn fire(
     let user = actor
         .map(|u| json!({"uid": u, "displayName": u}))
         .unwrap_or(Value::Null);
-    let body = php_json(&json!({
+    let data = json!({
         "event": event,
         "user": user,
         "time": super::webdav::now(),
-        "authentication": [],
-    }));
+    });
+    let mut payload = data.clone();
+    payload["authentication"] = json!([]);
+    let body = php_json(&payload);
     let matching: Vec<WebhookRow> = state
         .webhooks
         .values()
         .filter(|w| w.event.trim_start_matches('\\') == kind.class())
+        .filter(|w| mongo::filter_match(&w.event_filter, &data))
         .cloned()
         .collect();
     for webhook in matching {
@@ -211,6 +227,11 @@ pub(crate) async fn api(
                 .and_then(Value::as_str)
                 .unwrap_or("none")
                 .to_owned(),
+            event_filter: match parsed.get("eventFilter") {
+                None | Some(Value::Null) => json!({}),
+                Some(Value::Array(a)) if a.is_empty() => json!({}),
+                Some(f) => f.clone(),
+            },
         })
     };
     match (method.as_str(), rest.as_str()) {
@@ -338,5 +359,192 @@ impl FakeNextcloud {
             statuses.push(answer.map(|(s, _)| s).unwrap_or(0));
         }
         statuses
+    }
+}
+
+/// The part of webhook_listeners' `PHPMongoQuery` that filters can reach, line by line.
+pub mod mongo {
+    use serde_json::Value;
+
+    /// `WebhooksEventListener::filterMatch`.
+    pub fn filter_match(filter: &Value, data: &Value) -> bool {
+        match filter {
+            Value::Object(m) if m.is_empty() => true,
+            Value::Array(a) if a.is_empty() => true,
+            f => query(f, data, "$and"),
+        }
+    }
+
+    /// PHP arrays: a JSON object or list, as (key, value) pairs; keys of a list are ints.
+    fn entries(v: &Value) -> Vec<(Result<usize, String>, &Value)> {
+        match v {
+            Value::Object(m) => m.iter().map(|(k, v)| (Err(k.clone()), v)).collect(),
+            Value::Array(a) => a.iter().enumerate().map(|(i, v)| (Ok(i), v)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A PHP array key as the string PHP would pass on.
+    fn key(k: Result<usize, String>) -> String {
+        match k {
+            Ok(i) => i.to_string(),
+            Err(s) => s,
+        }
+    }
+
+    fn is_list(v: &Value) -> bool {
+        matches!(v, Value::Array(a) if !a.is_empty())
+    }
+
+    fn is_array(v: &Value) -> bool {
+        matches!(v, Value::Array(_) | Value::Object(_))
+    }
+
+    /// `_executeQuery`.
+    fn query(q: &Value, doc: &Value, logical: &str) -> bool {
+        if logical != "$and" && !is_list(q) {
+            panic!("{logical} requires nonempty array (the real server throws inside the user's request)");
+        }
+        let indexed = is_list(q);
+        for (k, sub) in entries(q) {
+            let pass = match &k {
+                Err(key) if key.starts_with('$') => {
+                    if key == "$not" {
+                        !query(sub, doc, "$and")
+                    } else {
+                        query(sub, doc, key)
+                    }
+                }
+                _ if logical == "$and" => {
+                    if indexed {
+                        query(sub, doc, "$and")
+                    } else {
+                        let field = key(k.clone());
+                        if is_array(sub) {
+                            entries(sub)
+                                .into_iter()
+                                .all(|(op, val)| operator(&key(op), val, &field, doc))
+                        } else {
+                            operator("$e", sub, &field, doc)
+                        }
+                    }
+                }
+                _ => query(sub, doc, "$and"),
+            };
+            match logical {
+                "$and" if !pass => return false,
+                "$or" if pass => return true,
+                "$nor" if pass => return false,
+                "$and" | "$or" | "$nor" => {}
+                _ => return false,
+            }
+        }
+        matches!(logical, "$and" | "$nor")
+    }
+
+    /// PHP's `empty()`.
+    fn empty(v: &Value) -> bool {
+        match v {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty() || s == "0",
+            Value::Array(a) => a.is_empty(),
+            Value::Object(m) => m.is_empty(),
+        }
+    }
+
+    /// `_executeOperatorOnElement`.
+    fn operator(op: &str, val: &Value, element: &str, doc: &Value) -> bool {
+        if op == "$not" {
+            return !entries(val)
+                .into_iter()
+                .all(|(o, v)| operator(&key(o), v, element, doc));
+        }
+        let segments: Vec<&str> = element.split('.').collect();
+        let mut v = doc;
+        let mut exists = true;
+        for (index, es) in segments.iter().enumerate() {
+            if empty(v) {
+                exists = false;
+                break;
+            }
+            if let Value::Array(items) = v {
+                let rest = segments[index..].join(".");
+                return items.iter().any(|item| operator(op, val, &rest, item));
+            }
+            match v.get(es) {
+                Some(next) if !next.is_null() => v = next,
+                _ => {
+                    exists = false;
+                    break;
+                }
+            }
+        }
+        match op {
+            "$e" => exists && is_equal(v, val),
+            "$ne" => (!exists && !val.is_null()) || (exists && !is_equal(v, val)),
+            "$exists" => {
+                let want = !empty(val);
+                want == exists
+            }
+            "$in" => {
+                let Value::Array(options) = val else {
+                    panic!("$in requires array")
+                };
+                exists && !options.is_empty() && options.contains(v)
+            }
+            "$nin" => {
+                let Value::Array(options) = val else {
+                    panic!("$nin requires array")
+                };
+                !exists || !options.contains(v)
+            }
+            other => panic!(
+                "Operator {other} is unknown (the real server throws inside the user's request)"
+            ),
+        }
+    }
+
+    /// PHP's string conversion of a scalar, for `preg_match`.
+    fn php_string(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(true) => "1".into(),
+            _ => String::new(),
+        }
+    }
+
+    /// `_isEqual`: a string operand `/…/flags` is a regular expression.
+    fn is_equal(v: &Value, operand: &Value) -> bool {
+        if is_array(v) && is_array(operand) {
+            return v == operand;
+        }
+        if let Value::Array(items) = v {
+            return items.contains(operand);
+        }
+        if let Value::String(s) = operand {
+            let outer = regex_lite::Regex::new(r"(?i)^/(.*?)/([a-z]*)$").expect("outer regex");
+            if let Some(m) = outer.captures(s) {
+                let mut flags = String::new();
+                for f in m[2].chars() {
+                    match f.to_ascii_lowercase() {
+                        'i' | 'm' | 's' | 'x' => flags.push(f.to_ascii_lowercase()),
+                        'u' => {}
+                        other => panic!("regex flag {other} not modelled by the double"),
+                    }
+                }
+                let pattern = if flags.is_empty() {
+                    m[1].to_owned()
+                } else {
+                    format!("(?{flags}){}", &m[1])
+                };
+                let re = regex_lite::Regex::new(&pattern)
+                    .unwrap_or_else(|e| panic!("filter regex {pattern:?}: {e}"));
+                return re.is_match(&php_string(v));
+            }
+        }
+        operand == v
     }
 }
