@@ -106,15 +106,19 @@ impl FileNode {
             .unwrap_or(children_size)
     }
 
-    /// Like Nextcloud on local storage: derived from the id and the whole-second mtime;
-    /// a folder's also changes with every change below it (Nextcloud's propagation).
+    /// Like Nextcloud on local storage (`md5(mtime . inode . dev . size)`): derived from
+    /// the id, the whole-second mtime and the size, so a rewrite of the same size within
+    /// one second keeps its ETag; a folder's also changes with every change below it
+    /// (Nextcloud's propagation).
     pub fn etag(&self) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let size = self.content.as_ref().map(Content::len).unwrap_or(0) as u64;
         for b in self
             .fileid
             .to_le_bytes()
             .into_iter()
             .chain(self.mtime.to_le_bytes())
+            .chain(size.to_le_bytes())
             .chain(self.changes.to_le_bytes())
         {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
