@@ -32,15 +32,15 @@ async fn lan_peers_found_by_mdns_sync_on_their_own() {
     let b = start().await;
     let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
     a.add(&lib, b.id.device_key(), "b");
-    a.chain
-        .append(
-            &lib,
-            a.id.signing_key(),
-            Op::Mkdir {
-                path: ChainPath::new("found-by-mdns").unwrap(),
-            },
-        )
-        .unwrap();
+    // Published through the node, as serve does: mDNS may have connected the two before the
+    // library existed, so the node must announce it to b, not wait for the next connection.
+    a.publish(
+        lib,
+        vec![Op::Mkdir {
+            path: ChainPath::new("found-by-mdns").unwrap(),
+        }],
+    )
+    .await;
 
     let deadline = tokio::time::Instant::now() + FIND;
     let found = loop {

@@ -33,8 +33,8 @@
 //!   members that lack a head pull.
 //! - A peer whose batch the chain rejects (bad signature, bad link, not a member) is
 //!   disconnected and refused for ten minutes.
-//! - Configured WAN peers are re-dialled every [`P2pConfig::redial_every`] while not
-//!   connected.
+//! - Configured WAN peers, and LAN peers mDNS found, are re-dialled every
+//!   [`P2pConfig::redial_every`] while not connected.
 //!
 //! # Starting it
 //!
@@ -928,15 +928,7 @@ impl Node {
                         });
                     }
                     self.publish_peers();
-                    if !self.swarm.is_connected(&peer) {
-                        let opts = DialOpts::peer_id(peer)
-                            .condition(PeerCondition::DisconnectedAndNotDialing)
-                            .addresses(addrs)
-                            .build();
-                        if let Err(e) = self.swarm.dial(opts) {
-                            tracing::debug!(%peer, error = %e, "dialling a LAN peer failed");
-                        }
-                    }
+                    self.dial_lan(peer, addrs);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
@@ -1074,8 +1066,38 @@ impl Node {
         self.views.send_replace(views);
     }
 
-    /// Dials the configured peers that are not connected.
+    /// Dials a LAN peer at `addrs` unless connected or already dialling.
+    ///
+    /// From a fresh local port: two nodes that find each other by mDNS at the same moment
+    /// dial each other at once, and from their listening ports that is a TCP simultaneous
+    /// open, one socket on which both sides start the Noise handshake as initiator and fail.
+    fn dial_lan(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.swarm.is_connected(&peer) || addrs.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .allocate_new_port()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dialling a LAN peer failed");
+        }
+    }
+
+    /// Dials the configured peers, and the LAN peers mDNS found, that are not connected.
     fn redial(&mut self) {
+        let lan: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peers
+            .iter()
+            .filter(|(_, e)| e.lan)
+            .map(|(p, e)| (*p, e.addresses.iter().cloned().collect()))
+            .collect();
+        for (peer, addrs) in lan {
+            if !self.is_quarantined(&peer) {
+                self.dial_lan(peer, addrs);
+            }
+        }
         let todo: Vec<Multiaddr> = self
             .configured
             .iter()
