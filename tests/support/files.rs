@@ -112,7 +112,7 @@ impl FileNode {
     /// (Nextcloud's propagation).
     pub fn etag(&self) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let size = self.content.as_ref().map(Content::len).unwrap_or(0) as u64;
+        let size = self.content.as_ref().map(Content::len).unwrap_or(0);
         for b in self
             .fileid
             .to_le_bytes()
