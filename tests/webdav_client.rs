@@ -6,7 +6,9 @@ mod support;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use harpbridge::appapi::client::NextcloudClient;
-use harpbridge::appapi::webdav::{DavError, Depth, PutOptions, WebDav, CHUNKED_THRESHOLD};
+use harpbridge::backend::nextcloud::webdav::{
+    DavError, Depth, PutOptions, WebDav, CHUNKED_THRESHOLD,
+};
 use harpbridge::config::Secret;
 use support::files::Generator;
 use support::nextcloud::{ExAppRow, ExAppTarget, InitStatus};

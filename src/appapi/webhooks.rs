@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::client::{Caller, ClientError, NextcloudClient};
-use crate::engine::event::{Area, EventKind, FileEvent, Node};
+use crate::appapi::event::{Area, EventKind, FileEvent, Node};
 
 const WEBHOOKS: &str = "/ocs/v2.php/apps/webhook_listeners/api/v1/webhooks";
 

@@ -30,7 +30,7 @@ use super::libraries::Library;
 use super::mirror::{Held, Mirror};
 use super::stats::{lock, CatchUpResult, CatchUpTaskState, NextcloudState};
 use super::{Engine, EngineError};
-use crate::appapi::webdav::DavError;
+use crate::backend::BackendError;
 use crate::chain::LibraryId;
 
 /// (library, folder path) → the folder's ETag when everything below it was last recorded.
@@ -315,7 +315,7 @@ pub(crate) async fn run(engine: Engine) {
         for library in engine.inner.libraries.list() {
             match engine.catch_up(&library, &why).await {
                 Ok(_) => {}
-                Err(EngineError::Dav(DavError::Unauthorized)) => {
+                Err(EngineError::Backend(BackendError::Unauthorized(_))) => {
                     refused(&engine, "reading a library");
                     denied = true;
                     break;
@@ -348,7 +348,7 @@ fn refused(engine: &Engine, doing: &str) {
     tracing::error!("Nextcloud refused harpbridge's credentials ({doing}); catch-ups wait for an enable (check APP_SECRET, and the brute-force lock-out)");
     *lock(&engine.inner.status.nextcloud) = NextcloudState::Unauthorized {
         since_ms: crate::chain::now_ms(),
-        error: DavError::Unauthorized.to_string(),
+        error: crate::backend::BackendError::Unauthorized("Nextcloud").to_string(),
     };
 }
 

@@ -21,13 +21,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::StreamExt;
 
-use super::event::{EventKind, FileEvent};
 use super::libraries::Library;
 use super::mirror::{Held, HeldFile};
 use super::stats::{lock, Counters, ScanProgress, ScanState};
 use super::{Engine, EngineError};
-use crate::appapi::multistatus::DavEntry;
-use crate::appapi::webdav::{DavError, Depth};
+use crate::appapi::event::{EventKind, FileEvent};
+use crate::backend::{BackendError, Depth, Item};
 use crate::chain::{ChainPath, ContentId, NextcloudRef, Op, TreeItem};
 
 /// Scans append in batches of this many entries (one fsync each).
@@ -145,14 +144,6 @@ fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
     ChainPath::new(rel).map_err(|e| EngineError::Invalid(format!("path {rel:?}: {e}")))
 }
 
-/// The library path of a PROPFIND href, if it lies in the library.
-pub(super) fn href_to_rel(library: &Library, href: &str) -> Option<String> {
-    let below = href.split_once("/remote.php/dav/files/")?.1;
-    let (_uid, user_path) = below.split_once('/').unwrap_or((below, ""));
-    let user_path = user_path.trim_end_matches('/');
-    library.relative(user_path).map(str::to_owned)
-}
-
 impl Engine {
     /// Processes one queued event against every library it touches.
     pub(crate) async fn process(&self, event: &FileEvent) -> Result<(), EngineError> {
@@ -230,15 +221,15 @@ impl Engine {
         &self,
         library: &Library,
         rel: &str,
-    ) -> Result<Option<DavEntry>, EngineError> {
+    ) -> Result<Option<Item>, EngineError> {
         match self
             .inner
-            .dav
-            .propfind(&library.uid, &library.user_path(rel), Depth::Zero)
+            .backend
+            .list(library.root(), rel, Depth::Zero)
             .await
         {
             Ok(entries) => Ok(entries.into_iter().next()),
-            Err(DavError::NotFound(_)) => Ok(None),
+            Err(BackendError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -363,7 +354,7 @@ impl Engine {
         &self,
         library: &Library,
         rel: &str,
-        entry: &DavEntry,
+        entry: &Item,
         trust_unchanged: bool,
     ) -> Result<Option<Op>, EngineError> {
         let tree = self.tree(&library.id)?;
@@ -401,10 +392,10 @@ impl Engine {
             Counters::add(&self.inner.counters.echoes, 1);
             return Ok(None);
         }
-        let ingested = match self.download(library, &user_path).await {
+        let ingested = match self.download(library, rel).await {
             Ok(i) => i,
             // Gone between PROPFIND and GET: its delete event will follow.
-            Err(EngineError::Dav(DavError::NotFound(_))) => return Ok(None),
+            Err(EngineError::Backend(BackendError::NotFound(_))) => return Ok(None),
             Err(e) => return Err(e),
         };
         Counters::add(&self.inner.counters.bytes_in, ingested.size);
@@ -463,9 +454,9 @@ impl Engine {
     pub(super) async fn download(
         &self,
         library: &Library,
-        user_path: &str,
+        rel: &str,
     ) -> Result<crate::content::Ingested, EngineError> {
-        let response = self.inner.dav.get(&library.uid, user_path).await?;
+        let mut body = self.inner.backend.read(library.root(), rel).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
         let store = self.inner.content.clone();
         let id = library.id;
@@ -480,7 +471,6 @@ impl Engine {
             }
             writer.finish().map(Some)
         });
-        let mut body = response.bytes_stream();
         let mut failure = None;
         while let Some(chunk) = body.next().await {
             match chunk {
@@ -502,7 +492,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Invalid(format!("ingest task: {e}")))?;
         if let Some(e) = failure {
-            return Err(DavError::Transport(e).into());
+            return Err(BackendError::ReadCut(e).into());
         }
         written?.ok_or_else(|| EngineError::Invalid("download abandoned".into()))
     }
@@ -534,20 +524,18 @@ impl Engine {
         while let Some(folder) = folders.pop() {
             let listing = match self
                 .inner
-                .dav
-                .propfind(&library.uid, &library.user_path(&folder), Depth::One)
+                .backend
+                .list(library.root(), &folder, Depth::One)
                 .await
             {
                 Ok(l) => l,
-                Err(DavError::NotFound(_)) => continue,
+                Err(BackendError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
             self.scan_progress(progress_key, |p| p.folders += 1);
             let mut files = Vec::new();
             for entry in listing {
-                let Some(child) = href_to_rel(library, &entry.href) else {
-                    continue;
-                };
+                let child = entry.path.clone();
                 if child == folder {
                     if let Some(etag) = &entry.etag {
                         folder_etags.push((child, etag.clone()));
@@ -705,8 +693,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::LibraryId;
-    use crate::engine::event::{Area, Node};
+    use crate::appapi::event::{Area, Node};
 
     fn event(kind: EventKind, id: u64, time: i64) -> FileEvent {
         FileEvent {
@@ -745,28 +732,5 @@ mod tests {
         deleted.node.id = None;
         bursts.note(&deleted);
         assert!(bursts.answered(&created));
-    }
-
-    #[test]
-    fn hrefs_map_to_library_paths() {
-        let lib = Library {
-            id: LibraryId([0; 16]),
-            name: "n".into(),
-            uid: "alice".into(),
-            folder: "Team".into(),
-            created_ms: 0,
-        };
-        assert_eq!(
-            href_to_rel(&lib, "/remote.php/dav/files/alice/Team/"),
-            Some(String::new())
-        );
-        assert_eq!(
-            href_to_rel(&lib, "/nc/remote.php/dav/files/alice/Team/a b.txt"),
-            Some("a b.txt".into())
-        );
-        assert_eq!(
-            href_to_rel(&lib, "/remote.php/dav/files/alice/Other/x"),
-            None
-        );
     }
 }

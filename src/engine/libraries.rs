@@ -10,7 +10,8 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::event::{Area, Node};
+use crate::appapi::event::{Area, Node};
+use crate::backend::Root;
 use crate::chain::{ChainPath, LibraryId};
 
 const LIBRARIES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("libraries");
@@ -47,6 +48,14 @@ impl Library {
         (node.area == Area::Files && node.uid == self.uid)
             .then(|| self.relative(&node.path))
             .flatten()
+    }
+
+    /// The library's folder, as a backend addresses it.
+    pub fn root(&self) -> Root<'_> {
+        Root {
+            owner: &self.uid,
+            folder: &self.folder,
+        }
     }
 
     /// The path below the user's root of a library path.

@@ -6,7 +6,6 @@
 //! peers' entries ─▶ tree ≠ mirror ─▶ write-back ─▶ WebDAV MKCOL/PUT/MOVE/DELETE (If-Match)
 //! ```
 //!
-//! - [`event`]: the validated file event.
 //! - [`libraries`]: which user folders are synced, each as one chain.
 //! - [`queue`]: the durable, de-duplicating queue between the receiver and the worker.
 //! - [`ingest`]: reading one path's truth over WebDAV and recording it.
@@ -21,7 +20,6 @@
 
 pub mod catchup;
 pub mod echo;
-pub mod event;
 pub mod ingest;
 pub mod libraries;
 pub mod mirror;
@@ -37,17 +35,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::appapi::client::NextcloudClient;
-use crate::appapi::webdav::{DavError, Depth, WebDav};
 use crate::appapi::webhooks::{self, Registration};
+use crate::backend::nextcloud::NextcloudBackend;
+use crate::backend::{Backend, BackendError, Depth, Root};
 use crate::chain::{ChainStore, Entry, EntryHash, LibraryId, Op, Tree};
 use crate::content::{ContentStore, StoreOptions};
 use crate::identity::DeviceIdentity;
 use crate::web::events as panel;
 use crate::web::hub::Hub;
 
+use crate::appapi::event::FileEvent;
 use catchup::FolderEtags;
 use echo::OwnWrites;
-use event::FileEvent;
 use libraries::{Libraries, Library, LibraryError};
 use mirror::{Mirror, MirrorError};
 use queue::{Enqueued, Queue, QueueError};
@@ -88,8 +87,8 @@ pub enum EngineError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     FolderEtags(#[from] catchup::FolderEtagsError),
-    #[error("Nextcloud: {0}")]
-    Dav(#[from] DavError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error("{path} read {got} bytes of {expected}: it changed while being read")]
     Truncated {
         path: String,
@@ -116,7 +115,8 @@ struct Inner {
     identity: DeviceIdentity,
     libraries: Libraries,
     queue: Queue,
-    dav: WebDav,
+    /// Where the libraries' files live.
+    backend: Arc<dyn Backend>,
     nextcloud: NextcloudClient,
     own_writes: OwnWrites,
     counters: Counters,
@@ -207,7 +207,7 @@ impl Engine {
         let enabled = options.data_dir.join(ENABLED_MARKER).exists();
         let engine = Engine {
             inner: Arc::new(Inner {
-                dav: WebDav::new(nextcloud.clone()),
+                backend: Arc::new(NextcloudBackend::new(nextcloud.clone())),
                 nextcloud,
                 options,
                 chain,
@@ -470,7 +470,11 @@ impl Engine {
         libraries::validate_uid(uid)?;
         let folder = libraries::normalize_folder(folder)?;
         self.inner.libraries.check_free(uid, &folder)?;
-        let root = self.inner.dav.propfind(uid, &folder, Depth::Zero).await?;
+        let root = Root {
+            owner: uid,
+            folder: &folder,
+        };
+        let root = self.inner.backend.list(root, "", Depth::Zero).await?;
         if !root.first().is_some_and(|e| e.is_dir) {
             return Err(EngineError::Invalid(format!(
                 "{uid}'s {folder:?} is not a folder"

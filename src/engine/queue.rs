@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha3::{Digest, Sha3_256};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::event::FileEvent;
+use crate::appapi::event::FileEvent;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("event_queue");
 const FAILED: TableDefinition<u64, &[u8]> = TableDefinition::new("event_failed");
@@ -315,7 +315,7 @@ fn commit_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::event::{Area, EventKind, Node};
+    use crate::appapi::event::{Area, EventKind, Node};
 
     fn event(path: &str) -> FileEvent {
         FileEvent {

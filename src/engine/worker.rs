@@ -18,10 +18,10 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::event::{EventKind, FileEvent};
 use super::stats::{lock, Counters, NextcloudState};
 use super::{Engine, EngineError};
-use crate::appapi::webdav::DavError;
+use crate::appapi::event::{EventKind, FileEvent};
+use crate::backend::BackendError;
 use crate::chain::now_ms;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -38,8 +38,8 @@ enum Verdict {
 
 fn verdict(e: &EngineError) -> Verdict {
     match e {
-        EngineError::Dav(DavError::Unauthorized) => Verdict::Unauthorized,
-        EngineError::Dav(d) if d.is_transient() => Verdict::Retry,
+        EngineError::Backend(BackendError::Unauthorized(_)) => Verdict::Unauthorized,
+        EngineError::Backend(d) if d.is_transient() => Verdict::Retry,
         EngineError::Content(c) if c.is_disk_full() => Verdict::Retry,
         EngineError::Queue(_) | EngineError::Db(_) | EngineError::Truncated { .. } => {
             Verdict::Retry

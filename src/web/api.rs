@@ -49,7 +49,7 @@ use super::panel::PairRequest;
 use super::AppState;
 use crate::appapi::auth::AppApiUser;
 use crate::appapi::client::ClientError;
-use crate::appapi::webdav::DavError;
+use crate::backend::BackendError;
 use crate::chain::LibraryId;
 use crate::engine::libraries::LibraryError;
 use crate::engine::{Engine, EngineError};
@@ -217,10 +217,10 @@ fn from_engine(e: EngineError) -> ApiError {
         | EngineError::Invalid(_) => ApiError::Invalid(e.to_string()),
         EngineError::Library(LibraryError::Overlap { .. }) => ApiError::Conflict(e.to_string()),
         EngineError::Library(LibraryError::Unknown(_)) => ApiError::NotFound("library".into()),
-        EngineError::Dav(DavError::NotFound(path)) => {
+        EngineError::Backend(BackendError::NotFound(path)) => {
             ApiError::NotFound(format!("the folder {path}"))
         }
-        EngineError::Dav(e) => ApiError::Upstream(e.to_string()),
+        EngineError::Backend(e) => ApiError::Upstream(e.to_string()),
         other => ApiError::Internal(other.to_string()),
     }
 }
@@ -435,11 +435,13 @@ mod tests {
             StatusCode::CONFLICT
         );
         assert_eq!(
-            status(EngineError::Dav(DavError::NotFound("/x".into()))),
+            status(EngineError::Backend(BackendError::NotFound("/x".into()))),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            status(EngineError::Dav(DavError::Unauthorized)),
+            status(EngineError::Backend(BackendError::Unauthorized(
+                "Nextcloud"
+            ))),
             StatusCode::BAD_GATEWAY
         );
     }

@@ -5,6 +5,7 @@
 //!
 //! | file | concept |
 //! |---|---|
+//! | [`lifecycle`] | `/heartbeat`, `/init`, `/enabled`: the routes AppAPI drives us with |
 //! | [`api`] | the panel's REST API (`/api/…`, `/api/admin/…`) |
 //! | [`ws`], [`hub`], [`events`] | the live panel: WebSocket, fan-out, wire format |
 //! | [`panel`], [`access`] | what the panel's routes share: hub, admin check, pairing hand-over |
@@ -23,6 +24,7 @@ pub mod feed;
 pub mod health;
 pub mod hub;
 pub mod ingest;
+pub mod lifecycle;
 pub mod metrics;
 pub mod panel;
 pub mod prometheus;
@@ -37,7 +39,7 @@ use axum::{middleware, Router};
 
 use crate::appapi::auth::{require_appapi, AppApiAuth};
 use crate::appapi::client::{ClientError, NextcloudClient};
-use crate::appapi::lifecycle;
+
 use crate::config::Config;
 use crate::engine::{Engine, EngineOptions};
 

@@ -5,12 +5,11 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::{Outcome, Step};
-use crate::appapi::multistatus::DavEntry;
-use crate::appapi::webdav::{DavError, PutOptions};
+use crate::backend::{BackendError, ByteStream, Depth, Item, WriteOptions};
 use crate::chain::{
     conflict_name, ChainPath, ContentId, LibraryId, NextcloudRef, Op, Tree, TreeItem,
 };
@@ -27,7 +26,7 @@ enum Found {
     Gone,
 }
 
-fn sha_listed(entry: &DavEntry, sha: &str) -> bool {
+fn sha_listed(entry: &Item, sha: &str) -> bool {
     entry.checksums.iter().any(|c| {
         c.split_once(':').is_some_and(|(algo, hex)| {
             algo.eq_ignore_ascii_case("SHA256") && hex.eq_ignore_ascii_case(sha)
@@ -50,10 +49,7 @@ fn sha256_of(store: &ContentStore, id: &ManifestId) -> Result<String, ContentErr
 }
 
 /// A local version as a body stream, read block by block on a blocking thread.
-fn version_stream(
-    store: ContentStore,
-    id: ManifestId,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static {
+fn version_stream(store: ContentStore, id: ManifestId) -> ByteStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let fail = |e: ContentError| Err(std::io::Error::other(e.to_string()));
@@ -76,9 +72,10 @@ fn version_stream(
             }
         }
     });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+    futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    }))
+    })
+    .boxed()
 }
 
 fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
@@ -125,13 +122,8 @@ impl Engine {
                 }
                 match self
                     .inner
-                    .dav
-                    .rename(
-                        &library.uid,
-                        &library.user_path(from),
-                        &library.user_path(to),
-                        false,
-                    )
+                    .backend
+                    .rename(library.root(), from, to, false)
                     .await
                 {
                     Ok(_) => {
@@ -140,29 +132,24 @@ impl Engine {
                         out.progress += 1;
                     }
                     // The target appeared in Nextcloud meanwhile: record it; the tree decides.
-                    Err(DavError::PreconditionFailed(_) | DavError::AlreadyExists(_)) => {
+                    Err(BackendError::PreconditionFailed(_) | BackendError::AlreadyExists(_)) => {
                         out.appended += self.record_nextcloud(library, to).await?;
                         out.progress += 1;
                     }
-                    Err(DavError::NotFound(_)) => {
+                    Err(BackendError::NotFound(_)) => {
                         mirror.remove(&id, from)?;
                         out.progress += 1;
                     }
-                    Err(DavError::Conflict(_)) => self.parent_missing(library, to)?,
+                    Err(BackendError::Conflict(_)) => self.parent_missing(library, to)?,
                     Err(e) => return Err(e.into()),
                 }
             }
             Step::Mkdir(path) => {
-                match self
-                    .inner
-                    .dav
-                    .mkcol(&library.uid, &library.user_path(path))
-                    .await
-                {
+                match self.inner.backend.mkdir(library.root(), path).await {
                     Ok(_) => {
                         Counters::add(&self.inner.counters.written, 1);
                     }
-                    Err(DavError::AlreadyExists(_)) => {
+                    Err(BackendError::AlreadyExists(_)) => {
                         if !self.stat(library, path).await?.is_some_and(|e| e.is_dir) {
                             // A file where the tree has a folder: record it; the fold decides.
                             out.appended += self.record_nextcloud(library, path).await?;
@@ -170,7 +157,7 @@ impl Engine {
                             return Ok(());
                         }
                     }
-                    Err(DavError::Conflict(_)) => {
+                    Err(BackendError::Conflict(_)) => {
                         self.parent_missing(library, path)?;
                         return Ok(());
                     }
@@ -260,7 +247,7 @@ impl Engine {
                 self.inner
                     .own_writes
                     .remember(&library.uid, &user_path, &sha);
-                let options = PutOptions {
+                let options = WriteOptions {
                     if_absent,
                     if_match,
                     mtime: Some(mtime_ms.div_euclid(1000)),
@@ -269,8 +256,8 @@ impl Engine {
                 let body = version_stream(self.inner.content.clone(), (*content).into());
                 match self
                     .inner
-                    .dav
-                    .put(&library.uid, &user_path, body, *size, &options)
+                    .backend
+                    .write(library.root(), path, body, *size, &options)
                     .await
                 {
                     Ok(written) => {
@@ -294,12 +281,12 @@ impl Engine {
                     // Changed (If-Match) or created (If-None-Match) between our look and our
                     // write: looked at again next pass, which finds the user's version and
                     // keeps both (the user's under its name, the peer's as the conflict copy).
-                    Err(DavError::PreconditionFailed(_)) => {
+                    Err(BackendError::PreconditionFailed(_)) => {
                         Counters::add(&self.inner.counters.writeback_raced, 1);
                         tracing::info!(library = %id, %path, "Nextcloud refused the write (412): the file changed meanwhile; looking again");
                         out.raced += 1;
                     }
-                    Err(DavError::Conflict(_)) => self.parent_missing(library, path)?,
+                    Err(BackendError::Conflict(_)) => self.parent_missing(library, path)?,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -338,8 +325,8 @@ impl Engine {
                     return Ok(());
                 }
                 self.inner
-                    .dav
-                    .delete(&library.uid, &library.user_path(path))
+                    .backend
+                    .delete(library.root(), path)
                     .await
                     .or_else(not_found_ok)?;
             }
@@ -367,7 +354,7 @@ impl Engine {
         &self,
         library: &Library,
         path: &str,
-        entry: &DavEntry,
+        entry: &Item,
         out: &mut Outcome,
     ) -> Result<(), EngineError> {
         let id = library.id;
@@ -379,8 +366,8 @@ impl Engine {
         match self.found(library, path, entry, known.as_ref()).await? {
             Found::Content(c) if known.as_ref().is_some_and(|k| k.content == c) => {
                 self.inner
-                    .dav
-                    .delete(&library.uid, &library.user_path(path))
+                    .backend
+                    .delete(library.root(), path)
                     .await
                     .or_else(not_found_ok)?;
                 Counters::add(&self.inner.counters.written, 1);
@@ -406,22 +393,16 @@ impl Engine {
         while let Some(folder) = folders.pop() {
             let listing = match self
                 .inner
-                .dav
-                .propfind(
-                    &library.uid,
-                    &library.user_path(&folder),
-                    crate::appapi::webdav::Depth::One,
-                )
+                .backend
+                .list(library.root(), &folder, Depth::One)
                 .await
             {
                 Ok(l) => l,
-                Err(DavError::NotFound(_)) => continue,
+                Err(BackendError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
             for entry in listing {
-                let Some(child) = crate::engine::ingest::href_to_rel(library, &entry.href) else {
-                    continue;
-                };
+                let child = entry.path.clone();
                 if child == folder {
                     continue;
                 }
@@ -462,7 +443,7 @@ impl Engine {
         &self,
         library: &Library,
         path: &str,
-        entry: &DavEntry,
+        entry: &Item,
         known: Option<&HeldFile>,
     ) -> Result<Found, EngineError> {
         if let Some(k) = known {
@@ -474,7 +455,7 @@ impl Engine {
             }
         }
         let user_path = library.user_path(path);
-        match self.download(library, &user_path).await {
+        match self.download(library, path).await {
             Ok(ingested) => {
                 if entry.size.is_some_and(|expected| expected != ingested.size) {
                     return Err(EngineError::Truncated {
@@ -485,7 +466,7 @@ impl Engine {
                 }
                 Ok(Found::Content(ingested.id.into()))
             }
-            Err(EngineError::Dav(DavError::NotFound(_))) => Ok(Found::Gone),
+            Err(EngineError::Backend(BackendError::NotFound(_))) => Ok(Found::Gone),
             Err(e) => Err(e),
         }
     }
@@ -513,7 +494,7 @@ impl Engine {
         library: &Library,
         path: &str,
         theirs: ContentId,
-        entry: &DavEntry,
+        entry: &Item,
         peer: &TreeItem,
     ) -> Result<usize, EngineError> {
         let TreeItem::File {
@@ -622,9 +603,9 @@ impl Engine {
     }
 }
 
-fn not_found_ok(e: DavError) -> Result<(), DavError> {
+fn not_found_ok(e: BackendError) -> Result<(), BackendError> {
     match e {
-        DavError::NotFound(_) => Ok(()),
+        BackendError::NotFound(_) => Ok(()),
         e => Err(e),
     }
 }

@@ -74,7 +74,7 @@ use serde::Serialize;
 use super::libraries::Library;
 use super::stats::{lock, Counters};
 use super::{Engine, EngineError};
-use crate::appapi::webdav::DavError;
+use crate::backend::BackendError;
 use crate::chain::{ContentId, LibraryId, TreeItem};
 
 pub(crate) use plan::{plan, Step};
@@ -147,7 +147,7 @@ pub(crate) struct Outcome {
 /// Errors that stop the pass (Nextcloud is failing, or refuses us); others skip one step.
 fn stops(e: &EngineError) -> bool {
     match e {
-        EngineError::Dav(d) => d.is_transient() || matches!(d, DavError::Unauthorized),
+        EngineError::Backend(d) => d.is_transient() || matches!(d, BackendError::Unauthorized(_)),
         EngineError::Content(c) => c.is_disk_full(),
         EngineError::Db(_) | EngineError::Truncated { .. } => true,
         _ => false,
@@ -286,11 +286,11 @@ pub(crate) async fn run(engine: Engine) {
                     None
                 }
             }
-            Some(EngineError::Dav(DavError::Unauthorized)) => {
+            Some(EngineError::Backend(BackendError::Unauthorized(_))) => {
                 tracing::error!("Nextcloud refused harpbridge's credentials; write-back paused for 10 minutes or until the next enable (check APP_SECRET, and the brute-force lock-out)");
                 *lock(&engine.inner.status.writeback) = WritebackState::Unauthorized {
                     since_ms: now,
-                    error: DavError::Unauthorized.to_string(),
+                    error: crate::backend::BackendError::Unauthorized("Nextcloud").to_string(),
                 };
                 // Pulls do not end this pause (each try could count toward Nextcloud's
                 // lock-out); only time or AppAPI enabling the app again (since this run

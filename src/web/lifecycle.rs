@@ -19,8 +19,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::client::ClientError;
-use super::ui;
+use crate::appapi::client::ClientError;
+use crate::appapi::ui;
 use crate::web::AppState;
 
 pub async fn heartbeat() -> Json<Value> {

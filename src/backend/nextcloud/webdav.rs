@@ -16,8 +16,8 @@ use futures_util::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::client::{urlencode_segment, Caller, NextcloudClient};
 use super::multistatus::{self, DavEntry};
+use crate::appapi::client::{urlencode_segment, Caller, NextcloudClient};
 
 /// Files larger than this are uploaded in chunks (chunked upload v2).
 pub const CHUNKED_THRESHOLD: u64 = 64 << 20;
