@@ -486,7 +486,7 @@ impl ConfigArgs {
             // AppAPI sets APP_DISPLAY_NAME for docker-install only; a manual install would
             // otherwise show the bare app id in the top menu.
             app_display_name: optional(&self.app_display_name).unwrap_or_else(|| {
-                crate::appapi::manifest::Manifest::shipped()
+                crate::appinfo::Manifest::shipped()
                     .map(|m| m.name)
                     .unwrap_or_else(|_| app_id.clone())
             }),

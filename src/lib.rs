@@ -10,6 +10,7 @@
 //! - [`logging`]: tracing set-up, readable or JSON.
 
 pub mod appapi;
+pub mod appinfo;
 pub mod backend;
 pub mod chain;
 pub mod cli;

@@ -2,7 +2,7 @@
 //! paths the panel needs in both engines that match them (HaRP and AppAPI's PHP proxy),
 //! and a JSON form for manual installs that matches it.
 
-use harpbridge::appapi::manifest::{Manifest, Route};
+use harpbridge::appinfo::{Manifest, Route};
 
 /// HaRP's agent: the first route whose url matches from the start of the path (Python's
 /// `re.match`, case-sensitive, path WITH its leading slash), whatever the verb.
@@ -39,7 +39,7 @@ fn php_route_for<'a>(manifest: &'a Manifest, path: &str, verb: &str) -> Option<&
 
 #[test]
 fn manifest_is_complete() {
-    let xml = harpbridge::appapi::manifest::INFO_XML;
+    let xml = harpbridge::appinfo::INFO_XML;
     let m = Manifest::shipped().expect("info.xml parses");
     assert_eq!(m.id, "harpbridge");
     assert_eq!(m.version, env!("CARGO_PKG_VERSION"));

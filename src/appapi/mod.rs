@@ -3,7 +3,6 @@
 //! - [`auth`]: checks the AppAPI headers on every request that reaches us, and signs ours.
 //! - [`client`]: the signed OCS client for calls from harpbridge to Nextcloud.
 //! - [`event`]: a file event as a webhook delivers it, validated.
-//! - [`manifest`]: `appinfo/info.xml`, and the JSON form manual installs need.
 //! - [`webhooks`]: registering webhook_listeners hooks; parsing their deliveries.
 //! - [`ui`]: the top-menu page (entry, script, style, initial state) registered on enable.
 //!
@@ -14,6 +13,5 @@
 pub mod auth;
 pub mod client;
 pub mod event;
-pub mod manifest;
 pub mod ui;
 pub mod webhooks;

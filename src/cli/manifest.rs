@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::appapi::manifest::{Manifest, INFO_XML};
+use crate::appinfo::{Manifest, INFO_XML};
 
 #[derive(Debug, Args)]
 pub struct ManifestArgs {

@@ -20,6 +20,7 @@
 
 pub mod catchup;
 pub mod echo;
+pub mod events;
 pub mod ingest;
 pub mod libraries;
 pub mod mirror;
@@ -36,17 +37,15 @@ use std::time::Duration;
 
 use crate::appapi::client::NextcloudClient;
 use crate::appapi::webhooks::{self, Registration};
-use crate::backend::nextcloud::NextcloudBackend;
 use crate::backend::{Backend, BackendError, Depth, Root};
 use crate::chain::{ChainStore, Entry, EntryHash, LibraryId, Op, Tree};
 use crate::content::{ContentStore, StoreOptions};
 use crate::identity::DeviceIdentity;
-use crate::web::events as panel;
-use crate::web::hub::Hub;
 
 use crate::appapi::event::FileEvent;
 use catchup::FolderEtags;
 use echo::OwnWrites;
+use events::{Activity, EngineEvent, Events};
 use libraries::{Libraries, Library, LibraryError};
 use mirror::{Mirror, MirrorError};
 use queue::{Enqueued, Queue, QueueError};
@@ -121,7 +120,8 @@ struct Inner {
     own_writes: OwnWrites,
     counters: Counters,
     status: Status,
-    hub: Option<Hub>,
+    /// Where what the engine does is reported (the panel, in `serve`).
+    events: Events,
     /// Each library's folded tree, valid while the chain's heads are the ones noted.
     trees: Mutex<HashMap<LibraryId, CachedTree>>,
     /// When the stores were opened (and the chain checked).
@@ -180,10 +180,13 @@ pub enum Accepted {
 
 impl Engine {
     /// Opens the data directory's stores and starts the worker (needs a tokio runtime).
+    /// `backend` holds the libraries' files; `nextcloud` is the AppAPI client that
+    /// registers the webhooks telling us of changes there.
     pub fn start(
         options: EngineOptions,
         nextcloud: NextcloudClient,
-        hub: Option<Hub>,
+        backend: Arc<dyn Backend>,
+        events: Events,
     ) -> Result<Engine, EngineError> {
         let db = crate::db::open(&options.data_dir)?;
         let (identity, _) = DeviceIdentity::load_or_create(&options.data_dir)?;
@@ -200,14 +203,11 @@ impl Engine {
         let mirror = Mirror::open(db.clone())?;
         let folder_etags = FolderEtags::open(db.clone())?;
         let queue = Queue::open(db)?;
-        if let Some(hub) = &hub {
-            hub.set_device_id(Some(identity.peer_id().to_string()));
-        }
         let seen = peers::seen_now(&chain);
         let enabled = options.data_dir.join(ENABLED_MARKER).exists();
         let engine = Engine {
             inner: Arc::new(Inner {
-                backend: Arc::new(NextcloudBackend::new(nextcloud.clone())),
+                backend,
                 nextcloud,
                 options,
                 chain,
@@ -218,7 +218,7 @@ impl Engine {
                 own_writes: OwnWrites::default(),
                 counters: Counters::default(),
                 status: Status::default(),
-                hub,
+                events,
                 trees: Mutex::new(HashMap::new()),
                 opened_ms: crate::chain::now_ms(),
                 write_locks: Mutex::new(HashMap::new()),
@@ -584,11 +584,7 @@ impl Engine {
             tracing::warn!(error = %e, "could not release the library's blocks");
         }
         lock(&self.inner.status.scans).remove(&id.to_hex());
-        if let Some(hub) = &self.inner.hub {
-            hub.publish(panel::Event::LibraryRemoved {
-                library_id: id.to_hex(),
-            });
-        }
+        self.inner.events.emit(EngineEvent::LibraryRemoved(*id));
         Ok(library)
     }
 
@@ -647,11 +643,10 @@ impl Engine {
         self.local_entries(&id, &entries);
         for entry in &entries {
             tracing::info!(library = %id, hash = %entry.hash(), op = entry.meta().op.kind(), "chain entry appended");
-            if let Some(hub) = &self.inner.hub {
-                hub.publish(panel::Event::EntryAppended {
-                    entry: panel::ChainEntry::from_chain(entry, user.map(str::to_owned)),
-                });
-            }
+            self.inner.events.emit(EngineEvent::EntryAppended {
+                entry: entry.clone(),
+                user: user.map(str::to_owned),
+            });
         }
         self.publish_library(library);
         Ok(entries)
@@ -677,49 +672,35 @@ impl Engine {
         Ok(())
     }
 
-    /// Tells the panel a library's current state.
+    /// Reports a library's current state.
     pub fn publish_library(&self, library: &Library) {
-        let Some(hub) = &self.inner.hub else {
+        if !self.inner.events.listening() {
             return;
-        };
-        let summary = self.inner.chain.summary(&library.id).ok();
+        }
+        let chain = self
+            .inner
+            .chain
+            .summary(&library.id)
+            .ok()
+            .map(|s| events::ChainState {
+                heads: s.heads,
+                entries: s.entries as u64,
+                verified_at_ms: self.inner.opened_ms,
+            });
         let scan = lock(&self.inner.status.scans)
             .get(&library.id.to_hex())
             .cloned();
-        let (status, error) = match &scan {
-            Some(s) if s.state == stats::ScanState::Running => {
-                (panel::LibraryStatus::Syncing, None)
-            }
-            Some(s) if s.state == stats::ScanState::Failed => {
-                (panel::LibraryStatus::Error, s.error.clone())
-            }
-            _ => (panel::LibraryStatus::Idle, None),
+        let activity = match scan {
+            Some(s) if s.state == stats::ScanState::Running => Activity::Syncing,
+            Some(s) if s.state == stats::ScanState::Failed => Activity::Failed(s.error),
+            _ => Activity::Idle,
         };
-        hub.publish(panel::Event::LibraryState {
-            library: panel::Library {
-                id: library.id.to_hex(),
-                name: library.name.clone(),
-                owner: library.uid.clone(),
-                folder: format!("/{}", library.folder),
-                heads: summary
-                    .as_ref()
-                    .map(|s| s.heads.iter().map(|h| h.to_hex()).collect())
-                    .unwrap_or_default(),
-                entries: summary.as_ref().map(|s| s.entries as u64).unwrap_or(0),
-                // The store checked every entry when it opened, and checks every entry
-                // before it stores it; it refuses to open a damaged chain.
-                verification: match &summary {
-                    Some(s) => panel::Verification {
-                        state: panel::VerificationState::Verified,
-                        checked_at_ms: Some(self.inner.opened_ms),
-                        entries: s.entries as u64,
-                        error: None,
-                    },
-                    None => panel::Verification::unverified(),
-                },
-                status,
-                error,
-            },
-        });
+        self.inner
+            .events
+            .emit(EngineEvent::LibraryState(events::LibraryState {
+                library: library.clone(),
+                chain,
+                activity,
+            }));
     }
 }

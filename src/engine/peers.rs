@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!   append / create / pair ──▶ Engine::library_changes() ──▶ (serve) NodeHandle::library_changed
-//!   NodeEvent::Pulled ──▶ (serve) Engine::remote_entries(lib) ──▶ hub: entry_appended, library_state
+//!   NodeEvent::Pulled ──▶ (serve) Engine::remote_entries(lib) ──▶ events: EntryAppended, LibraryState
 //! ```
 //!
 //! # Which entries are new
@@ -24,8 +24,8 @@ use tokio::sync::broadcast;
 use super::{lock, Engine, EngineError};
 use ed25519_dalek::SigningKey;
 
+use super::events::{EngineEvent, RECENT_ENTRIES};
 use crate::chain::{ChainError, ChainStore, DeviceKey, Entry, LibraryId, Op};
-use crate::web::events::{self as panel, ACTIVITY_LIMIT};
 
 /// Library changes buffered for a slow listener before it misses some (it then re-announces
 /// every library, see [`Engine::library_changes`]).
@@ -79,7 +79,7 @@ impl Engine {
     }
 
     /// Shows the entries that peers' pulls stored in `library` since the last call: each
-    /// becomes an `entry_appended` on the panel (at most the last [`ACTIVITY_LIMIT`], which is
+    /// becomes an `entry_appended` on the panel (at most the last [`RECENT_ENTRIES`], which is
     /// all the panel keeps), then the library's state is published and the content store
     /// learns which versions its tree needs now. Returns how many entries were new.
     pub async fn remote_entries(&self, library: LibraryId) -> Result<usize, EngineError> {
@@ -93,12 +93,10 @@ impl Engine {
             return Ok(0);
         }
         tracing::info!(%library, entries = count, "entries from peers stored");
-        if let Some(hub) = &self.inner.hub {
-            for entry in &shown {
-                hub.publish(panel::Event::EntryAppended {
-                    entry: panel::ChainEntry::from_chain(entry, None),
-                });
-            }
+        for entry in shown {
+            self.inner
+                .events
+                .emit(EngineEvent::EntryAppended { entry, user: None });
         }
         if let Some(known) = self.inner.libraries.get(&library) {
             self.publish_library(&known);
@@ -112,7 +110,7 @@ impl Engine {
     }
 
     /// Reads the entries of `library` not seen yet (blocking): how many, and the last
-    /// [`ACTIVITY_LIMIT`] of them written by other devices (this device's own come back only
+    /// [`RECENT_ENTRIES`] of them written by other devices (this device's own come back only
     /// if its data directory lost them; they count, and are not shown twice).
     fn unseen(&self, library: &LibraryId) -> Result<(usize, Vec<Entry>), EngineError> {
         let me = self.inner.identity.device_key();
@@ -140,7 +138,7 @@ impl Engine {
                     continue;
                 }
                 shown.push_back(entry);
-                if shown.len() > ACTIVITY_LIMIT {
+                if shown.len() > RECENT_ENTRIES {
                     shown.pop_front();
                 }
             }
@@ -177,11 +175,10 @@ impl Engine {
         };
         tracing::info!(%library, device = %device.display_name(), hash = %entry.hash(), "device paired");
         self.local_entries(&library, std::slice::from_ref(&entry));
-        if let Some(hub) = &self.inner.hub {
-            hub.publish(panel::Event::EntryAppended {
-                entry: panel::ChainEntry::from_chain(&entry, None),
-            });
-        }
+        self.inner.events.emit(EngineEvent::EntryAppended {
+            entry: entry.clone(),
+            user: None,
+        });
         if let Some(known) = self.inner.libraries.get(&library) {
             self.publish_library(&known);
         }

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// How many recent chain entries a snapshot carries.
-pub const ACTIVITY_LIMIT: usize = 200;
+pub const ACTIVITY_LIMIT: usize = crate::engine::events::RECENT_ENTRIES;
 
 /// WebSocket close code for a client dropped because its queue was full.
 pub const CLOSE_TOO_SLOW: u16 = 4000;

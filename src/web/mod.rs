@@ -8,6 +8,7 @@
 //! | [`lifecycle`] | `/heartbeat`, `/init`, `/enabled`: the routes AppAPI drives us with |
 //! | [`api`] | the panel's REST API (`/api/…`, `/api/admin/…`) |
 //! | [`ws`], [`hub`], [`events`] | the live panel: WebSocket, fan-out, wire format |
+//! | [`engine_events`] | the engine's events rendered as panel messages |
 //! | [`panel`], [`access`] | what the panel's routes share: hub, admin check, pairing hand-over |
 //! | [`ingest`] | webhook deliveries in, ingest status out |
 //! | [`swarm`] | the p2p node inside `serve`, wired to the engine and the panel |
@@ -19,6 +20,7 @@
 pub mod access;
 pub mod api;
 pub mod assets;
+pub mod engine_events;
 pub mod events;
 pub mod feed;
 pub mod health;
@@ -40,7 +42,9 @@ use axum::{middleware, Router};
 use crate::appapi::auth::{require_appapi, AppApiAuth};
 use crate::appapi::client::{ClientError, NextcloudClient};
 
+use crate::backend::nextcloud::NextcloudBackend;
 use crate::config::Config;
+use crate::engine::events::Events;
 use crate::engine::{Engine, EngineOptions};
 
 /// What every handler can reach. Cheap to clone.
@@ -93,9 +97,15 @@ impl AppState {
         match Engine::start(
             options,
             self.nextcloud.clone(),
-            Some(self.panel.hub.clone()),
+            Arc::new(NextcloudBackend::new(self.nextcloud.clone())),
+            Events::to(Arc::new(self.panel.hub.clone())),
         ) {
-            Ok(engine) => self.engine = Some(engine),
+            Ok(engine) => {
+                self.panel
+                    .hub
+                    .set_device_id(Some(engine.identity().peer_id().to_string()));
+                self.engine = Some(engine);
+            }
             Err(e) => {
                 let error = format!(
                     "cannot use the data directory {}: {e}",

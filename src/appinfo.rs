@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The manifest as shipped.
-pub const INFO_XML: &str = include_str!("../../appinfo/info.xml");
+pub const INFO_XML: &str = include_str!("../appinfo/info.xml");
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Manifest {
