@@ -46,6 +46,26 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 #[error("folder ETag storage: {0}")]
 pub struct FolderEtagsError(String);
 
+/// The catch-up task's state: what it last saw, and what it was asked for.
+pub(crate) struct CatchUpState {
+    /// Folder ETags of complete reconciles.
+    pub(super) etags: FolderEtags,
+    /// Wakes the task.
+    pub(super) wake: tokio::sync::Notify,
+    /// Why it was asked to run (said in the log and the status).
+    pub(super) reasons: Mutex<Vec<String>>,
+}
+
+impl CatchUpState {
+    pub(super) fn new(etags: FolderEtags) -> Self {
+        CatchUpState {
+            etags,
+            wake: tokio::sync::Notify::new(),
+            reasons: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 fn storage(e: impl std::fmt::Display) -> FolderEtagsError {
     FolderEtagsError(e.to_string())
 }
@@ -165,7 +185,7 @@ impl Engine {
     /// Asks for a catch-up of every library soon, saying why (for the log).
     pub fn request_catch_up(&self, why: &str) {
         {
-            let mut reasons = lock(&self.inner.catch_up_reasons);
+            let mut reasons = lock(&self.inner.catch_up.reasons);
             if !reasons.iter().any(|r| r == why) {
                 reasons.push(why.to_owned());
             }
@@ -174,7 +194,7 @@ impl Engine {
                 task.state = CatchUpTaskState::Pending;
             }
         }
-        self.inner.catch_up_wake.notify_one();
+        self.inner.catch_up.wake.notify_one();
     }
 
     /// Brings a library's chain up to date with Nextcloud, looking only below folders
@@ -193,7 +213,7 @@ impl Engine {
                 library.uid, library.folder
             )));
         };
-        let recorded = self.inner.folder_etags.get(&library.id, "");
+        let recorded = self.inner.catch_up.etags.get(&library.id, "");
         if root.etag.is_some() && root.etag == recorded {
             return Ok(None);
         }
@@ -201,7 +221,8 @@ impl Engine {
             .walk(library, "", super::ingest::Walk::Full, progress_key, true)
             .await?;
         self.inner
-            .folder_etags
+            .catch_up
+            .etags
             .record(&library.id, walked.folder_etags, &self.inner.mirror)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         if walked.appended > 0 {
@@ -262,18 +283,18 @@ impl Engine {
 /// call counts toward Nextcloud's brute-force lock-out of our address.
 pub(crate) async fn run(engine: Engine) {
     let interval = engine.inner.options.scan_interval;
-    let mut enables = engine.inner.enables.subscribe();
+    let mut enables = engine.inner.enablement.enables.subscribe();
     let mut wait = Duration::ZERO;
     let mut retry = FIRST_RETRY;
     let mut rounds = 0u64;
     loop {
         let asked = tokio::select! {
             _ = tokio::time::sleep(wait) => false,
-            _ = engine.inner.catch_up_wake.notified() => true,
+            _ = engine.inner.catch_up.wake.notified() => true,
         };
         wait = interval;
         let mut reasons = {
-            let mut reasons = lock(&engine.inner.catch_up_reasons);
+            let mut reasons = lock(&engine.inner.catch_up.reasons);
             lock(&engine.inner.status.catch_up).state = CatchUpTaskState::Running;
             std::mem::take(&mut *reasons)
         };
@@ -354,7 +375,7 @@ fn refused(engine: &Engine, doing: &str) {
 
 /// The round is over: the task is idle, or pending if asked again meanwhile.
 fn round_ended(engine: &Engine, counted: bool) {
-    let reasons = lock(&engine.inner.catch_up_reasons);
+    let reasons = lock(&engine.inner.catch_up.reasons);
     let mut task = lock(&engine.inner.status.catch_up);
     task.state = if reasons.is_empty() {
         CatchUpTaskState::Idle

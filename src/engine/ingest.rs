@@ -571,7 +571,7 @@ impl Engine {
                     }
                     let unchanged = prune
                         && entry.etag.is_some()
-                        && entry.etag == self.inner.folder_etags.get(&library.id, &child);
+                        && entry.etag == self.inner.catch_up.etags.get(&library.id, &child);
                     if unchanged {
                         skipped.push(child);
                     } else {

@@ -10,7 +10,9 @@
 //! - [`queue`]: the durable, de-duplicating queue between the receiver and the worker.
 //! - [`ingest`]: reading one path's truth over WebDAV and recording it.
 //! - [`worker`]: draining the queue, with retries and backoff when Nextcloud is down.
+//! - [`webhooks`]: asking Nextcloud for file events, filtered to the libraries' folders.
 //! - [`catchup`]: finding, by folder ETags, the changes no webhook delivered.
+//! - [`enablement`]: whether AppAPI has enabled us: nothing calls Nextcloud until it has.
 //! - [`echo`]: not recording our own writes twice.
 //! - [`mirror`]: what Nextcloud holds, as last known (the base both directions compare with).
 //! - [`writeback`]: the other direction: peers' changes written into Nextcloud.
@@ -20,6 +22,7 @@
 
 pub mod catchup;
 pub mod echo;
+pub mod enablement;
 pub mod events;
 pub mod ingest;
 pub mod libraries;
@@ -27,6 +30,7 @@ pub mod mirror;
 pub mod peers;
 pub mod queue;
 pub mod stats;
+pub mod webhooks;
 pub mod worker;
 pub mod writeback;
 
@@ -36,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::appapi::client::NextcloudClient;
-use crate::appapi::webhooks::{self, Registration};
 use crate::backend::{Backend, BackendError, Depth, Root};
 use crate::chain::{ChainStore, Entry, EntryHash, LibraryId, Op, Tree};
 use crate::content::{ContentStore, StoreOptions};
@@ -49,8 +52,7 @@ use events::{Activity, EngineEvent, Events};
 use libraries::{Libraries, Library, LibraryError};
 use mirror::{Mirror, MirrorError};
 use queue::{Enqueued, Queue, QueueError};
-use stats::{lock, Counters, Status, WebhookState};
-use writeback::ContentSource;
+use stats::{lock, Counters, Status};
 
 /// The file in the data directory that says AppAPI has enabled us.
 const ENABLED_MARKER: &str = "enabled";
@@ -128,37 +130,20 @@ struct Inner {
     opened_ms: u64,
     /// One library is written by one task at a time.
     write_locks: Mutex<HashMap<LibraryId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Libraries changed here, for the swarm ([`Engine::library_changes`]).
-    changes: tokio::sync::broadcast::Sender<LibraryId>,
-    /// What the panel has been shown of each library (see [`peers`]).
-    seen: Mutex<peers::Seen>,
-    /// One reader of peers' entries at a time.
-    remote_lock: tokio::sync::Mutex<()>,
-    /// Devices' names from membership entries, for the panel's peer list.
-    names: Mutex<HashMap<crate::chain::DeviceKey, String>>,
+    /// The swarm's side: changes out, peers' entries in ([`peers`]).
+    peers: peers::PeersState,
     /// What Nextcloud holds, as last known.
     mirror: Mirror,
-    /// Wakes the write-back task.
-    writeback_wake: tokio::sync::Notify,
-    /// How many times AppAPI enabled the app since start: ends write-back's pause after a 401.
-    enables: tokio::sync::watch::Sender<u64>,
-    /// Whether AppAPI has enabled the app (remembered across restarts). Nextcloud counts a
-    /// call from a disabled or unregistered ExApp as a failed login against our address,
-    /// so nothing calls Nextcloud while this is false.
-    enabled: tokio::sync::watch::Sender<bool>,
-    /// Where write-back fetches versions it lacks (the swarm, once it runs).
-    content_source: Mutex<Option<Arc<dyn ContentSource>>>,
-    /// Folder ETags of complete reconciles ([`catchup`]).
-    folder_etags: FolderEtags,
-    /// Wakes the catch-up task, with the reasons it was asked for.
-    catch_up_wake: tokio::sync::Notify,
-    catch_up_reasons: Mutex<Vec<String>>,
+    /// Whether AppAPI has enabled us ([`enablement`]).
+    enablement: enablement::Enablement,
+    /// The write-back task's wake-up and content source ([`writeback`]).
+    writeback: writeback::WritebackTask,
+    /// The catch-up task's folder ETags, wake-up and reasons ([`catchup`]).
+    catch_up: catchup::CatchUpState,
     /// The events of one change that were processed ([`ingest::Bursts`]).
     bursts: ingest::Bursts,
-    /// One webhook registration at a time.
-    webhooks_lock: tokio::sync::Mutex<()>,
-    /// The last registration got a 401.
-    webhooks_refused: std::sync::atomic::AtomicBool,
+    /// Our webhook registrations ([`webhooks`]).
+    webhooks: webhooks::Webhooks,
 }
 
 impl std::fmt::Debug for Engine {
@@ -222,21 +207,13 @@ impl Engine {
                 trees: Mutex::new(HashMap::new()),
                 opened_ms: crate::chain::now_ms(),
                 write_locks: Mutex::new(HashMap::new()),
-                changes: tokio::sync::broadcast::channel(peers::CHANGES_BUFFER).0,
-                seen: Mutex::new(seen),
-                remote_lock: tokio::sync::Mutex::new(()),
-                names: Mutex::new(HashMap::new()),
+                peers: peers::PeersState::new(seen),
                 mirror,
-                writeback_wake: tokio::sync::Notify::new(),
-                enables: tokio::sync::watch::Sender::new(0),
-                enabled: tokio::sync::watch::Sender::new(enabled),
-                content_source: Mutex::new(None),
-                folder_etags,
-                catch_up_wake: tokio::sync::Notify::new(),
-                catch_up_reasons: Mutex::new(Vec::new()),
+                enablement: enablement::Enablement::new(enabled),
+                writeback: writeback::WritebackTask::default(),
+                catch_up: catchup::CatchUpState::new(folder_etags),
                 bursts: ingest::Bursts::default(),
-                webhooks_lock: tokio::sync::Mutex::new(()),
-                webhooks_refused: std::sync::atomic::AtomicBool::new(false),
+                webhooks: webhooks::Webhooks::default(),
             }),
         };
         for library in engine.inner.libraries.list() {
@@ -331,117 +308,6 @@ impl Engine {
         self.request_catch_up("a delivery was refused");
     }
 
-    /// Registers our webhooks (on enable), then catches up with what happened while they
-    /// were not delivered.
-    pub async fn register_webhooks(&self) {
-        self.update_webhooks().await;
-        self.inner.queue.wake();
-        // An enable is the admin's "try Nextcloud again" after a refused secret.
-        self.inner.enables.send_modify(|n| *n += 1);
-        self.wake_writeback();
-        self.request_catch_up("enabled");
-    }
-
-    /// Webhooks filtered to the libraries' folders ([`webhooks::event_filter`]).
-    fn webhook_filter(&self) -> serde_json::Value {
-        let libraries = self.inner.libraries.list();
-        let watched: Vec<webhooks::Watched<'_>> = libraries
-            .iter()
-            .map(|l| webhooks::Watched {
-                uid: &l.uid,
-                folder: &l.folder,
-            })
-            .collect();
-        webhooks::event_filter(&watched)
-    }
-
-    /// Whether the last registration of our webhooks got a 401.
-    pub(crate) fn webhooks_refused_us(&self) -> bool {
-        self.inner
-            .webhooks_refused
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Whether our webhooks are known to be in place.
-    pub fn webhooks_registered(&self) -> bool {
-        matches!(
-            *lock(&self.inner.status.webhooks),
-            WebhookState::Registered { .. }
-        )
-    }
-
-    /// Registers our webhooks idempotently, filtered to the libraries as they are now;
-    /// remembers and logs how it went.
-    pub async fn update_webhooks(&self) {
-        let _one = self.inner.webhooks_lock.lock().await;
-        let filter = self.webhook_filter();
-        let registered =
-            webhooks::register(&self.inner.nextcloud, &self.inner.options.app_id, &filter).await;
-        let refused_us =
-            matches!(&registered, Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED));
-        let state = match registered {
-            Ok(Registration::Registered { kinds, refused }) => {
-                for (kind, why) in &refused {
-                    tracing::warn!(event = kind.name(), reason = %why, "Nextcloud refused a webhook");
-                }
-                tracing::info!(events = kinds.len(), "webhooks registered");
-                WebhookState::Registered {
-                    events: kinds.iter().map(|k| k.name().to_owned()).collect(),
-                    refused: refused
-                        .iter()
-                        .map(|(k, why)| format!("{}: {why}", k.name()))
-                        .collect(),
-                }
-            }
-            Ok(Registration::Unavailable(reason)) => WebhookState::Unavailable { reason },
-            Err(e) => WebhookState::Error {
-                error: e.to_string(),
-            },
-        };
-        self.inner
-            .webhooks_refused
-            .store(refused_us, std::sync::atomic::Ordering::Relaxed);
-        let mut current = lock(&self.inner.status.webhooks);
-        // Tried again every catch-up round while they are not in place: said once.
-        if *current != state {
-            match &state {
-                WebhookState::Unavailable { reason } => {
-                    tracing::warn!(%reason, interval_s = self.inner.options.scan_interval.as_secs(), "no webhooks: only the periodic catch-ups see changes");
-                }
-                WebhookState::Error { error } => {
-                    tracing::error!(%error, "could not register webhooks");
-                }
-                _ => {}
-            }
-        }
-        *current = state;
-    }
-
-    /// The libraries changed: their webhooks' filter with them (in the background; a
-    /// catch-up follows if that fails). Only once AppAPI has enabled us.
-    fn libraries_changed(&self) {
-        if !self.was_enabled() {
-            return;
-        }
-        let engine = self.clone();
-        tokio::spawn(async move {
-            engine.update_webhooks().await;
-            if !engine.webhooks_registered() {
-                engine.request_catch_up("webhooks could not be updated");
-            }
-        });
-    }
-
-    /// Removes our webhooks (on disable).
-    pub async fn unregister_webhooks(&self) {
-        if let Err(e) =
-            webhooks::unregister(&self.inner.nextcloud, &self.inner.options.app_id).await
-        {
-            tracing::warn!(error = %e, "could not remove webhooks");
-        }
-        *lock(&self.inner.status.webhooks) = WebhookState::Unknown;
-    }
-
     /// The event time (Unix seconds) of the last webhook delivery about the library.
     pub fn last_delivery_s(&self, id: &LibraryId) -> Option<i64> {
         let status = lock(&self.inner.status.libraries);
@@ -534,48 +400,13 @@ impl Engine {
         }
     }
 
-    /// Whether AppAPI enabled this app before (remembered across restarts, since AppAPI
-    /// does not call `/enabled` again when the container merely restarts).
-    pub fn was_enabled(&self) -> bool {
-        *self.inner.enabled.borrow()
-    }
-
-    /// Waits until AppAPI has enabled the app: the engine's tasks call Nextcloud only then.
-    pub(crate) async fn until_enabled(&self) {
-        let mut enabled = self.inner.enabled.subscribe();
-        if !*enabled.borrow_and_update() {
-            tracing::info!("waiting for AppAPI to enable the app before calling Nextcloud");
-        }
-        let _ = enabled.wait_for(|e| *e).await;
-    }
-
-    /// Remembers AppAPI's last enable or disable.
-    pub fn remember_enabled(&self, enabled: bool) {
-        self.inner.enabled.send_replace(enabled);
-        let marker = self.inner.options.data_dir.join(ENABLED_MARKER);
-        let result = if enabled {
-            std::fs::write(&marker, b"1")
-        } else {
-            std::fs::remove_file(&marker).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot record the enabled state");
-        }
-    }
-
     /// Forgets a library (its chain and blocks stay until pruned).
     pub fn remove_library(&self, id: &LibraryId) -> Result<Library, EngineError> {
         let library = self.inner.libraries.remove(id)?;
         if let Err(e) = self.inner.mirror.forget(id) {
             tracing::warn!(error = %e, "could not forget what Nextcloud holds of the library");
         }
-        if let Err(e) = self.inner.folder_etags.forget(id) {
+        if let Err(e) = self.inner.catch_up.etags.forget(id) {
             tracing::warn!(error = %e, "could not forget the library's folder ETags");
         }
         lock(&self.inner.status.libraries).remove(&id.to_hex());

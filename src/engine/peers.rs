@@ -37,6 +37,29 @@ const READ_BATCH: usize = 512;
 /// Per library, per author: the highest sequence number the panel has been shown.
 pub(crate) type Seen = HashMap<LibraryId, HashMap<DeviceKey, u64>>;
 
+/// The engine's side of the swarm.
+pub(crate) struct PeersState {
+    /// Libraries changed here, for the swarm ([`Engine::library_changes`]).
+    pub(super) changes: broadcast::Sender<LibraryId>,
+    /// What has been reported of each library.
+    pub(super) seen: std::sync::Mutex<Seen>,
+    /// One reader of peers' entries at a time.
+    pub(super) remote_lock: tokio::sync::Mutex<()>,
+    /// Devices' names from membership entries, for the panel's peer list.
+    pub(super) names: std::sync::Mutex<HashMap<DeviceKey, String>>,
+}
+
+impl PeersState {
+    pub(super) fn new(seen: Seen) -> Self {
+        PeersState {
+            changes: broadcast::channel(CHANGES_BUFFER).0,
+            seen: std::sync::Mutex::new(seen),
+            remote_lock: tokio::sync::Mutex::new(()),
+            names: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 /// Appends an `AddDevice` for `device` to `library`, signed with `key`, unless `device` is
 /// a member already (then `None`). Shared by `harpbridge pair` and the panel's pairing.
 pub fn add_member(
@@ -61,7 +84,7 @@ impl Engine {
     /// the swarm announces their new heads to peers. A receiver that lags should treat every
     /// library as changed.
     pub fn library_changes(&self) -> broadcast::Receiver<LibraryId> {
-        self.inner.changes.subscribe()
+        self.inner.peers.changes.subscribe()
     }
 
     /// Notes local entries: tells [`Engine::library_changes`] listeners, and marks them seen
@@ -70,12 +93,12 @@ impl Engine {
         self.note_names(entries.iter());
         let me = self.inner.identity.device_key();
         if let Some(top) = entries.iter().map(|e| e.meta().seq).max() {
-            let mut seen = lock(&self.inner.seen);
+            let mut seen = lock(&self.inner.peers.seen);
             let mine = seen.entry(*library).or_default().entry(me).or_default();
             *mine = (*mine).max(top);
         }
         // Nobody listening (no swarm) is fine.
-        let _ = self.inner.changes.send(*library);
+        let _ = self.inner.peers.changes.send(*library);
     }
 
     /// Shows the entries that peers' pulls stored in `library` since the last call: each
@@ -84,7 +107,7 @@ impl Engine {
     /// learns which versions its tree needs now. Returns how many entries were new.
     pub async fn remote_entries(&self, library: LibraryId) -> Result<usize, EngineError> {
         // One reader at a time, so two pulls in a row do not show the same entry twice.
-        let _guard = self.inner.remote_lock.lock().await;
+        let _guard = self.inner.peers.remote_lock.lock().await;
         let engine = self.clone();
         let (count, shown) = tokio::task::spawn_blocking(move || engine.unseen(&library))
             .await
@@ -114,7 +137,7 @@ impl Engine {
     /// if its data directory lost them; they count, and are not shown twice).
     fn unseen(&self, library: &LibraryId) -> Result<(usize, Vec<Entry>), EngineError> {
         let me = self.inner.identity.device_key();
-        let vector: Vec<(DeviceKey, u64)> = lock(&self.inner.seen)
+        let vector: Vec<(DeviceKey, u64)> = lock(&self.inner.peers.seen)
             .get(library)
             .map(|v| v.iter().map(|(k, n)| (*k, *n)).collect())
             .unwrap_or_default();
@@ -143,7 +166,7 @@ impl Engine {
                 }
             }
         }
-        let mut seen = lock(&self.inner.seen);
+        let mut seen = lock(&self.inner.peers.seen);
         let vector = seen.entry(*library).or_default();
         for (author, top) in newest {
             let n = vector.entry(author).or_default();
@@ -191,11 +214,11 @@ impl Engine {
     /// this process; names of entries older than the process are read by
     /// [`Engine::learn_names`] in the background after start).
     pub fn device_name(&self, device: &DeviceKey) -> Option<String> {
-        lock(&self.inner.names).get(device).cloned()
+        lock(&self.inner.peers.names).get(device).cloned()
     }
 
     fn note_names<'a>(&self, entries: impl Iterator<Item = &'a Entry>) {
-        let mut names = lock(&self.inner.names);
+        let mut names = lock(&self.inner.peers.names);
         for entry in entries {
             if let Op::AddDevice { device, name } = &entry.meta().op {
                 if !name.is_empty() {
@@ -228,7 +251,7 @@ impl Engine {
                 }
             }
         }
-        let mut names = lock(&self.inner.names);
+        let mut names = lock(&self.inner.peers.names);
         for (device, name) in found {
             names.entry(device).or_insert(name);
         }

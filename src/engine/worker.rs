@@ -52,7 +52,7 @@ pub(crate) async fn run(engine: Engine) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         engine.until_enabled().await;
-        let batch = match engine.inner.queue.peek(BATCH) {
+        let batch = match engine.queue().peek(BATCH) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the event queue");
@@ -61,20 +61,20 @@ pub(crate) async fn run(engine: Engine) {
             }
         };
         if batch.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), engine.inner.queue.wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(30), engine.queue().wait()).await;
             continue;
         }
         let mut done = Vec::new();
         let mut pause = None;
         let mut looked_at = HashSet::new();
-        let appended_before = engine.inner.counters.appended.load(Ordering::Relaxed);
+        let appended_before = engine.counters().appended.load(Ordering::Relaxed);
         for (seq, mut queued) in batch {
             // Every event in this batch has arrived, and processing reads the current
             // state: a path already reconciled in this batch needs no second look.
             if let Some(key) = coalesce_key(&queued.event) {
                 if !looked_at.insert(key) {
                     done.push(seq);
-                    Counters::add(&engine.inner.counters.coalesced, 1);
+                    Counters::add(&engine.counters().coalesced, 1);
                     continue;
                 }
             }
@@ -89,8 +89,8 @@ pub(crate) async fn run(engine: Engine) {
                     queued.last_error = Some(e.to_string());
                     match verdict(&e) {
                         Verdict::Retry => {
-                            Counters::add(&engine.inner.counters.retries, 1);
-                            let backlog = engine.inner.queue.len().unwrap_or(0);
+                            Counters::add(&engine.counters().retries, 1);
+                            let backlog = engine.queue().len().unwrap_or(0);
                             tracing::warn!(error = %e, backlog, retry_in_ms = backoff.as_millis() as u64, "Nextcloud unavailable; events wait");
                             set_state(
                                 &engine,
@@ -100,7 +100,7 @@ pub(crate) async fn run(engine: Engine) {
                                     retry_in_ms: backoff.as_millis() as u64,
                                 },
                             );
-                            let _ = engine.inner.queue.record_attempt(seq, &queued);
+                            let _ = engine.queue().record_attempt(seq, &queued);
                             pause = Some(backoff);
                             backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
@@ -113,13 +113,13 @@ pub(crate) async fn run(engine: Engine) {
                                     error: e.to_string(),
                                 },
                             );
-                            let _ = engine.inner.queue.record_attempt(seq, &queued);
+                            let _ = engine.queue().record_attempt(seq, &queued);
                             pause = Some(UNAUTHORIZED_PAUSE);
                         }
                         Verdict::GiveUp => {
-                            Counters::add(&engine.inner.counters.failed, 1);
+                            Counters::add(&engine.counters().failed, 1);
                             tracing::error!(error = %e, path = %queued.event.node.path, "event cannot be processed; kept in the failed table");
-                            if let Err(qe) = engine.inner.queue.fail(seq, &queued) {
+                            if let Err(qe) = engine.queue().fail(seq, &queued) {
                                 tracing::error!(error = %qe, "cannot move the event to the failed table");
                             }
                             continue;
@@ -129,10 +129,10 @@ pub(crate) async fn run(engine: Engine) {
                 }
             }
         }
-        if let Err(e) = engine.inner.queue.complete(&done) {
+        if let Err(e) = engine.queue().complete(&done) {
             tracing::error!(error = %e, "cannot remove processed events (they will be processed again)");
         }
-        if engine.inner.counters.appended.load(Ordering::Relaxed) != appended_before {
+        if engine.counters().appended.load(Ordering::Relaxed) != appended_before {
             refresh_current(&engine).await;
         }
         if let Some(pause) = pause {
@@ -144,7 +144,7 @@ pub(crate) async fn run(engine: Engine) {
 /// After a batch that appended entries, tells the content store what every library's
 /// tree needs now.
 async fn refresh_current(engine: &Engine) {
-    for library in engine.inner.libraries.list() {
+    for library in engine.libraries().list() {
         if let Err(e) = engine.refresh_current(&library.id).await {
             tracing::warn!(library = %library.id, error = %e, "cannot update the versions to keep");
         }
@@ -163,7 +163,7 @@ fn coalesce_key(event: &FileEvent) -> Option<(String, String)> {
 }
 
 fn set_state(engine: &Engine, state: NextcloudState) {
-    let mut current = lock(&engine.inner.status.nextcloud);
+    let mut current = lock(&engine.status().nextcloud);
     if *current != state {
         let recovered = state == NextcloudState::Ok && *current != NextcloudState::Ok;
         *current = state;

@@ -83,6 +83,7 @@ fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
 }
 
 impl Engine {
+    /// Carries out one step of write-back, or leaves it for the next pass (`out` says which).
     pub(super) async fn apply(
         &self,
         library: &Library,
@@ -91,212 +92,272 @@ impl Engine {
         unavailable: &HashSet<ContentId>,
         out: &mut Outcome,
     ) -> Result<(), EngineError> {
+        match step {
+            Step::Delete(path) => self.write_delete(library, path, out).await,
+            Step::Move { from, to } => self.write_rename(library, from, to, out).await,
+            Step::Mkdir(path) => self.write_mkdir(library, path, out).await,
+            Step::Put(path) => self.write_put(library, tree, path, unavailable, out).await,
+        }
+    }
+
+    /// Renames `from` to `to` if Nextcloud still holds the mirror's version at `from`;
+    /// otherwise records what it holds, and the tree decides.
+    async fn write_rename(
+        &self,
+        library: &Library,
+        from: &str,
+        to: &str,
+        out: &mut Outcome,
+    ) -> Result<(), EngineError> {
         let id = library.id;
         let mirror = &self.inner.mirror;
-        match step {
-            Step::Delete(path) => self.delete(library, path, out).await?,
-            Step::Move { from, to } => {
-                let held = mirror.get(&id, from);
-                let Some(entry) = self.stat(library, from).await? else {
-                    // Gone meanwhile: what should be at `to` is written afresh next pass.
+        let held = mirror.get(&id, from);
+        let Some(entry) = self.stat(library, from).await? else {
+            // Gone meanwhile: what should be at `to` is written afresh next pass.
+            mirror.remove(&id, from)?;
+            out.progress += 1;
+            return Ok(());
+        };
+        if let Some(Held::File(known)) = &held {
+            match self.found(library, from, &entry, Some(known)).await? {
+                Found::Content(c) if c == known.content => {}
+                _ => {
+                    // Changed in Nextcloud: record that version; the tree decides.
                     mirror.remove(&id, from)?;
+                    out.appended += self.record_nextcloud(library, from).await?;
                     out.progress += 1;
                     return Ok(());
-                };
-                if let Some(Held::File(known)) = &held {
-                    match self.found(library, from, &entry, Some(known)).await? {
-                        Found::Content(c) if c == known.content => {}
-                        _ => {
-                            // Changed in Nextcloud: record that version; the tree decides.
-                            mirror.remove(&id, from)?;
-                            out.appended += self.record_nextcloud(library, from).await?;
-                            out.progress += 1;
-                            return Ok(());
-                        }
-                    }
-                    if let Some(sha) = &known.sha256 {
-                        self.inner
-                            .own_writes
-                            .remember(&library.uid, &library.user_path(to), sha);
-                    }
-                }
-                match self
-                    .inner
-                    .backend
-                    .rename(library.root(), from, to, false)
-                    .await
-                {
-                    Ok(_) => {
-                        mirror.rename(&id, from, to)?;
-                        Counters::add(&self.inner.counters.written, 1);
-                        out.progress += 1;
-                    }
-                    // The target appeared in Nextcloud meanwhile: record it; the tree decides.
-                    Err(BackendError::PreconditionFailed(_) | BackendError::AlreadyExists(_)) => {
-                        out.appended += self.record_nextcloud(library, to).await?;
-                        out.progress += 1;
-                    }
-                    Err(BackendError::NotFound(_)) => {
-                        mirror.remove(&id, from)?;
-                        out.progress += 1;
-                    }
-                    Err(BackendError::Conflict(_)) => self.parent_missing(library, to)?,
-                    Err(e) => return Err(e.into()),
                 }
             }
-            Step::Mkdir(path) => {
-                match self.inner.backend.mkdir(library.root(), path).await {
-                    Ok(_) => {
-                        Counters::add(&self.inner.counters.written, 1);
-                    }
-                    Err(BackendError::AlreadyExists(_)) => {
-                        if !self.stat(library, path).await?.is_some_and(|e| e.is_dir) {
-                            // A file where the tree has a folder: record it; the fold decides.
-                            out.appended += self.record_nextcloud(library, path).await?;
-                            out.progress += 1;
-                            return Ok(());
-                        }
-                    }
-                    Err(BackendError::Conflict(_)) => {
-                        self.parent_missing(library, path)?;
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                mirror.set(&id, path, Held::Dir)?;
-                out.progress += 1;
-            }
-            Step::Put(path) => {
-                let Some(
-                    item @ TreeItem::File {
-                        size,
-                        mtime_ms,
-                        content,
-                        ..
-                    },
-                ) = tree.items.get(path)
-                else {
-                    return Ok(());
-                };
-                let fetch = !unavailable.contains(content);
-                let sha = match self.local_version(id, *content, fetch).await? {
-                    Some(sha) => sha,
-                    None => {
-                        out.waiting += 1;
-                        return Ok(());
-                    }
-                };
-                let target = HeldFile {
-                    content: *content,
-                    size: *size,
-                    sha256: Some(sha.clone()),
-                    nextcloud: None,
-                };
-                let known = match mirror.get(&id, path) {
-                    Some(Held::File(f)) => Some(f),
-                    _ => None,
-                };
-                let mut if_match = None;
-                // Seen empty (or gone by the time it was read): only create, so that a file
-                // a user creates there meanwhile is not overwritten.
-                let mut if_absent = true;
-                if let Some(entry) = self.stat(library, path).await? {
-                    if entry.is_dir {
-                        out.appended += self.record_nextcloud(library, path).await?;
-                        out.progress += 1;
-                        return Ok(());
-                    }
-                    let current = if sha_listed(&entry, &sha) {
-                        Found::Content(*content)
-                    } else {
-                        self.found(library, path, &entry, known.as_ref()).await?
-                    };
-                    match current {
-                        Found::Content(c) if c == *content => {
-                            // Nextcloud holds it already (our earlier write, or the same bytes).
-                            let nextcloud = entry.fileid.map(|fileid| NextcloudRef {
-                                fileid,
-                                etag: entry.etag.clone().unwrap_or_default(),
-                            });
-                            let sha256 = sha_listed(&entry, &sha).then_some(sha);
-                            mirror.set(
-                                &id,
-                                path,
-                                Held::File(HeldFile {
-                                    sha256,
-                                    nextcloud,
-                                    ..target
-                                }),
-                            )?;
-                            out.progress += 1;
-                            return Ok(());
-                        }
-                        Found::Content(c) if known.as_ref().is_some_and(|k| k.content == c) => {
-                            if_match = entry.etag.clone();
-                            if_absent = false;
-                        }
-                        Found::Gone => {}
-                        Found::Content(c) => {
-                            out.appended += self.keep_both(library, path, c, &entry, item).await?;
-                            out.progress += 1;
-                            return Ok(());
-                        }
-                    }
-                }
-                let user_path = library.user_path(path);
+            if let Some(sha) = &known.sha256 {
                 self.inner
                     .own_writes
-                    .remember(&library.uid, &user_path, &sha);
-                let options = WriteOptions {
-                    if_absent,
-                    if_match,
-                    mtime: Some(mtime_ms.div_euclid(1000)),
-                    checksum: Some(format!("SHA256:{sha}")),
-                };
-                let body = version_stream(self.inner.content.clone(), (*content).into());
-                match self
-                    .inner
-                    .backend
-                    .write(library.root(), path, body, *size, &options)
-                    .await
-                {
-                    Ok(written) => {
-                        let nextcloud = written.fileid.map(|fileid| NextcloudRef {
-                            fileid,
-                            etag: written.etag.unwrap_or_default(),
-                        });
-                        mirror.set(
-                            &id,
-                            path,
-                            Held::File(HeldFile {
-                                nextcloud,
-                                ..target
-                            }),
-                        )?;
-                        Counters::add(&self.inner.counters.written, 1);
-                        Counters::add(&self.inner.counters.bytes_out, *size);
-                        tracing::info!(library = %id, %path, size, "peer's version written to Nextcloud");
-                        out.progress += 1;
-                    }
-                    // Changed (If-Match) or created (If-None-Match) between our look and our
-                    // write: looked at again next pass, which finds the user's version and
-                    // keeps both (the user's under its name, the peer's as the conflict copy).
-                    Err(BackendError::PreconditionFailed(_)) => {
-                        Counters::add(&self.inner.counters.writeback_raced, 1);
-                        tracing::info!(library = %id, %path, "Nextcloud refused the write (412): the file changed meanwhile; looking again");
-                        out.raced += 1;
-                    }
-                    Err(BackendError::Conflict(_)) => self.parent_missing(library, path)?,
-                    Err(e) => return Err(e.into()),
-                }
+                    .remember(&library.uid, &library.user_path(to), sha);
             }
+        }
+        match self
+            .inner
+            .backend
+            .rename(library.root(), from, to, false)
+            .await
+        {
+            Ok(_) => {
+                mirror.rename(&id, from, to)?;
+                Counters::add(&self.inner.counters.written, 1);
+                out.progress += 1;
+            }
+            // The target appeared in Nextcloud meanwhile: record it; the tree decides.
+            Err(BackendError::PreconditionFailed(_) | BackendError::AlreadyExists(_)) => {
+                out.appended += self.record_nextcloud(library, to).await?;
+                out.progress += 1;
+            }
+            Err(BackendError::NotFound(_)) => {
+                mirror.remove(&id, from)?;
+                out.progress += 1;
+            }
+            Err(BackendError::Conflict(_)) => self.parent_missing(library, to)?,
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
 
+    /// Makes the folder `path`; a file there is a user's, recorded.
+    async fn write_mkdir(
+        &self,
+        library: &Library,
+        path: &str,
+        out: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let id = library.id;
+        let mirror = &self.inner.mirror;
+        match self.inner.backend.mkdir(library.root(), path).await {
+            Ok(_) => {
+                Counters::add(&self.inner.counters.written, 1);
+            }
+            Err(BackendError::AlreadyExists(_)) => {
+                if !self.stat(library, path).await?.is_some_and(|e| e.is_dir) {
+                    // A file where the tree has a folder: record it; the fold decides.
+                    out.appended += self.record_nextcloud(library, path).await?;
+                    out.progress += 1;
+                    return Ok(());
+                }
+            }
+            Err(BackendError::Conflict(_)) => {
+                self.parent_missing(library, path)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        mirror.set(&id, path, Held::Dir)?;
+        out.progress += 1;
+        Ok(())
+    }
+
+    /// Writes the tree's version of `path`, under the lost-update guard: only over the
+    /// version the mirror knows, or only where nothing is; a user's version found instead
+    /// is kept beside the peer's.
+    async fn write_put(
+        &self,
+        library: &Library,
+        tree: &Tree,
+        path: &str,
+        unavailable: &HashSet<ContentId>,
+        out: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let id = library.id;
+        let mirror = &self.inner.mirror;
+        let Some(
+            item @ TreeItem::File {
+                size,
+                mtime_ms,
+                content,
+                ..
+            },
+        ) = tree.items.get(path)
+        else {
+            return Ok(());
+        };
+        let fetch = !unavailable.contains(content);
+        let sha = match self.local_version(id, *content, fetch).await? {
+            Some(sha) => sha,
+            None => {
+                out.waiting += 1;
+                return Ok(());
+            }
+        };
+        let target = HeldFile {
+            content: *content,
+            size: *size,
+            sha256: Some(sha.clone()),
+            nextcloud: None,
+        };
+        let known = match mirror.get(&id, path) {
+            Some(Held::File(f)) => Some(f),
+            _ => None,
+        };
+        let Some((if_match, if_absent)) = self
+            .put_guard(library, path, item, &target, known.as_ref(), out)
+            .await?
+        else {
+            return Ok(());
+        };
+        let user_path = library.user_path(path);
+        self.inner
+            .own_writes
+            .remember(&library.uid, &user_path, &sha);
+        let options = WriteOptions {
+            if_absent,
+            if_match,
+            mtime: Some(mtime_ms.div_euclid(1000)),
+            checksum: Some(format!("SHA256:{sha}")),
+        };
+        let body = version_stream(self.inner.content.clone(), (*content).into());
+        match self
+            .inner
+            .backend
+            .write(library.root(), path, body, *size, &options)
+            .await
+        {
+            Ok(written) => {
+                let nextcloud = written.fileid.map(|fileid| NextcloudRef {
+                    fileid,
+                    etag: written.etag.unwrap_or_default(),
+                });
+                mirror.set(
+                    &id,
+                    path,
+                    Held::File(HeldFile {
+                        nextcloud,
+                        ..target
+                    }),
+                )?;
+                Counters::add(&self.inner.counters.written, 1);
+                Counters::add(&self.inner.counters.bytes_out, *size);
+                tracing::info!(library = %id, %path, size, "peer's version written to Nextcloud");
+                out.progress += 1;
+            }
+            // Changed (If-Match) or created (If-None-Match) between our look and our
+            // write: looked at again next pass, which finds the user's version and
+            // keeps both (the user's under its name, the peer's as the conflict copy).
+            Err(BackendError::PreconditionFailed(_)) => {
+                Counters::add(&self.inner.counters.writeback_raced, 1);
+                tracing::info!(library = %id, %path, "Nextcloud refused the write (412): the file changed meanwhile; looking again");
+                out.raced += 1;
+            }
+            Err(BackendError::Conflict(_)) => self.parent_missing(library, path)?,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// What the write of `target` at `path` must be conditioned on (`If-Match`, create
+    /// only), or `None` when there is nothing to write: Nextcloud holds it already, or holds
+    /// a user's version, which was recorded (and the peer's kept beside it).
+    async fn put_guard(
+        &self,
+        library: &Library,
+        path: &str,
+        item: &TreeItem,
+        target: &HeldFile,
+        known: Option<&HeldFile>,
+        out: &mut Outcome,
+    ) -> Result<Option<(Option<String>, bool)>, EngineError> {
+        let id = library.id;
+        let mirror = &self.inner.mirror;
+        let sha = target.sha256.as_deref().unwrap_or_default();
+        let mut if_match = None;
+        // Seen empty (or gone by the time it was read): only create, so that a file
+        // a user creates there meanwhile is not overwritten.
+        let mut if_absent = true;
+        if let Some(entry) = self.stat(library, path).await? {
+            if entry.is_dir {
+                out.appended += self.record_nextcloud(library, path).await?;
+                out.progress += 1;
+                return Ok(None);
+            }
+            let current = if sha_listed(&entry, sha) {
+                Found::Content(target.content)
+            } else {
+                self.found(library, path, &entry, known).await?
+            };
+            match current {
+                Found::Content(c) if c == target.content => {
+                    // Nextcloud holds it already (our earlier write, or the same bytes).
+                    let nextcloud = entry.fileid.map(|fileid| NextcloudRef {
+                        fileid,
+                        etag: entry.etag.clone().unwrap_or_default(),
+                    });
+                    let sha256 = sha_listed(&entry, sha).then(|| sha.to_owned());
+                    mirror.set(
+                        &id,
+                        path,
+                        Held::File(HeldFile {
+                            sha256,
+                            nextcloud,
+                            ..target.clone()
+                        }),
+                    )?;
+                    out.progress += 1;
+                    return Ok(None);
+                }
+                Found::Content(c) if known.is_some_and(|k| k.content == c) => {
+                    if_match = entry.etag.clone();
+                    if_absent = false;
+                }
+                Found::Gone => {}
+                Found::Content(c) => {
+                    out.appended += self.keep_both(library, path, c, &entry, item).await?;
+                    out.progress += 1;
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some((if_match, if_absent)))
+    }
+
     /// Deletes `path` in Nextcloud if it still holds what the mirror says; otherwise what a
     /// user changed there wins and is recorded.
-    async fn delete(
+    async fn write_delete(
         &self,
         library: &Library,
         path: &str,
@@ -563,7 +624,7 @@ impl Engine {
         if here || !fetch {
             return Ok(here);
         }
-        let source = lock(&self.inner.content_source).clone();
+        let source = lock(&self.inner.writeback.content_source).clone();
         let Some(source) = source else {
             return Ok(false);
         };

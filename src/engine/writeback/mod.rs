@@ -77,6 +77,15 @@ use super::{Engine, EngineError};
 use crate::backend::BackendError;
 use crate::chain::{ContentId, LibraryId, TreeItem};
 
+/// The write-back task's state.
+#[derive(Default)]
+pub(crate) struct WritebackTask {
+    /// Wakes the task.
+    pub(super) wake: tokio::sync::Notify,
+    /// Where it fetches versions it lacks (the swarm, once it runs).
+    pub(super) content_source: std::sync::Mutex<Option<Arc<dyn ContentSource>>>,
+}
+
 pub(crate) use plan::{plan, Step};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -157,13 +166,13 @@ fn stops(e: &EngineError) -> bool {
 impl Engine {
     /// Lets write-back fetch versions' blocks from peers (`serve` passes its swarm).
     pub fn set_content_source(&self, source: Arc<dyn ContentSource>) {
-        *lock(&self.inner.content_source) = Some(source);
+        *lock(&self.inner.writeback.content_source) = Some(source);
         self.wake_writeback();
     }
 
     /// Asks the write-back task to compare every library with Nextcloud again.
     pub fn wake_writeback(&self) {
-        self.inner.writeback_wake.notify_one();
+        self.inner.writeback.wake.notify_one();
     }
 
     /// A library created before write-back existed: Nextcloud is taken to hold its tree
@@ -253,7 +262,7 @@ impl Engine {
 /// with backoff while Nextcloud fails.
 pub(crate) async fn run(engine: Engine) {
     let mut backoff = FIRST_BACKOFF;
-    let mut enables = engine.inner.enables.subscribe();
+    let mut enables = engine.inner.enablement.enables.subscribe();
     loop {
         engine.until_enabled().await;
         enables.borrow_and_update();
@@ -318,9 +327,9 @@ pub(crate) async fn run(engine: Engine) {
         };
         match pause {
             Some(pause) => {
-                let _ = tokio::time::timeout(pause, engine.inner.writeback_wake.notified()).await;
+                let _ = tokio::time::timeout(pause, engine.inner.writeback.wake.notified()).await;
             }
-            None => engine.inner.writeback_wake.notified().await,
+            None => engine.inner.writeback.wake.notified().await,
         }
     }
 }
