@@ -208,10 +208,10 @@ impl Engine {
         let lock_ = self.write_lock(&library.id);
         let _guard = lock_.lock().await;
         let Some(root) = self.stat(library, "").await? else {
-            return Err(EngineError::Invalid(format!(
-                "{}'s folder /{} is not in Nextcloud",
-                library.uid, library.folder
-            )));
+            return Err(EngineError::NotAFolder {
+                uid: library.uid.clone(),
+                folder: format!("/{}", library.folder),
+            });
         };
         let recorded = self.inner.catch_up.etags.get(&library.id, "");
         if root.etag.is_some() && root.etag == recorded {
@@ -223,8 +223,7 @@ impl Engine {
         self.inner
             .catch_up
             .etags
-            .record(&library.id, walked.folder_etags, &self.inner.mirror)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+            .record(&library.id, walked.folder_etags, &self.inner.mirror)?;
         if walked.appended > 0 {
             self.refresh_current(&library.id).await?;
         }

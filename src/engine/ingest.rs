@@ -141,7 +141,10 @@ pub(super) struct Walked {
 }
 
 fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
-    ChainPath::new(rel).map_err(|e| EngineError::Invalid(format!("path {rel:?}: {e}")))
+    ChainPath::new(rel).map_err(|e| EngineError::BadPath {
+        path: rel.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl Engine {
@@ -488,13 +491,11 @@ impl Engine {
             }
         }
         drop(tx);
-        let written = job
-            .await
-            .map_err(|e| EngineError::Invalid(format!("ingest task: {e}")))?;
+        let written = job.await?;
         if let Some(e) = failure {
             return Err(BackendError::ReadCut(e).into());
         }
-        written?.ok_or_else(|| EngineError::Invalid("download abandoned".into()))
+        written?.ok_or(EngineError::Abandoned)
     }
 
     /// Walks the folder `rel` and everything below it, recording what differs.

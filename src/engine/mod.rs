@@ -96,8 +96,18 @@ pub enum EngineError {
         expected: u64,
         got: u64,
     },
-    #[error("{0}")]
-    Invalid(String),
+    /// The library's folder is gone, or is a file.
+    #[error("{uid}'s {folder:?} is not a folder")]
+    NotAFolder { uid: String, folder: String },
+    /// A name the chain cannot hold.
+    #[error("path {path:?}: {reason}")]
+    BadPath { path: String, reason: String },
+    /// A download stopped part-way; its version was not stored.
+    #[error("the download was abandoned")]
+    Abandoned,
+    /// A blocking task (database, hashing) panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A folded tree and the heads it was folded at.
@@ -342,9 +352,10 @@ impl Engine {
         };
         let root = self.inner.backend.list(root, "", Depth::Zero).await?;
         if !root.first().is_some_and(|e| e.is_dir) {
-            return Err(EngineError::Invalid(format!(
-                "{uid}'s {folder:?} is not a folder"
-            )));
+            return Err(EngineError::NotAFolder {
+                uid: uid.to_owned(),
+                folder,
+            });
         }
         let name = match name.trim() {
             "" => format!("{uid}/{folder}"),
@@ -354,9 +365,7 @@ impl Engine {
         let device_name = self.inner.options.device_name.clone();
         let chain = self.inner.chain.clone();
         let (id, genesis) =
-            tokio::task::spawn_blocking(move || chain.create_library(&key, &device_name))
-                .await
-                .map_err(|e| EngineError::Invalid(e.to_string()))??;
+            tokio::task::spawn_blocking(move || chain.create_library(&key, &device_name)).await??;
         self.local_entries(&id, std::slice::from_ref(&genesis));
         let library = Library {
             id,
@@ -467,9 +476,8 @@ impl Engine {
         let chain = self.inner.chain.clone();
         let key = self.inner.identity.signing_key().clone();
         let id = library.id;
-        let entries = tokio::task::spawn_blocking(move || chain.append_batch(&id, &key, ops))
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        let entries =
+            tokio::task::spawn_blocking(move || chain.append_batch(&id, &key, ops)).await??;
         Counters::add(&self.inner.counters.appended, entries.len() as u64);
         self.local_entries(&id, &entries);
         for entry in &entries {
@@ -497,9 +505,7 @@ impl Engine {
             .collect();
         let content = self.inner.content.clone();
         let id = *id;
-        tokio::task::spawn_blocking(move || content.set_current(id, &versions))
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        tokio::task::spawn_blocking(move || content.set_current(id, &versions)).await??;
         Ok(())
     }
 

@@ -109,9 +109,7 @@ impl Engine {
         // One reader at a time, so two pulls in a row do not show the same entry twice.
         let _guard = self.inner.peers.remote_lock.lock().await;
         let engine = self.clone();
-        let (count, shown) = tokio::task::spawn_blocking(move || engine.unseen(&library))
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        let (count, shown) = tokio::task::spawn_blocking(move || engine.unseen(&library)).await??;
         if count == 0 {
             return Ok(0);
         }
@@ -191,8 +189,7 @@ impl Engine {
         let name = name.to_owned();
         let entry =
             tokio::task::spawn_blocking(move || add_member(&chain, &key, &library, device, &name))
-                .await
-                .map_err(|e| EngineError::Invalid(e.to_string()))??;
+                .await??;
         let Some(entry) = entry else {
             return Ok(None);
         };

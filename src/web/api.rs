@@ -214,7 +214,8 @@ fn engine(state: &AppState) -> Result<&Engine, ApiError> {
 fn from_engine(e: EngineError) -> ApiError {
     match e {
         EngineError::Library(LibraryError::BadUser(_) | LibraryError::BadFolder(..))
-        | EngineError::Invalid(_) => ApiError::Invalid(e.to_string()),
+        | EngineError::NotAFolder { .. }
+        | EngineError::BadPath { .. } => ApiError::Invalid(e.to_string()),
         EngineError::Library(LibraryError::Overlap { .. }) => ApiError::Conflict(e.to_string()),
         EngineError::Library(LibraryError::Unknown(_)) => ApiError::NotFound("library".into()),
         EngineError::Backend(BackendError::NotFound(path)) => {

@@ -79,7 +79,10 @@ fn version_stream(store: ContentStore, id: ManifestId) -> ByteStream {
 }
 
 fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
-    ChainPath::new(rel).map_err(|e| EngineError::Invalid(format!("path {rel:?}: {e}")))
+    ChainPath::new(rel).map_err(|e| EngineError::BadPath {
+        path: rel.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl Engine {
@@ -618,9 +621,7 @@ impl Engine {
             Err(ContentError::ManifestNotFound(_)) => Ok(false),
             Err(e) => Err(e),
         };
-        let here = tokio::task::spawn_blocking(complete.clone())
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        let here = tokio::task::spawn_blocking(complete.clone()).await??;
         if here || !fetch {
             return Ok(here);
         }
@@ -632,9 +633,7 @@ impl Engine {
             tracing::info!(%library, content = %content.to_hex(), error = %e, "version not fetched yet; its write-back waits");
             return Ok(false);
         }
-        Ok(tokio::task::spawn_blocking(complete)
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??)
+        Ok(tokio::task::spawn_blocking(complete).await??)
     }
 
     /// Makes sure a version's blocks are here (fetching them if `fetch`); its SHA-256, or
@@ -650,9 +649,7 @@ impl Engine {
         }
         let store = self.inner.content.clone();
         let id: ManifestId = content.into();
-        let sha = tokio::task::spawn_blocking(move || sha256_of(&store, &id))
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let sha = tokio::task::spawn_blocking(move || sha256_of(&store, &id)).await?;
         match sha {
             Ok(sha) => Ok(Some(sha)),
             Err(e) if e.is_disk_full() => Err(e.into()),
