@@ -32,6 +32,13 @@ pub enum BackendError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A local file system call failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file's bytes stopped coming part-way.
     #[error("the read was cut off: {0}")]
     ReadCut(#[source] std::io::Error),

@@ -13,12 +13,14 @@
 //! | backend | files | how changes are seen |
 //! |---|---|---|
 //! | [`nextcloud`] | a user's Nextcloud folder, over WebDAV | webhooks, and folder-ETag catch-ups |
+//! | [`local`] | a folder on this machine | a file-system watcher, and rescans |
 //!
 //! How a backend's changes reach the engine differs by kind (Nextcloud pushes webhooks to
 //! our HTTP server; a local folder would be watched), so watching is not a method here:
 //! each backend's watcher feeds the engine's queue.
 
 pub mod error;
+pub mod local;
 pub mod nextcloud;
 
 use bytes::Bytes;
@@ -26,8 +28,9 @@ use futures_util::stream::BoxStream;
 
 pub use error::BackendError;
 
-/// The folder a library is: `folder` (relative to the owner's root, no slashes at either
-/// end, `""` for the whole root) of `owner` (a Nextcloud user id).
+/// The folder a library is. For Nextcloud, `folder` (relative to the owner's root, no
+/// slashes at either end, `""` for the whole root) of `owner` (the user id); for a local
+/// folder, its absolute path (`owner` unused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Root<'a> {
     pub owner: &'a str,
