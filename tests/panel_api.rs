@@ -178,6 +178,19 @@ async fn only_admins_change_libraries_and_everyone_sees_it_live() {
     assert_eq!(libs["libraries"].as_array().unwrap().len(), 1);
     let (_, libs, _) = call(&panel, Method::GET, "/api/libraries", Some("admin"), None).await;
     assert_eq!(libs["libraries"].as_array().unwrap().len(), 2);
+    // So is its ingest status, and what names other users' files or the swarm.
+    let (status, ingest, _) = call(&panel, Method::GET, "/api/ingest", Some("alice"), None).await;
+    assert_eq!(status, StatusCode::OK, "{ingest}");
+    let mine = ingest["libraries"].as_array().unwrap();
+    assert_eq!(mine.len(), 1, "{ingest}");
+    assert_eq!(mine[0]["uid"], "alice");
+    assert!(ingest["scans"].as_object().unwrap().len() <= 1, "{ingest}");
+    for admins_only in ["swarm", "writeback", "nextcloud", "webhooks", "counters"] {
+        assert!(ingest.get(admins_only).is_none(), "{admins_only}: {ingest}");
+    }
+    let (_, ingest, _) = call(&panel, Method::GET, "/api/ingest", Some("admin"), None).await;
+    assert_eq!(ingest["libraries"].as_array().unwrap().len(), 2, "{ingest}");
+    assert!(ingest.get("swarm").is_some(), "{ingest}");
 
     // Removing: alice may not, the admin may.
     let path = format!("/api/admin/libraries/{}", library["id"].as_str().unwrap());

@@ -131,7 +131,7 @@ fn uid(user: AppApiUser) -> Result<String, ApiError> {
     user.0.ok_or(ApiError::NoUser)
 }
 
-async fn viewer(state: &AppState, user: AppApiUser) -> Result<Viewer, ApiError> {
+pub(crate) async fn viewer(state: &AppState, user: AppApiUser) -> Result<Viewer, ApiError> {
     let uid = uid(user)?;
     Ok(state.panel.access.viewer(&uid).await)
 }

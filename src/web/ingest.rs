@@ -6,7 +6,8 @@
 //! rest. Answers: 200 `queued`, `duplicate` or `ignored` (outside every library); 400 for
 //! a malformed body, 413 for an oversized one, 503 when the queue cannot take it.
 //!
-//! `GET /api/ingest`: backlog, failed events, counters, webhook and Nextcloud state, scans,
+//! `GET /api/ingest`: for a user, the scans and catch-ups of their own libraries; for an
+//! admin, all libraries and also backlog, failed events, counters, webhook and Nextcloud state, scans,
 //! the catch-up task (`catch_up`: `state` `idle` | `pending` | `running`, `rounds`),
 //! per library its catch-ups (`catch_up`: `running`, `last_ms`, `result` `unchanged` |
 //! `changes` | `failed`, `error`, `last_changes`, `changes_found`) and its deliveries
@@ -81,37 +82,62 @@ async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-async fn status(State(state): State<AppState>, _user: AppApiUser) -> Response {
+async fn status(State(state): State<AppState>, user: AppApiUser) -> Response {
     let Some(engine) = &state.engine else {
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({ "error": state.engine_error.as_deref().unwrap_or("storage unavailable") }),
         );
     };
-    let backlog = engine.queue().len().ok();
-    let failed = engine.queue().failed().map(|f| f.len()).ok();
+    let viewer = match super::api::viewer(&state, user).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
     let status = engine.status();
     let ingest = lock(&status.libraries).clone();
+    let mine: Vec<_> = engine
+        .libraries()
+        .list()
+        .into_iter()
+        .filter(|l| viewer.sees_owner(&l.uid))
+        .collect();
+    let libraries: Vec<_> = mine
+        .iter()
+        .map(|l| {
+            let id = l.id.to_hex();
+            let li = ingest.get(&id).cloned().unwrap_or_default();
+            json!({
+                "id": id, "name": l.name, "uid": l.uid, "folder": l.folder,
+                "catch_up": li.catch_up, "deliveries": li.deliveries,
+            })
+        })
+        .collect();
+    let scans: std::collections::BTreeMap<_, _> = lock(&status.scans)
+        .iter()
+        .filter(|(id, _)| mine.iter().any(|l| l.id.to_hex() == **id))
+        .map(|(id, scan)| (id.clone(), scan.clone()))
+        .collect();
+    // The rest names other users' files (errors, write-back's state) and the swarm's
+    // addresses: for admins only.
+    if !viewer.is_admin {
+        return answer(
+            StatusCode::OK,
+            json!({ "scans": scans, "libraries": libraries }),
+        );
+    }
     answer(
         StatusCode::OK,
         json!({
-            "backlog": backlog,
-            "failed": failed,
+            "backlog": engine.queue().len().ok(),
+            "failed": engine.queue().failed().map(|f| f.len()).ok(),
             "counters": engine.counters().snapshot(),
             "webhooks": *lock(&status.webhooks),
             "nextcloud": status.nextcloud_now(),
-            "scans": *lock(&status.scans),
+            "scans": scans,
             "catch_up": *lock(&status.catch_up),
             "writeback": *lock(&status.writeback),
             "swarm": state.swarm.status(),
-            "libraries": engine.libraries().list().iter().map(|l| {
-                let id = l.id.to_hex();
-                let li = ingest.get(&id).cloned().unwrap_or_default();
-                json!({
-                    "id": id, "name": l.name, "uid": l.uid, "folder": l.folder,
-                    "catch_up": li.catch_up, "deliveries": li.deliveries,
-                })
-            }).collect::<Vec<_>>(),
+            "libraries": libraries,
         }),
     )
 }
