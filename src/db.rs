@@ -59,11 +59,18 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 
 /// Opens (creating if needed) `<data_dir>/harpbridge.redb`.
 pub fn open(data_dir: &Path) -> Result<Arc<Database>, DbError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| DbError::CreateDir {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    open_file(&db_path(data_dir))
+    crate::owner_only::create_dir_all(data_dir)
+        .and_then(|()| crate::owner_only::restrict(data_dir))
+        .map_err(|source| DbError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+    let path = db_path(data_dir);
+    let db = open_file(&path)?;
+    if let Err(e) = crate::owner_only::restrict(&path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot make the database private");
+    }
+    Ok(db)
 }
 
 /// Opens (creating if needed) a database file at an explicit path.

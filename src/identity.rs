@@ -124,9 +124,11 @@ impl DeviceIdentity {
         match fs::symlink_metadata(&path) {
             Ok(_) => Ok((Self::load(&path)?, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(data_dir).map_err(|source| IdentityError::Io {
-                    path: data_dir.to_path_buf(),
-                    source,
+                crate::owner_only::create_dir_all(data_dir).map_err(|source| {
+                    IdentityError::Io {
+                        path: data_dir.to_path_buf(),
+                        source,
+                    }
                 })?;
                 let id = Self::generate();
                 id.write_new(&path)?;

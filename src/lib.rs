@@ -21,5 +21,6 @@ pub mod engine;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+pub mod owner_only;
 pub mod p2p;
 pub mod web;

@@ -14,10 +14,11 @@ use std::path::Path;
 
 /// Which modules each top-level module may import (`crate::<module>`).
 const ALLOWED: &[(&str, &[&str])] = &[
+    ("owner_only", &[]),
     ("chain", &["db"]),
-    ("db", &[]),
-    ("identity", &["chain"]),
-    ("content", &["chain", "db"]),
+    ("db", &["owner_only"]),
+    ("identity", &["chain", "owner_only"]),
+    ("content", &["chain", "db", "owner_only"]),
     ("p2p", &["chain", "content", "identity", "db"]),
     ("appinfo", &[]),
     ("config", &["appinfo", "p2p"]),

@@ -29,6 +29,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,7 +52,9 @@ impl BlockFiles {
     /// The block directory under `data_dir` (created if needed).
     pub fn open(data_dir: &Path) -> Result<Self, ContentError> {
         let root = data_dir.join(BLOCKS_DIR);
-        fs::create_dir_all(&root).map_err(|e| ContentError::io("creating", &root, e))?;
+        crate::owner_only::create_dir_all(&root)
+            .and_then(|()| crate::owner_only::restrict(&root))
+            .map_err(|e| ContentError::io("creating", &root, e))?;
         Ok(BlockFiles { root })
     }
 
@@ -103,7 +106,8 @@ impl BlockFiles {
     ) -> Result<(), ContentError> {
         let dir = self.dir_of(h);
         if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|e| ContentError::io("creating", &dir, e))?;
+            crate::owner_only::create_dir_all(&dir)
+                .map_err(|e| ContentError::io("creating", &dir, e))?;
             // The new directories' own entries must be durable too.
             if let Some(parent) = dir.parent() {
                 dirty_dirs.insert(parent.to_path_buf());
@@ -120,6 +124,7 @@ impl BlockFiles {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(crate::owner_only::FILE_MODE)
             .open(&tmp)
             .map_err(|e| ContentError::io("creating", &tmp, e))?;
         if let Err(e) = f.write_all(bytes) {
