@@ -508,6 +508,25 @@ impl ConfigArgs {
     }
 }
 
+/// AppAPI generates 64-character secrets; a much shorter one is guessable.
+pub const SHORT_SECRET: usize = 32;
+
+impl Config {
+    /// Settings that work but that an admin should change, one sentence each (never
+    /// quoting a secret).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let length = self.app_secret.expose().len();
+        if length < SHORT_SECRET {
+            warnings.push(format!(
+                "APP_SECRET is {length} bytes long: anyone who guesses it acts as AppAPI; \
+                 use at least {SHORT_SECRET} random bytes (AppAPI generates 64)"
+            ));
+        }
+        warnings
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,6 +649,20 @@ mod tests {
             "HARPBRIDGE_P2P_PEERS"
         );
         assert_eq!(bad(|a| a.mdns = "2".into()), "HARPBRIDGE_MDNS");
+    }
+
+    #[test]
+    fn a_short_secret_is_warned_about_without_quoting_it() {
+        let short = full().validate().unwrap();
+        let warnings = short.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("APP_SECRET is 6 bytes"));
+        assert!(!warnings[0].contains("s3cret"));
+        let long = ConfigArgs {
+            app_secret: Some("x".repeat(64)),
+            ..full()
+        };
+        assert!(long.validate().unwrap().warnings().is_empty());
     }
 
     #[test]

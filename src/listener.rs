@@ -103,7 +103,9 @@ async fn serve_one(
 ) -> io::Result<()> {
     match bound {
         Bound::Tcp(listener) => {
-            axum::serve(listener, router)
+            // The peer's address reaches handlers (the refusal log summarises by it).
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(signal)
                 .await
         }

@@ -265,3 +265,31 @@ async fn the_binary_refuses_bad_credentials_before_touching_nextcloud() {
     assert_eq!(answer, serde_json::json!({"error": ""}));
     exapp.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_requests_is_one_log_line_per_source_and_interval() {
+    let nc = FakeNextcloud::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.secret = SECRET.into();
+    let exapp = ExApp::start(options);
+    let http = reqwest::Client::new();
+    for n in 0..500 {
+        let r = http
+            .get(format!("{}/api/probe-{n}", exapp.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let logs = exapp.stop();
+    let refused = logs
+        .lines()
+        .filter(|l| l.contains("refused a request without valid AppAPI authentication"))
+        .count();
+    assert_eq!(
+        refused, 1,
+        "one line for the first, the rest counted:\n{logs:.3000}"
+    );
+    assert!(logs.contains("127.0.0.1"), "the source is named");
+}

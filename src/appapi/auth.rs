@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
+use super::refusals::RefusalLog;
 use crate::config::Secret;
 
 pub const EX_APP_ID: &str = "ex-app-id";
@@ -30,6 +31,8 @@ pub const AA_VERSION: &str = "aa-version";
 pub struct AppApiAuth {
     app_id: String,
     secret: Secret,
+    /// Refusals, logged once per source and interval.
+    refusals: std::sync::Arc<RefusalLog>,
 }
 
 /// Why a request was refused; the `Display` text is what the client sees.
@@ -66,6 +69,7 @@ impl AppApiAuth {
         AppApiAuth {
             app_id: app_id.into(),
             secret,
+            refusals: Default::default(),
         }
     }
 
@@ -128,11 +132,16 @@ pub async fn require_appapi(
             next.run(request).await
         }
         Err(failure) => {
-            tracing::warn!(
-                method = %request.method(),
-                path = %request.uri().path(),
-                reason = %failure,
-                "refused a request without valid AppAPI authentication"
+            let source = request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_else(|| "local socket".to_owned());
+            auth.refusals.refused(
+                &source,
+                request.method().as_str(),
+                request.uri().path(),
+                &failure,
             );
             (
                 StatusCode::UNAUTHORIZED,

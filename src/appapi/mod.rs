@@ -3,6 +3,7 @@
 //! - [`auth`]: checks the AppAPI headers on every request that reaches us, and signs ours.
 //! - [`client`]: the signed OCS client for calls from harpbridge to Nextcloud.
 //! - [`event`]: a file event as a webhook delivers it, validated.
+//! - [`refusals`]: refused requests logged once per source and interval, not once each.
 //! - [`webhooks`]: registering webhook_listeners hooks; parsing their deliveries.
 //! - [`ui`]: the top-menu page (entry, script, style, initial state) registered on enable.
 //!
@@ -13,5 +14,6 @@
 pub mod auth;
 pub mod client;
 pub mod event;
+pub mod refusals;
 pub mod ui;
 pub mod webhooks;

@@ -43,6 +43,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let listen = config.listen.clone();
     // Bind first: a taken port or a bad socket path fails before anything touches storage.
     let bound = listener::bind_all(&listen).await.context("cannot listen")?;
