@@ -120,3 +120,13 @@ fn chain_needs_a_data_dir() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn verify_with_nothing_stored_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["chain", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nothing to verify"));
+    // And nothing was created by looking.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -239,6 +239,14 @@ fn show(data_dir: &Path, hash: EntryHash) -> anyhow::Result<()> {
 }
 
 fn verify(data_dir: &Path) -> anyhow::Result<()> {
+    // Exit 1 means damage; a device that never stored anything has none.
+    if !data_dir.join(db::DB_FILE).exists() {
+        println!(
+            "ok: nothing to verify (no database in {})",
+            data_dir.display()
+        );
+        return Ok(());
+    }
     // Opening reads and verifies every entry (and refuses a damaged chain).
     let store = open_store(data_dir)?;
     let libs = store.libraries();
