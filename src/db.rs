@@ -42,6 +42,14 @@ pub enum DbError {
         /// The file.
         path: PathBuf,
     },
+    /// The file's pages do not hold what redb expects (a disk or copy damaged them).
+    #[error("the database {path} is damaged ({detail}): restore it from a backup, or move it aside and start again (the device key stays; peers send the libraries' chains back, and serve scans Nextcloud again)")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What redb found.
+        detail: String,
+    },
     /// redb refused to open or create the file.
     #[error("cannot open database {path}: {source}")]
     Open {
@@ -75,17 +83,39 @@ pub fn open(data_dir: &Path) -> Result<Arc<Database>, DbError> {
 
 /// Opens (creating if needed) a database file at an explicit path.
 pub fn open_file(path: &Path) -> Result<Arc<Database>, DbError> {
-    Database::create(path)
-        .map(Arc::new)
-        .map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => DbError::InUse {
-                path: path.to_path_buf(),
-            },
-            source => DbError::Open {
-                path: path.to_path_buf(),
-                source,
-            },
-        })
+    // redb checks a file's pages as it reads them and panics on one it cannot make sense
+    // of: a damaged file is an error to report, not a crash.
+    // Quiet while opening: the error below says what the panic would have, and more.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Database::create(path));
+    std::panic::set_hook(hook);
+    let opened = opened.map_err(|panic| DbError::Damaged {
+        path: path.to_path_buf(),
+        detail: panic_text(&panic),
+    })?;
+    opened.map(Arc::new).map_err(|source| match source {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => DbError::Damaged {
+            path: path.to_path_buf(),
+            detail,
+        },
+        redb::DatabaseError::DatabaseAlreadyOpen => DbError::InUse {
+            path: path.to_path_buf(),
+        },
+        source => DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// What a caught panic said.
+pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unreadable page".to_owned())
 }
 
 /// A database held in memory only (tests and benchmarks of logic, not of durability).
