@@ -1,4 +1,4 @@
-//! The Nextcloud AppAPI contract (see `shared/docs/appapi.md`).
+//! The Nextcloud AppAPI contract (see `docs/appapi.md`).
 //!
 //! - [`auth`]: checks the AppAPI headers on every request that reaches us, and signs ours.
 //! - [`client`]: the signed OCS client for calls from harpbridge to Nextcloud.

@@ -1,5 +1,5 @@
 //! The hash chain: every library's signed SHA3-256 history, stored durably and verifiable by
-//! anyone who holds it (design.md, "The hash chain").
+//! anyone who holds it (docs/wire.md §2).
 //!
 //! # Shape
 //!

@@ -1,5 +1,5 @@
 //! The swarm: trusted peers found on the LAN (or dialled over the WAN) and chain sync with
-//! them over libp2p (design.md, "The swarm").
+//! them over libp2p (docs/architecture.md §2, docs/wire.md §4–§7).
 //!
 //! # Pieces, one file each
 //!

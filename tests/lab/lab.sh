@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The LAN/WAN lab (../../shared/docs/lan-wan-lab.md): two offices on a 1 Gbit/s bridge, each
+# The LAN/WAN lab (docs/lab.md): two offices on a 1 Gbit/s bridge, each
 # reaching the cloud through its own gateway over a 10 Mbit/s link, all in network
 # namespaces on this machine. Used by tests/lan_wan.rs and bench/lan.
 #

@@ -1,5 +1,5 @@
 //! `/harp/blocks/1`: moving file content (blocks) between trusted peers, LAN first
-//! (design.md, "The swarm"; issue 5, item 4).
+//! (docs/wire.md §5).
 //!
 //! # Pieces, one file each
 //!
