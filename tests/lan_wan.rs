@@ -1,7 +1,7 @@
-//! The LAN/WAN lab test (issue 5, "What must be shown"): a cloud and two offices in network
-//! namespaces built by `tests/lab/lab.sh` (offices on a 1 Gbit/s bridge, each behind its own
-//! 10 Mbit/s gateway; see docs/lab.md), real `harpbridge` processes in
-//! them, and the bytes that crossed the WAN read from the gateways' interface counters.
+//! The LAN/WAN lab test: a cloud and two offices in network namespaces built by
+//! `tests/lab/lab.sh` (offices on a 1 Gbit/s bridge, each behind its own 10 Mbit/s gateway;
+//! see docs/lab.md), real `harpbridge` processes in them, and the bytes that crossed the WAN
+//! read from the gateways' interface counters.
 //!
 //! 1. The cloud imports a file. office-a (`harpbridge cache`, given the cloud's multiaddr)
 //!    fetches it over the WAN.

@@ -64,13 +64,13 @@
 //! The bookkeeping keeps need counts and an LRU table in the database ([`index`]) so that
 //! eviction never scans the store.
 //!
-//! # For the block transfer (issue 5)
+//! # What the block transfer calls
 //!
-//! Receiving a version: the chain entry names a `ContentId`; the engine includes it in
-//! `set_current`; fetch the manifest bytes from a peer and [`ContentStore::put_manifest`]
-//! (checks the id and bounds); then [`ContentStore::missing_blocks`], fetch each from
-//! providers and [`ContentStore::put_block`] (checks the BLAKE3; a
-//! [`ContentError::HashMismatch`] means: drop that peer, ask another), or, for pipelined
+//! Receiving a version: the chain entry names a `ContentId`, which the engine includes in
+//! `set_current`; the manifest bytes from a peer go to [`ContentStore::put_manifest`]
+//! (checks the id and bounds); [`ContentStore::missing_blocks`] says what to fetch, and each
+//! block goes to [`ContentStore::put_block`] (checks the BLAKE3; a
+//! [`ContentError::HashMismatch`] means: drop that peer, ask another) or, for pipelined
 //! responses, [`ContentStore::put_blocks`] (one fsync round and one commit per batch; bad
 //! blocks come back in [`PutReport::rejected`]). Serving: answer with
 //! [`ContentStore::manifest_bytes`] and [`ContentStore::read_block`] (verified before it

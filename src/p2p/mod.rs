@@ -43,7 +43,7 @@
 //! [`NodeEvent::Transfer`]); [`NodeHandle::traffic`] gives the block bytes moved per peer and
 //! per class (LAN / WAN) for `/metrics` and the REST API.
 //!
-//! # Known limits (this stage)
+//! # Known limits
 //!
 //! - A library we do not hold is joined when a peer that holds it lists or announces it to
 //!   us and we are a member of it there, unless [`P2pConfig::join_offered`] is off: then the
