@@ -1,4 +1,4 @@
-//! The Nextcloud AppAPI contract (see `docs/appapi.md`).
+//! The Nextcloud AppAPI contract (docs/appapi.md): what AppAPI sends us and what we call.
 //!
 //! - [`auth`]: checks the AppAPI headers on every request that reaches us, and signs ours.
 //! - [`client`]: the signed OCS client for calls from harpbridge to Nextcloud.
