@@ -8,7 +8,7 @@
 # harpbridge subcommand (`cache`, `node`, `id`, `peers`, …) is passed through unchanged,
 # which lets an office run the same image without Nextcloud.
 #
-# Under a HaRP deploy daemon (appapi.md §12) AppAPI sets HP_SHARED_KEY, HP_FRP_ADDRESS and
+# Under a HaRP deploy daemon (docs/appapi.md §12) AppAPI sets HP_SHARED_KEY, HP_FRP_ADDRESS and
 # HP_FRP_PORT, and copies HaRP's client certificates to /certs/frp. HaRP cannot reach the
 # container directly: frpc dials HaRP's frps and carries HaRP's requests back through the
 # tunnel to the unix socket /tmp/exapp.sock, where `harpbridge serve` listens whenever

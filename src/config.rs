@@ -1,6 +1,6 @@
 //! Every setting of `harpbridge serve`, in one place.
 //!
-//! AppAPI configures an ExApp only through environment variables (appapi.md §4); each one
+//! AppAPI configures an ExApp only through environment variables (docs/appapi.md §4); each one
 //! can also be given as a flag, which wins. Values are read as plain strings and checked
 //! here, once, so that a missing or malformed value stops start-up with one line that names
 //! it (exit code 2) instead of clap's multi-line usage text.
@@ -129,7 +129,7 @@ impl fmt::Display for Listen {
     }
 }
 
-/// The unix socket that HaRP's FRP client forwards to (appapi.md §12).
+/// The unix socket that HaRP's FRP client forwards to (docs/appapi.md §12).
 pub const HARP_SOCKET: &str = "/tmp/exapp.sock";
 
 /// What AppAPI told the container about HaRP.

@@ -7,8 +7,9 @@
 //! return only after the data is fsync'd, so an acknowledged write survives `kill -9` and
 //! power loss; after a crash it recovers to the last committed transaction on open. Several
 //! typed tables share one file and one write lock, which is what harpbridge needs: the chain
-//! (`chain_entries`, see [`crate::chain`]), and later the event queue, block index and
-//! settings, each adding its own tables to the same [`Arc<Database>`]. Alternatives weighed:
+//! (`chain_entries`, see [`crate::chain`]), the content index (`content_*`), the event queue
+//! (`event_*`), the libraries, the mirror and the folder ETags, each with its own tables in
+//! the same [`Arc<Database>`]. Alternatives weighed:
 //! SQLite (C dependency, a SQL layer we do not need), sled (unmaintained, no fsync'd
 //! commit guarantee), fjall/LSM stores (more moving parts than an append-mostly log needs).
 //!

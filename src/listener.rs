@@ -2,7 +2,7 @@
 //!
 //! AppAPI and HaRP in direct mode call us on `APP_HOST:APP_PORT`. A docker-install HaRP
 //! daemon without direct mode tunnels through the container's frpc to the unix socket
-//! `/tmp/exapp.sock` (appapi.md §12), so there we listen on both. A socket left by a
+//! `/tmp/exapp.sock` (docs/appapi.md §12), so there we listen on both. A socket left by a
 //! killed process is removed first; any other file at that path is left alone and
 //! reported. SIGTERM (docker stop) and Ctrl-C stop every listener gracefully: in-flight
 //! requests finish, new connections are refused.

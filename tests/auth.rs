@@ -1,4 +1,4 @@
-//! AppAPI authentication of incoming requests (appapi.md §3.2).
+//! AppAPI authentication of incoming requests (docs/appapi.md §3.2).
 //!
 //! In process, the layer guards a probe handler that counts its runs, so "no handler
 //! ran" is checked directly; against the real binary, a refused `PUT /enabled` must not

@@ -1,7 +1,7 @@
-//! The LAN/WAN lab test (issue 5, "What must be shown"): a cloud and two offices in network
-//! namespaces built by `tests/lab/lab.sh` (offices on a 1 Gbit/s bridge, each behind its own
-//! 10 Mbit/s gateway; see ../shared/docs/lan-wan-lab.md), real `harpbridge` processes in
-//! them, and the bytes that crossed the WAN read from the gateways' interface counters.
+//! The LAN/WAN lab test: a cloud and two offices in network namespaces built by
+//! `tests/lab/lab.sh` (offices on a 1 Gbit/s bridge, each behind its own 10 Mbit/s gateway;
+//! see docs/lab.md), real `harpbridge` processes in them, and the bytes that crossed the WAN
+//! read from the gateways' interface counters.
 //!
 //! 1. The cloud imports a file. office-a (`harpbridge cache`, given the cloud's multiaddr)
 //!    fetches it over the WAN.
@@ -19,7 +19,7 @@
 //! file's direction); the other direction (acks, requests) is printed beside it.
 //!
 //! The WAN gets a user-space delay of `HB_LAB_DELAY_MS` each way (default 20: a 40 ms round
-//! trip, as design.md's lab has; `0` turns it off; `tests/lab/delay.rs`), when iptables is
+//! trip, as docs/lab.md §2 describes; `0` turns it off; `tests/lab/delay.rs`), when iptables is
 //! there to queue the router's packets; without it the test says so and runs undelayed.
 //!
 //! Needs root and `ip netns` (CI runs as root); elsewhere it prints why and skips. Sizes:

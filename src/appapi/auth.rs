@@ -1,4 +1,4 @@
-//! AppAPI authentication, both ways (appapi.md §3).
+//! AppAPI authentication, both ways (docs/appapi.md §3).
 //!
 //! Every request AppAPI or HaRP sends us carries `EX-APP-ID`, `EX-APP-VERSION` and
 //! `AUTHORIZATION-APP-API = base64("<user>:<APP_SECRET>")`. One axum middleware,

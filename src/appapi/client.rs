@@ -1,4 +1,4 @@
-//! The signed client for harpbridge's calls to Nextcloud (appapi.md §3.3).
+//! The signed client for harpbridge's calls to Nextcloud (docs/appapi.md §3.3).
 //!
 //! Every request carries the AppAPI headers and is signed either as the app itself
 //! ([`Caller::App`], an empty user) or as a named Nextcloud user ([`Caller::User`]).
@@ -26,7 +26,7 @@ use crate::config::{Config, Secret};
 
 /// Default time limit of one call.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// `PUT ex-app/status {progress:100}` runs our own `/enabled` inside it (appapi.md §2.2).
+/// `PUT ex-app/status {progress:100}` runs our own `/enabled` inside it (docs/appapi.md §2.2).
 const STATUS_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Who a request is made as.

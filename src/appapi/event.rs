@@ -1,7 +1,7 @@
 //! A change to a Nextcloud user's files, as harpbridge queues and processes it.
 //!
 //! Events are hints, not truth: Nextcloud delivers them out of order, deletes and renames
-//! carry no id for the old node, and one operation fires several events (appapi.md §8,
+//! carry no id for the old node, and one operation fires several events (docs/appapi.md §8.2,
 //! fixtures `webhooks/op-event-matrix.json`). The worker therefore reads the current
 //! state over WebDAV before it records anything.
 

@@ -1,4 +1,4 @@
-//! The harpbridge page in Nextcloud's top menu (appapi.md §6).
+//! The harpbridge page in Nextcloud's top menu (docs/appapi.md §6).
 //!
 //! On enable we register one top-menu entry with its script, style and initial state;
 //! AppAPI's calls are insert-or-update keyed by name, so registering twice leaves one

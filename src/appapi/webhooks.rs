@@ -1,4 +1,4 @@
-//! Nextcloud's `webhook_listeners` (appapi.md §8): registering our file-event webhooks,
+//! Nextcloud's `webhook_listeners` (docs/appapi.md §8): registering our file-event webhooks,
 //! and turning deliveries into [`FileEvent`]s.
 //!
 //! Registration is idempotent: list every row (the list holds other apps' rows too),

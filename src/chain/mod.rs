@@ -1,5 +1,5 @@
 //! The hash chain: every library's signed SHA3-256 history, stored durably and verifiable by
-//! anyone who holds it (design.md, "The hash chain").
+//! anyone who holds it (docs/wire.md §2).
 //!
 //! # Shape
 //!
@@ -37,7 +37,7 @@
 //!
 //! One embedded database per data directory, `<data>/harpbridge.redb`, opened by
 //! [`crate::db`]: redb (pure Rust, ACID, commits fsync'd with `Durability::Immediate`), shared
-//! as an `Arc<redb::Database>` with the later event queue, block index and settings tables.
+//! as an `Arc<redb::Database>` with the content index, the event queue and the engine's tables.
 //! See [`store`] for the layout, atomicity and the check at open.
 //!
 //! # The file tree
@@ -73,10 +73,10 @@
 //! Entry::from_bytes_expecting(&[u8], &EntryHash) -> Result<Entry, DecodeError>
 //! ```
 //!
-//! `missing_for` takes the other side's heads, as the issue asks; heads it does not know tell
-//! it nothing, so it then sends everything. `missing_for_vector` takes the other side's
-//! version vector (per author, how many of its entries it holds) and is exact in every case,
-//! because each author's entries form one chain. The sync protocol should exchange vectors.
+//! `missing_for` takes the other side's heads; heads it does not know tell it nothing, so it
+//! then sends everything. `missing_for_vector` takes the other side's version vector (per
+//! author, how many of its entries it holds) and is exact in every case, because each
+//! author's entries form one chain; that is why `/harp/sync/1` exchanges vectors.
 //!
 //! The signing key is [`crate::identity::DeviceIdentity::signing_key`]: the device's libp2p
 //! ed25519 key.

@@ -94,8 +94,8 @@ hex_id!(
     32
 );
 hex_id!(
-    /// The hash that names a file version's content (the hash of its manifest, see design.md
-    /// "Content"). The chain treats it as opaque bytes.
+    /// The hash that names a file version's content (the hash of its manifest, see
+    /// docs/wire.md §3). The chain treats it as opaque bytes.
     ContentId,
     32
 );

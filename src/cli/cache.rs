@@ -1,4 +1,4 @@
-//! `harpbridge cache`: the office cache of design.md ("Roles"): a node that holds chains and
+//! `harpbridge cache`: the office cache (docs/architecture.md §3): a node that holds chains and
 //! blocks only, and fetches the current content of its libraries before anyone asks, so
 //! that the office's other devices get it over the LAN.
 //!

@@ -7,8 +7,8 @@
 //! `<data dir>/peers.json` (removed when it stops), which `harpbridge peers list` prints
 //! while the node holds the database (see [`super::peers::SnapshotWriter`]).
 //!
-//! This is the swarm half of the design's office node; keeping a local folder in sync with
-//! a library (the `LocalDir` backend) comes with the engine's backends.
+//! It is the swarm half of an office node; keeping a local folder in sync with a library
+//! needs a local-folder backend for the engine (docs/architecture.md §5).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

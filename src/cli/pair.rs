@@ -5,7 +5,7 @@
 //! appends one `AddDevice` entry signed by this device, unless the peer is a member already.
 //! A node or `serve` started on the directory afterwards announces the new heads to the
 //! library's members when they connect, and the paired device may then sync.
-//! `harpbridge peers add` is the same command under its older name.
+//! `harpbridge peers add --library L` does the same for one library.
 //!
 //! It opens the data directory's database, so it cannot run beside a `node` or `serve` on
 //! the same directory (pair from the panel instead).

@@ -8,8 +8,8 @@
 //!   its own peer list (with the bytes moved since it started) in `<data dir>/peers.json`
 //!   ([`SNAPSHOT_FILE`], rewritten every few seconds by [`SnapshotWriter`]), and `peers list`
 //!   prints that one when the database is in use. (`serve` writes none yet.)
-//! - `peers add --library L PEER_ID [--name N]`: pairs a device with one library; the same
-//!   as `harpbridge pair` (see [`super::pair`]), kept under its first name.
+//! - `peers add --library L PEER_ID [--name N]`: pairs a device with one library, as
+//!   `harpbridge pair --library L` does (see [`super::pair`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -179,8 +179,7 @@ fn cache_role() -> String {
 /// The peer list a running `node` or `cache` writes to [`SNAPSHOT_FILE`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// What runs: `node` or `cache` (files written before this field existed came from a
-    /// cache).
+    /// What runs: `node` or `cache` (a file without the field is read as `cache`).
     #[serde(default = "cache_role")]
     pub role: String,
     /// The running node's PeerId.

@@ -14,10 +14,9 @@
 //! hash_alg := 1 BLAKE3
 //! ```
 //!
-//! The hash algorithm and the chunker are named in the manifest itself (design.md: "name the
-//! algorithm in the manifest so it can change"): a later build may add `hash_alg = 2` and
-//! still read version-1 manifests; this one refuses what it does not know instead of
-//! guessing.
+//! The hash algorithm and the chunker are named in the manifest itself (docs/wire.md §3), so
+//! that they can change: a later build may add `hash_alg = 2` and still read version-1
+//! manifests; this one refuses what it does not know instead of guessing.
 //!
 //! # Bounds
 //!
@@ -75,7 +74,7 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// harpbridge's parameters: FastCDC 2020, normalization 1, 256 KiB / 1 MiB / 4 MiB.
     ///
-    /// About 1 MiB on average (design.md) keeps the index small (one row per MiB) and the
+    /// About 1 MiB on average (docs/wire.md §3) keeps the index small (one row per MiB) and the
     /// per-block cost of a transfer (one request, one fsync) negligible, while an edit still
     /// moves only a MiB or two. The 4× spread on each side of the average is FastCDC's usual
     /// choice; with normalization level 1 nearly all blocks land between 512 KiB and 2 MiB.

@@ -1,5 +1,5 @@
 //! The content store: files cut into blocks, blocks kept as files, manifests naming them, and
-//! a size-limited cache (design.md, "Content" and "Storage").
+//! a size-limited cache (docs/wire.md §3).
 //!
 //! # The idea in one picture
 //!
@@ -21,8 +21,8 @@
 //!   every MiB, so an edit in the middle of a large file changes one or two blocks and only
 //!   those travel again; identical blocks (in one file, across files, across versions) are
 //!   stored once.
-//! - **BLAKE3 for blocks, SHA3-256 for the chain**: hashing bounds every transfer (design.md
-//!   measures SHA3-256 at ~0.33 GB/s per core against BLAKE3's ~5 GB/s), and every block is
+//! - **BLAKE3 for blocks, SHA3-256 for the chain**: hashing bounds every transfer (SHA3-256
+//!   runs at ~0.33 GB/s per core against BLAKE3's ~5 GB/s, docs/wire.md §3), and every block is
 //!   hashed at least twice (when cut or received, and when read back). The manifest names its
 //!   algorithm ([`manifest`]) so a later build can change it without ambiguity.
 //! - **Blocks as files, index in redb** ([`files`], [`index`]): block bytes never pass
@@ -64,13 +64,13 @@
 //! The bookkeeping keeps need counts and an LRU table in the database ([`index`]) so that
 //! eviction never scans the store.
 //!
-//! # For the block transfer (issue 5)
+//! # What the block transfer calls
 //!
-//! Receiving a version: the chain entry names a `ContentId`; the engine includes it in
-//! `set_current`; fetch the manifest bytes from a peer and [`ContentStore::put_manifest`]
-//! (checks the id and bounds); then [`ContentStore::missing_blocks`], fetch each from
-//! providers and [`ContentStore::put_block`] (checks the BLAKE3; a
-//! [`ContentError::HashMismatch`] means: drop that peer, ask another), or, for pipelined
+//! Receiving a version: the chain entry names a `ContentId`, which the engine includes in
+//! `set_current`; the manifest bytes from a peer go to [`ContentStore::put_manifest`]
+//! (checks the id and bounds); [`ContentStore::missing_blocks`] says what to fetch, and each
+//! block goes to [`ContentStore::put_block`] (checks the BLAKE3; a
+//! [`ContentError::HashMismatch`] means: drop that peer, ask another) or, for pipelined
 //! responses, [`ContentStore::put_blocks`] (one fsync round and one commit per batch; bad
 //! blocks come back in [`PutReport::rejected`]). Serving: answer with
 //! [`ContentStore::manifest_bytes`] and [`ContentStore::read_block`] (verified before it

@@ -1,6 +1,6 @@
 //! The durable event queue between the webhook receiver and the worker.
 //!
-//! AppAPI gives a delivery 3 seconds and never retries (appapi.md §8), so the receiver
+//! AppAPI gives a delivery 3 seconds and never retries (docs/appapi.md §8.2), so the receiver
 //! must answer at once, yet must not lose an event it answered: [`Queue::enqueue`]
 //! returns only after the event is committed to the database with an fsync. To keep
 //! that cheap under load, enqueues are *group-committed*: one task drains every enqueue

@@ -1,5 +1,5 @@
 //! The swarm: trusted peers found on the LAN (or dialled over the WAN) and chain sync with
-//! them over libp2p (design.md, "The swarm").
+//! them over libp2p (docs/architecture.md §2, docs/wire.md §4–§7).
 //!
 //! # Pieces, one file each
 //!
@@ -43,7 +43,7 @@
 //! [`NodeEvent::Transfer`]); [`NodeHandle::traffic`] gives the block bytes moved per peer and
 //! per class (LAN / WAN) for `/metrics` and the REST API.
 //!
-//! # Known limits (this stage)
+//! # Known limits
 //!
 //! - A library we do not hold is joined when a peer that holds it lists or announces it to
 //!   us and we are a member of it there, unless [`P2pConfig::join_offered`] is off: then the

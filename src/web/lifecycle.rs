@@ -1,4 +1,4 @@
-//! The routes AppAPI drives an ExApp with (appapi.md §2).
+//! The routes AppAPI drives an ExApp with (docs/appapi.md §2).
 //!
 //! - `GET /heartbeat`: `{"status":"ok"}`, open to all (AppAPI sends no headers here on
 //!   manual and legacy daemons).

@@ -1,5 +1,5 @@
 //! The swarm inside `harpbridge serve`: one [`Node`] per process, over the engine's chain and
-//! content store, wired to the engine and the panel (design.md, roles table).
+//! content store, wired to the engine and the panel (docs/architecture.md §3).
 //!
 //! ```text
 //!   Engine::library_changes ──────────────▶ NodeHandle::library_changed   (announce heads)

@@ -1,4 +1,4 @@
-//! `GET /ws`: the panel's live feed (appapi.md §7, harp.md §2).
+//! `GET /ws`: the panel's live feed (docs/appapi.md §7, §13).
 //!
 //! The browser opens `wss://<nextcloud>/exapps/<appid>/ws`; HaRP resolves the user from
 //! the Nextcloud session cookie and injects the AppAPI headers, so the upgrade request is

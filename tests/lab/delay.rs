@@ -1,5 +1,5 @@
 //! The lab's WAN delay: this kernel has no `netem`, so the router holds every forwarded
-//! packet for a fixed time in user space (lan-wan-lab.md, "Optional WAN delay").
+//! packet for a fixed time in user space (docs/lab.md §2).
 //!
 //! `lab.sh wan-queue` sends every packet the `wan` namespace forwards to NFQUEUE 0 with
 //! `--queue-bypass` (packets pass untouched while no program listens). [`run`], started

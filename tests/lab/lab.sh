@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# The LAN/WAN lab (../../shared/docs/lan-wan-lab.md): two offices on a 1 Gbit/s bridge, each
-# reaching the cloud through its own gateway over a 10 Mbit/s link, all in network
-# namespaces on this machine. Used by tests/lan_wan.rs and bench/lan.
+# The LAN/WAN lab (docs/lab.md): two offices on a 1 Gbit/s bridge, each reaching the cloud
+# through its own gateway over a 10 Mbit/s link, all in network namespaces on this machine. Used by tests/lan_wan.rs and bench/lan.
 #
 #   office-a 10.77.0.1 ─┐                      ┌─ gw-a 10.77.0.254 | 10.78.1.2 ══ 10 Mbit/s ══╗
 #   office-b 10.77.0.2 ─┴─ lan: br0 (1 Gbit/s) ─┴─ gw-b 10.77.0.253 | 10.78.2.2 ══ 10 Mbit/s ══╣ wan ── cloud 10.78.0.2

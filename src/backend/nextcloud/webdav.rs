@@ -1,4 +1,4 @@
-//! A user's files over WebDAV, as that user (appapi.md §9).
+//! A user's files over WebDAV, as that user (docs/appapi.md §9).
 //!
 //! Every request is signed with the AppAPI headers naming the user, who must be the same
 //! user as in the URL (`/remote.php/dav/files/<uid>/…`). Paths given to this module are

@@ -1,7 +1,7 @@
 //! Write-back: peers' changes written into Nextcloud, as the library's owner.
 //!
 //! Ingest turns Nextcloud's changes into chain entries; write-back is the other direction
-//! (design.md, "Nextcloud integration"). After peers' entries arrive, the library's folded
+//! (docs/architecture.md §2). After peers' entries arrive, the library's folded
 //! tree differs from what Nextcloud holds (the [`Mirror`](super::mirror::Mirror));
 //! write-back applies the difference over WebDAV:
 //!

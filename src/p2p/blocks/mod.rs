@@ -1,5 +1,5 @@
 //! `/harp/blocks/1`: moving file content (blocks) between trusted peers, LAN first
-//! (design.md, "The swarm"; issue 5, item 4).
+//! (docs/wire.md §5).
 //!
 //! # Pieces, one file each
 //!
@@ -85,9 +85,9 @@
 //! not reference the version *yet*, and the server refuses it (see below). A refusal from
 //! a LAN peer that our chain says is a member is therefore not final for its first 5 s:
 //! the fetch asks it again every tick (and when it asks us about the version) and holds
-//! the WAN meanwhile. Taking such a refusal as final made an office fetch the whole file
-//! over the WAN while the other split it with it (1.4–1.6× the file on the WAN, lab test
-//! step 3).
+//! the WAN meanwhile. Taking such a refusal as final would make an office fetch the whole
+//! file over the WAN while the other splits it with it (1.4–1.6× the file on the WAN in the
+//! lab's concurrent fetch, docs/lab.md §4).
 //!
 //! # Which peers are LAN
 //!

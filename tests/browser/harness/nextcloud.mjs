@@ -1,5 +1,5 @@
 // A stand-in for the Nextcloud side of harpbridge's panel, shaped after AppAPI and HaRP
-// (shared/docs/appapi.md §5–§7, harp.md §2), for the browser test:
+// (docs/appapi.md §5–§7, §13), for the browser test:
 //
 // - GET /index.php/apps/app_api/embedded/<appid>/<menu>: AppAPI's embedded page — the
 //   user layout (`<main id="content">` holding the template's `<div id="content">`),
