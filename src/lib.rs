@@ -20,4 +20,5 @@ pub mod identity;
 pub mod listener;
 pub mod logging;
 pub mod p2p;
+pub mod roles;
 pub mod web;
