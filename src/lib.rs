@@ -23,4 +23,5 @@ pub mod listener;
 pub mod logging;
 pub mod owner_only;
 pub mod p2p;
+pub mod roles;
 pub mod web;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cli ─▶ web ─▶ engine ─▶ backend ─▶ appapi ─▶ config ─▶ p2p ─▶ content, identity ─▶ chain, db
+//!    └─▶ roles (node, cache, import: no Nextcloud) ─▶ p2p
 //! ```
 //!
 //! The engine reports through its event stream and never names the web layer; it reaches
@@ -26,6 +27,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("listener", &["config"]),
     ("appapi", &["config", "appinfo"]),
     ("backend", &["appapi", "config"]),
+    (
+        "roles",
+        &["p2p", "chain", "content", "identity", "db", "owner_only"],
+    ),
     (
         "engine",
         &[

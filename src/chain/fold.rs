@@ -63,6 +63,15 @@ impl Tree {
             .filter(|i| matches!(i, TreeItem::File { .. }))
             .count()
     }
+
+    /// Every file version the tree names, once per path (conflict copies included): what
+    /// the library needs kept (see [`crate::content::ContentStore::set_current`]).
+    pub fn versions(&self) -> impl Iterator<Item = ContentId> + '_ {
+        self.items.values().filter_map(|item| match item {
+            TreeItem::File { content, .. } => Some(*content),
+            TreeItem::Dir { .. } => None,
+        })
+    }
 }
 
 /// Who wrote an item last: enough to decide causality and to name a conflict.

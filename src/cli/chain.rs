@@ -17,21 +17,17 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
+use super::{DataDirArgs, DATA_DIR};
 use crate::chain::{ChainPath, ChainStore, ContentId, EntryHash, LibraryId, Op, TreeItem};
 use crate::db;
 use crate::identity::DeviceIdentity;
 
 /// Arguments of `harpbridge chain`.
 #[derive(Debug, Args)]
+#[command(mut_arg(DATA_DIR, DataDirArgs::global))]
 pub struct ChainArgs {
-    /// The data directory (holds identity.key and harpbridge.redb).
-    #[arg(
-        long,
-        global = true,
-        env = "APP_PERSISTENT_STORAGE",
-        value_name = "DIR"
-    )]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
 
     #[command(subcommand)]
     pub command: ChainCommand,
@@ -103,18 +99,18 @@ pub fn run(args: ChainArgs) -> ExitCode {
             json_out,
         } => bench(entries, single, work_dir, json_out),
         command => {
-            let Some(data_dir) = args.data_dir else {
-                eprintln!("harpbridge: --data-dir (or APP_PERSISTENT_STORAGE) is required");
-                return ExitCode::from(2);
+            let data_dir = match args.data_dir.resolve() {
+                Ok(dir) => dir,
+                Err(code) => return code,
             };
             match command {
-                ChainCommand::Log { library } => log(&data_dir, library),
-                ChainCommand::Show { hash } => show(&data_dir, hash),
-                ChainCommand::Verify => verify(&data_dir),
-                ChainCommand::Init { name } => init(&data_dir, &name),
-                ChainCommand::Tree { library } => tree(&data_dir, library),
+                ChainCommand::Log { library } => log(data_dir, library),
+                ChainCommand::Show { hash } => show(data_dir, hash),
+                ChainCommand::Verify => verify(data_dir),
+                ChainCommand::Init { name } => init(data_dir, &name),
+                ChainCommand::Tree { library } => tree(data_dir, library),
                 ChainCommand::StressAppend { batch, count } => {
-                    stress_append(&data_dir, batch.max(1), count)
+                    stress_append(data_dir, batch.max(1), count)
                 }
                 ChainCommand::Bench { .. } => Ok(()),
             }

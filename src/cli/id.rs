@@ -1,26 +1,29 @@
 //! `harpbridge id`: show this device's identity (creating its key on first use).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use super::DataDirArgs;
 use crate::identity::{DeviceIdentity, KEY_FILE};
 
 /// Arguments of `harpbridge id`.
 #[derive(Debug, Args)]
 pub struct IdArgs {
-    /// The data directory (holds identity.key and harpbridge.redb).
-    #[arg(long, env = "APP_PERSISTENT_STORAGE", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
 }
 
 /// Prints the PeerId, the public key and where the key lives. Exit 1 if the key file is
 /// unusable (loose mode, corrupt).
 pub fn run(args: IdArgs) -> ExitCode {
-    match DeviceIdentity::load_or_create(&args.data_dir) {
+    let data_dir = match args.data_dir.resolve() {
+        Ok(dir) => dir,
+        Err(code) => return code,
+    };
+    match DeviceIdentity::load_or_create(data_dir) {
         Ok((id, created)) => {
-            let path = args.data_dir.join(KEY_FILE);
+            let path = data_dir.join(KEY_FILE);
             if created {
                 eprintln!("created a new device key in {}", path.display());
             }

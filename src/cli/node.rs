@@ -5,7 +5,7 @@
 //! one line per event on stdout (`listening <addr>` first, so scripts and tests can learn
 //! the ports), and logs details through tracing. Every 5 s it writes its peer list to
 //! `<data dir>/peers.json` (removed when it stops), which `harpbridge peers list` prints
-//! while the node holds the database (see [`super::peers::SnapshotWriter`]).
+//! while the node holds the database (see [`crate::roles::peer_snapshot`]).
 //!
 //! It is the swarm half of an office node; keeping a local folder in sync with a library
 //! needs a local-folder backend for the engine (docs/architecture.md §5).
@@ -17,18 +17,19 @@ use anyhow::Context;
 use clap::Args;
 use libp2p::Multiaddr;
 
+use super::DataDirArgs;
 use crate::chain::ChainStore;
 use crate::content::{ContentStore, StoreOptions};
 use crate::db;
 use crate::identity::DeviceIdentity;
 use crate::p2p::{Node, NodeEvent, P2pConfig};
+use crate::roles::peer_snapshot::SnapshotWriter;
 
 /// Arguments of `harpbridge node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// The data directory (holds identity.key and harpbridge.redb).
-    #[arg(long, env = "APP_PERSISTENT_STORAGE", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
     #[command(flatten)]
     pub swarm: SwarmArgs,
 }
@@ -78,12 +79,16 @@ pub fn open(
 
 /// Runs the node until a signal. Exit 1 if it cannot start.
 pub fn run(args: NodeArgs) -> ExitCode {
-    super::run_async(serve(args))
+    let data_dir = match args.data_dir.resolve() {
+        Ok(dir) => dir.to_path_buf(),
+        Err(code) => return code,
+    };
+    super::run_async(serve(data_dir, args.swarm))
 }
 
-async fn serve(args: NodeArgs) -> anyhow::Result<()> {
-    let (id, chain, content) = open(&args.data_dir)?;
-    let node = Node::start(args.swarm.config(), &id, chain, content).await?;
+async fn serve(data_dir: PathBuf, swarm: SwarmArgs) -> anyhow::Result<()> {
+    let (id, chain, content) = open(&data_dir)?;
+    let node = Node::start(swarm.config(), &id, chain, content).await?;
     let mut events = node.subscribe();
     println!("peer-id {}", node.peer_id());
     for addr in node.listen_addrs() {
@@ -104,8 +109,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<()> {
         }
     });
     // The peer list `peers list` shows while this process holds the database.
-    let snapshots =
-        super::peers::SnapshotWriter::start(node.clone(), args.data_dir.clone(), "node");
+    let snapshots = SnapshotWriter::start(node.clone(), data_dir, "node");
     crate::listener::shutdown_signal().await;
     snapshots.stop().await;
     node.shutdown().await;

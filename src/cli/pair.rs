@@ -10,23 +10,24 @@
 //! It opens the data directory's database, so it cannot run beside a `node` or `serve` on
 //! the same directory (pair from the panel instead).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use libp2p::PeerId;
 
+use super::{DataDirArgs, DATA_DIR};
 use crate::chain::LibraryId;
 use crate::engine::peers::add_member;
 use crate::p2p::device_key;
 
 /// Arguments of `harpbridge pair`.
 #[derive(Debug, Args)]
+#[command(mut_arg(DATA_DIR, DataDirArgs::optional))]
 pub struct PairArgs {
-    /// The data directory (holds identity.key and harpbridge.redb).
-    #[arg(long, env = "APP_PERSISTENT_STORAGE", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
     /// The device's PeerId (as `harpbridge id` prints it).
     pub peer: PeerId,
     /// A library to add it to (32 hex characters; repeatable). Default: every library held
@@ -40,9 +41,9 @@ pub struct PairArgs {
 
 /// Runs `pair`. Exit 1 on failure, 2 without a data directory.
 pub fn run(args: PairArgs) -> ExitCode {
-    let Some(data_dir) = args.data_dir.as_deref() else {
-        eprintln!("harpbridge: --data-dir (or APP_PERSISTENT_STORAGE) is required");
-        return ExitCode::from(2);
+    let data_dir = match args.data_dir.resolve() {
+        Ok(dir) => dir,
+        Err(code) => return code,
     };
     match pair(data_dir, args.peer, &args.libraries, &args.name) {
         Ok(()) => ExitCode::SUCCESS,

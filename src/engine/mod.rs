@@ -495,14 +495,7 @@ impl Engine {
     /// blocks are kept and replaced versions become evictable cache.
     pub async fn refresh_current(&self, id: &LibraryId) -> Result<(), EngineError> {
         let tree = self.tree(id)?;
-        let versions: Vec<crate::content::ManifestId> = tree
-            .items
-            .values()
-            .filter_map(|item| match item {
-                crate::chain::TreeItem::File { content, .. } => Some((*content).into()),
-                _ => None,
-            })
-            .collect();
+        let versions: Vec<crate::content::ManifestId> = tree.versions().map(Into::into).collect();
         let content = self.inner.content.clone();
         let id = *id;
         tokio::task::spawn_blocking(move || content.set_current(id, &versions)).await??;
