@@ -377,7 +377,13 @@ async fn webhooks_are_filtered_to_the_libraries_folders() {
     let work: Value = created.json().await.unwrap();
     exapp.wait_libraries(2).await;
     let deadline = Instant::now() + WAIT;
-    while nc.webhooks_of("harpbridge")[0].event_filter == rows[0].event_filter {
+    // Every kind's registration, not only the first: they are updated one after another.
+    let changed = |old: &Value| {
+        nc.webhooks_of("harpbridge")
+            .iter()
+            .all(|w| w.event_filter != old)
+    };
+    while !changed(&rows[0].event_filter) {
         assert!(Instant::now() < deadline, "the filter was not updated");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -397,7 +403,12 @@ async fn webhooks_are_filtered_to_the_libraries_folders() {
         .unwrap();
     assert!(removed.status().is_success(), "{removed:?}");
     let deadline = Instant::now() + WAIT;
-    while nc.webhooks_of("harpbridge")[0].event_filter != rows[0].event_filter {
+    let narrowed = || {
+        nc.webhooks_of("harpbridge")
+            .iter()
+            .all(|w| w.event_filter == rows[0].event_filter)
+    };
+    while !narrowed() {
         assert!(Instant::now() < deadline, "the filter was not narrowed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -511,16 +511,15 @@ async fn serve_keeps_serving_when_the_swarm_cannot_start() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no swarm, no peer met");
     drop(taken);
+    let secret = exapp.options.secret.clone();
     exapp.stop();
 
-    // Turned off, it is off.
+    // Turned off, it is off. (The same registration: Nextcloud answers whether "admin" is
+    // an admin, and the swarm's state is for admins.)
     let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.secret = secret;
     options.extra_env = vec![("HARPBRIDGE_P2P".into(), "off".into())];
     let exapp = ExApp::start(options);
-    // Registered, so that Nextcloud answers whether "admin" is an admin: the swarm's state
-    // is for admins.
-    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
-    assert_eq!(nc.register(&spec).await.exit_code, 0);
     let ingest = exapp.api("/api/ingest", "admin").await;
     assert_eq!(ingest["swarm"]["state"], "off", "{ingest}");
     exapp.stop();
