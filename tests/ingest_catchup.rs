@@ -381,7 +381,7 @@ async fn webhooks_are_filtered_to_the_libraries_folders() {
     let changed = |old: &Value| {
         nc.webhooks_of("harpbridge")
             .iter()
-            .all(|w| w.event_filter != old)
+            .all(|w| &w.event_filter != old)
     };
     while !changed(&rows[0].event_filter) {
         assert!(Instant::now() < deadline, "the filter was not updated");
