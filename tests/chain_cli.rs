@@ -157,3 +157,41 @@ fn a_damaged_database_page_is_a_clear_error_not_a_crash() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn names_from_members_never_reach_the_terminal_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, _) = harpbridge::identity::DeviceIdentity::load_or_create(dir.path()).unwrap();
+    let store = ChainStore::open(harpbridge::db::open(dir.path()).unwrap()).unwrap();
+    let evil = "x\u{1b}[2J\r\nfake line\u{7}";
+    let (lib, _) = store.create_library(id.signing_key(), evil).unwrap();
+    // Paths the chain accepts with control characters, if any; device names always.
+    for path in ["a\u{1b}[31mred", "b\rc", "plain dir"] {
+        if let Ok(path) = harpbridge::chain::ChainPath::new(path) {
+            store
+                .append(
+                    &lib,
+                    id.signing_key(),
+                    harpbridge::chain::Op::Mkdir { path },
+                )
+                .unwrap();
+        }
+    }
+    drop(store);
+    for args in [
+        vec!["chain", "log"],
+        vec!["chain", "tree", &lib.to_string()],
+    ] {
+        let out = run(dir.path(), &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?} printed a control character: {shown:?}"
+        );
+        assert!(
+            !shown.contains("\nfake line"),
+            "{args:?} forged a line: {shown}"
+        );
+    }
+}

@@ -109,7 +109,9 @@ fn line(r: &PrefetchReport) -> String {
         PrefetchReport::Fetched { wanted, report } => fetched_line(wanted, report),
         PrefetchReport::FetchFailed { wanted, error } => format!(
             "fetch-failed {} {} {}: {error}",
-            wanted.library, wanted.content, wanted.path
+            wanted.library,
+            wanted.content,
+            super::shown::field(wanted.path.as_str())
         ),
         PrefetchReport::LibraryFailed { library, error } => {
             format!("prefetch of {library} failed: {error:#}")
@@ -132,7 +134,7 @@ fn fetched_line(w: &Wanted, r: &FetchReport) -> String {
         "fetched {} {} {} bytes {} present {} seconds {:.3} from {from}",
         w.library,
         w.content,
-        w.path,
+        super::shown::field(w.path.as_str()),
         r.bytes_fetched,
         r.bytes_present,
         r.elapsed.as_secs_f64()

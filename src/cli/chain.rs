@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::{DataDirArgs, DATA_DIR};
+use super::{shown, DataDirArgs, DATA_DIR};
 use crate::chain::{ChainPath, ChainStore, ContentId, EntryHash, LibraryId, Op, TreeItem};
 use crate::db;
 use crate::identity::DeviceIdentity;
@@ -144,15 +144,24 @@ fn describe(op: &Op) -> String {
             content,
             ..
         } => format!(
-            "put {path} ({size} bytes, content {})",
+            "put {} ({size} bytes, content {})",
+            shown::text(path.as_str()),
             &content.to_hex()[..12]
         ),
-        Op::Delete { path } => format!("delete {path}"),
-        Op::Rename { from, to } => format!("rename {from} -> {to}"),
-        Op::Mkdir { path } => format!("mkdir {path}"),
+        Op::Delete { path } => format!("delete {}", shown::text(path.as_str())),
+        Op::Rename { from, to } => format!(
+            "rename {} -> {}",
+            shown::text(from.as_str()),
+            shown::text(to.as_str())
+        ),
+        Op::Mkdir { path } => format!("mkdir {}", shown::text(path.as_str())),
         Op::Merge => "merge".to_string(),
         Op::AddDevice { device, name } => {
-            format!("add-device {} ({name})", device.display_name())
+            format!(
+                "add-device {} ({})",
+                device.display_name(),
+                shown::text(name)
+            )
         }
         Op::RemoveDevice { device } => format!("remove-device {}", device.display_name()),
     }
@@ -267,9 +276,13 @@ fn tree(data_dir: &Path, lib: LibraryId) -> anyhow::Result<()> {
     let store = open_store(data_dir)?;
     for (path, item) in store.tree(&lib)?.items {
         match item {
-            TreeItem::Dir { .. } => println!("{path}/"),
+            TreeItem::Dir { .. } => println!("{}/", shown::text(path.as_str())),
             TreeItem::File { size, content, .. } => {
-                println!("{path}  {size} bytes  {}", &content.to_hex()[..12])
+                println!(
+                    "{}  {size} bytes  {}",
+                    shown::text(path.as_str()),
+                    &content.to_hex()[..12]
+                )
             }
         }
     }

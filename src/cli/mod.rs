@@ -14,6 +14,7 @@ pub mod node;
 pub mod pair;
 pub mod peers;
 pub mod serve;
+pub mod shown;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
