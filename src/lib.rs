@@ -1,13 +1,33 @@
 //! harpbridge: the Harp protocol (private, real-time, peer-to-peer file sync between
-//! trusted devices) packaged as a Nextcloud AppAPI External App.
+//! trusted devices) packaged as a Nextcloud AppAPI External App, and the same engine for
+//! devices without Nextcloud.
 //!
-//! One binary, several roles (see `src/main.rs`). The modules follow the data flow:
+//! One binary, several roles ([`cli`]). The modules, from the bottom up; each uses only
+//! those above it in this list (`tests/layers.rs` checks it), and data flows one way each
+//! direction: Nextcloud → engine → chain/content → swarm, and swarm → engine → Nextcloud.
+//! See `docs/architecture.md` for the picture.
 //!
-//! - [`config`]: every setting, read once at start-up from AppAPI's environment and flags.
-//! - [`appapi`]: the Nextcloud AppAPI contract: authentication, lifecycle, the OCS client.
-//! - [`web`]: the axum router that AppAPI, HaRP and the panel talk to.
-//! - [`listener`]: where the router listens (TCP or HaRP's unix socket) and how it stops.
-//! - [`logging`]: tracing set-up, readable or JSON.
+//! - [`db`]: the one redb database of a data directory; a damaged file is an error, not a crash.
+//! - [`owner_only`]: files and folders only their owner can read.
+//! - [`chain`]: the signed SHA3-256 hash chain of file changes: format, DAG, fold to a tree.
+//! - [`identity`]: the device's ed25519 key and PeerId.
+//! - [`content`]: content-defined chunks, manifests and the block store.
+//! - [`p2p`]: the libp2p swarm: discovery, `/harp/sync/1` for chains, `/harp/blocks/1` for
+//!   content, trust and LAN/WAN classes.
+//! - [`roles`]: what a device does with a data directory when there is no Nextcloud: the
+//!   office cache's prefetcher, importing a tree, the peers snapshot.
+//! - [`appinfo`]: `appinfo/info.xml`, the manifest AppAPI reads, compiled in.
+//! - [`config`]: every setting of `serve`, read once from AppAPI's environment and flags.
+//! - [`listener`], [`logging`]: where the HTTP server listens (TCP, HaRP's socket); tracing.
+//! - [`appapi`]: the AppAPI contract: authentication both ways, the OCS client, webhooks
+//!   and their file events, the top-menu page.
+//! - [`backend`]: where a library's files live, behind one trait: Nextcloud over WebDAV,
+//!   or a local folder.
+//! - [`engine`]: backend changes → chain entries and content; peers' entries → the
+//!   backend; reports what it does as an event stream.
+//! - [`web`]: the axum router AppAPI, HaRP and the panel talk to; renders the engine's and
+//!   the swarm's events for the panel.
+//! - [`cli`]: argument parsing and printing for each role; calls into the rest.
 
 pub mod appapi;
 pub mod appinfo;

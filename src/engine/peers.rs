@@ -209,7 +209,7 @@ impl Engine {
 impl Engine {
     /// A device's name, as the membership entry that added it says (the latest one seen by
     /// this process; names of entries older than the process are read by
-    /// [`Engine::learn_names`] in the background after start).
+    /// `learn_names` in the background after start).
     pub fn device_name(&self, device: &DeviceKey) -> Option<String> {
         lock(&self.inner.peers.names).get(device).cloned()
     }

@@ -3,7 +3,7 @@
 //!
 //! | route | who | answer |
 //! |---|---|---|
-//! | `GET /api/snapshot` | user | [`Snapshot`]: everything, as for a WebSocket client (polling fallback) |
+//! | `GET /api/snapshot` | user | [`Snapshot`](super::events::Snapshot): everything, as for a WebSocket client (polling fallback) |
 //! | `GET /api/overview` | user | [`Overview`]: device, the caller and whether they are an admin, libraries |
 //! | `GET /api/peers` | user | `{"peers":[Peer]}`, discovered devices included (`trusted: false`) |
 //! | `GET /api/activity?library=ID&limit=N` | user | `{"entries":[ChainEntry]}`, oldest first, `limit` ≤ 200 (default 200) |

@@ -9,13 +9,13 @@
 //!
 //! A connection:
 //!
-//! 1. subscribes to the [`Hub`](super::hub::Hub) and sends its `snapshot` first;
+//! 1. subscribes to the [`Hub`] and sends its `snapshot` first;
 //! 2. then forwards queued events as they come;
 //! 3. sends a JSON `ping` every [`PING_INTERVAL`] (HaRP before v0.4.4 cut tunnels idle
 //!    for 30 s; the browser cannot see WebSocket ping frames, a JSON message it can);
 //! 4. ends when the client closes or errs, or when the hub drops it for reading too
 //!    slowly: then it sends close code
-//!    [`CLOSE_TOO_SLOW`](super::events::CLOSE_TOO_SLOW) (giving up after
+//!    [`CLOSE_TOO_SLOW`] (giving up after
 //!    [`CLOSE_GRACE`]) and closes the socket.
 //!
 //! What the client sends is read (so that close frames and pongs are handled) and
