@@ -22,7 +22,7 @@ impl RefusalLog {
     /// (after a summary of the one before, if it held more), else counts it.
     pub fn refused(&self, source: &str, method: &str, path: &str, reason: &dyn std::fmt::Display) {
         let now = Instant::now();
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sources = crate::locks::lock(&self.sources);
         if let Some((start, unlogged)) = sources.get_mut(source) {
             if now.duration_since(*start) < INTERVAL {
                 *unlogged += 1;

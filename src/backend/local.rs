@@ -130,7 +130,7 @@ impl LocalDir {
     fn item(&self, path: &Path, rel: String, meta: &std::fs::Metadata) -> Item {
         let state = FileState::of(meta);
         let checksums = if meta.is_file() {
-            let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            let written = crate::locks::lock(&self.written);
             match written.get(path) {
                 Some((s, sum)) if *s == state => vec![sum.clone()],
                 _ => Vec::new(),
@@ -363,10 +363,7 @@ impl Backend for LocalDir {
             let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
             let state = FileState::of(&meta);
             if let Some(sum) = &options.checksum {
-                this.written
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(path.clone(), (state, sum.clone()));
+                crate::locks::lock(&this.written).insert(path.clone(), (state, sum.clone()));
             }
             Ok(Written {
                 created: !existed,
@@ -422,7 +419,7 @@ impl Backend for LocalDir {
                 LocalDir::trash(&folder, &target)?;
             }
             std::fs::rename(&source, &target).map_err(|e| io_error(&target, e))?;
-            let mut written = this.written.lock().unwrap_or_else(|e| e.into_inner());
+            let mut written = crate::locks::lock(&this.written);
             if let Some(known) = written.remove(&source) {
                 written.insert(target.clone(), known);
             }
@@ -443,10 +440,7 @@ impl Backend for LocalDir {
         blocking(move || {
             std::fs::symlink_metadata(&path).map_err(|e| io_error(&path, e))?;
             LocalDir::trash(&folder, &path)?;
-            this.written
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&path);
+            crate::locks::lock(&this.written).remove(&path);
             Ok(())
         })
         .await

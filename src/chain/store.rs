@@ -30,7 +30,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer, SigningKey};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -106,13 +105,7 @@ impl std::fmt::Debug for ChainStore {
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 fn sign_all(entries: &mut [Entry], key: &SigningKey) {
     let sign = |chunk: &mut [Entry]| {
@@ -298,7 +291,7 @@ impl ChainStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<LibraryId, LibIndex>> {
-        self.inner.libs.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.inner.libs)
     }
 
     /// Re-reads every stored entry from disk and verifies it from scratch.
@@ -717,7 +710,7 @@ impl ChainStore {
         const STEP: usize = 4096;
         let libs = self.lock();
         let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
-        let mut trees = self.inner.trees.lock().unwrap_or_else(|e| e.into_inner());
+        let mut trees = crate::locks::lock(&self.inner.trees);
         let key = |i: u32| {
             let n = &index.nodes[i as usize];
             (n.lamport, n.hash)

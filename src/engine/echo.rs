@@ -32,7 +32,7 @@ pub struct OwnWrites {
 impl OwnWrites {
     /// Remembers that we wrote `sha256_hex` to `uid`'s `path` (below the user's root).
     pub fn remember(&self, uid: &str, path: &str, sha256_hex: &str) {
-        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writes = crate::locks::lock(&self.writes);
         let now = Instant::now();
         writes.retain(|_, (_, at)| now.duration_since(*at) < REMEMBER_FOR);
         writes.insert(
@@ -43,7 +43,7 @@ impl OwnWrites {
 
     /// Whether a file whose PROPFIND listed `checksums` is still our own write.
     pub fn is_echo(&self, uid: &str, path: &str, checksums: &[String]) -> bool {
-        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let writes = crate::locks::lock(&self.writes);
         let Some((sum, at)) = writes.get(&(uid.to_owned(), path.to_owned())) else {
             return false;
         };

@@ -204,7 +204,7 @@ impl Mirror {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LibraryId, Items>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.map)
     }
 
     /// Whether the library has a mirror yet.

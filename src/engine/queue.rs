@@ -94,13 +94,6 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Queue {
     /// Opens the queue's tables and starts the committer (needs a tokio runtime).
     pub fn open(db: Arc<Database>) -> Result<Self, QueueError> {
@@ -287,7 +280,7 @@ fn commit_group(
             .map_err(storage)?
             .map(|v| v.value())
             .unwrap_or(1);
-        let now = now_ms();
+        let now = crate::clock::now_ms();
         for (key, event) in items {
             if seen.get(key).map_err(storage)?.is_some() {
                 results.push(Enqueued::Duplicate);

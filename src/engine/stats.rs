@@ -248,6 +248,4 @@ impl Status {
 }
 
 /// Locks a status mutex, surviving a panicked holder.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::locks::lock;

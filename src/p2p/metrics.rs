@@ -62,7 +62,7 @@ pub struct Meter {
 
 impl Meter {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.state)
     }
 
     /// Records the class of `peer` (called by the node's task as it learns it).

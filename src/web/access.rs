@@ -76,7 +76,7 @@ impl Access {
                     ClientError::Unauthorized { .. } | ClientError::Throttled { .. }
                 ) {
                     tracing::error!(error = %e, backoff_s = REFUSED_BACKOFF.as_secs(), "Nextcloud refused harpbridge's group lookup; not asking again for a while");
-                    *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+                    *crate::locks::lock(&self.refused) = Some((
                         Instant::now() + REFUSED_BACKOFF,
                         format!("not asking Nextcloud again yet after: {e}"),
                     ));
@@ -110,7 +110,7 @@ impl Access {
 
     /// The reason while the back-off after a refusal lasts.
     fn refused_now(&self) -> Option<String> {
-        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = crate::locks::lock(&self.refused);
         match &*refused {
             Some((until, message)) if Instant::now() < *until => Some(message.clone()),
             _ => None,
@@ -118,6 +118,6 @@ impl Access {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (bool, Instant)>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.cache)
     }
 }

@@ -139,7 +139,7 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (every update is a
         // single insert or remove), so a poisoned lock is still usable.
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.inner.state)
     }
 
     /// Applies `event` and sends it to every client allowed to see it. Never waits for a

@@ -74,15 +74,11 @@ impl Default for Swarm {
 impl Swarm {
     /// The running node, if any.
     pub fn node(&self) -> Option<NodeHandle> {
-        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::locks::lock(&self.node).clone()
     }
 
     pub fn status(&self) -> SwarmStatus {
-        let status = self
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let status = crate::locks::lock(&self.status).clone();
         match (status, self.node()) {
             // The addresses now (a listener may have come or gone since the start).
             (SwarmStatus::Running { peer_id, .. }, Some(node)) => SwarmStatus::Running {
@@ -94,16 +90,16 @@ impl Swarm {
     }
 
     fn set(&self, status: SwarmStatus, node: Option<NodeHandle>) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
-        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+        *crate::locks::lock(&self.status) = status;
+        *crate::locks::lock(&self.node) = node;
     }
 
     /// Stops the node (closing its connections), if it runs.
     pub async fn shutdown(&self) {
-        let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let node = crate::locks::lock(&self.node).take();
         if let Some(node) = node {
             node.shutdown().await;
-            *self.status.lock().unwrap_or_else(|e| e.into_inner()) = SwarmStatus::Off;
+            *crate::locks::lock(&self.status) = SwarmStatus::Off;
         }
     }
 }

@@ -21,7 +21,7 @@
 //! What the client sends is read (so that close frames and pongs are handled) and
 //! otherwise ignored.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -69,13 +69,6 @@ async fn upgrade(
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| serve(socket, hub, viewer, ping))
         .into_response())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs one WebSocket connection until it ends.
@@ -133,7 +126,7 @@ pub async fn serve(mut socket: WebSocket, hub: Hub, viewer: Viewer, ping_every: 
                 None => { too_slow = true; break },
             },
             _ = ping.tick() => {
-                let text = ServerMessage::new(Body::Ping { time_ms: now_ms() }).to_json();
+                let text = ServerMessage::new(Body::Ping { time_ms: crate::clock::now_ms() }).to_json();
                 batch.push(Message::Text(Utf8Bytes::from(text)));
             }
         }

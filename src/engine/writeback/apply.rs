@@ -34,10 +34,6 @@ fn sha_listed(entry: &Item, sha: &str) -> bool {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Reads a whole local version: its SHA-256 (lowercase hex), verifying every block.
 fn sha256_of(store: &ContentStore, id: &ManifestId) -> Result<String, ContentError> {
     let mut reader = store.open_reader(id)?;
@@ -45,7 +41,7 @@ fn sha256_of(store: &ContentStore, id: &ManifestId) -> Result<String, ContentErr
     while let Some(block) = reader.next_block()? {
         hasher.update(&block);
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(crate::chain::types::to_hex(&hasher.finalize()))
 }
 
 /// A local version as a body stream, read block by block on a blocking thread.

@@ -155,7 +155,7 @@ impl std::fmt::Debug for Blocks {
 const REFERENCED_MEMO: usize = 65_536;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    crate::locks::lock(m)
 }
 
 impl Blocks {
