@@ -9,8 +9,8 @@
 //!
 //! - [`db`]: the one redb database of a data directory; a damaged file is an error, not a crash.
 //! - [`owner_only`]: files and folders only their owner can read.
-//! - [`clock`], [`locks`]: the time as everything records it; a mutex guard that survives a
-//!   panicked holder.
+//! - [`clock`], [`locks`], [`cursor`]: the time as everything records it; a mutex guard
+//!   that survives a panicked holder; the byte cursor every wire decoder reads with.
 //! - [`chain`]: the signed SHA3-256 hash chain of file changes: format, DAG, fold to a tree.
 //! - [`identity`]: the device's ed25519 key and PeerId.
 //! - [`content`]: content-defined chunks, manifests and the block store.
@@ -39,6 +39,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod content;
+pub mod cursor;
 pub mod db;
 pub mod engine;
 pub mod identity;

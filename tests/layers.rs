@@ -14,11 +14,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Leaf helpers every module may use (they import nothing of ours).
-const BASE: &[&str] = &["clock", "locks"];
+const BASE: &[&str] = &["clock", "locks", "cursor"];
 
 /// Which modules each top-level module may import (`crate::<module>`), besides [`BASE`].
 const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
+    ("cursor", &[]),
     ("locks", &[]),
     ("owner_only", &[]),
     ("chain", &["db"]),

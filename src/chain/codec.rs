@@ -22,6 +22,7 @@ use super::entry::{
 use super::error::DecodeError;
 use super::path::{ChainPath, MAX_PATH_LEN};
 use super::types::{ContentId, DeviceKey, EntryHash, LibraryId};
+use crate::cursor::{Cursor, Truncated};
 
 const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
@@ -103,38 +104,15 @@ pub(crate) fn encode_tail(parents: &[EntryHash], signature: &[u8; 64], out: &mut
     out.extend_from_slice(signature);
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+impl From<Truncated> for DecodeError {
+    fn from(t: Truncated) -> Self {
+        DecodeError::Truncated(t.len)
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(DecodeError::Truncated(self.buf.len()))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    fn i64(&mut self) -> Result<i64, DecodeError> {
-        Ok(i64::from_be_bytes(self.array()?))
-    }
+impl<'a> Cursor<'a> {
     fn str(&mut self, what: &'static str, max: usize) -> Result<&'a str, DecodeError> {
-        let len = usize::from(u16::from_be_bytes(self.array()?));
+        let len = usize::from(self.u16()?);
         if len > max {
             return Err(DecodeError::TooLong { what, len, max });
         }
@@ -149,9 +127,9 @@ impl<'a> Reader<'a> {
 pub(crate) fn decode_entry(
     bytes: &[u8],
 ) -> Result<(Meta, usize, Vec<EntryHash>, [u8; 64]), DecodeError> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Cursor::new(bytes);
     let meta = decode_meta(&mut r)?;
-    let meta_len = r.pos;
+    let meta_len = r.position();
     let n = usize::from(r.u8()?);
     if n > MAX_PARENTS {
         return Err(DecodeError::TooLong {
@@ -169,13 +147,13 @@ pub(crate) fn decode_entry(
         parents.push(p);
     }
     let signature: [u8; 64] = r.array()?;
-    if r.pos != bytes.len() {
-        return Err(DecodeError::TrailingBytes(bytes.len() - r.pos));
+    if r.position() != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - r.position()));
     }
     Ok((meta, meta_len, parents, signature))
 }
 
-fn decode_meta(r: &mut Reader<'_>) -> Result<Meta, DecodeError> {
+fn decode_meta(r: &mut Cursor<'_>) -> Result<Meta, DecodeError> {
     let version = r.u8()?;
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnknownVersion(version));
@@ -185,14 +163,14 @@ fn decode_meta(r: &mut Reader<'_>) -> Result<Meta, DecodeError> {
     let seq = r.u64()?;
     let lamport = r.u64()?;
     let wall_ms = r.u64()?;
-    let tag_at = r.pos;
+    let tag_at = r.position();
     let op = match r.u8()? {
         TAG_PUT => {
             let path = r.path()?;
             let size = r.u64()?;
             let mtime_ms = r.i64()?;
             let content = ContentId(r.array()?);
-            let flag_at = r.pos;
+            let flag_at = r.position();
             let nextcloud = match r.u8()? {
                 0 => None,
                 1 => {

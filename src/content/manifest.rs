@@ -35,6 +35,7 @@
 
 use super::error::ManifestError;
 use super::ids::{BlockHash, ManifestId};
+use crate::cursor::{Cursor, Truncated};
 
 /// The 4 bytes every encoded manifest starts with.
 pub const MAGIC: &[u8; 4] = b"HBMF";
@@ -183,7 +184,7 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_LEN {
             return Err(ManifestError::TooLong(bytes.len()));
         }
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Cursor::new(bytes);
         if r.take(4)? != MAGIC {
             return Err(ManifestError::BadMagic);
         }
@@ -210,7 +211,7 @@ impl Manifest {
         }
         let n = n as usize;
         let need = n * BLOCK_ENTRY_LEN;
-        let left = bytes.len() - r.pos;
+        let left = r.remaining();
         if left < need {
             return Err(ManifestError::Truncated(bytes.len()));
         }
@@ -244,35 +245,9 @@ impl Manifest {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or(ManifestError::Truncated(self.bytes.len()))?;
-        let s = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ManifestError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, ManifestError> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u32(&mut self) -> Result<u32, ManifestError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, ManifestError> {
-        Ok(u64::from_be_bytes(self.array()?))
+impl From<Truncated> for ManifestError {
+    fn from(t: Truncated) -> Self {
+        ManifestError::Truncated(t.len)
     }
 }
 

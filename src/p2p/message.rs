@@ -36,6 +36,7 @@
 //! [`MAX_RESPONSE_BYTES`].
 
 use crate::chain::{DeviceKey, Entry, EntryHash, LibraryId};
+use crate::cursor::{Cursor, Truncated};
 
 use super::trust::Refusal;
 
@@ -197,7 +198,7 @@ impl Request {
 
     /// Decodes a frame body.
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader(body);
+        let mut r = Cursor::new(body);
         let req = match r.u8()? {
             T_LIBRARIES => Request::Libraries,
             T_FETCH => {
@@ -256,7 +257,7 @@ impl Response {
     /// Decodes a frame body. Entries are decoded (and their hashes computed) here; whether
     /// they are valid in the chain is for [`crate::chain::ChainStore::insert_remote`].
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader(body);
+        let mut r = Cursor::new(body);
         let resp = match r.u8()? {
             R_LIBRARIES => {
                 let n = r.count("libraries", MAX_LIBRARIES)?;
@@ -288,32 +289,14 @@ impl Response {
     }
 }
 
-/// A cursor over a body that never reads past its end.
-struct Reader<'a>(&'a [u8]);
+impl From<Truncated> for WireError {
+    fn from(_: Truncated) -> Self {
+        WireError::Truncated
+    }
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.0.len() < n {
-            return Err(WireError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
+/// The reads only `/harp/sync/1` needs.
+impl Cursor<'_> {
     /// A `u32` count, refused above `max` before anything is allocated for it.
     fn count(&mut self, what: &'static str, max: usize) -> Result<usize, WireError> {
         let got = self.u32()? as usize;
@@ -332,7 +315,7 @@ impl<'a> Reader<'a> {
         Ok(LibraryHeads { library, heads })
     }
     fn end(&self) -> Result<(), WireError> {
-        if self.0.is_empty() {
+        if self.is_empty() {
             Ok(())
         } else {
             Err(WireError::Trailing)

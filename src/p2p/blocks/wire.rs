@@ -46,6 +46,7 @@ use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::chain::{ContentId, LibraryId};
 use crate::content::{MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
+use crate::cursor::{Cursor, Truncated};
 use crate::p2p::trust::Refusal;
 
 /// The protocol name negotiated on the stream.
@@ -225,43 +226,18 @@ async fn write_parts<W: AsyncWrite + Unpin>(io: &mut W, parts: &[&[u8]]) -> io::
     Ok(())
 }
 
-/// A cursor over a body that refuses to read past its end.
-struct Body<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+impl From<Truncated> for io::Error {
+    fn from(_: Truncated) -> Self {
+        invalid("message too short")
+    }
 }
 
-impl<'a> Body<'a> {
-    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| invalid("message too short"))?;
-        let s = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> io::Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> io::Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        let s = &self.bytes[self.pos..];
-        self.pos = self.bytes.len();
-        s
-    }
-    fn end(&self) -> io::Result<()> {
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(invalid("trailing bytes"))
-        }
+/// Whether the body was read to its end.
+fn finished(b: &Cursor<'_>) -> io::Result<()> {
+    if b.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid("trailing bytes"))
     }
 }
 
@@ -288,10 +264,7 @@ pub async fn read_ask<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Option<Ask
     let Some(body) = read_frame(io, MAX_ASK_BYTES).await? else {
         return Ok(None);
     };
-    let mut b = Body {
-        bytes: &body,
-        pos: 0,
-    };
+    let mut b = Cursor::new(&body);
     let ask = match b.u8()? {
         1 => {
             let library = LibraryId(b.array()?);
@@ -309,7 +282,7 @@ pub async fn read_ask<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Option<Ask
         2 => Ask::Get { index: b.u32()? },
         t => return Err(invalid(format!("unknown request tag {t}"))),
     };
-    b.end()?;
+    finished(&b)?;
     Ok(Some(ask))
 }
 
@@ -370,10 +343,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
     let Some(body) = read_frame(io, max).await? else {
         return Ok(None);
     };
-    let mut b = Body {
-        bytes: &body,
-        pos: 0,
-    };
+    let mut b = Cursor::new(&body);
     let answer = match b.u8()? {
         1 => {
             let flags = b.u8()?;
@@ -408,7 +378,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
         2 => {
             let index = b.u32()?;
             // Moves the body's tail out without copying a whole block twice.
-            let start = b.pos;
+            let start = b.position();
             let _ = b.rest();
             let mut body = body;
             body.drain(..start);
@@ -422,7 +392,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
         }),
         t => return Err(invalid(format!("unknown answer tag {t}"))),
     };
-    b.end()?;
+    finished(&b)?;
     Ok(Some(answer))
 }
 
