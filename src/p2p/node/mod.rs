@@ -1,6 +1,15 @@
 //! The node: one tokio task owns the swarm; the rest of the program talks to it through a
 //! [`NodeHandle`] (commands over a channel) and listens to its [`NodeEvent`]s.
 //!
+//! # Files
+//!
+//! - this file: starting the node and its run loop (swarm events, commands, internal
+//!   messages);
+//! - [`handle`]: [`NodeHandle`] and the commands it sends;
+//! - [`peers`]: the peer table: LAN or WAN, dialling, quarantine;
+//! - [`pull`]: keeping chains in step: `Libraries`, batched pulls, announcements, and
+//!   answering `/harp/sync/1`.
+//!
 //! # Why one task
 //!
 //! A libp2p `Swarm` is a state machine that must be polled to make progress and is mutated
@@ -84,23 +93,17 @@ use super::metrics::{Meter, Traffic};
 use super::sync::SyncService;
 use super::trust;
 
+mod handle;
+mod peers;
+mod pull;
+
+pub use handle::NodeHandle;
+use handle::{Command, COMMAND_BUFFER};
+use peers::{peer_of, strip_p2p, PeerEntry};
+use pull::Pending;
+
 /// Events buffered per subscriber before the slowest one starts missing some.
 const EVENT_BUFFER: usize = 1024;
-/// How long a peer that sent invalid entries is refused.
-const QUARANTINE: Duration = Duration::from_secs(600);
-/// Commands buffered before [`NodeHandle`] calls wait.
-const COMMAND_BUFFER: usize = 256;
-
-/// A request to the node's task.
-#[derive(Debug)]
-enum Command {
-    Dial(Multiaddr, oneshot::Sender<Result<(), P2pError>>),
-    LibraryChanged(LibraryId),
-    Join(LibraryId),
-    SyncAll,
-    Peers(oneshot::Sender<Vec<PeerInfo>>),
-    Shutdown(oneshot::Sender<()>),
-}
 
 /// Outcomes of blocking chain work, sent back to the node's task.
 enum Internal {
@@ -137,143 +140,6 @@ enum Internal {
         library: LibraryId,
         error: ChainError,
     },
-}
-
-/// What an outbound request was for.
-#[derive(Debug, Clone, Copy)]
-enum Pending {
-    Libraries,
-    Fetch(PeerId, LibraryId),
-    Announce(LibraryId),
-}
-
-/// What the node knows about one peer.
-#[derive(Debug, Default)]
-struct PeerEntry {
-    connections: usize,
-    /// Found by mDNS.
-    lan: bool,
-    /// Connected over an address on one of this host's subnets ([`super::subnet`]).
-    same_subnet: bool,
-    addresses: BTreeSet<Multiaddr>,
-    rtt: Option<Duration>,
-    /// The smallest round trip seen: what classifies the peer (a busy link's RTT grows
-    /// with its queue, its floor does not).
-    min_rtt: Option<Duration>,
-    agent: Option<String>,
-}
-
-/// The handle through which the program drives a running node. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct NodeHandle {
-    peer_id: PeerId,
-    commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<NodeEvent>,
-    listening: Arc<Mutex<Vec<Multiaddr>>>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
-    blocks: Blocks,
-    views: watch::Receiver<Vec<PeerView>>,
-    fetch_config: FetchConfig,
-}
-
-impl NodeHandle {
-    /// This node's `PeerId` (the device's name).
-    pub fn peer_id(&self) -> PeerId {
-        self.peer_id
-    }
-
-    /// The addresses the node listens on now.
-    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.listening
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Follow the node's events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.events.subscribe()
-    }
-
-    async fn send(&self, c: Command) -> Result<(), P2pError> {
-        self.commands.send(c).await.map_err(|_| P2pError::Stopped)
-    }
-
-    /// Dials a peer by address (a WAN peer, or a test's loopback peer). `Ok` means the dial
-    /// started; the connection shows up as [`NodeEvent::Connected`], after which the node
-    /// syncs with it on its own.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Dial(addr, tx)).await?;
-        rx.await.map_err(|_| P2pError::Stopped)?
-    }
-
-    /// Tells the node that `library` changed locally (new entries appended): it announces
-    /// the new heads to the library's connected members, which pull them.
-    pub async fn library_changed(&self, library: LibraryId) -> Result<(), P2pError> {
-        self.send(Command::LibraryChanged(library)).await
-    }
-
-    /// Joins a library this node does not hold yet (the approval of a
-    /// [`NodeEvent::Offered`] when [`P2pConfig::join_offered`] is off): pulls it from every
-    /// connected peer; those of which we are a member there send it.
-    pub async fn join(&self, library: LibraryId) -> Result<(), P2pError> {
-        self.send(Command::Join(library)).await
-    }
-
-    /// Asks every connected peer again which libraries we share, and pulls what is new.
-    pub async fn sync_all(&self) -> Result<(), P2pError> {
-        self.send(Command::SyncAll).await
-    }
-
-    /// Fetches every block of `content` (a version of `library`) that is not here yet from
-    /// the connected members that have it, LAN first, and returns once all are stored (and
-    /// the manifest). The version is added to `library`'s current set
-    /// ([`ContentStore::add_current`]) as soon as its manifest is known, so the cache never
-    /// evicts the blocks being fetched; the engine's next `set_current` replaces the set as
-    /// usual. Progress goes out as [`NodeEvent::Transfer`] (on every tick when it changed,
-    /// and at the end). An error leaves what was stored in place: fetching again resumes.
-    /// See [`super::blocks`].
-    pub async fn fetch_content(
-        &self,
-        library: LibraryId,
-        content: ContentId,
-    ) -> Result<FetchReport, P2pError> {
-        blocks::fetch::fetch(
-            &self.blocks,
-            self.views.clone(),
-            self.events.clone(),
-            self.fetch_config,
-            self.peer_id,
-            library,
-            content,
-        )
-        .await
-    }
-
-    /// Block bytes moved so far, per peer and per class (LAN / WAN).
-    pub fn traffic(&self) -> Traffic {
-        self.blocks.meter.traffic()
-    }
-
-    /// The peers the node knows: connected ones and ones found on the LAN.
-    pub async fn peers(&self) -> Result<Vec<PeerInfo>, P2pError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Peers(tx)).await?;
-        rx.await.map_err(|_| P2pError::Stopped)
-    }
-
-    /// Stops the node: closes every connection and listener and waits for the task to end.
-    pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.send(Command::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
 }
 
 /// The task that owns the swarm. See the module docs.
@@ -515,134 +381,6 @@ impl Node {
         }
     }
 
-    /// Disconnects `peer` and refuses its connections for [`QUARANTINE`].
-    fn quarantine(&mut self, peer: PeerId) {
-        tracing::warn!(%peer, "quarantining a peer that sent invalid entries");
-        self.quarantined
-            .insert(peer, tokio::time::Instant::now() + QUARANTINE);
-        let _ = self.swarm.disconnect_peer_id(peer);
-    }
-
-    /// True while `peer` is quarantined.
-    fn is_quarantined(&mut self, peer: &PeerId) -> bool {
-        let now = tokio::time::Instant::now();
-        self.quarantined.retain(|_, until| *until > now);
-        self.quarantined.contains_key(peer)
-    }
-
-    /// Subscribes to `library`'s head announcements (once).
-    fn follow(&mut self, library: LibraryId) {
-        let topic = gossip::topic(&library);
-        if self.topics.insert(topic.hash(), library).is_none() {
-            if let Err(e) = self.swarm.behaviour_mut().gossip.subscribe(&topic) {
-                tracing::warn!(%library, error = %e, "subscribing to head announcements failed");
-            }
-        }
-    }
-
-    /// Heads announced by gossip: pull from the member that forwarded them if we lack one.
-    fn on_gossip(&mut self, event: gossipsub::Event) {
-        let gossipsub::Event::Message {
-            propagation_source: peer,
-            message,
-            ..
-        } = event
-        else {
-            return;
-        };
-        let Some(&library) = self.topics.get(&message.topic) else {
-            return;
-        };
-        let heads = match gossip::decode_heads(&message.data) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::info!(%peer, %library, error = %e, "ignoring an announcement");
-                return;
-            }
-        };
-        self.blocking(move |sync| {
-            let wanted =
-                sync.trust().check(&peer, &library).is_ok() && sync.lacks_any(&library, &heads);
-            Internal::PullMany {
-                peer,
-                libraries: if wanted { vec![library] } else { Vec::new() },
-                offered: Vec::new(),
-            }
-        });
-    }
-
-    fn ask_libraries(&mut self, peer: PeerId) {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&peer, Request::Libraries);
-        self.pending.insert(id, Pending::Libraries);
-    }
-
-    /// Sends `library`'s heads to its connected members (except `except`, the peer the new
-    /// entries came from).
-    fn announce(&mut self, library: LibraryId, except: Option<PeerId>) {
-        self.blocking(move |sync| match sync.announcement(&library) {
-            Ok((heads, members)) => Internal::Announce {
-                heads,
-                members,
-                except,
-            },
-            Err(error) => Internal::ChainFailed {
-                peer: None,
-                library,
-                error,
-            },
-        });
-    }
-
-    /// Starts pulling `library` from `peer`, or remembers to pull again if a pull runs.
-    fn pull(&mut self, peer: PeerId, library: LibraryId) {
-        if let Some(again) = self.pulls.get_mut(&(peer, library)) {
-            *again = true;
-            return;
-        }
-        self.pulls.insert((peer, library), false);
-        self.next_fetch(peer, library);
-    }
-
-    fn next_fetch(&mut self, peer: PeerId, library: LibraryId) {
-        let limit = self.config.sync_batch;
-        self.blocking(move |sync| match sync.fetch_request(&library, limit) {
-            Ok(request) => Internal::SendFetch {
-                peer,
-                library,
-                request,
-            },
-            Err(error) => Internal::ChainFailed {
-                peer: Some(peer),
-                library,
-                error,
-            },
-        });
-    }
-
-    /// Pulls `libraries` from `peer`; reports `offered` (libraries we do not hold and may not
-    /// join on our own) as [`NodeEvent::Offered`].
-    fn pull_or_offer(&mut self, peer: PeerId, libraries: Vec<LibraryId>, offered: Vec<LibraryId>) {
-        for library in libraries {
-            self.pull(peer, library);
-        }
-        for library in offered {
-            tracing::info!(%peer, %library, "a peer offers a library we do not hold; waiting for approval");
-            self.emit(NodeEvent::Offered { peer, library });
-        }
-    }
-
-    /// The pull ended (done, refused or failed); starts the next one if one was asked for.
-    fn end_pull(&mut self, peer: PeerId, library: LibraryId, again_allowed: bool) {
-        let again = self.pulls.remove(&(peer, library)).unwrap_or(false);
-        if again && again_allowed && self.swarm.is_connected(&peer) {
-            self.pull(peer, library);
-        }
-    }
-
     fn on_internal(&mut self, msg: Internal) {
         match msg {
             Internal::Respond {
@@ -775,135 +513,6 @@ impl Node {
         }
     }
 
-    fn on_sync_event(&mut self, event: request_response::Event<Request, Response>) {
-        use request_response::{Event, Message};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let join = self.config.join_offered;
-                self.blocking(move |sync| {
-                    let answer = sync.answer(&peer, request);
-                    let (pull, offered) = split_offers(sync, answer.pull.into_iter(), join);
-                    Internal::Respond {
-                        peer,
-                        channel,
-                        response: answer.response,
-                        pull,
-                        offered,
-                    }
-                });
-            }
-            Event::Message {
-                peer,
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                let Some(pending) = self.pending.remove(&request_id) else {
-                    return;
-                };
-                self.on_response(peer, pending, response);
-            }
-            Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                let Some(pending) = self.pending.remove(&request_id) else {
-                    return;
-                };
-                let library = match pending {
-                    Pending::Libraries => None,
-                    Pending::Fetch(_, l) | Pending::Announce(l) => Some(l),
-                };
-                tracing::info!(%peer, ?library, %error, "sync request failed");
-                self.emit(NodeEvent::SyncFailed {
-                    peer,
-                    library,
-                    error: error.to_string(),
-                });
-                if let Pending::Fetch(p, l) = pending {
-                    self.end_pull(p, l, false);
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "answering a sync request failed");
-            }
-            Event::ResponseSent { .. } => {}
-        }
-    }
-
-    fn on_response(&mut self, peer: PeerId, pending: Pending, response: Response) {
-        match (pending, response) {
-            (pending, Response::Refused(reason)) => {
-                let library = match pending {
-                    Pending::Libraries => None,
-                    Pending::Fetch(_, l) | Pending::Announce(l) => Some(l),
-                };
-                tracing::info!(%peer, ?library, %reason, "the peer refused our sync request");
-                self.emit(NodeEvent::RefusedBy {
-                    peer,
-                    library,
-                    reason,
-                });
-                if let Pending::Fetch(p, l) = pending {
-                    self.end_pull(p, l, false);
-                }
-            }
-            (Pending::Libraries, Response::Libraries(list)) => {
-                let join = self.config.join_offered;
-                self.blocking(move |sync| {
-                    let lacking: Vec<LibraryId> = list
-                        .into_iter()
-                        .filter(|lh| sync.lacks_any(&lh.library, &lh.heads))
-                        .map(|lh| lh.library)
-                        .collect();
-                    let (libraries, offered) = split_offers(sync, lacking.into_iter(), join);
-                    Internal::PullMany {
-                        peer,
-                        libraries,
-                        offered,
-                    }
-                });
-            }
-            (Pending::Fetch(_, library), Response::Entries { entries, remaining }) => {
-                if entries.is_empty() {
-                    self.emit(NodeEvent::PullDone { peer, library });
-                    self.end_pull(peer, library, true);
-                    return;
-                }
-                self.blocking(move |sync| Internal::Stored {
-                    peer,
-                    library,
-                    result: sync.store(&library, entries),
-                    remaining,
-                });
-            }
-            (Pending::Announce(..), Response::Ack) => {}
-            (pending, other) => {
-                tracing::info!(%peer, ?pending, "the peer answered with the wrong kind of message");
-                self.emit(NodeEvent::SyncFailed {
-                    peer,
-                    library: None,
-                    error: format!("unexpected answer {}", kind(&other)),
-                });
-                if let Pending::Fetch(p, l) = pending {
-                    self.end_pull(p, l, false);
-                }
-            }
-        }
-    }
-
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync_event(e),
@@ -1031,117 +640,5 @@ impl Node {
             }
             _ => {}
         }
-    }
-
-    /// The peer's class: LAN if mDNS found it; WAN if it is a configured peer (the cloud);
-    /// otherwise LAN when a connection to it is on one of this host's subnets (see
-    /// [`super::subnet`]: mDNS tells a node of a newcomer late), or when its smallest ping
-    /// RTT is at most [`P2pConfig::lan_rtt`] (zero: never).
-    fn is_lan(&self, peer: &PeerId, e: &PeerEntry) -> bool {
-        if e.lan {
-            return true;
-        }
-        if self.configured.iter().any(|(_, who)| *who == Some(*peer)) {
-            return false;
-        }
-        e.same_subnet
-            || (!self.config.lan_rtt.is_zero()
-                && e.min_rtt.is_some_and(|r| r <= self.config.lan_rtt))
-    }
-
-    /// Tells fetches (and the byte counters) which peers are connected and their class.
-    fn publish_peers(&mut self) {
-        let mut views = Vec::new();
-        for (peer, e) in &self.peers {
-            let lan = self.is_lan(peer, e);
-            self.meter.set_lan(*peer, lan);
-            if e.connections > 0 {
-                views.push(PeerView {
-                    peer: *peer,
-                    lan,
-                    rtt: e.rtt,
-                });
-            }
-        }
-        self.views.send_replace(views);
-    }
-
-    /// Dials a LAN peer at `addrs` unless connected or already dialling.
-    ///
-    /// From a fresh local port: two nodes that find each other by mDNS at the same moment
-    /// dial each other at once, and from their listening ports that is a TCP simultaneous
-    /// open, one socket on which both sides start the Noise handshake as initiator and fail.
-    fn dial_lan(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if self.swarm.is_connected(&peer) || addrs.is_empty() {
-            return;
-        }
-        let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .addresses(addrs)
-            .allocate_new_port()
-            .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, error = %e, "dialling a LAN peer failed");
-        }
-    }
-
-    /// Dials the configured peers, and the LAN peers mDNS found, that are not connected.
-    fn redial(&mut self) {
-        let lan: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .peers
-            .iter()
-            .filter(|(_, e)| e.lan)
-            .map(|(p, e)| (*p, e.addresses.iter().cloned().collect()))
-            .collect();
-        for (peer, addrs) in lan {
-            if !self.is_quarantined(&peer) {
-                self.dial_lan(peer, addrs);
-            }
-        }
-        let todo: Vec<Multiaddr> = self
-            .configured
-            .iter()
-            .filter(|(_, who)| !who.is_some_and(|p| self.swarm.is_connected(&p)))
-            .map(|(a, _)| a.clone())
-            .collect();
-        for addr in todo {
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                tracing::info!(%addr, error = %e, "dialling a configured peer failed");
-            }
-        }
-    }
-}
-
-/// Splits libraries to pull into those to pull now and those only offered: libraries we do
-/// not hold, when joining on our own is off.
-fn split_offers(
-    sync: &SyncService,
-    libraries: impl Iterator<Item = LibraryId>,
-    join: bool,
-) -> (Vec<LibraryId>, Vec<LibraryId>) {
-    libraries.partition(|lib| join || sync.holds(lib))
-}
-
-/// The `/p2p/<id>` at the end of an address, if any.
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
-}
-
-/// The address without its `/p2p/<id>` part.
-fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
-    addr.iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
-}
-
-fn kind(r: &Response) -> &'static str {
-    match r {
-        Response::Libraries(_) => "Libraries",
-        Response::Entries { .. } => "Entries",
-        Response::Ack => "Ack",
-        Response::Refused(_) => "Refused",
     }
 }

@@ -1,0 +1,133 @@
+//! The peer table: who is connected, LAN or WAN, how to reach them, and who is refused for a
+//! while after sending invalid entries.
+
+use super::*;
+
+/// How long a peer that sent invalid entries is refused.
+pub(super) const QUARANTINE: Duration = Duration::from_secs(600);
+
+/// What the node knows about one peer.
+#[derive(Debug, Default)]
+pub(super) struct PeerEntry {
+    pub(super) connections: usize,
+    /// Found by mDNS.
+    pub(super) lan: bool,
+    /// Connected over an address on one of this host's subnets ([`super::subnet`]).
+    pub(super) same_subnet: bool,
+    pub(super) addresses: BTreeSet<Multiaddr>,
+    pub(super) rtt: Option<Duration>,
+    /// The smallest round trip seen: what classifies the peer (a busy link's RTT grows
+    /// with its queue, its floor does not).
+    pub(super) min_rtt: Option<Duration>,
+    pub(super) agent: Option<String>,
+}
+
+impl Node {
+    /// Disconnects `peer` and refuses its connections for [`QUARANTINE`].
+    pub(super) fn quarantine(&mut self, peer: PeerId) {
+        tracing::warn!(%peer, "quarantining a peer that sent invalid entries");
+        self.quarantined
+            .insert(peer, tokio::time::Instant::now() + QUARANTINE);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// True while `peer` is quarantined.
+    pub(super) fn is_quarantined(&mut self, peer: &PeerId) -> bool {
+        let now = tokio::time::Instant::now();
+        self.quarantined.retain(|_, until| *until > now);
+        self.quarantined.contains_key(peer)
+    }
+
+    /// The peer's class: LAN if mDNS found it; WAN if it is a configured peer (the cloud);
+    /// otherwise LAN when a connection to it is on one of this host's subnets (see
+    /// [`super::subnet`]: mDNS tells a node of a newcomer late), or when its smallest ping
+    /// RTT is at most [`P2pConfig::lan_rtt`] (zero: never).
+    pub(super) fn is_lan(&self, peer: &PeerId, e: &PeerEntry) -> bool {
+        if e.lan {
+            return true;
+        }
+        if self.configured.iter().any(|(_, who)| *who == Some(*peer)) {
+            return false;
+        }
+        e.same_subnet
+            || (!self.config.lan_rtt.is_zero()
+                && e.min_rtt.is_some_and(|r| r <= self.config.lan_rtt))
+    }
+
+    /// Tells fetches (and the byte counters) which peers are connected and their class.
+    pub(super) fn publish_peers(&mut self) {
+        let mut views = Vec::new();
+        for (peer, e) in &self.peers {
+            let lan = self.is_lan(peer, e);
+            self.meter.set_lan(*peer, lan);
+            if e.connections > 0 {
+                views.push(PeerView {
+                    peer: *peer,
+                    lan,
+                    rtt: e.rtt,
+                });
+            }
+        }
+        self.views.send_replace(views);
+    }
+
+    /// Dials a LAN peer at `addrs` unless connected or already dialling.
+    ///
+    /// From a fresh local port: two nodes that find each other by mDNS at the same moment
+    /// dial each other at once, and from their listening ports that is a TCP simultaneous
+    /// open, one socket on which both sides start the Noise handshake as initiator and fail.
+    pub(super) fn dial_lan(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.swarm.is_connected(&peer) || addrs.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .allocate_new_port()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dialling a LAN peer failed");
+        }
+    }
+
+    /// Dials the configured peers, and the LAN peers mDNS found, that are not connected.
+    pub(super) fn redial(&mut self) {
+        let lan: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peers
+            .iter()
+            .filter(|(_, e)| e.lan)
+            .map(|(p, e)| (*p, e.addresses.iter().cloned().collect()))
+            .collect();
+        for (peer, addrs) in lan {
+            if !self.is_quarantined(&peer) {
+                self.dial_lan(peer, addrs);
+            }
+        }
+        let todo: Vec<Multiaddr> = self
+            .configured
+            .iter()
+            .filter(|(_, who)| !who.is_some_and(|p| self.swarm.is_connected(&p)))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in todo {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::info!(%addr, error = %e, "dialling a configured peer failed");
+            }
+        }
+    }
+}
+
+/// The `/p2p/<id>` at the end of an address, if any.
+pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// The address without its `/p2p/<id>` part.
+pub(super) fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
