@@ -5,9 +5,9 @@
 //!
 //! - this file: starting the node and its run loop (swarm events, commands, internal
 //!   messages);
-//! - [`handle`]: [`NodeHandle`] and the commands it sends;
-//! - [`peers`]: the peer table: LAN or WAN, dialling, quarantine;
-//! - [`pull`]: keeping chains in step: `Libraries`, batched pulls, announcements, and
+//! - `handle`: [`NodeHandle`] and the commands it sends;
+//! - `peers`: the peer table: LAN or WAN, dialling, quarantine;
+//! - `pull`: keeping chains in step: `Libraries`, batched pulls, announcements, and
 //!   answering `/harp/sync/1`.
 //!
 //! # Why one task
