@@ -16,6 +16,11 @@ mod chain {
     pub mod types;
 }
 
+/// The byte cursor the codec reads with (`crate::cursor` in the codec's source).
+#[allow(dead_code)]
+#[path = "../../src/cursor.rs"]
+mod cursor;
+
 use chain::entry::Entry;
 use chain::path::ChainPath;
 use libfuzzer_sys::fuzz_target;
