@@ -1,21 +1,25 @@
-//! The engine: turns Nextcloud's file changes into chain entries and stored content.
+//! The engine: turns a backend's file changes (Nextcloud's, today) into chain entries and
+//! stored content, and peers' entries back into the backend. It reports what it does as
+//! [`events`] and never names the web layer or a backend's protocol.
 //!
 //! ```text
-//! webhook ─▶ receiver ─▶ queue (durable) ─▶ worker ─▶ WebDAV PROPFIND/GET ─▶ content store
-//!                                                                         └─▶ chain entry
-//! peers' entries ─▶ tree ≠ mirror ─▶ write-back ─▶ WebDAV MKCOL/PUT/MOVE/DELETE (If-Match)
+//! webhook ─▶ receiver ─▶ queue (durable) ─▶ worker ─▶ Backend::list/read ─▶ content store
+//!                                                                        └─▶ chain entry
+//! peers' entries ─▶ tree ≠ mirror ─▶ write-back ─▶ Backend::mkdir/write/rename/delete
+//!                                                  (under the lost-update guard)
 //! ```
 //!
-//! - [`libraries`]: which user folders are synced, each as one chain.
+//! - [`libraries`]: which folders are synced, each as one chain.
 //! - [`queue`]: the durable, de-duplicating queue between the receiver and the worker.
-//! - [`ingest`]: reading one path's truth over WebDAV and recording it.
-//! - [`worker`]: draining the queue, with retries and backoff when Nextcloud is down.
+//! - [`ingest`]: reading one path's truth from the backend and recording it.
+//! - [`worker`]: draining the queue, with retries and backoff when the backend is down.
 //! - [`webhooks`]: asking Nextcloud for file events, filtered to the libraries' folders.
 //! - [`catchup`]: finding, by folder ETags, the changes no webhook delivered.
 //! - [`enablement`]: whether AppAPI has enabled us: nothing calls Nextcloud until it has.
 //! - [`echo`]: not recording our own writes twice.
-//! - [`mirror`]: what Nextcloud holds, as last known (the base both directions compare with).
-//! - [`writeback`]: the other direction: peers' changes written into Nextcloud.
+//! - [`mirror`]: what the backend holds, as last known (the base both directions compare with).
+//! - [`writeback`]: the other direction: peers' changes written into the backend.
+//! - [`events`]: what the engine reports (entries appended, libraries' states).
 //! - [`stats`]: counters and states for the API and the log.
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
