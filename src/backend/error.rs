@@ -42,6 +42,9 @@ pub enum BackendError {
     /// A file's bytes stopped coming part-way.
     #[error("the read was cut off: {0}")]
     ReadCut(#[source] std::io::Error),
+    /// The path is left out here (a local folder's ignore rules): not written.
+    #[error("ignored here (built-in rules or .harpignore): {0}")]
+    Ignored(String),
     #[error("unexpected answer from {backend}: {message}")]
     Malformed {
         backend: &'static str,

@@ -16,8 +16,9 @@
 //! | [`local`] | a folder on this machine | a file-system watcher, and rescans |
 //!
 //! How a backend's changes reach the engine differs by kind (Nextcloud pushes webhooks to
-//! our HTTP server; a local folder would be watched), so watching is not a method here:
-//! each backend's watcher feeds the engine's queue.
+//! our HTTP server; a local folder is watched, [`local::watch`]), so watching is not a
+//! method here: each backend's watcher feeds the engine's queue, Nextcloud's as file
+//! events, a folder's as [`Change`]s.
 
 pub mod error;
 pub mod local;
@@ -106,6 +107,18 @@ pub struct Written {
     pub created: bool,
     pub etag: Option<String>,
     pub fileid: Option<u64>,
+}
+
+/// One change a backend's watcher saw, relative to the library's folder: where the
+/// engine should look (what is there now is read, never taken from the notification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Something changed at this path (created, written, removed, or its metadata).
+    Path(String),
+    /// Moved within the folder.
+    Renamed { from: String, to: String },
+    /// Changes were lost: look at everything.
+    Everything,
 }
 
 /// A file's bytes, streamed, a chunk at a time.

@@ -1,6 +1,8 @@
 //! A plain folder on this machine as a [`Backend`]: what `node --dir` keeps in sync.
 //!
-//! A library's [`Root::folder`] is the folder's absolute path (the owner is unused). Writes
+//! A library's [`Root::folder`] is the folder's absolute path, without its leading `/` as
+//! the engine keeps library folders (a leading `/` is accepted too; the owner is unused).
+//! Writes
 //! never leave a half-written file under a real name: the bytes go to a temporary file in
 //! the same directory, are flushed to disk, get their modification time, and are renamed
 //! over the name in one step. Nothing is ever deleted outright: a delete, and every file a
@@ -29,6 +31,12 @@ use futures_util::StreamExt;
 
 use super::{Backend, BackendError, ByteStream, Depth, Item, Root, WriteOptions, Written};
 
+pub mod ignore;
+pub mod trash;
+pub mod watch;
+
+pub use self::ignore::Ignores;
+
 /// How this backend names itself in errors.
 const NAME: &str = "the local folder";
 /// harpbridge's own folder inside a synced folder: trash and temporary files. Never listed.
@@ -41,6 +49,8 @@ const CHUNK: usize = 1 << 20;
 pub struct LocalDir {
     /// Checksums of our own writes, by absolute path, with the state they left the file in.
     written: Arc<Mutex<HashMap<PathBuf, (FileState, String)>>>,
+    /// What each folder leaves out ([`ignore`]).
+    ignores: Ignores,
 }
 
 /// What identifies one version of a file on disk.
@@ -65,7 +75,7 @@ impl FileState {
     }
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> BackendError {
+pub(super) fn io_error(path: &Path, e: std::io::Error) -> BackendError {
     let shown = path.display().to_string();
     match e.kind() {
         std::io::ErrorKind::NotFound => BackendError::NotFound(shown),
@@ -81,17 +91,24 @@ fn io_error(path: &Path, e: std::io::Error) -> BackendError {
     }
 }
 
-/// The absolute path of `rel` in `root`, refusing anything that would leave the folder.
-fn resolve(root: Root<'_>, rel: &str) -> Result<PathBuf, BackendError> {
-    let base = Path::new(root.folder);
-    if !base.is_absolute() {
+/// The folder `root` names, as an absolute path. The whole file system (`/`) is refused:
+/// its trash would be `/.harp`.
+pub fn folder_path(root: Root<'_>) -> Result<PathBuf, BackendError> {
+    let folder = root.folder.trim_start_matches('/');
+    if folder.is_empty() {
         return Err(BackendError::Malformed {
             backend: NAME,
-            message: format!("{:?} is not an absolute path", root.folder),
+            message: "the root of the file system cannot be a synced folder".to_owned(),
         });
     }
+    Ok(Path::new("/").join(folder))
+}
+
+/// The absolute path of `rel` in `root`, refusing anything that would leave the folder.
+fn resolve(root: Root<'_>, rel: &str) -> Result<PathBuf, BackendError> {
+    let base = folder_path(root)?;
     if rel.is_empty() {
-        return Ok(base.to_owned());
+        return Ok(base);
     }
     let rel_path = Path::new(rel);
     let inside = rel_path
@@ -151,8 +168,24 @@ impl LocalDir {
         }
     }
 
+    /// What `folder` leaves out ([`ignore`]).
+    pub fn ignores(&self) -> &Ignores {
+        &self.ignores
+    }
+
+    /// Refuses to write at a path the folder leaves out.
+    fn check_wanted(&self, folder: &Path, rel: &str, is_dir: bool) -> Result<(), BackendError> {
+        if self.ignores.ignored(folder, rel, is_dir) {
+            return Err(BackendError::Ignored(
+                folder.join(rel).display().to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     fn list_blocking(
         &self,
+        folder: &Path,
         path: &Path,
         rel: &str,
         depth: Depth,
@@ -161,6 +194,7 @@ impl LocalDir {
         let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
         let mut items = vec![self.item(&path, rel.to_owned(), &meta)];
         if depth == Depth::One && meta.is_dir() {
+            let rules = self.ignores.rules(folder);
             let entries = std::fs::read_dir(&path).map_err(|e| io_error(&path, e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| io_error(&path, e))?;
@@ -179,28 +213,14 @@ impl LocalDir {
                 if !(meta.is_file() || meta.is_dir()) {
                     continue;
                 }
-                items.push(self.item(&child, child_rel(rel, &name), &meta));
+                let child_rel = child_rel(rel, &name);
+                if ignore::is_ignored(&rules, &child_rel, meta.is_dir()) {
+                    continue;
+                }
+                items.push(self.item(&child, child_rel, &meta));
             }
         }
         Ok(items)
-    }
-
-    /// Moves `path` (which lies in `folder`) into the folder's trash.
-    fn trash(folder: &Path, path: &Path) -> Result<(), BackendError> {
-        let rel = path.strip_prefix(folder).unwrap_or(path);
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis();
-        let into = folder
-            .join(HARP_DIR)
-            .join("trash")
-            .join(stamp.to_string())
-            .join(rel);
-        if let Some(parent) = into.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
-        }
-        std::fs::rename(path, &into).map_err(|e| io_error(path, e))
     }
 
     fn check_guard(path: &Path, options: &WriteOptions) -> Result<bool, BackendError> {
@@ -228,6 +248,45 @@ impl LocalDir {
     }
 }
 
+/// Whether `name` is one of [`temporary_beside`]'s names.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.')
+        && name.ends_with(".tmp")
+        && name
+            .rsplit_once(".harp-")
+            .is_some_and(|(_, rest)| rest.len() == 16 + 4)
+}
+
+/// Removes the temporary files of writes that a crash or a kill cut short, anywhere in
+/// `folder` (they are never listed, so nothing else would); returns how many.
+pub fn remove_temporaries(folder: &Path) -> usize {
+    let mut removed = 0;
+    let mut dirs = vec![folder.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if !(dir == folder && name == HARP_DIR) {
+                    dirs.push(entry.path());
+                }
+            } else if kind.is_file()
+                && is_temporary(name)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// A temporary name beside `path`, hidden and unlikely to be taken.
 fn temporary_beside(path: &Path) -> PathBuf {
     let mut random = [0u8; 8];
@@ -251,18 +310,29 @@ impl Backend for LocalDir {
         depth: Depth,
     ) -> Result<Vec<Item>, BackendError> {
         let path = resolve(root, rel)?;
+        let folder = folder_path(root)?;
         let (this, rel) = (self.clone(), rel.to_owned());
-        blocking(move || this.list_blocking(&path, &rel, depth)).await
+        blocking(move || this.list_blocking(&folder, &path, &rel, depth)).await
     }
 
     async fn read(&self, root: Root<'_>, rel: &str) -> Result<ByteStream, BackendError> {
         let path = resolve(root, rel)?;
         let mut file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+        let opened = file.metadata().map_err(|e| io_error(&path, e))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         tokio::task::spawn_blocking(move || loop {
             let mut buf = vec![0u8; CHUNK];
             let item = match file.read(&mut buf) {
-                Ok(0) => return,
+                // A file written to while it was read is not one version: the reader is
+                // told, and reads it again once it has settled.
+                Ok(0) => match file.metadata() {
+                    Ok(now) if FileState::of(&now) == FileState::of(&opened) => return,
+                    Ok(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "the file changed while it was read",
+                    )),
+                    Err(e) => Err(e),
+                },
                 Ok(n) => {
                     buf.truncate(n);
                     Ok(Bytes::from(buf))
@@ -289,7 +359,9 @@ impl Backend for LocalDir {
         options: &WriteOptions,
     ) -> Result<Written, BackendError> {
         let path = resolve(root, rel)?;
-        let parent = path.parent().unwrap_or(Path::new(root.folder)).to_owned();
+        let folder = folder_path(root)?;
+        self.check_wanted(&folder, rel, false)?;
+        let parent = path.parent().unwrap_or(&folder).to_owned();
         if !parent.is_dir() {
             return Err(BackendError::Conflict(path.display().to_string()));
         }
@@ -331,7 +403,7 @@ impl Backend for LocalDir {
                 source: std::io::Error::other(e),
             }),
         };
-        let (this, options, folder) = (self.clone(), options.clone(), PathBuf::from(root.folder));
+        let (this, options) = (self.clone(), options.clone());
         let (path2, temp2) = (path.clone(), temp.clone());
         let finish = move || -> Result<Written, BackendError> {
             let (path, temp) = (path2, temp2);
@@ -354,7 +426,7 @@ impl Backend for LocalDir {
             // could still be replaced is this one system call.
             let existed = LocalDir::check_guard(&path, &options)?;
             if existed {
-                LocalDir::trash(&folder, &path)?;
+                trash::keep(&folder, &path)?;
             }
             std::fs::rename(&temp, &path).map_err(|e| io_error(&path, e))?;
             if let Ok(dir) = std::fs::File::open(&parent) {
@@ -380,6 +452,7 @@ impl Backend for LocalDir {
 
     async fn mkdir(&self, root: Root<'_>, rel: &str) -> Result<Written, BackendError> {
         let path = resolve(root, rel)?;
+        self.check_wanted(&folder_path(root)?, rel, true)?;
         match std::fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -404,7 +477,8 @@ impl Backend for LocalDir {
     ) -> Result<Written, BackendError> {
         let source = resolve(root, from)?;
         let target = resolve(root, to)?;
-        let folder = PathBuf::from(root.folder);
+        let folder = folder_path(root)?;
+        self.check_wanted(&folder, to, source.is_dir())?;
         let this = self.clone();
         blocking(move || {
             std::fs::symlink_metadata(&source).map_err(|e| io_error(&source, e))?;
@@ -416,7 +490,7 @@ impl Backend for LocalDir {
                 if !overwrite {
                     return Err(BackendError::AlreadyExists(target.display().to_string()));
                 }
-                LocalDir::trash(&folder, &target)?;
+                trash::keep(&folder, &target)?;
             }
             std::fs::rename(&source, &target).map_err(|e| io_error(&target, e))?;
             let mut written = crate::locks::lock(&this.written);
@@ -435,11 +509,11 @@ impl Backend for LocalDir {
 
     async fn delete(&self, root: Root<'_>, rel: &str) -> Result<(), BackendError> {
         let path = resolve(root, rel)?;
-        let folder = PathBuf::from(root.folder);
+        let folder = folder_path(root)?;
         let this = self.clone();
         blocking(move || {
             std::fs::symlink_metadata(&path).map_err(|e| io_error(&path, e))?;
-            LocalDir::trash(&folder, &path)?;
+            trash::keep(&folder, &path)?;
             crate::locks::lock(&this.written).remove(&path);
             Ok(())
         })
@@ -577,6 +651,22 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    #[test]
+    fn temporaries_left_by_a_crash_are_removed_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let temp = temporary_beside(&tmp.path().join("docs/a.txt"));
+        std::fs::create_dir_all(temp.parent().unwrap()).unwrap();
+        std::fs::write(&temp, b"part").unwrap();
+        std::fs::write(tmp.path().join("docs/.notes.harp-x.tmp"), b"user's").unwrap();
+        std::fs::write(tmp.path().join("docs/a.txt"), b"whole").unwrap();
+        assert_eq!(remove_temporaries(tmp.path()), 1);
+        assert!(!temp.exists());
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("docs")).unwrap().count(),
+            2
+        );
     }
 
     #[tokio::test]
