@@ -397,10 +397,65 @@ impl ChainStore {
         ops: Vec<Op>,
         wall_ms: u64,
     ) -> Result<Vec<Entry>, ChainError> {
+        self.append_inner(lib, key, ops, wall_ms, None)
+    }
+
+    /// Appends local operations that were decided looking at the library as it was at the
+    /// heads `seen`: entries stored since (a peer's, pulled meanwhile) are not their
+    /// ancestors, so where both wrote one path the fold keeps both versions instead of
+    /// letting ours replace one we never saw. Heads holding this device's own later entries
+    /// are parents too (its entries stay in one line).
+    pub fn append_batch_after(
+        &self,
+        lib: &LibraryId,
+        key: &SigningKey,
+        ops: Vec<Op>,
+        seen: &[EntryHash],
+    ) -> Result<Vec<Entry>, ChainError> {
+        self.append_inner(lib, key, ops, now_ms(), Some(seen))
+    }
+
+    fn append_inner(
+        &self,
+        lib: &LibraryId,
+        key: &SigningKey,
+        ops: Vec<Op>,
+        wall_ms: u64,
+        seen: Option<&[EntryHash]>,
+    ) -> Result<Vec<Entry>, ChainError> {
         let author = DeviceKey(key.verifying_key().to_bytes());
         let mut libs = self.lock();
         let index = libs.get_mut(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
-        let heads: Vec<EntryHash> = index.heads().into_iter().take(MAX_PARENTS).collect();
+        let current = index.heads();
+        let heads: Vec<EntryHash> = match seen.filter(|s| s.iter().all(|h| index.get(h).is_some()))
+        {
+            // Nothing known to go by (or not all of it stored): every head.
+            None => current.into_iter().take(MAX_PARENTS).collect(),
+            Some(seen) => {
+                let a = index.authors.iter().position(|x| x.key == author);
+                let mine = |h: &EntryHash| -> u64 {
+                    match (a, index.get(h)) {
+                        (Some(a), Some(i)) => {
+                            index.nodes[i as usize].vc.get(a).copied().unwrap_or(0)
+                        }
+                        _ => 0,
+                    }
+                };
+                let seen_mine = seen.iter().map(mine).max().unwrap_or(0);
+                let mut heads: Vec<EntryHash> = current
+                    .iter()
+                    .filter(|h| mine(h) > seen_mine)
+                    .copied()
+                    .collect();
+                for h in seen {
+                    if !heads.contains(h) {
+                        heads.push(*h);
+                    }
+                }
+                heads.truncate(MAX_PARENTS);
+                heads
+            }
+        };
         let head_nodes: Vec<u32> = heads.iter().filter_map(|h| index.get(h)).collect();
         let first_lamport = 1 + head_nodes
             .iter()

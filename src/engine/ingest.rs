@@ -259,10 +259,13 @@ impl Engine {
         user: Option<&str>,
         trust_unchanged: bool,
     ) -> Result<(), EngineError> {
+        // What is recorded below was decided on the tree at these heads.
+        let seen = self.inner.chain.heads(&library.id)?;
+        let seen = Some(seen.as_slice());
         match self.stat(library, rel).await? {
             None => {
                 let ops = self.gone(library, rel)?;
-                self.append(library, ops, user).await?;
+                self.append_after(library, ops, user, seen).await?;
             }
             Some(entry) if entry.is_dir => {
                 if !rel.is_empty()
@@ -288,7 +291,7 @@ impl Engine {
                     .ingest_file(library, rel, &entry, trust_unchanged)
                     .await?
                 {
-                    self.append(library, vec![op], user).await?;
+                    self.append_after(library, vec![op], user, seen).await?;
                 }
             }
         }
@@ -514,6 +517,9 @@ impl Engine {
         // Nextcloud does not say who made a change a walk finds: it was found in the
         // library owner's folder, and the panel shows it as theirs.
         let found_by = Some(library.uid.as_str());
+        // What the walk records was decided on the tree at these heads (or later).
+        let base = self.inner.chain.heads(&library.id)?;
+        let base = Some(base.as_slice());
         let mut pending: Vec<Op> = Vec::new();
         let mut appended = 0u64;
         let mut seen: HashSet<String> = HashSet::new();
@@ -603,7 +609,7 @@ impl Engine {
                 }
                 if pending.len() >= SCAN_BATCH {
                     appended += pending.len() as u64;
-                    self.append(library, std::mem::take(&mut pending), found_by)
+                    self.append_after(library, std::mem::take(&mut pending), found_by, base)
                         .await?;
                 }
             }
@@ -624,7 +630,7 @@ impl Engine {
             }
         }
         appended += pending.len() as u64;
-        self.append(library, pending, found_by).await?;
+        self.append_after(library, pending, found_by, base).await?;
         Ok(Walked {
             appended,
             folder_etags,
