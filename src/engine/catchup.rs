@@ -54,6 +54,9 @@ pub(crate) struct CatchUpState {
     pub(super) wake: tokio::sync::Notify,
     /// Why it was asked to run (said in the log and the status).
     pub(super) reasons: Mutex<Vec<String>>,
+    /// Joined libraries whose chain had not arrived at the last round: their first entries
+    /// ask for a round (what the folder held meanwhile is recorded then).
+    pub(super) awaiting_chain: Mutex<std::collections::HashSet<LibraryId>>,
 }
 
 impl CatchUpState {
@@ -62,6 +65,7 @@ impl CatchUpState {
             etags,
             wake: tokio::sync::Notify::new(),
             reasons: Mutex::new(Vec::new()),
+            awaiting_chain: Mutex::new(std::collections::HashSet::new()),
         }
     }
 }
@@ -182,6 +186,14 @@ impl FolderEtags {
 }
 
 impl Engine {
+    /// A library's entries arrived from a peer: if it was waiting for its chain, a catch-up
+    /// records what its folder holds.
+    pub(crate) fn chain_arrived(&self, library: &LibraryId) {
+        if lock(&self.inner.catch_up.awaiting_chain).remove(library) {
+            self.request_catch_up("a joined library's chain arrived");
+        }
+    }
+
     /// Asks for a catch-up of every library soon, saying why (for the log).
     pub fn request_catch_up(&self, why: &str) {
         {
@@ -332,7 +344,13 @@ pub(crate) async fn run(engine: Engine) {
         }
         let mut failed = false;
         let mut denied = false;
+        let held = engine.inner.chain.libraries();
         for library in engine.inner.libraries.list() {
+            if !held.contains(&library.id) {
+                // Joined, and its chain not pulled yet: nothing to record into.
+                lock(&engine.inner.catch_up.awaiting_chain).insert(library.id);
+                continue;
+            }
             match engine.catch_up(&library, &why).await {
                 Ok(_) => {}
                 Err(EngineError::Backend(BackendError::Unauthorized(_))) => {

@@ -14,6 +14,7 @@
 //! - [`ingest`]: reading one path's truth from the backend and recording it.
 //! - [`worker`]: draining the queue, with retries and backoff when the backend is down.
 //! - [`webhooks`]: asking Nextcloud for file events, filtered to the libraries' folders.
+//! - [`changes`]: what a local folder's watcher saw, queued as the same events.
 //! - [`catchup`]: finding, by folder ETags, the changes no webhook delivered.
 //! - [`enablement`]: whether AppAPI has enabled us: nothing calls Nextcloud until it has.
 //! - [`echo`]: not recording our own writes twice.
@@ -25,6 +26,7 @@
 //!   pairing.
 
 pub mod catchup;
+pub mod changes;
 pub mod echo;
 pub mod enablement;
 pub mod events;
@@ -132,7 +134,9 @@ struct Inner {
     queue: Queue,
     /// Where the libraries' files live.
     backend: Arc<dyn Backend>,
-    nextcloud: NextcloudClient,
+    /// The AppAPI client that registers webhooks; `None` for a device without Nextcloud
+    /// (local folders, whose watcher feeds the queue: [`Engine::folder_changed`]).
+    nextcloud: Option<NextcloudClient>,
     own_writes: OwnWrites,
     counters: Counters,
     status: Status,
@@ -180,10 +184,11 @@ pub enum Accepted {
 impl Engine {
     /// Opens the data directory's stores and starts the worker (needs a tokio runtime).
     /// `backend` holds the libraries' files; `nextcloud` is the AppAPI client that
-    /// registers the webhooks telling us of changes there.
+    /// registers the webhooks telling us of changes there, `None` where there is no
+    /// Nextcloud (nothing to enable us then: the engine runs at once).
     pub fn start(
         options: EngineOptions,
-        nextcloud: NextcloudClient,
+        nextcloud: Option<NextcloudClient>,
         backend: Arc<dyn Backend>,
         events: Events,
     ) -> Result<Engine, EngineError> {
@@ -203,7 +208,7 @@ impl Engine {
         let folder_etags = FolderEtags::open(db.clone())?;
         let queue = Queue::open(db)?;
         let seen = peers::seen_now(&chain);
-        let enabled = options.data_dir.join(ENABLED_MARKER).exists();
+        let enabled = nextcloud.is_none() || options.data_dir.join(ENABLED_MARKER).exists();
         let engine = Engine {
             inner: Arc::new(Inner {
                 backend,
@@ -394,6 +399,42 @@ impl Engine {
         Ok(library)
     }
 
+    /// Takes `uid`'s `folder` as this device's copy of a library it does not hold yet (a
+    /// member's offer it accepted): everything the library's chain has, once pulled, is
+    /// written there; what the folder holds already is recorded by the next scan.
+    pub async fn join_library(
+        &self,
+        id: LibraryId,
+        name: &str,
+        uid: &str,
+        folder: &str,
+    ) -> Result<Library, EngineError> {
+        libraries::validate_uid(uid)?;
+        let folder = libraries::normalize_folder(folder)?;
+        if let Some(known) = self.inner.libraries.get(&id) {
+            return Ok(known);
+        }
+        self.inner.libraries.check_free(uid, &folder)?;
+        let library = Library {
+            id,
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+            folder,
+            created_ms: crate::chain::now_ms(),
+        };
+        // The folder holds nothing of the library yet: write-back writes all of it.
+        self.inner.mirror.adopt(&id, &Tree::default())?;
+        if !self.inner.chain.libraries().contains(&id) {
+            lock(&self.inner.catch_up.awaiting_chain).insert(id);
+        }
+        self.inner.libraries.insert(library.clone())?;
+        tracing::info!(library = %id, uid, folder = %library.folder, "library joined");
+        self.libraries_changed();
+        self.request_catch_up("a library was joined");
+        self.wake_writeback();
+        Ok(library)
+    }
+
     /// Creates the libraries given at start (`--library`) that do not exist yet.
     pub async fn ensure_libraries(&self, wanted: &[(String, String)]) {
         for (uid, folder) in wanted {
@@ -460,8 +501,21 @@ impl Engine {
         ops: Vec<Op>,
         user: Option<&str>,
     ) -> Result<Vec<Entry>, EngineError> {
+        self.append_after(library, ops, user, None).await
+    }
+
+    /// [`Self::append`] of operations decided looking at the library's tree at the heads
+    /// `seen` (see [`ChainStore::append_batch_after`]): a peer's entry stored meanwhile is
+    /// concurrent with them, and the fold keeps both where both wrote one path.
+    pub(crate) async fn append_after(
+        &self,
+        library: &Library,
+        ops: Vec<Op>,
+        user: Option<&str>,
+        seen: Option<&[EntryHash]>,
+    ) -> Result<Vec<Entry>, EngineError> {
         let recorded = ops.clone();
-        let entries = self.append_unmirrored(library, ops, user).await?;
+        let entries = self.append_inner(library, ops, user, seen).await?;
         self.inner.mirror.record(&library.id, &recorded)?;
         Ok(entries)
     }
@@ -474,14 +528,28 @@ impl Engine {
         ops: Vec<Op>,
         user: Option<&str>,
     ) -> Result<Vec<Entry>, EngineError> {
+        self.append_inner(library, ops, user, None).await
+    }
+
+    async fn append_inner(
+        &self,
+        library: &Library,
+        ops: Vec<Op>,
+        user: Option<&str>,
+        seen: Option<&[EntryHash]>,
+    ) -> Result<Vec<Entry>, EngineError> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
         let chain = self.inner.chain.clone();
         let key = self.inner.identity.signing_key().clone();
         let id = library.id;
-        let entries =
-            tokio::task::spawn_blocking(move || chain.append_batch(&id, &key, ops)).await??;
+        let seen = seen.map(<[EntryHash]>::to_vec);
+        let entries = tokio::task::spawn_blocking(move || match seen {
+            Some(seen) => chain.append_batch_after(&id, &key, ops, &seen),
+            None => chain.append_batch(&id, &key, ops),
+        })
+        .await??;
         Counters::add(&self.inner.counters.appended, entries.len() as u64);
         self.local_entries(&id, &entries);
         for entry in &entries {

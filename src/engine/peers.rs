@@ -113,6 +113,7 @@ impl Engine {
         if count == 0 {
             return Ok(0);
         }
+        self.chain_arrived(&library);
         tracing::info!(%library, entries = count, "entries from peers stored");
         for entry in shown {
             self.inner

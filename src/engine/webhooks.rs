@@ -53,20 +53,23 @@ impl Engine {
 
     /// Whether our webhooks are known to be in place.
     pub fn webhooks_registered(&self) -> bool {
-        matches!(
-            *lock(&self.inner.status.webhooks),
-            WebhookState::Registered { .. }
-        )
+        self.inner.nextcloud.is_none()
+            || matches!(
+                *lock(&self.inner.status.webhooks),
+                WebhookState::Registered { .. }
+            )
     }
 
     /// Registers our webhooks idempotently, filtered to the libraries as they are now;
     /// remembers and logs how it went.
     pub async fn update_webhooks(&self) {
+        let Some(nextcloud) = &self.inner.nextcloud else {
+            return;
+        };
         let _one = self.inner.webhooks.lock.lock().await;
         let filter = self.webhook_filter();
         let registered =
-            appapi_webhooks::register(&self.inner.nextcloud, &self.inner.options.app_id, &filter)
-                .await;
+            appapi_webhooks::register(nextcloud, &self.inner.options.app_id, &filter).await;
         let refused_us =
             matches!(&registered, Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED));
         let state = match registered {
@@ -125,9 +128,10 @@ impl Engine {
 
     /// Removes our webhooks (on disable).
     pub async fn unregister_webhooks(&self) {
-        if let Err(e) =
-            appapi_webhooks::unregister(&self.inner.nextcloud, &self.inner.options.app_id).await
-        {
+        let Some(nextcloud) = &self.inner.nextcloud else {
+            return;
+        };
+        if let Err(e) = appapi_webhooks::unregister(nextcloud, &self.inner.options.app_id).await {
             tracing::warn!(error = %e, "could not remove webhooks");
         }
         *lock(&self.inner.status.webhooks) = WebhookState::Unknown;

@@ -96,7 +96,7 @@ impl AppState {
         };
         match Engine::start(
             options,
-            self.nextcloud.clone(),
+            Some(self.nextcloud.clone()),
             Arc::new(NextcloudBackend::new(self.nextcloud.clone())),
             Events::to(Arc::new(self.panel.hub.clone())),
         ) {

@@ -269,7 +269,12 @@ pub(crate) async fn run(engine: Engine) {
         let mut waiting = 0u64;
         let mut pending = 0u64;
         let mut failure = None;
+        let held = engine.inner.chain.libraries();
         for library in engine.inner.libraries.list() {
+            if !held.contains(&library.id) {
+                // Joined, and its chain not pulled yet: nothing to write.
+                continue;
+            }
             match engine.write_back(&library).await {
                 Ok(outcome) => {
                     waiting += outcome.waiting as u64;
