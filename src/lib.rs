@@ -27,6 +27,8 @@
 //!   or a local folder.
 //! - [`engine`]: backend changes → chain entries and content; peers' entries → the
 //!   backend; reports what it does as an event stream.
+//! - [`link`]: the engine and the swarm wired together (new entries both ways, content for
+//!   write-back), as `serve` and `node --dir` run them.
 //! - [`web`]: the axum router AppAPI, HaRP and the panel talk to; renders the engine's and
 //!   the swarm's events for the panel.
 //! - [`cli`]: argument parsing and printing for each role; calls into the rest.
@@ -43,6 +45,7 @@ pub mod cursor;
 pub mod db;
 pub mod engine;
 pub mod identity;
+pub mod link;
 pub mod listener;
 pub mod locks;
 pub mod logging;

@@ -43,10 +43,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "backend", "appapi", "config", "chain", "content", "db", "identity",
         ],
     ),
+    ("link", &["engine", "p2p", "chain"]),
     (
         "web",
         &[
-            "engine", "backend", "appapi", "appinfo", "config", "chain", "content", "db",
+            "link", "engine", "backend", "appapi", "appinfo", "config", "chain", "content", "db",
             "identity", "p2p", "listener", "logging",
         ],
     ),

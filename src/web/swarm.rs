@@ -1,37 +1,31 @@
 //! The swarm inside `harpbridge serve`: one [`Node`] per process, over the engine's chain and
-//! content store, wired to the engine and the panel (docs/architecture.md §3).
+//! content store, wired to the engine ([`crate::link`]) and to the panel (docs/architecture.md
+//! §3).
 //!
 //! ```text
-//!   Engine::library_changes ──────────────▶ NodeHandle::library_changed   (announce heads)
-//!   NodeEvent::Pulled ────────────────────▶ Engine::remote_entries        (panel, tree, content,
-//!                                                                          write-back)
-//!   write-back lacks a version ───────────▶ NodeHandle::fetch_content      (SwarmContent)
 //!   NodeEvent::{Discovered,Connected,…} ──┐
 //!   every PEER_REFRESH: NodeHandle::peers ┴▶ PeerFeed ─▶ hub peer_changed / peer_removed
 //!   NodeEvent::Transfer ──────────────────▶ TransferFeed ─▶ hub transfer_progress
 //!   POST /api/admin/peers/{id}/pair ──────▶ pairing task ─▶ Engine::add_device (per library)
 //! ```
 //!
-//! Everything runs in tasks (`relay`, `pairing`, one reader per library) started by
+//! Everything runs in tasks (`relay`, `pairing`, and [`crate::link`]'s) started by
 //! [`start`]. If the node cannot start (a port taken, no storage), `serve` goes on without
 //! it: [`Swarm::status`] says why, in `GET /api/ingest`, `GET /api/admin/metrics` and the
 //! log, and pairing answers 503.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc};
 
 use super::feed::{PeerFeed, TransferFeed};
 use super::hub::Hub;
 use super::panel::PairRequest;
 use super::AppState;
-use futures_util::future::BoxFuture;
 
-use crate::chain::{ContentId, LibraryId, TreeItem};
-use crate::engine::writeback::ContentSource;
+use crate::chain::TreeItem;
 use crate::engine::Engine;
 use crate::p2p::{Node, NodeEvent, NodeHandle, P2pError, TransferProgress};
 
@@ -140,13 +134,12 @@ pub async fn start(state: &AppState) {
     };
     tracing::info!(peer_id = %node.peer_id(), listen = ?node.listen_addrs(), mdns = settings.mdns, peers = settings.peers.len(), "swarm running");
     state.swarm.set(status, Some(node.clone()));
-    engine.set_content_source(Arc::new(SwarmContent(node.clone())));
+    crate::link::connect(&engine, &node);
     tokio::spawn(relay(
         engine.clone(),
         node.clone(),
         state.panel.hub.clone(),
         node.subscribe(),
-        engine.library_changes(),
     ));
     let (tx, rx) = mpsc::channel(PAIRING_QUEUE);
     if state.panel.connect_pairing(tx) {
@@ -154,47 +147,21 @@ pub async fn start(state: &AppState) {
     }
 }
 
-/// Write-back's way to a version's blocks: the swarm fetches them from the members that
-/// have them.
-struct SwarmContent(NodeHandle);
-
-impl ContentSource for SwarmContent {
-    fn fetch(
-        &self,
-        library: LibraryId,
-        content: ContentId,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        let node = self.0.clone();
-        Box::pin(async move {
-            node.fetch_content(library, content)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
-/// Carries changes between the node, the engine and the panel until the node stops.
+/// Carries the swarm's peers and transfers to the panel until the node stops.
 async fn relay(
     engine: Engine,
     node: NodeHandle,
     hub: Hub,
     mut events: broadcast::Receiver<NodeEvent>,
-    mut changes: broadcast::Receiver<LibraryId>,
 ) {
     use broadcast::error::RecvError;
     let mut peers = PeerFeed::default();
     let mut transfers = TransferFeed::default();
-    let mut readers = Readers::default();
     let mut tick = tokio::time::interval(PEER_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let outcome: Result<(), P2pError> = tokio::select! {
             event = events.recv() => match event {
-                Ok(NodeEvent::Pulled { library, inserted, .. }) if inserted > 0 => {
-                    readers.wake(&engine, library);
-                    Ok(())
-                }
                 Ok(NodeEvent::Discovered { .. } | NodeEvent::Connected { .. } | NodeEvent::Disconnected { .. }) => {
                     refresh_peers(&engine, &node, &hub, &mut peers).await
                 }
@@ -204,24 +171,9 @@ async fn relay(
                 }
                 Ok(_) => Ok(()),
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "fell behind the swarm's events; re-reading everything");
-                    for library in engine.chain().libraries() {
-                        readers.wake(&engine, library);
-                    }
+                    tracing::warn!(missed, "fell behind the swarm's events; re-reading the peers");
                     refresh_peers(&engine, &node, &hub, &mut peers).await
                 }
-                Err(RecvError::Closed) => Err(P2pError::Stopped),
-            },
-            changed = changes.recv() => match changed {
-                Ok(library) => node.library_changed(library).await,
-                Err(RecvError::Lagged(_)) => {
-                    let mut result = Ok(());
-                    for library in engine.chain().libraries() {
-                        result = result.and(node.library_changed(library).await);
-                    }
-                    result
-                }
-                // The engine lives as long as the process.
                 Err(RecvError::Closed) => Err(P2pError::Stopped),
             },
             _ = tick.tick() => refresh_peers(&engine, &node, &hub, &mut peers).await,
@@ -230,36 +182,7 @@ async fn relay(
             break;
         }
     }
-    tracing::debug!("the swarm's relay stopped");
-}
-
-/// One task per library that shows what pulls stored ([`Engine::remote_entries`]), off the
-/// relay's loop since reading the chain takes a while. A pull arrives in many batches; waking
-/// a task that has not started reading yet adds nothing ([`Notify`] keeps one permit), so a
-/// long pull costs a few reads, not one per batch.
-#[derive(Default)]
-struct Readers {
-    tasks: HashMap<LibraryId, Arc<Notify>>,
-}
-
-impl Readers {
-    fn wake(&mut self, engine: &Engine, library: LibraryId) {
-        let notify = self.tasks.entry(library).or_insert_with(|| {
-            let notify = Arc::new(Notify::new());
-            let engine = engine.clone();
-            let wakes = notify.clone();
-            tokio::spawn(async move {
-                loop {
-                    wakes.notified().await;
-                    if let Err(e) = engine.remote_entries(library).await {
-                        tracing::warn!(%library, error = %e, "could not read the entries a peer sent");
-                    }
-                }
-            });
-            notify
-        });
-        notify.notify_one();
-    }
+    tracing::debug!("the panel's swarm relay stopped");
 }
 
 async fn refresh_peers(
