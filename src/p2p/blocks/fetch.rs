@@ -38,6 +38,8 @@ use super::Blocks;
 /// How long a fetch waits for a LAN provider's first `Have` before it asks the WAN for
 /// blocks that provider might hold.
 const LAN_FIRST_ANSWER: Duration = Duration::from_secs(5);
+/// WAN providers are asked what they hold again after this long without a block.
+const WAN_REFRESH_AFTER: Duration = Duration::from_secs(2);
 
 /// The window a WAN provider starts with; it grows by every byte received from it (doubling
 /// per window) up to [`FetchConfig::window_wan`]. Small at first because a co-fetching LAN
@@ -494,20 +496,24 @@ impl<'a> Fetch<'a> {
         })
     }
 
-    /// Asks LAN providers for a fresh `Have` (what they hold and fetch changes as they go);
-    /// `force`: even those whose last `Want` is unanswered.
+    /// Asks LAN providers for a fresh `Have` (what they hold and fetch changes as they go),
+    /// and WAN ones too while the fetch is stalled; `force`: even those whose last `Want`
+    /// is unanswered.
     fn refresh(&mut self, force: bool) {
         if self.manifest.is_none() {
             return;
         }
         let lan = self.peers.borrow().clone();
+        // WAN providers are asked again only while nothing arrives: what they hold may have
+        // grown (a member fetching the same version), and nobody else is delivering.
+        let stalled = self.last_progress.elapsed() > WAN_REFRESH_AFTER;
         for p in self.providers.values_mut() {
             // The class may have changed since the worker started (a ping answered).
             if let Some(v) = lan.iter().find(|v| v.peer == p.view.peer) {
                 p.view.lan = v.lan;
                 p.view.rtt = v.rtt;
             }
-            if p.view.lan && (force || (p.answered && !p.want_pending)) {
+            if (p.view.lan || stalled) && (force || (p.answered && !p.want_pending)) {
                 p.want_pending = true;
                 let _ = p.tx.send(ToWorker::Want {
                     send_manifest: false,
