@@ -136,7 +136,7 @@ fn open_store(data_dir: &Path) -> anyhow::Result<ChainStore> {
     ChainStore::open(database).context("the chain does not verify")
 }
 
-fn describe(op: &Op) -> String {
+pub(super) fn describe(op: &Op) -> String {
     match op {
         Op::Put {
             path,

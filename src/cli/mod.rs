@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod chain;
 pub mod doctor;
+pub mod folder;
 pub mod id;
 pub mod import;
 pub mod manifest;

@@ -7,18 +7,21 @@
 //! `<data dir>/peers.json` (removed when it stops), which `harpbridge peers list` prints
 //! while the node holds the database (see [`crate::roles::peer_snapshot`]).
 //!
-//! It is the swarm half of an office node; keeping a local folder in sync with a library
-//! needs a local-folder backend for the engine (docs/architecture.md §5).
+//! With `--dir PATH` it also keeps that folder in two-way sync with a library
+//! ([`super::folder`]): the engine runs over the folder as `serve` runs it over Nextcloud,
+//! and only the libraries named by `--library` are joined when a peer offers them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 
+use super::folder::FolderOptions;
 use super::DataDirArgs;
-use crate::chain::ChainStore;
+use crate::chain::{ChainStore, LibraryId};
 use crate::content::{ContentStore, StoreOptions};
 use crate::db;
 use crate::identity::DeviceIdentity;
@@ -32,6 +35,65 @@ pub struct NodeArgs {
     pub data_dir: DataDirArgs,
     #[command(flatten)]
     pub swarm: SwarmArgs,
+    #[command(flatten)]
+    pub folders: FolderArgs,
+}
+
+/// The flags of `node --dir`.
+#[derive(Debug, Args)]
+pub struct FolderArgs {
+    /// Keep this folder in sync (repeatable; made if missing): with the library this data
+    /// directory keeps there, else the matching `--library`, else a new library.
+    #[arg(long = "dir", value_name = "PATH")]
+    pub dirs: Vec<PathBuf>,
+    /// The library the `--dir` at the same position joins (32 hex characters, as the first
+    /// device printed it); repeatable.
+    #[arg(long = "library", value_name = "ID", requires = "dirs")]
+    pub libraries: Vec<LibraryId>,
+    /// Make this device (its PeerId, as `harpbridge id` prints it) a member of every
+    /// `--dir`'s library, so it may join; repeatable.
+    #[arg(long, value_name = "PEER_ID", requires = "dirs")]
+    pub pair: Vec<PeerId>,
+    /// Milliseconds a changing file must be quiet before it is read.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub settle_ms: u64,
+    /// Seconds between rescans of every folder (they find what a watcher missed).
+    #[arg(long, value_name = "S", default_value_t = 300)]
+    pub scan_interval: u64,
+    /// Days the trash (`.harp/trash` in each folder) keeps what syncs replaced or deleted.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub trash_days: u64,
+    /// This device's name in the libraries it creates. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl FolderArgs {
+    fn options(&self) -> anyhow::Result<FolderOptions> {
+        if self.libraries.len() > self.dirs.len() {
+            anyhow::bail!("more --library than --dir: each --library goes with one --dir");
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        Ok(FolderOptions {
+            folders: self
+                .dirs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.clone(), self.libraries.get(i).copied()))
+                .collect(),
+            pair: self.pair.clone(),
+            settle: Duration::from_millis(self.settle_ms),
+            scan_interval: Duration::from_secs(self.scan_interval.max(1)),
+            trash_days: self.trash_days,
+            device_name: self.name.clone().unwrap_or(if host.is_empty() {
+                "node".to_owned()
+            } else {
+                host
+            }),
+        })
+    }
 }
 
 /// The swarm's flags, shared by `node` and `cache`.
@@ -83,22 +145,75 @@ pub fn run(args: NodeArgs) -> ExitCode {
         Ok(dir) => dir.to_path_buf(),
         Err(code) => return code,
     };
-    super::run_async(serve(data_dir, args.swarm))
+    if args.folders.dirs.is_empty() {
+        super::run_async(serve(data_dir, args.swarm))
+    } else {
+        let options = match args.folders.options() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("harpbridge: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        super::run_async(serve_folders(data_dir, args.swarm, options))
+    }
 }
 
 async fn serve(data_dir: PathBuf, swarm: SwarmArgs) -> anyhow::Result<()> {
     let (id, chain, content) = open(&data_dir)?;
     let node = Node::start(swarm.config(), &id, chain, content).await?;
+    run_until_signal(node, data_dir, Vec::new()).await
+}
+
+/// `node --dir`: the engine over the folders, and the swarm wired to it.
+async fn serve_folders(
+    data_dir: PathBuf,
+    swarm: SwarmArgs,
+    options: FolderOptions,
+) -> anyhow::Result<()> {
+    let folders = super::folder::start(&data_dir, options).await?;
+    let engine = folders.engine.clone();
+    let config = crate::p2p::P2pConfig {
+        // Only the folders' libraries are joined, not whatever a stranger offers.
+        join_offered: false,
+        ..swarm.config()
+    };
+    let node = Node::start(
+        config,
+        engine.identity(),
+        engine.chain().clone(),
+        engine.content().clone(),
+    )
+    .await?;
+    crate::link::connect(&engine, &node);
+    for library in &folders.joining {
+        node.join(*library).await?;
+    }
+    run_until_signal(node, data_dir, folders.joining.clone()).await
+}
+
+/// Prints the node's events until a signal, joining `joining` when a member offers it.
+async fn run_until_signal(
+    node: crate::p2p::NodeHandle,
+    data_dir: PathBuf,
+    joining: Vec<LibraryId>,
+) -> anyhow::Result<()> {
     let mut events = node.subscribe();
     println!("peer-id {}", node.peer_id());
     for addr in node.listen_addrs() {
         println!("listening {addr}");
     }
+    let joiner = node.clone();
     let printer = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match events.recv().await {
                 Ok(e) => {
+                    if let NodeEvent::Offered { library, .. } = &e {
+                        if joining.contains(library) {
+                            let _ = joiner.join(*library).await;
+                        }
+                    }
                     if let Some(line) = describe(&e) {
                         println!("{line}");
                     }

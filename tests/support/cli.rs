@@ -166,6 +166,11 @@ impl Proc {
         }
     }
 
+    /// Every stdout line printed so far.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
     /// Whether a line starting with `prefix` was printed so far.
     pub fn saw(&self, prefix: &str) -> bool {
         self.seen
@@ -219,6 +224,12 @@ impl Proc {
     /// Stops the process now (SIGTERM, then SIGKILL after 5 s) and waits for it.
     pub fn stop(mut self) {
         self.terminate();
+    }
+
+    /// Kills the process at once (SIGKILL, as a crash or a power cut would) and waits.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn terminate(&mut self) {
