@@ -345,3 +345,54 @@ fn a_device_killed_while_writing_a_large_file_leaves_no_partial_file_and_finishe
     b.start(&["--library", &library, "--peer", &dial]);
     converge(&[&a, &b], "after the restart", |m| has(m, "big.bin", &want));
 }
+
+/// Bytes of every file below `dir` but the database (the block store, mostly).
+fn stored_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if entry.file_name() != "harpbridge.redb" {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn a_folder_is_not_stored_twice_and_peers_are_served_from_its_files() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Device::new("a", root.path());
+    let mut b = Device::new("b", root.path());
+    let staged = write_random_file(root.path(), "video.bin", 24 << 20, 11);
+    fs::rename(&staged, a.path("video.bin")).unwrap();
+    let want = fs::read(a.path("video.bin")).unwrap();
+    let library = a.start(&["--pair", &b.peer.clone(), "--cache-mib", "1"]);
+    // A records the file; its blocks then count as cache, and the cache holds 1 MiB.
+    let node_a = a.node.as_ref().unwrap();
+    node_a.line("recorded: put video.bin", WAIT);
+    let deadline = Instant::now() + WAIT;
+    while stored_bytes(a.data.path()) > 2 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "A's store keeps {} bytes of a 24 MiB folder",
+            stored_bytes(a.data.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // So B gets the blocks from A's file.
+    let dial = a.dial();
+    b.start(&["--library", &library, "--peer", &dial, "--cache-mib", "1"]);
+    converge(&[&a, &b], "served from the file", |m| {
+        has(m, "video.bin", &want)
+    });
+    let deadline = Instant::now() + WAIT;
+    while stored_bytes(b.data.path()) > 2 << 20 {
+        assert!(Instant::now() < deadline, "B keeps a second copy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -12,6 +12,12 @@
 //! it is written into the folder), else a new one made from the folder. `--pair` makes
 //! devices members of the folders' libraries. Libraries of the data directory without a
 //! `--dir` are kept as chains only, as a plain `node` does.
+//!
+//! Peers are served the folders' versions from the files themselves (each block read at its
+//! offset and checked against its BLAKE3 hash before it is sent), so the block store keeps
+//! only what waits to be written into the folder plus a bounded cache (`--cache-mib`): a
+//! folder of N bytes costs N and the cache on disk, not 2 N. A file edited since it was
+//! hashed fails the check and is not served; the watcher records its new version.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use libp2p::PeerId;
 use super::shown;
 use crate::backend::local::{trash, watch, LocalDir};
 use crate::chain::DeviceKey;
-use crate::chain::{LibraryId, Op};
+use crate::chain::{ContentId, LibraryId, Op};
 use crate::engine::events::{EngineEvent, EventSink, Events};
 use crate::engine::libraries::Library;
 use crate::engine::{Engine, EngineOptions};
@@ -46,6 +52,9 @@ pub struct FolderOptions {
     pub trash_days: u64,
     /// This device's name in the libraries it creates.
     pub device_name: String,
+    /// Bytes of blocks kept beyond what waits to be written (the folders' files serve
+    /// the rest).
+    pub cache_limit: u64,
 }
 
 /// The running folders: the engine and one watch per folder.
@@ -56,6 +65,34 @@ pub struct Folders {
     /// Libraries to join when a member offers them.
     pub joining: Vec<LibraryId>,
     _watches: Vec<watch::FolderWatch>,
+}
+
+impl Folders {
+    /// What the swarm serves peers from the folders' files ([`crate::p2p::blocks::PlacedFiles`]).
+    pub fn placed_files(&self) -> Arc<dyn crate::p2p::blocks::PlacedFiles> {
+        Arc::new(FolderFiles {
+            engine: self.engine.clone(),
+            folders: self
+                .libraries
+                .iter()
+                .map(|(d, id)| (*id, d.clone()))
+                .collect(),
+        })
+    }
+}
+
+/// Versions the folders hold, as files the swarm may serve blocks from.
+struct FolderFiles {
+    engine: Engine,
+    folders: std::collections::HashMap<LibraryId, PathBuf>,
+}
+
+impl crate::p2p::blocks::PlacedFiles for FolderFiles {
+    fn file_of(&self, library: &LibraryId, content: &ContentId) -> Option<PathBuf> {
+        let folder = self.folders.get(library)?;
+        let rel = self.engine.placed_path(library, content)?;
+        Some(folder.join(rel))
+    }
 }
 
 /// Prints one line per chain entry: recorded here, or received from a peer.
@@ -90,7 +127,8 @@ pub async fn start(data_dir: &Path, options: FolderOptions) -> anyhow::Result<Fo
             app_id: "harpbridge".to_owned(),
             device_name: options.device_name.clone(),
             scan_interval: options.scan_interval,
-            cache_limit: u64::MAX,
+            cache_limit: options.cache_limit,
+            backend_serves_content: true,
         },
         None,
         Arc::new(backend.clone()),

@@ -66,6 +66,10 @@ pub struct FolderArgs {
     /// This device's name in the libraries it creates. Default: the host name.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// MiB of blocks kept besides the folders' own files (versions waiting to be written,
+    /// and a cache of replaced ones for peers).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub cache_mib: u64,
 }
 
 impl FolderArgs {
@@ -87,6 +91,7 @@ impl FolderArgs {
             settle: Duration::from_millis(self.settle_ms),
             scan_interval: Duration::from_secs(self.scan_interval.max(1)),
             trash_days: self.trash_days,
+            cache_limit: self.cache_mib.saturating_mul(1 << 20),
             device_name: self.name.clone().unwrap_or(if host.is_empty() {
                 "node".to_owned()
             } else {
@@ -186,6 +191,7 @@ async fn serve_folders(
     )
     .await?;
     crate::link::connect(&engine, &node);
+    node.serve_placed_files(folders.placed_files());
     for library in &folders.joining {
         node.join(*library).await?;
     }

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use crate::appapi::client::NextcloudClient;
 use crate::backend::{Backend, BackendError, Depth, Root};
-use crate::chain::{ChainStore, Entry, EntryHash, LibraryId, Op, Tree};
+use crate::chain::{ChainStore, ContentId, Entry, EntryHash, LibraryId, Op, Tree, TreeItem};
 use crate::content::{ContentStore, StoreOptions};
 use crate::identity::DeviceIdentity;
 
@@ -74,6 +74,11 @@ pub struct EngineOptions {
     pub scan_interval: Duration,
     /// Size limit of the block store.
     pub cache_limit: u64,
+    /// The backend's files are a source of their versions' bytes for peers (a local
+    /// folder's are: [`crate::p2p`] can serve them): versions the backend holds as the tree
+    /// has them need no blocks in the store, which then keeps only what waits to be
+    /// written and a cache, not a second copy of the folder.
+    pub backend_serves_content: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +167,12 @@ struct Inner {
     bursts: ingest::Bursts,
     /// Our webhook registrations ([`webhooks`]).
     webhooks: webhooks::Webhooks,
+    /// Each library's files by content, for [`Engine::placed_path`] (valid for its tree).
+    placed_index: Mutex<HashMap<LibraryId, PlacedIndex>>,
 }
+
+/// A tree and the paths of its files by content.
+type PlacedIndex = (Arc<Tree>, HashMap<ContentId, Vec<String>>);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,6 +243,7 @@ impl Engine {
                 catch_up: catchup::CatchUpState::new(folder_etags),
                 bursts: ingest::Bursts::default(),
                 webhooks: webhooks::Webhooks::default(),
+                placed_index: Mutex::new(HashMap::new()),
             }),
         };
         for library in engine.inner.libraries.list() {
@@ -567,11 +578,54 @@ impl Engine {
     /// blocks are kept and replaced versions become evictable cache.
     pub async fn refresh_current(&self, id: &LibraryId) -> Result<(), EngineError> {
         let tree = self.tree(id)?;
-        let versions: Vec<crate::content::ManifestId> = tree.versions().map(Into::into).collect();
+        let versions: Vec<crate::content::ManifestId> = if self.inner.options.backend_serves_content
+        {
+            // Only what the backend does not hold yet (see `backend_serves_content`).
+            tree.items
+                .iter()
+                .filter_map(|(path, item)| match item {
+                    TreeItem::File { content, .. } if !self.placed(id, path, content) => {
+                        Some((*content).into())
+                    }
+                    _ => None,
+                })
+                .collect()
+        } else {
+            tree.versions().map(Into::into).collect()
+        };
         let content = self.inner.content.clone();
         let id = *id;
         tokio::task::spawn_blocking(move || content.set_current(id, &versions)).await??;
         Ok(())
+    }
+
+    /// Whether the backend holds `content` at `path` of the library, as last known.
+    fn placed(&self, id: &LibraryId, path: &str, content: &ContentId) -> bool {
+        matches!(self.inner.mirror.get(id, path), Some(mirror::Held::File(f)) if f.content == *content)
+    }
+
+    /// A path of the library where the backend holds `content` now (as last known), for
+    /// serving its bytes from there ([`EngineOptions::backend_serves_content`]).
+    pub fn placed_path(&self, id: &LibraryId, content: &ContentId) -> Option<String> {
+        let tree = self.tree(id).ok()?;
+        let paths = {
+            let mut index = lock(&self.inner.placed_index);
+            let fresh = index.get(id).is_some_and(|(t, _)| Arc::ptr_eq(t, &tree));
+            if !fresh {
+                let mut by_content: HashMap<ContentId, Vec<String>> = HashMap::new();
+                for (path, item) in &tree.items {
+                    if let TreeItem::File { content, .. } = item {
+                        by_content
+                            .entry(*content)
+                            .or_default()
+                            .push(path.as_str().to_owned());
+                    }
+                }
+                index.insert(*id, (tree.clone(), by_content));
+            }
+            index.get(id)?.1.get(content).cloned()?
+        };
+        paths.into_iter().find(|p| self.placed(id, p, content))
     }
 
     /// Reports a library's current state.

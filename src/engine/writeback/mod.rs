@@ -277,6 +277,13 @@ pub(crate) async fn run(engine: Engine) {
             }
             match engine.write_back(&library).await {
                 Ok(outcome) => {
+                    if outcome.progress > 0 && engine.inner.options.backend_serves_content {
+                        // What was written is served from the backend now: its blocks
+                        // become cache.
+                        if let Err(e) = engine.refresh_current(&library.id).await {
+                            tracing::warn!(library = %library.id, error = %e, "could not update the versions the library needs");
+                        }
+                    }
                     waiting += outcome.waiting as u64;
                     pending += outcome.pending as u64;
                 }

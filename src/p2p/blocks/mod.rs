@@ -134,6 +134,17 @@ pub struct Blocks {
     /// Versions being fetched here whose manifest has not arrived yet (how many fetches).
     starting: Arc<Mutex<HashMap<ManifestId, usize>>>,
     referenced: Arc<Mutex<HashSet<(LibraryId, ContentId)>>>,
+    /// Where versions are besides the block store (a synced folder's files), if anywhere.
+    placed: Arc<std::sync::RwLock<Option<Arc<dyn PlacedFiles>>>>,
+}
+
+/// Files that hold whole versions outside the block store: a synced folder's, whose blocks
+/// need not be stored twice. A block served from one is read at its offset and checked
+/// against its hash first; a file changed since it was hashed is never served (the peer is
+/// told the block is missing, and the folder's watcher records the new version).
+pub trait PlacedFiles: Send + Sync {
+    /// The file that holds `content` of `library` now, if one does.
+    fn file_of(&self, library: &LibraryId, content: &ContentId) -> Option<std::path::PathBuf>;
 }
 
 /// One version being fetched here: the blocks still missing, and a bell the server rings
@@ -175,7 +186,27 @@ impl Blocks {
             active: Arc::default(),
             starting: Arc::default(),
             referenced: Arc::default(),
+            placed: Arc::default(),
         }
+    }
+
+    /// Serves versions from these files too ([`PlacedFiles`]).
+    pub(crate) fn set_placed(&self, placed: Arc<dyn PlacedFiles>) {
+        *self.placed.write().unwrap_or_else(|e| e.into_inner()) = Some(placed);
+    }
+
+    /// The file that holds `content` of `library`, if a [`PlacedFiles`] knows one.
+    pub(crate) fn placed_file(
+        &self,
+        library: &LibraryId,
+        content: &ContentId,
+    ) -> Option<std::path::PathBuf> {
+        let placed = self
+            .placed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        placed?.file_of(library, content)
     }
 
     /// Blocks of `id` this node is fetching right now. Rings the fetch's bell: a peer is

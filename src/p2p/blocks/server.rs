@@ -53,6 +53,8 @@ struct Session {
     content: ContentId,
     /// The manifest's block list (empty while this node lacks the manifest).
     blocks: Vec<BlockRef>,
+    /// The synced file that holds the version, if one does ([`super::PlacedFiles`]).
+    file: Option<std::path::PathBuf>,
 }
 
 /// An answer on its way to the writer: ready, or a block still being read.
@@ -99,11 +101,12 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                     .await
                     .unwrap_or((Answer::Refused(Refusal::Internal), None));
                     let last = list.is_none();
-                    if let Some(list) = list {
+                    if let Some((list, file)) = list {
                         session = Some(Session {
                             library,
                             content,
                             blocks: list,
+                            file,
                         });
                     }
                     Next::Ready { answer, last }
@@ -116,9 +119,24 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                         return Err(invalid("Get of a block the manifest does not list"));
                     };
                     let store = blocks.content.clone();
+                    let placed = s.file.clone().map(|file| {
+                        let offset: u64 = s.blocks[..index as usize]
+                            .iter()
+                            .map(|b| u64::from(b.size))
+                            .sum();
+                        (file, offset)
+                    });
                     Next::Reading {
                         index,
-                        read: tokio::task::spawn_blocking(move || store.read_block(&b.hash)),
+                        read: tokio::task::spawn_blocking(move || {
+                            match store.read_block(&b.hash) {
+                                Ok(bytes) => Ok(bytes),
+                                Err(e) => match &placed {
+                                    Some((file, offset)) => read_placed(file, *offset, &b).ok_or(e),
+                                    None => Err(e),
+                                },
+                            }
+                        }),
                     }
                 }
             };
@@ -157,19 +175,33 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
     tokio::try_join!(reader, writer).map(|_| ())
 }
 
+/// Block `b` read from a placed file at `offset`, if the file still holds it there.
+fn read_placed(file: &std::path::Path, offset: u64, b: &BlockRef) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(file).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut bytes = vec![0u8; b.size as usize];
+    f.read_exact(&mut bytes).ok()?;
+    if crate::content::BlockHash::of(&bytes) != b.hash {
+        tracing::info!(file = %file.display(), "a synced file changed since it was hashed; its old blocks are not served");
+        return None;
+    }
+    Some(bytes)
+}
+
 fn invalid(why: &'static str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why)
 }
 
 /// The answer to a `Want`, and the manifest's block list if the peer may read the version
-/// (empty if we lack the manifest). Blocking.
+/// (empty if we lack the manifest) with the synced file that holds it, if any. Blocking.
 fn have(
     blocks: &Blocks,
     peer: &PeerId,
     library: LibraryId,
     content: ContentId,
     send_manifest: bool,
-) -> (Answer, Option<Vec<BlockRef>>) {
+) -> (Answer, Option<(Vec<BlockRef>, Option<std::path::PathBuf>)>) {
     if let Err(reason) = blocks.trust.check(peer, &library) {
         tracing::info!(%peer, %library, %reason, "refused a block request");
         return (Answer::Refused(reason), None);
@@ -186,6 +218,7 @@ fn have(
         }
     }
     let id = ManifestId::from(content);
+    let file = blocks.placed_file(&library, &content);
     let r = (|| -> Result<(Answer, Vec<BlockRef>), crate::content::ContentError> {
         let Some(bytes) = blocks.content.manifest_bytes(&id)? else {
             let have = Have {
@@ -195,12 +228,16 @@ fn have(
             return Ok((Answer::Have(have), Vec::new()));
         };
         let manifest = crate::content::Manifest::decode(&bytes)?;
-        let missing: HashSet<_> = blocks
-            .content
-            .missing_blocks(&id)?
-            .into_iter()
-            .map(|b| b.hash)
-            .collect();
+        // A synced file holds every block (each is checked as it is read).
+        let missing: HashSet<_> = match &file {
+            Some(_) => HashSet::new(),
+            None => blocks
+                .content
+                .missing_blocks(&id)?
+                .into_iter()
+                .map(|b| b.hash)
+                .collect(),
+        };
         // `starting` before `fetching`: a fetch marks its blocks before it stops
         // `starting`, so one of the two is seen.
         let starting = blocks.starting(&id);
@@ -227,7 +264,7 @@ fn have(
         Ok((answer, manifest.blocks))
     })();
     match r {
-        Ok((answer, list)) => (answer, Some(list)),
+        Ok((answer, list)) => (answer, Some((list, file))),
         Err(e) => {
             tracing::warn!(%content, error = %e, "reading the content store to serve blocks");
             (Answer::Refused(Refusal::Internal), None)

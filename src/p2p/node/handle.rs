@@ -31,6 +31,12 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    /// Lets the block server read versions from files outside the store (a synced
+    /// folder's): see [`crate::p2p::blocks::PlacedFiles`].
+    pub fn serve_placed_files(&self, placed: Arc<dyn crate::p2p::blocks::PlacedFiles>) {
+        self.blocks.set_placed(placed);
+    }
+
     /// This node's `PeerId` (the device's name).
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
