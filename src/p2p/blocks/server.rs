@@ -175,6 +175,9 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
     tokio::try_join!(reader, writer).map(|_| ())
 }
 
+/// A version a peer may read: its manifest's block list, and the synced file that holds it.
+type Readable = (Vec<BlockRef>, Option<std::path::PathBuf>);
+
 /// Block `b` read from a placed file at `offset`, if the file still holds it there.
 fn read_placed(file: &std::path::Path, offset: u64, b: &BlockRef) -> Option<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
@@ -201,7 +204,7 @@ fn have(
     library: LibraryId,
     content: ContentId,
     send_manifest: bool,
-) -> (Answer, Option<(Vec<BlockRef>, Option<std::path::PathBuf>)>) {
+) -> (Answer, Option<Readable>) {
     if let Err(reason) = blocks.trust.check(peer, &library) {
         tracing::info!(%peer, %library, %reason, "refused a block request");
         return (Answer::Refused(reason), None);
