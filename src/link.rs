@@ -4,6 +4,7 @@
 //!   Engine::library_changes ──▶ NodeHandle::library_changed   (announce heads: members pull)
 //!   NodeEvent::Pulled ────────▶ Engine::remote_entries        (tree, content, write-back)
 //!   write-back lacks a version ▶ NodeHandle::fetch_content     (SwarmContent)
+//!   NodeEvent::Connected ─────▶ Engine::wake_writeback        (it may have what waits)
 //! ```
 //!
 //! [`connect`] starts one relay task that runs until the node stops; what the panel shows
@@ -65,6 +66,11 @@ async fn relay(
             event = events.recv() => match event {
                 Ok(NodeEvent::Pulled { library, inserted, .. }) if inserted > 0 => {
                     readers.wake(&engine, library);
+                    Ok(())
+                }
+                // It may have the versions write-back waits for.
+                Ok(NodeEvent::Connected { .. }) => {
+                    engine.wake_writeback();
                     Ok(())
                 }
                 Ok(_) => Ok(()),

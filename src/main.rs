@@ -31,8 +31,11 @@ enum Command {
     Id(cli::id::IdArgs),
     /// Look at and verify the hash chains: log, show, verify.
     Chain(cli::chain::ChainArgs),
-    /// Run the swarm over a data directory: find peers, keep shared libraries' chains in sync.
+    /// Run the swarm over a data directory: find peers, keep shared libraries' chains in sync,
+    /// and with `--dir PATH` keep a folder in two-way sync with a library.
     Node(cli::node::NodeArgs),
+    /// Show what a device keeps in sync: libraries, peers (LAN/WAN), what is in flight.
+    Status(cli::status::StatusArgs),
     /// List the peers around (trusted or only discovered), or pair a device with a library.
     Peers(cli::peers::PeersArgs),
     /// Pair a device: make it a member of this device's libraries (offline, on a data dir).
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Id(args) => cli::id::run(args),
         Command::Chain(args) => cli::chain::run(args),
         Command::Node(args) => cli::node::run(args),
+        Command::Status(args) => cli::status::run(args),
         Command::Peers(args) => cli::peers::run(args),
         Command::Pair(args) => cli::pair::run(args),
         Command::Manifest(args) => cli::manifest::run(args),

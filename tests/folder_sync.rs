@@ -187,7 +187,7 @@ fn two_devices_sync_every_kind_of_change_both_ways() {
     fs::create_dir_all(a_folder.join("docs")).unwrap();
     fs::write(a_folder.join("docs/plan.txt"), b"plan v1").unwrap();
     fs::write(a_folder.join("readme.md"), b"# readme").unwrap();
-    let (a, b, _) = two_devices(root.path());
+    let (mut a, b, library) = two_devices(root.path());
     converge(&[&a, &b], "initial", |m| {
         has(m, "docs/plan.txt", b"plan v1")
     });
@@ -224,9 +224,42 @@ fn two_devices_sync_every_kind_of_change_both_ways() {
     assert!(a_trash.contains(&b"meow".to_vec()), "{a_trash:?}");
     let b_trash = trashed(&b.folder);
     assert!(b_trash.contains(&b"plan v1".to_vec()), "{b_trash:?}");
-    // Our own writes were not recorded again (no echo): A's only put of plan.txt is its own.
+    // Our own writes were not recorded again (no echo): B's file was written at A, not
+    // recorded by A.
     let a_lines = a.node.as_ref().unwrap();
     assert!(!a_lines.saw("recorded: put photos/2026/cat.jpg"));
+
+    // `status` says what A keeps, that it is in sync, and who its peer is.
+    let deadline = Instant::now() + WAIT;
+    let shown = loop {
+        let shown = cli::run(&["status"], a.data.path());
+        if (shown.contains("in sync:") && shown.contains("\npeer ")) || Instant::now() > deadline {
+            break shown;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(shown.starts_with("node: running"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "library {library} {}",
+            a.folder.canonicalize().unwrap().display()
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("(2 files, "), "{shown}");
+    assert!(
+        shown.contains("in sync: 0 to record, 0 to write"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("peer {} WAN connected", b.peer)),
+        "{shown}"
+    );
+    drop(b);
+    a.node.take().unwrap().stop();
+    let shown = cli::run(&["status"], a.data.path());
+    assert!(shown.starts_with("node: not running"), "{shown}");
+    assert!(shown.contains("(2 files, "), "{shown}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use libp2p::PeerId;
 
+use super::progress::Progress;
 use super::shown;
 use crate::backend::local::{trash, watch, LocalDir};
 use crate::chain::DeviceKey;
@@ -98,6 +99,7 @@ impl crate::p2p::blocks::PlacedFiles for FolderFiles {
 /// Prints one line per chain entry: recorded here, or received from a peer.
 struct Printer {
     me: DeviceKey,
+    out: Arc<Progress>,
 }
 
 impl EventSink for Printer {
@@ -112,13 +114,18 @@ impl EventSink for Printer {
             } else {
                 format!("received from {}", meta.author.display_name())
             };
-            println!("{who}: {}", super::chain::describe(&meta.op));
+            self.out
+                .line(&format!("{who}: {}", super::chain::describe(&meta.op)));
         }
     }
 }
 
 /// Starts the engine over `data_dir` with `options`' folders (needs a tokio runtime).
-pub async fn start(data_dir: &Path, options: FolderOptions) -> anyhow::Result<Folders> {
+pub async fn start(
+    data_dir: &Path,
+    options: FolderOptions,
+    out: Arc<Progress>,
+) -> anyhow::Result<Folders> {
     let backend = LocalDir::new();
     let (identity, _) = crate::identity::DeviceIdentity::load_or_create(data_dir)?;
     let engine = Engine::start(
@@ -134,6 +141,7 @@ pub async fn start(data_dir: &Path, options: FolderOptions) -> anyhow::Result<Fo
         Arc::new(backend.clone()),
         Events::to(Arc::new(Printer {
             me: identity.device_key(),
+            out,
         })),
     )?;
     let mut libraries = Vec::new();

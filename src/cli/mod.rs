@@ -14,8 +14,10 @@ pub mod manifest;
 pub mod node;
 pub mod pair;
 pub mod peers;
+pub mod progress;
 pub mod serve;
 pub mod shown;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +21,7 @@ use clap::Args;
 use libp2p::{Multiaddr, PeerId};
 
 use super::folder::FolderOptions;
+use super::progress::Progress;
 use super::DataDirArgs;
 use crate::chain::{ChainStore, LibraryId};
 use crate::content::{ContentStore, StoreOptions};
@@ -167,7 +169,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
 async fn serve(data_dir: PathBuf, swarm: SwarmArgs) -> anyhow::Result<()> {
     let (id, chain, content) = open(&data_dir)?;
     let node = Node::start(swarm.config(), &id, chain, content).await?;
-    run_until_signal(node, data_dir, Vec::new()).await
+    run_until_signal(node, data_dir, Vec::new(), Arc::new(Progress::new())).await
 }
 
 /// `node --dir`: the engine over the folders, and the swarm wired to it.
@@ -176,7 +178,8 @@ async fn serve_folders(
     swarm: SwarmArgs,
     options: FolderOptions,
 ) -> anyhow::Result<()> {
-    let folders = super::folder::start(&data_dir, options).await?;
+    let out = Arc::new(Progress::new());
+    let folders = super::folder::start(&data_dir, options, out.clone()).await?;
     let engine = folders.engine.clone();
     let config = crate::p2p::P2pConfig {
         // Only the folders' libraries are joined, not whatever a stranger offers.
@@ -192,10 +195,14 @@ async fn serve_folders(
     .await?;
     crate::link::connect(&engine, &node);
     node.serve_placed_files(folders.placed_files());
+    super::status::start_writer(engine.clone(), node.clone(), data_dir.clone());
     for library in &folders.joining {
         node.join(*library).await?;
     }
-    run_until_signal(node, data_dir, folders.joining.clone()).await
+    let result = run_until_signal(node, data_dir.clone(), folders.joining.clone(), out).await;
+    // Only true while the node runs.
+    let _ = std::fs::remove_file(data_dir.join(super::status::STATUS_FILE));
+    result
 }
 
 /// Prints the node's events until a signal, joining `joining` when a member offers it.
@@ -203,6 +210,7 @@ async fn run_until_signal(
     node: crate::p2p::NodeHandle,
     data_dir: PathBuf,
     joining: Vec<LibraryId>,
+    out: Arc<Progress>,
 ) -> anyhow::Result<()> {
     let mut events = node.subscribe();
     println!("peer-id {}", node.peer_id());
@@ -220,11 +228,14 @@ async fn run_until_signal(
                             let _ = joiner.join(*library).await;
                         }
                     }
+                    if let NodeEvent::Transfer(t) = &e {
+                        out.transfer(t, || format!("fetching {}", &t.content.to_hex()[..12]));
+                    }
                     if let Some(line) = describe(&e) {
-                        println!("{line}");
+                        out.line(&line);
                     }
                 }
-                Err(RecvError::Lagged(n)) => println!("(missed {n} events)"),
+                Err(RecvError::Lagged(n)) => out.line(&format!("(missed {n} events)")),
                 Err(RecvError::Closed) => break,
             }
         }

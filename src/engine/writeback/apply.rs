@@ -272,7 +272,7 @@ impl Engine {
                 )?;
                 Counters::add(&self.inner.counters.written, 1);
                 Counters::add(&self.inner.counters.bytes_out, *size);
-                tracing::info!(library = %id, %path, size, "peer's version written to Nextcloud");
+                tracing::info!(library = %id, %path, size, "peer's version written");
                 out.progress += 1;
             }
             // Changed (If-Match) or created (If-None-Match) between our look and our
@@ -280,7 +280,7 @@ impl Engine {
             // keeps both (the user's under its name, the peer's as the conflict copy).
             Err(BackendError::PreconditionFailed(_)) => {
                 Counters::add(&self.inner.counters.writeback_raced, 1);
-                tracing::info!(library = %id, %path, "Nextcloud refused the write (412): the file changed meanwhile; looking again");
+                tracing::info!(library = %id, %path, "the write was refused (the file changed meanwhile); looking again");
                 out.raced += 1;
             }
             Err(BackendError::Conflict(_)) => self.parent_missing(library, path)?,
@@ -434,7 +434,7 @@ impl Engine {
             }
             Found::Gone => {}
             Found::Content(_) => {
-                tracing::info!(library = %id, %path, "changed in Nextcloud since a peer deleted it; keeping it");
+                tracing::info!(library = %id, %path, "changed here since a peer deleted it; keeping it");
                 mirror.remove(&id, path)?;
                 out.appended += self.record_nextcloud(library, path).await?;
                 out.progress += 1;
@@ -594,7 +594,7 @@ impl Engine {
                 nextcloud: None,
             });
         }
-        tracing::warn!(library = %library.id, %path, %conflict, "changed in Nextcloud while a peer wrote it: both versions kept, Nextcloud's under the name");
+        tracing::warn!(library = %library.id, %path, %conflict, "changed here while a peer wrote it: both versions kept, this one under the name");
         Counters::add(&self.inner.counters.conflicts, 1);
         let n = ops.len();
         self.append_unmirrored(library, ops, None).await?;

@@ -55,7 +55,7 @@
 //! until AppAPI enables the app again (never a loop toward Nextcloud's brute-force
 //! lock-out; peers' pulls do not end the pause). A version whose blocks no peer
 //! can send yet stays pending (counted as `waiting_for_content`) and is tried again on the
-//! next pull and every minute.
+//! next pull, when a peer connects, and every 10 s.
 //!
 //! - `plan.rs`: the steps that make Nextcloud hold the tree (pure, unit-tested).
 //! - `apply.rs`: each step over WebDAV, with the checks above.
@@ -91,8 +91,9 @@ pub(crate) use plan::{plan, Step};
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(600);
-/// How often versions waiting for their blocks are tried again without a new pull.
-const WAITING_RETRY: Duration = Duration::from_secs(60);
+/// How often versions waiting for their blocks are tried again without a new pull or a
+/// peer connecting (a fetch nobody can serve fails at once, so trying is cheap).
+const WAITING_RETRY: Duration = Duration::from_secs(10);
 /// Plans applied per library per run; each pass after the first only finishes what the
 /// previous one unblocked (a conflict copy, a folder recreated, a write a user's change
 /// raced).
@@ -240,7 +241,7 @@ impl Engine {
                         return Err(e);
                     }
                     Err(e) => {
-                        tracing::warn!(library = %library.id, ?step, error = %e, "cannot write this change to Nextcloud; skipped");
+                        tracing::warn!(library = %library.id, ?step, error = %e, "cannot write this change; skipped");
                     }
                 }
             }
@@ -321,7 +322,7 @@ pub(crate) async fn run(engine: Engine) {
             }
             Some(e) => {
                 Counters::add(&engine.inner.counters.writeback_retries, 1);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "write-back to Nextcloud failed; retrying");
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "write-back failed; retrying");
                 let since_ms = match &*lock(&engine.inner.status.writeback) {
                     WritebackState::Retrying { since_ms, .. } => *since_ms,
                     _ => now,
