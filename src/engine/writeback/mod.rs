@@ -69,6 +69,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::libraries::Library;
@@ -98,6 +99,8 @@ const WAITING_RETRY: Duration = Duration::from_secs(10);
 /// previous one unblocked (a conflict copy, a folder recreated, a write a user's change
 /// raced).
 const MAX_PASSES: usize = 4;
+/// New versions fetched, and written, at once.
+const PARALLEL_WRITES: usize = 16;
 
 /// Where write-back gets a version's blocks it does not have (the swarm, in `serve`).
 pub trait ContentSource: Send + Sync + 'static {
@@ -154,6 +157,17 @@ pub(crate) struct Outcome {
     pub raced: usize,
 }
 
+impl Outcome {
+    /// Adds what one step did.
+    fn add(&mut self, other: Outcome) {
+        self.progress += other.progress;
+        self.waiting += other.waiting;
+        self.pending += other.pending;
+        self.appended += other.appended;
+        self.raced += other.raced;
+    }
+}
+
 /// Errors that stop the pass (Nextcloud is failing, or refuses us); others skip one step.
 fn stops(e: &EngineError) -> bool {
     match e {
@@ -203,8 +217,14 @@ impl Engine {
                         _ => None,
                     })
                     .collect();
-            for content in wanted {
-                if !self.ensure_local(library.id, content, true).await? {
+            // Fetched several at a time: one small version is a round trip or two.
+            let mut fetched = futures_util::stream::iter(wanted)
+                .map(|content| async move {
+                    (content, self.ensure_local(library.id, content, true).await)
+                })
+                .buffer_unordered(PARALLEL_WRITES);
+            while let Some((content, here)) = fetched.next().await {
+                if !here? {
                     unavailable.insert(content);
                 }
             }
@@ -227,22 +247,45 @@ impl Engine {
             }
             passes += 1;
             let mut pass = Outcome::default();
-            for step in steps {
-                match self
-                    .apply(library, &tree, &step, &unavailable, &mut pass)
-                    .await
+            // In plan order, except that consecutive new versions are written several at a
+            // time (they touch different files, their folders exist by then).
+            let mut steps = steps.into_iter().peekable();
+            while let Some(first) = steps.next() {
+                let mut group = vec![first];
+                while matches!(group[0], Step::Put(_)) && matches!(steps.peek(), Some(Step::Put(_)))
                 {
-                    Ok(()) => {}
-                    Err(e) if stops(&e) => {
-                        total.appended += pass.appended;
-                        if total.appended > 0 {
-                            self.refresh_current(&library.id).await?;
+                    group.extend(steps.next());
+                }
+                let mut results = futures_util::stream::iter(group)
+                    .map(|step| {
+                        let tree = &tree;
+                        let unavailable = &unavailable;
+                        async move {
+                            let mut out = Outcome::default();
+                            let r = self
+                                .apply(library, tree, &step, unavailable, &mut out)
+                                .await;
+                            (step, r, out)
                         }
-                        return Err(e);
+                    })
+                    .buffer_unordered(PARALLEL_WRITES);
+                let mut stop = None;
+                while let Some((step, result, out)) = results.next().await {
+                    pass.add(out);
+                    match result {
+                        Ok(()) => {}
+                        Err(e) if stops(&e) => stop = stop.or(Some(e)),
+                        Err(e) => {
+                            tracing::warn!(library = %library.id, ?step, error = %e, "cannot write this change; skipped");
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(library = %library.id, ?step, error = %e, "cannot write this change; skipped");
+                }
+                if let Some(e) = stop {
+                    total.appended += pass.appended;
+                    if total.appended > 0 {
+                        self.refresh_current(&library.id).await?;
                     }
+                    return Err(e);
                 }
             }
             total.progress += pass.progress;
