@@ -593,3 +593,50 @@ fn a_second_store_on_the_same_database_cannot_overwrite_entries() {
     let reopened = ChainStore::open(db).unwrap();
     assert_eq!(reopened.len(&lib).unwrap(), 2);
 }
+
+#[test]
+fn an_append_after_the_heads_it_saw_is_concurrent_with_what_arrived_since() {
+    // a looks at its tree and decides to record its own edit of notes.txt, while b's edit
+    // of the same file arrives: a's entry, appended after what it saw, is concurrent with
+    // b's, and both versions are kept.
+    let (a, b, lib, da, db) = two_devices();
+    a.append(&lib, da.signing_key(), put("notes.txt", 1))
+        .unwrap();
+    sync(&a, &b, &lib);
+    let seen = a.heads(&lib).unwrap();
+    b.append(&lib, db.signing_key(), put("notes.txt", 2))
+        .unwrap();
+    sync(&b, &a, &lib);
+    let mine = a
+        .append_batch_after(&lib, da.signing_key(), vec![put("notes.txt", 3)], &seen)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(mine.parents(), &seen[..]);
+    let t = a.tree(&lib).unwrap();
+    assert_eq!(t.files(), 2, "{:?}", t.items.keys().collect::<Vec<_>>());
+    sync(&a, &b, &lib);
+    assert_eq!(b.tree(&lib).unwrap(), t);
+    // A plain append would have replaced b's version unseen.
+    let (a, b, lib, da, db) = two_devices();
+    a.append(&lib, da.signing_key(), put("notes.txt", 1))
+        .unwrap();
+    sync(&a, &b, &lib);
+    b.append(&lib, db.signing_key(), put("notes.txt", 2))
+        .unwrap();
+    sync(&b, &a, &lib);
+    a.append(&lib, da.signing_key(), put("notes.txt", 3))
+        .unwrap();
+    assert_eq!(a.tree(&lib).unwrap().files(), 1);
+    // a's own entries appended since what it saw stay in its line (no sequence clash).
+    let (a, _b, lib, da, _db) = two_devices();
+    let seen = a.heads(&lib).unwrap();
+    let own = a.append(&lib, da.signing_key(), put("x", 5)).unwrap();
+    let next = a
+        .append_batch_after(&lib, da.signing_key(), vec![put("y", 6)], &seen)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(next.parents().contains(&own.hash()));
+    assert_eq!(a.heads(&lib).unwrap(), vec![next.hash()]);
+}

@@ -529,3 +529,131 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     cache_a.stop();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Waits until `path` holds exactly `want`; how long it took.
+fn wait_for_file(path: &Path, want: &[u8], wait: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if fs::read(path).is_ok_and(|b| b == want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < wait,
+            "{} did not arrive within {wait:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The same story with folders: three `node --dir` devices, the cloud's folder holding a
+/// file. office-a's folder gets it over the WAN; office-b's then gets it from office-a's
+/// (found by mDNS, served from office-a's file), with under 1% of it crossing office-b's
+/// gateway.
+#[test]
+fn folder_nodes_office_b_gets_the_file_from_office_a_not_the_wan() {
+    let Some(_lab) = Lab::up() else { return };
+    let mib: u64 = std::env::var("HB_LAB_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let size = mib * 1024 * 1024;
+    let wan_wait = Duration::from_secs_f64(60.0 + 2.0 * size as f64 / WAN_BYTES_PER_SEC);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |n: &str| tmp.path().join(n);
+    let logs = dir("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let (cloud, a, b) = (dir("cloud"), dir("office-a"), dir("office-b"));
+    let (a_peer, b_peer) = (peer_id(&a), peer_id(&b));
+    let file = write_random_file(&dir("cloud-folder"), "plans.bin", size, 0x5eed_0003);
+    let want = fs::read(&file).unwrap();
+    let node = |d: &Path, folder: &str, extra: &[String]| -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--dir".into(),
+            dir(folder).to_str().unwrap().into(),
+            "--data-dir".into(),
+            d.to_str().unwrap().into(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let start = |name: &str, ns: &str, args: &[String]| {
+        start_in(name, &Lab::ns(ns), Path::new(cli::BIN), args, &[], &logs)
+    };
+    let cloud_node = start(
+        "cloud",
+        "cloud",
+        &node(
+            &cloud,
+            "cloud-folder",
+            &[
+                "--no-mdns".into(),
+                "--listen".into(),
+                format!("/ip4/{CLOUD_IP}/tcp/{CLOUD_PORT}"),
+                "--pair".into(),
+                a_peer.clone(),
+                "--pair".into(),
+                b_peer.clone(),
+            ],
+        ),
+    );
+    let lib = cloud_node.line("library ", Duration::from_secs(30));
+    let lib = lib.split_whitespace().next().unwrap().to_owned();
+    let cloud_peer = cloud_node.line("peer-id ", Duration::from_secs(30));
+    let deadline = Instant::now() + wan_wait;
+    while !cloud_node.saw("recorded: put plans.bin") {
+        assert!(
+            Instant::now() < deadline,
+            "the cloud did not record its file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cloud_addr = format!("/ip4/{CLOUD_IP}/tcp/{CLOUD_PORT}/p2p/{cloud_peer}");
+    let office = vec![
+        "--library".to_owned(),
+        lib.clone(),
+        "--peer".to_owned(),
+        cloud_addr.clone(),
+    ];
+
+    // 1. office-a's folder gets the file over the WAN.
+    let w0 = Lab::wan_bytes();
+    let node_a = start("office-a", "office-a", &node(&a, "a-folder", &office));
+    let a_took = wait_for_file(&dir("a-folder").join("plans.bin"), &want, wan_wait);
+    let w1 = Lab::wan_bytes();
+    let a_wan = delta(&w0, &w1, "gw-a");
+    assert!(
+        a_wan.0 >= size,
+        "only {} bytes crossed gw-a for a file office-a's folder got over the WAN",
+        a_wan.0
+    );
+
+    // 2. office-b's folder gets it from office-a's.
+    let node_b = start("office-b", "office-b", &node(&b, "b-folder", &office));
+    let b_took = wait_for_file(&dir("b-folder").join("plans.bin"), &want, wan_wait);
+    let w2 = Lab::wan_bytes();
+    let b_wan = delta(&w1, &w2, "gw-b");
+    let fraction = (b_wan.0 + b_wan.1) as f64 / size as f64;
+    println!(
+        "folders: office-a {:.2} s over the WAN ({} bytes at gw-a); office-b {:.2} s, {} bytes \
+         at gw-b ({:.3}% of the file)",
+        a_took.as_secs_f64(),
+        a_wan.0 + a_wan.1,
+        b_took.as_secs_f64(),
+        b_wan.0 + b_wan.1,
+        fraction * 100.0
+    );
+    assert!(
+        node_b.saw(&format!("connected {a_peer} /ip4/10.77.0.1/")),
+        "office-b is not connected to office-a over the LAN (mDNS found nothing?)"
+    );
+    assert!(
+        fraction < 0.01,
+        "office-b moved {} bytes over the WAN for a {size}-byte file office-a had",
+        b_wan.0 + b_wan.1
+    );
+    node_b.stop();
+    node_a.stop();
+    cloud_node.stop();
+}

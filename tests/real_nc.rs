@@ -12,6 +12,9 @@
 //!   login (Nextcloud's brute-force attempts for 127.0.0.1 stay 0).
 //! - A peer's new version of a 100 MiB file lands in Nextcloud with the right SHA-256.
 //! - `harpbridge doctor` names a stopped background-job worker.
+//! - Two `node --dir` devices and serve keep one library: files made in Nextcloud reach both
+//!   folders, files made in a folder reach Nextcloud and the other folder, and an edit in
+//!   Nextcloud and a delete in a folder go everywhere.
 //!
 //! Needs root (see `support::real_nc`); elsewhere each test prints why and returns. The
 //! tests run one at a time; every wait is a generous deadline, not a timing assertion.
@@ -437,6 +440,137 @@ async fn doctor_names_a_stopped_background_job_worker() {
     // Once the workers run again, the delivery leaves and the entry is recorded.
     drop(workers);
     entries_after(&exapp, seen, &["put late.txt"], WAIT).await;
+    drop(app);
+    exapp.stop();
+}
+
+/// A `node --dir` device on loopback dialling `serve_addr`, joining `library`.
+struct FolderDevice {
+    data: tempfile::TempDir,
+    folder: std::path::PathBuf,
+    peer: String,
+    node: support::cli::Proc,
+}
+
+impl FolderDevice {
+    fn start(name: &str, root: &std::path::Path, library: &str, serve_addr: &str) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let folder = root.join(name);
+        let peer = support::cli::peer_id(data.path());
+        let args = [
+            "node",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--dir",
+            folder.to_str().unwrap(),
+            "--library",
+            library,
+            "--peer",
+            serve_addr,
+        ];
+        let mut command = support::cli::harpbridge(&args, data.path());
+        command.env("RUST_LOG", "harpbridge=info");
+        let log = data.path().join("node.log");
+        let node = support::cli::Proc::start(name, command, Some(&log));
+        node.line("library ", WAIT);
+        FolderDevice {
+            data,
+            folder,
+            peer,
+            node,
+        }
+    }
+
+    async fn holds(&self, rel: &str, want: &[u8]) -> Option<()> {
+        (std::fs::read(self.folder.join(rel)).ok()? == want).then_some(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_devices_and_nextcloud_keep_one_library() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let user = nc.user(false);
+    user.mkdir("Shared").await;
+    user.put("Shared/from-nc.txt", "made in Nextcloud").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, exapp) = registered(nc, dir.path(), &library_arg(&user, "Shared")).await;
+    app.remember_user(&user.name);
+    let lib = exapp.wait_libraries(1).await.remove(0);
+    entries_after(&exapp, 0, &["put from-nc.txt"], WAIT).await;
+
+    // Two folder devices dial serve; the admin pairs them from the panel's API.
+    let serve_addr = exapp.swarm_addr().await.1.to_string();
+    let root = tempfile::tempdir().unwrap();
+    let a = FolderDevice::start("folder-a", root.path(), &lib, &serve_addr);
+    let b = FolderDevice::start("folder-b", root.path(), &lib, &serve_addr);
+    for device in [&a, &b] {
+        poll(WAIT, "serve to meet the folder device", || {
+            exapp.peer(&device.peer, "admin")
+        })
+        .await;
+        let response = exapp
+            .signed(
+                Method::POST,
+                &format!("/api/admin/peers/{}/pair", device.peer),
+                "admin",
+            )
+            .json(&json!({"libraries": [lib], "name": "folder"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    for device in [&a, &b] {
+        poll(WAIT, "Nextcloud's file in the folder", || {
+            device.holds("from-nc.txt", b"made in Nextcloud")
+        })
+        .await;
+    }
+
+    // A file made in folder a: in Nextcloud, and in folder b.
+    std::fs::write(a.folder.join("from-a.txt"), b"made in folder a").unwrap();
+    poll(WAIT, "folder a's file in Nextcloud", || async {
+        (user.etag("Shared/from-a.txt").await.is_some()
+            && user.get("Shared/from-a.txt").await.as_ref() == b"made in folder a")
+            .then_some(())
+    })
+    .await;
+    poll(WAIT, "folder a's file in folder b", || {
+        b.holds("from-a.txt", b"made in folder a")
+    })
+    .await;
+
+    // An edit in Nextcloud, a delete in folder b.
+    user.put("Shared/from-nc.txt", "edited in Nextcloud").await;
+    std::fs::remove_file(b.folder.join("from-a.txt")).unwrap();
+    for device in [&a, &b] {
+        poll(WAIT, "Nextcloud's edit in the folder", || {
+            device.holds("from-nc.txt", b"edited in Nextcloud")
+        })
+        .await;
+    }
+    poll(WAIT, "the delete in Nextcloud", || async {
+        user.etag("Shared/from-a.txt").await.is_none().then_some(())
+    })
+    .await;
+    poll(WAIT, "the delete in folder a", || async {
+        (!a.folder.join("from-a.txt").exists()).then_some(())
+    })
+    .await;
+    // Nothing lost: the deleted file is in folder a's trash can.
+    let trashed = std::process::Command::new("grep")
+        .args(["-rl", "made in folder a"])
+        .arg(a.folder.join(".harp/trash"))
+        .output()
+        .unwrap();
+    assert!(
+        trashed.status.success(),
+        "the deleted file is not in folder a's trash"
+    );
+    drop((a, b));
     drop(app);
     exapp.stop();
 }

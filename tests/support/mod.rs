@@ -25,6 +25,7 @@
 #![allow(dead_code, unused_imports, clippy::result_large_err)]
 
 pub mod actions;
+pub mod cli;
 pub mod exapp;
 pub mod files;
 pub mod nextcloud;
