@@ -446,10 +446,11 @@ async fn doctor_names_a_stopped_background_job_worker() {
 
 /// A `node --dir` device on loopback dialling `serve_addr`, joining `library`.
 struct FolderDevice {
-    data: tempfile::TempDir,
     folder: std::path::PathBuf,
     peer: String,
-    node: support::cli::Proc,
+    /// Kept for the device's lifetime: its data directory, and the process (stopped on drop).
+    _data: tempfile::TempDir,
+    _node: support::cli::Proc,
 }
 
 impl FolderDevice {
@@ -475,10 +476,10 @@ impl FolderDevice {
         let node = support::cli::Proc::start(name, command, Some(&log));
         node.line("library ", WAIT);
         FolderDevice {
-            data,
             folder,
             peer,
-            node,
+            _data: data,
+            _node: node,
         }
     }
 
