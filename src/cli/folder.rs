@@ -169,7 +169,7 @@ pub async fn start(
                 tracing::warn!(folder = %dir.display(), error = %e, "cannot empty the old trash")
             }
         }
-        let (watch, mut changes) = watch::watch(&dir, backend.ignores().clone(), options.settle)
+        let (watch, mut changes) = watch::watch(&dir, backend.clone(), options.settle)
             .with_context(|| format!("watching {}", dir.display()))?;
         watches.push(watch);
         let (engine2, id) = (engine.clone(), library.id);

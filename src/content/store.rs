@@ -118,6 +118,9 @@ pub(crate) struct Inner {
     /// yet committed to the index: eviction must not remove them. Eviction holds this lock
     /// from choosing its victims until their files are gone.
     inflight: Mutex<HashMap<BlockHash, u32>>,
+    /// Whether the store was last found over its limit with nothing left to evict (said
+    /// once, not at every commit while it stays so).
+    over_limit: std::sync::atomic::AtomicBool,
     report: OpenReport,
 }
 
@@ -161,6 +164,7 @@ impl ContentStore {
                 clock: AtomicU64::new(clock),
                 touches: Mutex::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
+                over_limit: std::sync::atomic::AtomicBool::new(false),
                 report: OpenReport::default(),
             }),
         };
@@ -629,7 +633,8 @@ impl ContentStore {
             return Ok(None);
         }
         let r = self.evict()?;
-        if r.over_limit {
+        let was = self.inner.over_limit.swap(r.over_limit, Ordering::Relaxed);
+        if r.over_limit && !was {
             tracing::warn!(
                 total = r.total_bytes,
                 limit = r.limit,

@@ -23,10 +23,15 @@ use std::time::{Duration, Instant};
 
 /// How long an own write is remembered.
 const REMEMBER_FOR: Duration = Duration::from_secs(600);
+/// How often forgotten writes are swept out (each write used to sweep: quadratic in a
+/// burst of thousands of small files).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct OwnWrites {
     writes: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// When old writes were last forgotten (a sweep of the whole map: not on every write).
+    swept: Mutex<Option<Instant>>,
 }
 
 impl OwnWrites {
@@ -34,7 +39,11 @@ impl OwnWrites {
     pub fn remember(&self, uid: &str, path: &str, sha256_hex: &str) {
         let mut writes = crate::locks::lock(&self.writes);
         let now = Instant::now();
-        writes.retain(|_, (_, at)| now.duration_since(*at) < REMEMBER_FOR);
+        let mut swept = crate::locks::lock(&self.swept);
+        if swept.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY) {
+            writes.retain(|_, (_, at)| now.duration_since(*at) < REMEMBER_FOR);
+            *swept = Some(now);
+        }
         writes.insert(
             (uid.to_owned(), path.to_owned()),
             (sha256_hex.to_ascii_lowercase(), now),

@@ -173,6 +173,17 @@ impl LocalDir {
         &self.ignores
     }
 
+    /// Whether the file at `path` is as this backend's own write left it (no one changed
+    /// it since): its watcher's events are echoes, with nothing to record.
+    pub fn is_own_write(&self, path: &Path) -> bool {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        crate::locks::lock(&self.written)
+            .get(path)
+            .is_some_and(|(state, _)| *state == FileState::of(&meta))
+    }
+
     /// Refuses to write at a path the folder leaves out.
     fn check_wanted(&self, folder: &Path, rel: &str, is_dir: bool) -> Result<(), BackendError> {
         if self.ignores.ignored(folder, rel, is_dir) {

@@ -6,7 +6,8 @@
 //! fires event after event; it is read once the writer stops), or after [`MAX_HOLD`] at the
 //! latest. Renames the platform reports as one event (both names known) are handed on as
 //! such, so the engine can record a move instead of a delete and a new file. Ignored paths
-//! ([`super::ignore`]), harpbridge's own among them, are dropped here.
+//! ([`super::ignore`]), harpbridge's own among them, are dropped here, and so are files
+//! still as the backend's own write left them (a peer's version just written: an echo).
 //!
 //! Notifications are a hint, not the truth: the engine looks at each path (and a
 //! periodic rescan finds whatever a watcher missed). When the platform says events were
@@ -21,7 +22,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Ignores;
+use super::LocalDir;
 use crate::backend::{BackendError, Change};
 
 /// A path still changing is handed on after this long anyway.
@@ -53,7 +54,7 @@ impl Drop for FolderWatch {
 /// receiver. Needs a tokio runtime.
 pub fn watch(
     folder: &Path,
-    ignores: Ignores,
+    local: LocalDir,
     settle: Duration,
 ) -> Result<(FolderWatch, mpsc::Receiver<Vec<Change>>), BackendError> {
     let folder = folder.to_owned();
@@ -68,7 +69,7 @@ pub fn watch(
     let (tx, rx) = mpsc::channel(BACKLOG);
     let settler = Settler {
         folder,
-        ignores,
+        local,
         settle,
         held: HashMap::new(),
         ready: Vec::new(),
@@ -93,7 +94,8 @@ fn watch_error(folder: &Path, e: notify::Error) -> BackendError {
 /// Holds paths until they settle.
 struct Settler {
     folder: PathBuf,
-    ignores: Ignores,
+    /// Its ignore rules, and its own writes.
+    local: LocalDir,
     settle: Duration,
     /// Path → (first event, last event) while it changes.
     held: HashMap<String, (Instant, Instant)>,
@@ -139,7 +141,7 @@ impl Settler {
             return None;
         }
         let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-        (!self.ignores.ignored(&self.folder, rel, is_dir)).then(|| rel.to_owned())
+        (!self.local.ignores().ignored(&self.folder, rel, is_dir)).then(|| rel.to_owned())
     }
 
     fn hold(&mut self, rel: String, now: Instant) {
@@ -196,6 +198,7 @@ impl Settler {
             }
             !done
         });
+        settled.retain(|rel| !self.local.is_own_write(&self.folder.join(rel)));
         settled.sort();
         self.ready.extend(settled.into_iter().map(Change::Path));
     }
@@ -222,8 +225,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let folder = tmp.path().canonicalize().unwrap();
         std::fs::create_dir(folder.join("docs")).unwrap();
-        let (_watch, mut rx) =
-            watch(&folder, Ignores::default(), Duration::from_millis(100)).unwrap();
+        let local = LocalDir::new();
+        let (_watch, mut rx) = watch(&folder, local.clone(), Duration::from_millis(100)).unwrap();
         std::fs::write(folder.join("docs/.a.txt.swp"), b"swap").unwrap();
         std::fs::create_dir_all(folder.join(".harp/trash")).unwrap();
         for i in 0..20 {
@@ -249,5 +252,27 @@ mod tests {
         .unwrap();
         let changes = next_changes(&mut rx, 1).await;
         assert_eq!(changes, vec![Change::Path("b.txt".into())]);
+        // The backend's own write (a peer's version) is an echo: not handed on; a user's
+        // file written after it is.
+        use crate::backend::{Backend, Root, WriteOptions};
+        use futures_util::StreamExt;
+        let root_path = folder.to_str().unwrap().to_owned();
+        let root = Root {
+            owner: "",
+            folder: &root_path,
+        };
+        let body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"peer"))]).boxed();
+        let options = WriteOptions {
+            checksum: Some("SHA256:00".into()),
+            ..WriteOptions::default()
+        };
+        local
+            .write(root, "peer.txt", body, 4, &options)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(folder.join("user.txt"), b"user").unwrap();
+        let changes = next_changes(&mut rx, 1).await;
+        assert_eq!(changes, vec![Change::Path("user.txt".into())]);
     }
 }
