@@ -267,15 +267,17 @@ fn an_offline_edit_and_a_concurrent_one_keep_both_named_alike_everywhere() {
     let root = tempfile::tempdir().unwrap();
     let (a, mut b, library) = two_devices(root.path());
     fs::write(a.path("notes.txt"), b"first").unwrap();
+    fs::write(a.path("old-name.txt"), b"moved while offline").unwrap();
     converge(&[&a, &b], "first version", |m| {
-        has(m, "notes.txt", b"first")
+        has(m, "notes.txt", b"first") && has(m, "old-name.txt", b"moved while offline")
     });
 
-    // B goes offline; both edit the same file; B also adds one.
+    // B goes offline; both edit the same file; B also adds one and renames one.
     b.node.take().unwrap().stop();
     fs::write(a.path("notes.txt"), b"edited on a").unwrap();
     fs::write(b.path("notes.txt"), b"edited on b while offline").unwrap();
     fs::write(b.path("offline.txt"), b"made offline").unwrap();
+    fs::rename(b.path("old-name.txt"), b.path("new-name.txt")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let dial = a.dial_again();
     b.start(&["--library", &library, "--peer", &dial]);
@@ -284,6 +286,25 @@ fn an_offline_edit_and_a_concurrent_one_keep_both_named_alike_everywhere() {
         has(m, "offline.txt", b"made offline")
             && m.keys().any(|k| k.starts_with("notes.sync-conflict-"))
     });
+    // The offline rename, found by B's start-up rescan, reached A as one move.
+    assert!(has(&end, "new-name.txt", b"moved while offline") && !end.contains_key("old-name.txt"));
+    let deadline = Instant::now() + WAIT;
+    let moved = ": rename old-name.txt -> new-name.txt";
+    while !a
+        .node
+        .as_ref()
+        .unwrap()
+        .lines_so_far()
+        .iter()
+        .any(|l| l.ends_with(moved))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the offline rename did not arrive as a move: {:?}",
+            a.node.as_ref().unwrap().lines_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let conflicts: Vec<&String> = end
         .keys()
         .filter(|k| k.starts_with("notes.sync-conflict-"))

@@ -628,6 +628,7 @@ impl Engine {
             for path in topmost(missing) {
                 pending.extend(self.gone(library, &path)?);
             }
+            pending = self.pair_moves(library, pending)?;
         }
         appended += pending.len() as u64;
         self.append_after(library, pending, found_by, base).await?;
@@ -635,6 +636,42 @@ impl Engine {
             appended,
             folder_etags,
         })
+    }
+
+    /// Moves a walk found: a file gone from one path whose content is new at another is
+    /// one `Rename` (peers move their copy, keep its history) instead of a delete and a new
+    /// file. Only within the walk's last batch, and only files the backend held as the tree
+    /// has them.
+    fn pair_moves(&self, library: &Library, ops: Vec<Op>) -> Result<Vec<Op>, EngineError> {
+        let tree = self.tree(&library.id)?;
+        let mut ops: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
+        for i in 0..ops.len() {
+            let Some(Op::Delete { path: from }) = ops[i].clone() else {
+                continue;
+            };
+            let Some(Held::File(held)) = self.inner.mirror.get(&library.id, from.as_str()) else {
+                continue;
+            };
+            if !tree
+                .items
+                .get(from.as_str())
+                .is_some_and(|item| Held::File(held.clone()).same_as(item))
+            {
+                continue;
+            }
+            let new_at = ops.iter().position(|op| {
+                matches!(op, Some(Op::Put { path, content, .. })
+                    if *content == held.content && !tree.items.contains_key(path.as_str()))
+            });
+            if let Some(j) = new_at {
+                let Some(Op::Put { path: to, .. }) = ops[j].take() else {
+                    continue;
+                };
+                ops[i] = None;
+                ops[j] = Some(Op::Rename { from, to });
+            }
+        }
+        Ok(ops.into_iter().flatten().collect())
     }
 
     fn scan_progress(&self, key: Option<&str>, update: impl FnOnce(&mut ScanProgress)) {
