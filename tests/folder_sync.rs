@@ -450,3 +450,57 @@ fn a_folder_is_not_stored_twice_and_peers_are_served_from_its_files() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn several_folders_in_one_process_are_one_library_each() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Device::new("a", root.path());
+    let mut b = Device::new("b", root.path());
+    let work = root.path().join("a-work");
+    fs::create_dir_all(&work).unwrap();
+    fs::write(work.join("w.txt"), b"work").unwrap();
+    fs::write(a.path("p.txt"), b"photos").unwrap();
+    // A keeps two folders; B joins only the second.
+    let first = a.start(&["--dir", work.to_str().unwrap(), "--pair", &b.peer.clone()]);
+    let second = a.node.as_ref().unwrap().line("library ", WAIT);
+    let second = second.split_whitespace().next().unwrap().to_owned();
+    assert_ne!(first, second);
+    let (photos_lib, work_lib) = if a.node.as_ref().unwrap().saw(&format!(
+        "library {first} {}",
+        a.folder.canonicalize().unwrap().display()
+    )) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let dial = a.dial();
+    b.start(&["--library", &work_lib, "--peer", &dial]);
+    converge_pair(&work, &b.folder, |m| has(m, "w.txt", b"work"));
+    // B got the work folder's files only, not the other library's.
+    assert!(!b.path("p.txt").exists());
+    assert!(!b
+        .node
+        .as_ref()
+        .unwrap()
+        .saw(&format!("received from {}", photos_lib)));
+}
+
+/// Waits until two folders hold the same files and `check` accepts them.
+fn converge_pair(x: &Path, y: &Path, check: impl Fn(&BTreeMap<String, Option<Vec<u8>>>) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (cx, cy) = (contents(x), contents(y));
+        if cx == cy && check(&cx) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} and {} did not converge: {:?} vs {:?}",
+            x.display(),
+            y.display(),
+            listing(&cx),
+            listing(&cy)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
