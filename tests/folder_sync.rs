@@ -191,6 +191,16 @@ fn two_devices_sync_every_kind_of_change_both_ways() {
     converge(&[&a, &b], "initial", |m| {
         has(m, "docs/plan.txt", b"plan v1")
     });
+    // The first device said what its initial scan found.
+    let scanned = format!(
+        "scanned {}: 2 files, 15 bytes",
+        a.folder.canonicalize().unwrap().display()
+    );
+    let deadline = Instant::now() + WAIT;
+    while !a.node.as_ref().unwrap().saw(&scanned) {
+        assert!(Instant::now() < deadline, "no {scanned:?} line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Created on B, edited on A, renamed, deleted, folders made and removed.
     fs::create_dir_all(b.path("photos/2026")).unwrap();

@@ -141,7 +141,7 @@ pub async fn start(
         Arc::new(backend.clone()),
         Events::to(Arc::new(Printer {
             me: identity.device_key(),
-            out,
+            out: out.clone(),
         })),
     )?;
     let mut libraries = Vec::new();
@@ -150,6 +150,11 @@ pub async fn start(
     for (dir, wanted) in &options.folders {
         let dir = prepare(dir)?;
         let library = library_for(&engine, &dir, *wanted).await?;
+        out.follow_scan(
+            engine.clone(),
+            library.id,
+            shown::text(&dir.display().to_string()).into_owned(),
+        );
         if !engine.chain().libraries().contains(&library.id) {
             joining.push(library.id);
         }
