@@ -35,6 +35,9 @@ use crate::engine::events::{EngineEvent, EventSink, Events};
 use crate::engine::libraries::Library;
 use crate::engine::{Engine, EngineOptions};
 
+/// How often each folder's trash is swept of what is older than `--trash-days`.
+const TRASH_SWEEP: Duration = Duration::from_secs(6 * 3600);
+
 /// The owner recorded for local folders' libraries (a local folder has no user id).
 pub const LOCAL_OWNER: &str = "local";
 
@@ -167,13 +170,6 @@ pub async fn start(
         if cut > 0 {
             tracing::info!(folder = %dir.display(), files = cut, "removed temporary files of writes a stop cut short");
         }
-        match trash::expire(&dir, Duration::from_secs(options.trash_days * 86_400)) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(folder = %dir.display(), removed = n, "old trash removed"),
-            Err(e) => {
-                tracing::warn!(folder = %dir.display(), error = %e, "cannot empty the old trash")
-            }
-        }
         let (watch, mut changes) = watch::watch(&dir, backend.clone(), options.settle)
             .with_context(|| format!("watching {}", dir.display()))?;
         watches.push(watch);
@@ -188,6 +184,25 @@ pub async fn start(
         });
         libraries.push((dir, library.id));
     }
+    let keep_for = Duration::from_secs(options.trash_days.saturating_mul(86_400));
+    let dirs: Vec<PathBuf> = libraries.iter().map(|(d, _)| d.clone()).collect();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(TRASH_SWEEP);
+        loop {
+            every.tick().await;
+            for dir in &dirs {
+                match trash::expire(dir, keep_for) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(folder = %dir.display(), removed = n, "old trash removed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(folder = %dir.display(), error = %e, "cannot empty the old trash")
+                    }
+                }
+            }
+        }
+    });
     for peer in &options.pair {
         let Some(device) = crate::p2p::device_key(peer) else {
             bail!("{peer} is not an ed25519 device id");
