@@ -51,3 +51,84 @@ fn two_node_processes_sync_a_paired_library() {
     let log = run(&["chain", "log", "--library", &lib], b.path());
     assert_eq!(log.matches("add-device").count(), 2, "{log}");
 }
+
+/// Raises this process's open-file limit towards `want` (children inherit it); the limit now.
+fn raise_nofile(want: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        }
+        limit.rlim_cur
+    }
+}
+
+/// Open file descriptors of process `pid`.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_of_connections_is_bounded_and_the_node_serves_after_it() {
+    const FLOOD: usize = 3000;
+    let limit = raise_nofile(2 * FLOOD as u64 + 1024);
+    if limit < FLOOD as u64 + 256 {
+        eprintln!("skipping: RLIMIT_NOFILE is {limit}, too low for {FLOOD} connections");
+        return;
+    }
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let b_peer = peer_id(b.path());
+    let init = run(&["chain", "init", "--name", "a"], a.path());
+    let lib = init.split_whitespace().nth(1).unwrap().to_string();
+    run(
+        &["peers", "add", "--library", &lib, &b_peer, "--name", "b"],
+        a.path(),
+    );
+    let node_a = node("node-a", a.path(), &[]);
+    let a_peer = node_a.line("peer-id ", WAIT);
+    let a_addr = node_a.line("listening ", WAIT);
+    let port: u16 = a_addr.rsplit('/').next().unwrap().parse().unwrap();
+    let pid = node_a.pid();
+    let before = fds_of(pid);
+
+    // 3,000 TCP connections that never finish a handshake, held open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut held = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connecting took too long"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let during = fds_of(pid);
+    assert!(
+        during < before + 200,
+        "{} connections took the node from {before} to {during} open files",
+        held.len()
+    );
+
+    // Once the flood stops, the node serves again: B syncs the library.
+    drop(held);
+    let dial = format!("{a_addr}/p2p/{a_peer}");
+    let node_b = node("node-b", b.path(), &["--peer", &dial]);
+    node_b.line(&format!("synced {lib} with "), WAIT);
+    node_b.stop();
+    node_a.stop();
+}

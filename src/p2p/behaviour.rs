@@ -9,6 +9,7 @@
 //! | `sync` | `/harp/sync/1` | chain sync (see [`super::message`]) |
 //! | `blocks` | `/harp/blocks/1` | block transfer on raw streams (see [`super::blocks`]) |
 //! | `gossip` | gossipsub | new heads of each library, relayed through the mesh (see [`super::gossip`]) |
+//! | `limits` | none (local) | bounds on connections: half-open, per peer, in total ([`P2pConfig::connection_limits`]) |
 //!
 //! The derive macro makes an enum, `BehaviourEvent`, with one variant per field; the node's
 //! event loop ([`super::node`]) matches on it.
@@ -16,7 +17,8 @@
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    gossipsub, identify, identity::Keypair, mdns, ping, request_response, StreamProtocol,
+    connection_limits, gossipsub, identify, identity::Keypair, mdns, ping, request_response,
+    StreamProtocol,
 };
 
 use super::codec::SyncCodec;
@@ -41,6 +43,9 @@ pub struct Behaviour {
     pub blocks: libp2p_stream::Behaviour,
     /// Head announcements, one topic per library.
     pub gossip: gossipsub::Behaviour,
+    /// Refuses connections beyond the configured limits (a flood of half-open or idle
+    /// connections must not exhaust the process's file descriptors).
+    pub limits: connection_limits::Behaviour,
 }
 
 impl Behaviour {
@@ -74,6 +79,7 @@ impl Behaviour {
             ),
             blocks: libp2p_stream::Behaviour::new(),
             gossip: super::gossip::behaviour(key)?,
+            limits: connection_limits::Behaviour::new(config.connection_limits()),
         })
     }
 }

@@ -65,6 +65,24 @@ pub struct P2pConfig {
     /// A fetch fails after this long without storing a block (no provider has what is
     /// missing, or none delivers). Default: 30 s.
     pub fetch_stall_timeout: Duration,
+    /// Incoming connections still in their handshake, at most; more are closed at once.
+    /// Default: 64.
+    pub max_pending_incoming: u32,
+    /// Established connections, in and out together, at most. Default: 512.
+    pub max_established: u32,
+    /// Established connections to one peer, at most (a LAN peer has one or two; TCP and
+    /// QUIC, a re-dial). Default: 8.
+    pub max_established_per_peer: u32,
+}
+
+impl P2pConfig {
+    /// The bounds [`libp2p::connection_limits`] enforces.
+    pub fn connection_limits(&self) -> libp2p::connection_limits::ConnectionLimits {
+        libp2p::connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(self.max_pending_incoming))
+            .with_max_established(Some(self.max_established))
+            .with_max_established_per_peer(Some(self.max_established_per_peer))
+    }
 }
 
 impl Default for P2pConfig {
@@ -88,6 +106,9 @@ impl Default for P2pConfig {
             block_window_lan: 16 << 20,
             block_window_wan: 4 << 20,
             fetch_stall_timeout: Duration::from_secs(30),
+            max_pending_incoming: 64,
+            max_established: 512,
+            max_established_per_peer: 8,
         }
     }
 }

@@ -166,6 +166,11 @@ impl Proc {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Every stdout line printed so far.
     pub fn lines_so_far(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
