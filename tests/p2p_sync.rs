@@ -268,3 +268,43 @@ async fn an_offered_library_waits_for_approval() {
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
+
+/// A stranger that connected once is forgotten a while after it left; a member that left is
+/// kept (it will be back, and `peers list` should still name it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_that_left_is_forgotten_a_member_is_kept() {
+    let forgetful = P2pConfig {
+        forget_after: Duration::from_millis(300),
+        redial_every: Duration::from_millis(100),
+        ..loopback()
+    };
+    let a = TestNode::start(forgetful).await;
+    let member = TestNode::start(loopback()).await;
+    let stranger = TestNode::start(loopback()).await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, member.id.device_key(), "member");
+
+    for n in [&member, &stranger] {
+        n.node.dial(a.addr(false)).await.unwrap();
+    }
+    swarm::eventually(WAIT, "A to see both connected", || async {
+        let peers = a.node.peers().await.unwrap();
+        peers.iter().filter(|p| p.connected).count() == 2
+    })
+    .await;
+    let (m, s) = (member.id.peer_id(), stranger.id.peer_id());
+    member.node.shutdown().await;
+    stranger.node.shutdown().await;
+
+    swarm::eventually(WAIT, "A to forget the stranger", || async {
+        let peers = a.node.peers().await.unwrap();
+        !peers.iter().any(|p| p.peer == s)
+    })
+    .await;
+    // Several forget rounds later, the member is still there, disconnected.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let peers = a.node.peers().await.unwrap();
+    let kept = peers.iter().find(|p| p.peer == m).expect("member kept");
+    assert!(!kept.connected);
+    a.node.shutdown().await;
+}

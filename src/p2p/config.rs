@@ -48,6 +48,11 @@ pub struct P2pConfig {
     /// How often the configured [`P2pConfig::peers`] are re-dialled while disconnected.
     /// Default: 30 s.
     pub redial_every: Duration,
+    /// A peer that is disconnected, not a member of any library we hold, not configured and
+    /// no longer announced by mDNS is forgotten after this long unseen, so that the peer
+    /// table (and `peers list`) does not grow with every stranger that ever connected.
+    /// Checked every [`P2pConfig::redial_every`]. Default: 1 hour.
+    pub forget_after: Duration,
     /// How long [`super::Node::start`] waits for every listener to be bound. Default: 10 s.
     pub listen_timeout: Duration,
     /// A peer that mDNS did not find and that is not configured counts as LAN when its ping
@@ -101,6 +106,7 @@ impl Default for P2pConfig {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(3600),
             redial_every: Duration::from_secs(30),
+            forget_after: Duration::from_secs(3600),
             listen_timeout: Duration::from_secs(10),
             lan_rtt: Duration::ZERO,
             block_window_lan: 16 << 20,

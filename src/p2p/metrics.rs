@@ -70,6 +70,14 @@ impl Meter {
         self.lock().lan.insert(peer, lan);
     }
 
+    /// Forgets a peer the node forgot: its class and its own counters (the totals keep
+    /// its bytes).
+    pub fn forget(&self, peer: &PeerId) {
+        let mut s = self.lock();
+        s.lan.remove(peer);
+        s.per_peer.remove(peer);
+    }
+
     /// Whether `peer` is on the LAN as far as the node knows.
     pub fn is_lan(&self, peer: &PeerId) -> bool {
         self.lock().lan.get(peer).copied().unwrap_or(false)

@@ -6,7 +6,7 @@
 //! - this file: starting the node and its run loop (swarm events, commands, internal
 //!   messages);
 //! - `handle`: [`NodeHandle`] and the commands it sends;
-//! - `peers`: the peer table: LAN or WAN, dialling, quarantine;
+//! - `peers`: the peer table: LAN or WAN, dialling, quarantine, forgetting;
 //! - `pull`: keeping chains in step: `Libraries`, batched pulls, announcements, and
 //!   answering `/harp/sync/1`.
 //!
@@ -44,6 +44,8 @@
 //!   disconnected and refused for ten minutes.
 //! - Configured WAN peers, and LAN peers mDNS found, are re-dialled every
 //!   [`P2pConfig::redial_every`] while not connected.
+//! - A peer that left, is a member of nothing we hold, is not configured and is no longer
+//!   announced by mDNS is forgotten after [`P2pConfig::forget_after`]; members are kept.
 //!
 //! # Starting it
 //!
@@ -135,6 +137,8 @@ enum Internal {
         members: Vec<DeviceKey>,
         except: Option<PeerId>,
     },
+    /// Stale peers that are members of nothing we hold ([`Node::forget_stale`]).
+    Forget { peers: Vec<PeerId> },
     ChainFailed {
         peer: Option<PeerId>,
         library: LibraryId,
@@ -303,7 +307,10 @@ impl Node {
                     Some(c) => self.on_command(c),
                 },
                 Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.redial();
+                    self.forget_stale();
+                }
             }
         }
         self.block_server.abort();
@@ -495,6 +502,7 @@ impl Node {
                     self.pending.insert(id, Pending::Announce(heads.library));
                 }
             }
+            Internal::Forget { peers } => self.forget(peers),
             Internal::ChainFailed {
                 peer,
                 library,
@@ -525,10 +533,11 @@ impl Node {
                     }
                 }
                 for (peer, addrs) in by_peer {
-                    let entry = self.peers.entry(peer).or_default();
+                    let entry = self.peers.entry(peer).or_default().seen();
                     let new = !entry.lan;
                     entry.lan = true;
                     entry.addresses.extend(addrs.iter().cloned());
+                    entry.announced.extend(addrs.iter().cloned());
                     if new {
                         tracing::info!(%peer, "found on the LAN");
                         self.emit(NodeEvent::Discovered {
@@ -544,6 +553,8 @@ impl Node {
                 for (peer, addr) in gone {
                     if let Some(e) = self.peers.get_mut(&peer) {
                         e.addresses.remove(&addr);
+                        e.announced.remove(&addr);
+                        e.seen();
                     }
                 }
             }
@@ -552,7 +563,7 @@ impl Node {
                 info,
                 ..
             })) => {
-                let entry = self.peers.entry(peer_id).or_default();
+                let entry = self.peers.entry(peer_id).or_default().seen();
                 entry.agent = Some(info.agent_version);
                 entry.addresses.extend(info.listen_addrs);
             }
@@ -584,7 +595,7 @@ impl Node {
                     }
                 }
                 let same_subnet = super::subnet::on_local_subnet(&address);
-                let entry = self.peers.entry(peer_id).or_default();
+                let entry = self.peers.entry(peer_id).or_default().seen();
                 entry.connections += 1;
                 entry.same_subnet |= same_subnet;
                 if endpoint.is_dialer() {
@@ -608,6 +619,7 @@ impl Node {
                 // A refused (quarantined) peer's connections were never counted, nor
                 // reported as connected: its disconnection is not reported either.
                 let was_connected = self.peers.get_mut(&peer_id).is_some_and(|e| {
+                    e.seen();
                     let before = e.connections;
                     e.connections = num_established as usize;
                     before > 0

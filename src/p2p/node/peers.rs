@@ -20,6 +20,28 @@ pub(super) struct PeerEntry {
     /// with its queue, its floor does not).
     pub(super) min_rtt: Option<Duration>,
     pub(super) agent: Option<String>,
+    /// The addresses mDNS announces it at now (its records not expired): a peer still
+    /// announced is still there, connected or not.
+    pub(super) announced: BTreeSet<Multiaddr>,
+    /// When it was last connected, announced or heard from.
+    pub(super) last_seen: Option<tokio::time::Instant>,
+}
+
+impl PeerEntry {
+    /// Notes that the peer was seen now.
+    pub(super) fn seen(&mut self) -> &mut Self {
+        self.last_seen = Some(tokio::time::Instant::now());
+        self
+    }
+
+    /// Disconnected, not announced on the LAN, and not seen for `after`.
+    fn stale(&self, after: Duration, now: tokio::time::Instant) -> bool {
+        self.connections == 0
+            && self.announced.is_empty()
+            && self
+                .last_seen
+                .is_none_or(|t| now.duration_since(t) >= after)
+    }
 }
 
 impl Node {
@@ -46,12 +68,60 @@ impl Node {
         if e.lan {
             return true;
         }
-        if self.configured.iter().any(|(_, who)| *who == Some(*peer)) {
+        if self.is_configured(peer) {
             return false;
         }
         e.same_subnet
             || (!self.config.lan_rtt.is_zero()
                 && e.min_rtt.is_some_and(|r| r <= self.config.lan_rtt))
+    }
+
+    /// Starts forgetting peers gone for [`P2pConfig::forget_after`]: those stale and not
+    /// configured are checked against the chain's member lists off this task, and
+    /// [`Node::forget`] drops the ones that are members of nothing we hold.
+    pub(super) fn forget_stale(&mut self) {
+        let now = tokio::time::Instant::now();
+        let after = self.config.forget_after;
+        let stale: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(p, e)| e.stale(after, now) && !self.is_configured(p))
+            .map(|(p, _)| *p)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        self.blocking(move |sync| Internal::Forget {
+            peers: stale
+                .into_iter()
+                .filter(|p| sync.trust().shared_libraries(p).is_empty())
+                .collect(),
+        });
+    }
+
+    /// Drops `peers` from the table, unless one came back meanwhile.
+    pub(super) fn forget(&mut self, peers: Vec<PeerId>) {
+        let now = tokio::time::Instant::now();
+        let after = self.config.forget_after;
+        let before = self.peers.len();
+        for peer in peers {
+            if self.peers.get(&peer).is_some_and(|e| e.stale(after, now)) {
+                self.peers.remove(&peer);
+                self.meter.forget(&peer);
+            }
+        }
+        let forgotten = before - self.peers.len();
+        if forgotten > 0 {
+            tracing::info!(forgotten, "forgot peers not seen for a while");
+            self.publish_peers();
+        }
+    }
+
+    /// True if `peer` answers at one of the configured addresses.
+    fn is_configured(&self, peer: &PeerId) -> bool {
+        self.configured
+            .iter()
+            .any(|(_, who)| who.as_ref() == Some(peer))
     }
 
     /// Tells fetches (and the byte counters) which peers are connected and their class.
