@@ -38,6 +38,8 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// List the peers around (trusted or only discovered), or pair a device with a library.
     Peers(cli::peers::PeersArgs),
+    /// List the libraries peers offer to this device, and accept or reject them.
+    Offers(cli::offers::OffersArgs),
     /// Pair a device: make it a member of this device's libraries (offline, on a data dir).
     Pair(cli::pair::PairArgs),
     /// Seed a library from a local folder: `--library new` (or an id) and a PATH.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Node(args) => cli::node::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Peers(args) => cli::peers::run(args),
+        Command::Offers(args) => cli::offers::run(args),
         Command::Pair(args) => cli::pair::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
         Command::Doctor(args) => cli::doctor::run(*args),

@@ -354,6 +354,10 @@ fn office_b_gets_the_file_from_office_a_and_the_wan_carries_each_file_once() {
     for p in [&a_peer, &b_peer] {
         run(&["peers", "add", "--library", &lib, p], &cloud);
     }
+    // The offices' caches join it when the cloud offers it.
+    for office in [&a, &b] {
+        run(&["offers", "accept", &lib], office);
+    }
     let first = content_prefix(&cloud, &lib, "first.bin");
 
     let cloud_listen = [

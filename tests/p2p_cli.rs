@@ -43,6 +43,15 @@ fn two_node_processes_sync_a_paired_library() {
     let a_addr = node_a.line("listening ", WAIT);
     let dial = format!("{a_addr}/p2p/{a_peer}");
     let node_b = node("node-b", b.path(), &["--peer", &dial]);
+    // B joins nothing on its own: A's offer waits until B's owner accepts it.
+    let offered = node_b.line(&format!("offered {lib} by "), WAIT);
+    assert!(offered.starts_with(&a_peer), "{offered}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !node_b.saw(&format!("synced {lib}")),
+        "joined before approval"
+    );
+    run(&["offers", "accept", &lib], b.path());
     let synced = node_b.line(&format!("synced {lib} with "), WAIT);
     assert_eq!(synced, a_peer);
     node_b.stop();

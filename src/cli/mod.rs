@@ -12,6 +12,7 @@ pub mod id;
 pub mod import;
 pub mod manifest;
 pub mod node;
+pub mod offers;
 pub mod pair;
 pub mod peers;
 pub mod progress;

@@ -125,6 +125,8 @@ impl SwarmArgs {
         let mut config = P2pConfig {
             peers: self.peer.clone(),
             mdns: !self.no_mdns,
+            // Offers wait for `harpbridge offers accept` (see crate::roles::offers).
+            join_offered: false,
             ..P2pConfig::default()
         };
         if !self.listen.is_empty() {
@@ -181,11 +183,8 @@ async fn serve_folders(
     let out = Arc::new(Progress::new());
     let folders = super::folder::start(&data_dir, options, out.clone()).await?;
     let engine = folders.engine.clone();
-    let config = crate::p2p::P2pConfig {
-        // Only the folders' libraries are joined, not whatever a stranger offers.
-        join_offered: false,
-        ..swarm.config()
-    };
+    // Only the folders' libraries are joined, and what `harpbridge offers accept` accepts.
+    let config = swarm.config();
     let node = Node::start(
         config,
         engine.identity(),
@@ -205,7 +204,8 @@ async fn serve_folders(
     result
 }
 
-/// Prints the node's events until a signal, joining `joining` when a member offers it.
+/// Prints the node's events until a signal, joining `joining` when a member offers it and
+/// other offers once accepted (`harpbridge offers`).
 async fn run_until_signal(
     node: crate::p2p::NodeHandle,
     data_dir: PathBuf,
@@ -217,17 +217,14 @@ async fn run_until_signal(
     for addr in node.listen_addrs() {
         println!("listening {addr}");
     }
-    let joiner = node.clone();
+    let said = out.clone();
+    let offers =
+        crate::roles::offers::watch(node.clone(), &data_dir, joining, move |l| said.line(&l));
     let printer = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match events.recv().await {
                 Ok(e) => {
-                    if let NodeEvent::Offered { library, .. } = &e {
-                        if joining.contains(library) {
-                            let _ = joiner.join(*library).await;
-                        }
-                    }
                     if let NodeEvent::Transfer(t) = &e {
                         out.transfer(t, || format!("fetching {}", &t.content.to_hex()[..12]));
                     }
@@ -246,6 +243,7 @@ async fn run_until_signal(
     snapshots.stop().await;
     node.shutdown().await;
     printer.abort();
+    offers.abort();
     Ok(())
 }
 
@@ -263,7 +261,8 @@ pub fn describe(e: &NodeEvent) -> Option<String> {
             remaining,
         } => format!("pulled {library} from {peer}: {inserted} new, {remaining} to go"),
         NodeEvent::PullDone { peer, library } => format!("synced {library} with {peer}"),
-        NodeEvent::Offered { peer, library } => format!("offered {library} by {peer}"),
+        // Reported once per offer by [`crate::roles::offers::watch`].
+        NodeEvent::Offered { .. } => return None,
         NodeEvent::RefusedBy {
             peer,
             library,

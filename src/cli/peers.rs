@@ -107,6 +107,8 @@ async fn list(
     let config = P2pConfig {
         peers,
         mdns: !no_mdns,
+        // Looking around joins nothing.
+        join_offered: false,
         ..P2pConfig::default()
     };
     let node = Node::start(config, &id, chain, content).await?;
