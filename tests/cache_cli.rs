@@ -1,5 +1,6 @@
-//! `harpbridge cache` as a process on loopback: it joins a library a node offers, tries to
-//! prefetch its content, and while the cache and the node run (each holding its database)
+//! `harpbridge cache` as a process on loopback: it joins a library a node offers once
+//! `harpbridge offers accept` approves it, tries to prefetch its content, keeps its block
+//! store under `--cache-limit-mib`, and while the cache and the node run (each holding its database)
 //! `harpbridge peers list` on either data directory prints that process's own peer list.
 //!
 //! Fetching itself (bytes, from whom, LAN first) is shown by the LAN/WAN lab test
@@ -48,6 +49,25 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_and_the_nodes_peers(
             &dial,
         ],
         b.path(),
+    );
+    // A's offer waits for approval: reported once, listed, and nothing pulled meanwhile.
+    let offered = cache.line(&format!("offered {lib} by "), WAIT);
+    assert!(offered.starts_with(&a_peer), "{offered}");
+    let listed = run(&["offers", "list"], b.path());
+    assert!(
+        listed.starts_with(&format!("{lib} pending ")) && listed.contains(&a_peer),
+        "{listed}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !cache.saw(&format!("synced {lib}")),
+        "pulled before approval"
+    );
+
+    let accepted = run(&["offers", "accept", &lib], b.path());
+    assert!(
+        accepted.starts_with(&format!("accepted {lib}")),
+        "{accepted}"
     );
     assert_eq!(cache.line(&format!("synced {lib} with "), WAIT), a_peer);
     // The Put is seen and its content asked for (fetched, or a failure line to retry).
@@ -116,4 +136,87 @@ fn listed_as_trusted(dir: &Path, peer: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A library four times the cache's limit: the cache fetches what fits, skips the rest
+/// (saying so), and its block store stays under the limit.
+#[test]
+fn a_cache_keeps_its_limit_when_a_library_is_larger() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..8 {
+        cli::write_random_file(src.path(), &format!("f{i}.bin"), 512 * 1024, 2 * i + 1);
+    }
+    let b_peer = peer_id(b.path());
+    let imported = run(
+        &["import", "--library", "new", src.path().to_str().unwrap()],
+        a.path(),
+    );
+    let lib = imported_library(&imported);
+    run(&["peers", "add", "--library", &lib, &b_peer], a.path());
+    // Accepted before it is offered: joined as soon as A offers it.
+    run(&["offers", "accept", &lib], b.path());
+
+    let node = Proc::harpbridge(
+        "node",
+        &["node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"],
+        a.path(),
+    );
+    let a_peer = node.line("peer-id ", WAIT);
+    let a_addr = node.line("listening ", WAIT);
+    let dial = format!("{a_addr}/p2p/{a_peer}");
+    let cache = Proc::harpbridge(
+        "cache",
+        &[
+            "cache",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--peer",
+            &dial,
+            "--cache-limit-mib",
+            "1",
+        ],
+        b.path(),
+    );
+    // Every one of the 8 versions is either fetched or skipped.
+    let (mut fetched, mut skipped) = (0, 0);
+    while fetched + skipped < 8 {
+        let l = cache.line_where("a fetched or skipped line", WAIT, |l| {
+            (l.starts_with("fetched ") || l.starts_with("skipped ")).then(|| l.to_string())
+        });
+        if l.starts_with("fetched ") {
+            fetched += 1;
+        } else {
+            assert!(l.ends_with("the cache is full (--cache-limit-mib)"), "{l}");
+            skipped += 1;
+        }
+    }
+    assert!(fetched >= 1, "something fits");
+    assert!(skipped >= 6, "at most two 512 KiB files fit in 1 MiB");
+    let stored = dir_bytes(&b.path().join("blocks"));
+    assert!(
+        stored <= 1024 * 1024,
+        "the block store holds {stored} bytes"
+    );
+    cache.stop();
+    node.stop();
+}
+
+/// Bytes in the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
 }

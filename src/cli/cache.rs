@@ -3,8 +3,9 @@
 //! that the office's other devices get it over the LAN.
 //!
 //! It runs the swarm exactly as `harpbridge node` does (mDNS on the LAN, `--peer` addresses
-//! for the WAN, every shared library's chain kept in sync, blocks served to members), and
-//! adds the prefetcher of [`crate::roles::cache`].
+//! for the WAN, every shared library's chain kept in sync, blocks served to members, a
+//! library a peer offers joined only once `harpbridge offers accept` approves it), and adds
+//! the prefetcher of [`crate::roles::cache`].
 //!
 //! # Output
 //!
@@ -14,6 +15,7 @@
 //! ```text
 //! fetched <library> <content> <path> bytes <fetched> present <already here> seconds <s> from <peer>=<bytes>,…
 //! fetch-failed <library> <content> <path>: <error>
+//! skipped <library> <content> <path>: the cache is full (--cache-limit-mib)
 //! ```
 //!
 //! `from` lists who sent how many block bytes (`-` when nothing had to travel).
@@ -44,7 +46,8 @@ pub struct CacheArgs {
     pub data_dir: DataDirArgs,
     #[command(flatten)]
     pub swarm: super::node::SwarmArgs,
-    /// Size limit of the block store in MiB (current versions are kept even above it).
+    /// Size limit of the block store in MiB: what does not fit beside the current versions
+    /// already here is not fetched.
     #[arg(long, value_name = "N")]
     pub cache_limit_mib: Option<u64>,
     /// Seconds between re-dials of a `--peer` that is not connected.
@@ -77,6 +80,9 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
         println!("listening {addr}");
     }
 
+    // Libraries peers offer wait for `harpbridge offers accept`.
+    let offers =
+        crate::roles::offers::watch(node.clone(), &data_dir, Vec::new(), |l| println!("{l}"));
     let prefetcher = Prefetcher::start(chain, content, node.clone(), |r| println!("{}", line(&r)));
     let printer = tokio::spawn(async move {
         loop {
@@ -100,6 +106,7 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
     prefetcher.stop();
     node.shutdown().await;
     printer.abort();
+    offers.abort();
     Ok(())
 }
 
@@ -109,6 +116,12 @@ fn line(r: &PrefetchReport) -> String {
         PrefetchReport::Fetched { wanted, report } => fetched_line(wanted, report),
         PrefetchReport::FetchFailed { wanted, error } => format!(
             "fetch-failed {} {} {}: {error}",
+            wanted.library,
+            wanted.content,
+            super::shown::field(wanted.path.as_str())
+        ),
+        PrefetchReport::Skipped { wanted } => format!(
+            "skipped {} {} {}: the cache is full (--cache-limit-mib)",
             wanted.library,
             wanted.content,
             super::shown::field(wanted.path.as_str())

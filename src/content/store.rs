@@ -647,7 +647,25 @@ impl ContentStore {
     /// Removes least-recently-used blocks that no current version needs until the store is
     /// within its limit (or nothing evictable is left: then `over_limit` is set).
     pub fn evict(&self) -> Result<EvictReport, ContentError> {
-        let limit = self.cache_limit();
+        self.evict_to(self.cache_limit())
+    }
+
+    /// Evicts what no current version needs until `extra` more bytes fit under the limit;
+    /// false if they cannot (what is left is all current). A cache asks this before each
+    /// fetch, so that its limit holds: current versions are never evicted, so fetching
+    /// beyond the limit would only grow the store.
+    pub fn make_room(&self, extra: u64) -> Result<bool, ContentError> {
+        let Some(target) = self.cache_limit().checked_sub(extra) else {
+            return Ok(false);
+        };
+        if self.total_bytes()? <= target {
+            return Ok(true);
+        }
+        Ok(self.evict_to(target)?.total_bytes <= target)
+    }
+
+    /// [`ContentStore::evict`] down to `limit` bytes.
+    fn evict_to(&self, limit: u64) -> Result<EvictReport, ContentError> {
         // Held until the victims' files are gone, so no writer can count on a block that is
         // about to disappear (see `Inner::inflight`).
         let inflight = lock(&self.inner.inflight);

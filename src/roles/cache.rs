@@ -12,7 +12,9 @@
 //!
 //! - The current set of each library is exactly the versions its tree names, so the content
 //!   store's LRU eviction (`--cache-limit-mib`) drops old versions first and never a current
-//!   one.
+//!   one. Before each fetch the prefetcher makes room for it under the limit
+//!   ([`ContentStore::make_room`]); a version that does not fit beside the current ones is
+//!   skipped (reported once), so the limit holds even when a library is larger than it.
 //! - A version is complete when its manifest is stored and no block is missing; only
 //!   incomplete ones are fetched, four at a time, each version once even if several paths
 //!   share it.
@@ -23,6 +25,8 @@
 //! outcome to the caller as a [`PrefetchReport`]; `harpbridge cache` prints them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -49,6 +53,8 @@ pub struct Wanted {
     pub content: ContentId,
     /// The first path (in path order) that holds it.
     pub path: String,
+    /// Its size in bytes (what it takes in the store, at most).
+    pub size: u64,
 }
 
 /// What the prefetcher did, one report per outcome.
@@ -60,6 +66,12 @@ pub enum PrefetchReport {
         wanted: Wanted,
         /// Bytes fetched and already present, and from whom.
         report: FetchReport,
+    },
+    /// A version was not fetched: it does not fit under the store's limit beside the
+    /// current versions already here (reported once; tried again when the library changes).
+    Skipped {
+        /// Which.
+        wanted: Wanted,
     },
     /// Fetching a version failed; it is tried again later.
     FetchFailed {
@@ -104,6 +116,7 @@ impl Prefetcher {
             content,
             node,
             failed: HashMap::new(),
+            skipped: HashSet::new(),
             report: Box::new(report),
         };
         let worker = tokio::spawn(worker.run(signals_rx));
@@ -164,6 +177,8 @@ struct Worker {
     content: ContentStore,
     node: NodeHandle,
     failed: HashMap<Wanted, Failed>,
+    /// Versions not fetched for want of room, already reported.
+    skipped: HashSet<Wanted>,
     report: Box<dyn Fn(PrefetchReport) + Send>,
 }
 
@@ -240,16 +255,38 @@ impl Worker {
         // A few versions at once: many small files would otherwise wait on one round trip
         // after another; each fetch already pipelines its own blocks.
         let node = self.node.clone();
+        // Bytes the fetches under way may still add: each fetch first makes room for
+        // itself and for these, so the store's limit holds with four at once.
+        let reserved = Arc::new(AtomicU64::new(0));
         let mut results = futures_util::stream::iter(due)
             .map(|wanted| {
-                let node = node.clone();
+                let (node, content) = (node.clone(), self.content.clone());
+                let reserved = reserved.clone();
+                let others = reserved.fetch_add(wanted.size, Ordering::SeqCst);
                 async move {
-                    let result = node.fetch_content(wanted.library, wanted.content).await;
+                    let need = others.saturating_add(wanted.size);
+                    let room = tokio::task::spawn_blocking(move || content.make_room(need)).await;
+                    let result = match room {
+                        Ok(Ok(true)) => {
+                            Some(node.fetch_content(wanted.library, wanted.content).await)
+                        }
+                        Ok(Ok(false)) => None,
+                        Ok(Err(e)) => Some(Err(P2pError::Content(e))),
+                        Err(e) => Some(Err(P2pError::Fetch(e.to_string()))),
+                    };
+                    reserved.fetch_sub(wanted.size, Ordering::SeqCst);
                     (wanted, result)
                 }
             })
             .buffer_unordered(PARALLEL_FETCHES);
         while let Some((wanted, result)) = results.next().await {
+            let Some(result) = result else {
+                if self.skipped.insert(wanted.clone()) {
+                    (self.report)(PrefetchReport::Skipped { wanted });
+                }
+                continue;
+            };
+            self.skipped.remove(&wanted);
             match result {
                 Ok(report) => {
                     self.failed.remove(&wanted);
@@ -284,14 +321,16 @@ fn incomplete(
     let tree = chain.tree(&library)?;
     let versions: Vec<ManifestId> = tree.versions().map(ManifestId::from).collect();
     content.set_current(library, &versions)?;
-    let mut by_content: BTreeMap<ContentId, String> = BTreeMap::new();
+    let mut by_content: BTreeMap<ContentId, (String, u64)> = BTreeMap::new();
     for (path, item) in &tree.items {
-        if let TreeItem::File { content, .. } = item {
-            by_content.entry(*content).or_insert_with(|| path.clone());
+        if let TreeItem::File { content, size, .. } = item {
+            by_content
+                .entry(*content)
+                .or_insert_with(|| (path.clone(), *size));
         }
     }
     let mut out = Vec::new();
-    for (id, path) in by_content {
+    for (id, (path, size)) in by_content {
         let complete = match content.missing_blocks(&ManifestId::from(id)) {
             Ok(missing) => missing.is_empty(),
             Err(ContentError::ManifestNotFound(_)) => false,
@@ -302,6 +341,7 @@ fn incomplete(
                 library,
                 content: id,
                 path,
+                size,
             });
         }
     }
