@@ -8,6 +8,8 @@
 //! - An entry the office node writes reaches serve's chain view (REST and WebSocket).
 //! - Pairing without a body (the panel's button) adds a second office to every library; it
 //!   gets the first office's entries through serve.
+//! - A library an office offers waits for an admin: listed in `/api/admin/offers`, joined
+//!   into the Nextcloud folder the admin names (write-back creates its contents), or refused.
 //! - `/metrics` is valid Prometheus text with per-peer and per-class byte counters, for
 //!   admins only (403 for a user, 401 without AppAPI's signature).
 
@@ -552,6 +554,92 @@ async fn serve_dials_the_configured_peers() {
     .await;
     assert_eq!(peer["state"], "discovered", "{peer}");
     assert_eq!(peer["link"], "wan", "{peer}");
+    office.node.shutdown().await;
+    exapp.stop();
+}
+
+/// An office makes a library, adds serve to it and offers it: serve joins nothing until an
+/// admin accepts it into a folder (then write-back fills the folder); a refused one is
+/// never joined and no longer listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offered_library_waits_for_an_admin_in_the_panel() {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Shared");
+    let dir = tempfile::tempdir().unwrap();
+    let exapp = ExApp::start(ExAppOptions::new(&nc.url, dir.path()));
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    let (serve_id, serve_addr) = exapp.swarm_addr().await;
+    let serve_key = harpbridge::p2p::device_key(&serve_id.parse().unwrap()).unwrap();
+
+    let office = Office::dialling(Vec::new()).await;
+    let mut offered = Vec::new();
+    for name in ["wanted", "unwanted"] {
+        let (lib, _) = office
+            .chain
+            .create_library(office.id.signing_key(), name)
+            .unwrap();
+        office.add(&lib, serve_key, "serve");
+        office
+            .publish(
+                lib,
+                vec![Op::Mkdir {
+                    path: ChainPath::new(&format!("{name}-dir")).unwrap(),
+                }],
+            )
+            .await;
+        offered.push(lib.to_hex());
+    }
+    office.node.dial(serve_addr).await.unwrap();
+
+    let offers = until(WAIT, "serve to list both offers", || async {
+        let o = exapp.api("/api/admin/offers", "admin").await;
+        (o["offers"].as_array().map_or(0, |a| a.len()) == 2).then_some(o)
+    })
+    .await;
+    let office_id = office.id.peer_id().to_base58();
+    assert_eq!(offers["offers"][0]["peers"], json!([office_id]), "{offers}");
+    let (status, _) = status_of(&exapp, Method::GET, "/api/admin/offers", "alice", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "offers are for admins");
+    let libraries = exapp.api("/api/libraries", "admin").await;
+    assert_eq!(
+        libraries["libraries"],
+        json!([]),
+        "nothing joined on its own"
+    );
+
+    // Accepting needs a valid folder, then joins it there.
+    let accept = format!("/api/admin/offers/{}/accept", offered[0]);
+    let bad = json!({"name": "Shared", "owner": "alice", "folder": "../x"});
+    let (status, _) = status_of(&exapp, Method::POST, &accept, "admin", Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body = json!({"name": "Shared", "owner": "alice", "folder": "/Shared"});
+    let (status, _) = status_of(&exapp, Method::POST, &accept, "alice", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, text) = status_of(&exapp, Method::POST, &accept, "admin", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    until(
+        WAIT,
+        "write-back to make the office's folder in Nextcloud",
+        || async { nc.file("alice", "Shared/wanted-dir").filter(|f| f.is_dir()) },
+    )
+    .await;
+
+    let reject = format!("/api/admin/offers/{}/reject", offered[1]);
+    let (status, text) = status_of(&exapp, Method::POST, &reject, "admin", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let offers = exapp.api("/api/admin/offers", "admin").await;
+    assert_eq!(offers["offers"], json!([]), "{offers}");
+    let (status, _) = status_of(&exapp, Method::POST, &reject, "admin", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no longer offered");
+    let libraries = exapp.api("/api/libraries", "admin").await;
+    let ids: Vec<&str> = libraries["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![offered[0].as_str()], "{libraries}");
     office.node.shutdown().await;
     exapp.stop();
 }

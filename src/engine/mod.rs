@@ -440,6 +440,7 @@ impl Engine {
         }
         self.inner.libraries.insert(library.clone())?;
         tracing::info!(library = %id, uid, folder = %library.folder, "library joined");
+        self.publish_library(&library);
         self.libraries_changed();
         self.request_catch_up("a library was joined");
         self.wake_writeback();

@@ -202,6 +202,19 @@ impl OfferBook {
         out
     }
 
+    /// The offers not refused, oldest first (`serve` lists these: an offer accepted on the
+    /// command line still needs a folder there).
+    pub fn not_refused(&self) -> Vec<Offer> {
+        let mut out: Vec<Offer> = self
+            .offers
+            .iter()
+            .filter(|(id, _)| self.decisions.of(id) != Some(false))
+            .map(|(_, o)| o.clone())
+            .collect();
+        out.sort_by_key(|o| o.first_ms);
+        out
+    }
+
     /// Records a decision made in this process (the panel): writes the decisions file.
     pub fn decide(&mut self, library: LibraryId, accept: bool) -> std::io::Result<()> {
         decide(&self.dir, library, accept)?;

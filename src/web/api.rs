@@ -12,6 +12,7 @@
 //! | `POST /api/admin/libraries` | admin | body [`NewLibrary`]; 201 with the [`Library`](super::events::Library); 400 bad input, 404 no such folder, 409 overlaps a library, 503 no storage |
 //! | `DELETE /api/admin/libraries/{id}` | admin | 204; 404 if unknown |
 //! | `POST /api/admin/peers/{id}/pair` | admin | optional body `{"libraries":[ID…],"name":"…"}` (default: every library of this ExApp, `device <short id>`); 202 `{"peer_id","libraries":[ID…]}` once handed to the swarm, which appends one `AddDevice` per library; 400 not a device id or bad body, 404 peer never met or library not held here, 409 already a member of them all (or no library), 503 swarm not running |
+//! | `GET /api/admin/offers`, `POST /api/admin/offers/{id}/accept\|reject` | admin | libraries peers offer, see [`super::offers`] |
 //! | `GET /api/admin/metrics` | admin | [`Metrics`](super::metrics::Metrics): swarm state, bytes per peer and per class (LAN/WAN), ingest backlog, chain entries per library |
 //! | `GET /metrics` | admin | the same as Prometheus text (version 0.0.4), see [`super::prometheus`] |
 //!
@@ -69,7 +70,7 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("the peer-to-peer swarm is not running, so pairing is not possible now")]
+    #[error("the peer-to-peer swarm is not running, so pairing and offers are not possible now")]
     SwarmNotRunning,
     #[error("harpbridge has no storage: {0}")]
     NoStorage(String),
@@ -115,6 +116,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/libraries", get(libraries))
         .route("/api/admin/libraries", post(add_library))
         .route("/api/admin/libraries/{id}", delete(remove_library))
+        .merge(super::offers::routes())
         .layer(middleware::from_fn(no_store))
 }
 
@@ -198,7 +200,7 @@ async fn libraries(State(state): State<AppState>, user: AppApiUser) -> Result<Re
     Ok(Json(json!({ "libraries": state.panel.hub.libraries(&viewer) })).into_response())
 }
 
-fn engine(state: &AppState) -> Result<&Engine, ApiError> {
+pub(crate) fn engine(state: &AppState) -> Result<&Engine, ApiError> {
     state.engine.as_ref().ok_or_else(|| {
         ApiError::NoStorage(
             state
@@ -211,7 +213,7 @@ fn engine(state: &AppState) -> Result<&Engine, ApiError> {
 }
 
 /// How the engine's refusals reach the panel.
-fn from_engine(e: EngineError) -> ApiError {
+pub(crate) fn from_engine(e: EngineError) -> ApiError {
     match e {
         EngineError::Library(LibraryError::BadUser(_) | LibraryError::BadFolder(..))
         | EngineError::NotAFolder { .. }
@@ -379,7 +381,7 @@ const MAX_NAME: usize = 100;
 
 /// A library's display name: at most [`MAX_NAME`] characters, no control characters;
 /// empty lets the engine name it after the user and folder.
-fn valid_name(raw: &str) -> Result<String, ApiError> {
+pub(crate) fn valid_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::Invalid(format!(

@@ -28,6 +28,7 @@ pub mod hub;
 pub mod ingest;
 pub mod lifecycle;
 pub mod metrics;
+pub mod offers;
 pub mod panel;
 pub mod prometheus;
 pub mod swarm;

@@ -7,6 +7,7 @@
 //!   every PEER_REFRESH: NodeHandle::peers ┴▶ PeerFeed ─▶ hub peer_changed / peer_removed
 //!   NodeEvent::Transfer ──────────────────▶ TransferFeed ─▶ hub transfer_progress
 //!   POST /api/admin/peers/{id}/pair ──────▶ pairing task ─▶ Engine::add_device (per library)
+//!   NodeEvent::Offered ───────────────────▶ offers::watch ─▶ OfferBook (panel: accept/reject)
 //! ```
 //!
 //! Everything runs in tasks (`relay`, `pairing`, and [`crate::link`]'s) started by
@@ -54,6 +55,8 @@ pub enum SwarmStatus {
 pub struct Swarm {
     node: Mutex<Option<NodeHandle>>,
     status: Mutex<SwarmStatus>,
+    /// Libraries peers offer, once the node runs ([`super::offers`]).
+    offers: Mutex<Option<super::offers::SharedBook>>,
 }
 
 impl Default for Swarm {
@@ -61,6 +64,7 @@ impl Default for Swarm {
         Swarm {
             node: Mutex::new(None),
             status: Mutex::new(SwarmStatus::Off),
+            offers: Mutex::new(None),
         }
     }
 }
@@ -69,6 +73,11 @@ impl Swarm {
     /// The running node, if any.
     pub fn node(&self) -> Option<NodeHandle> {
         crate::locks::lock(&self.node).clone()
+    }
+
+    /// The offer record, once the node runs.
+    pub fn offers(&self) -> Option<super::offers::SharedBook> {
+        crate::locks::lock(&self.offers).clone()
     }
 
     pub fn status(&self) -> SwarmStatus {
@@ -135,6 +144,11 @@ pub async fn start(state: &AppState) {
     tracing::info!(peer_id = %node.peer_id(), listen = ?node.listen_addrs(), mdns = settings.mdns, peers = settings.peers.len(), "swarm running");
     state.swarm.set(status, Some(node.clone()));
     crate::link::connect(&engine, &node);
+    let book = std::sync::Arc::new(Mutex::new(crate::roles::offers::OfferBook::open(
+        engine.data_dir(),
+    )));
+    *crate::locks::lock(&state.swarm.offers) = Some(book.clone());
+    super::offers::watch(engine.clone(), node.clone(), book);
     tokio::spawn(relay(
         engine.clone(),
         node.clone(),
