@@ -4,6 +4,9 @@
 //! input, one JSON [`Event`] per line (`{"type":"entry_appended",
 //! "entry":{…}}`), exactly as the chain, swarm and transfer code will publish them.
 //!
+//! Its swarm runs on loopback, and an office device in the same process offers it a
+//! library ("Office plans"), so the panel has an offer for an admin to accept or refuse.
+//!
 //! Settings come from the usual AppAPI variables (`APP_ID`, `APP_SECRET`,
 //! `APP_VERSION`, `NEXTCLOUD_URL`); the admin check asks `NEXTCLOUD_URL`, the harness's
 //! stand-in for Nextcloud. Prints `listening 127.0.0.1:PORT` once it serves, and
@@ -57,6 +60,8 @@ async fn main() -> ExitCode {
         ("app-port", "9".into()),
         ("nextcloud-url", env("NEXTCLOUD_URL").unwrap_or_default()),
         ("data-dir", data.display().to_string()),
+        ("p2p-listen", "/ip4/127.0.0.1/tcp/0".into()),
+        ("mdns", "off".into()),
     ]);
     let config = match config.validate() {
         Ok(config) => config,
@@ -90,6 +95,21 @@ async fn main() -> ExitCode {
         eprintln!("panel_fixture: {error}");
         return ExitCode::FAILURE;
     }
+    // The swarm, and an office that offers it a library: the panel's offers to act on.
+    harpbridge::web::swarm::start(&state).await;
+    let office = match state.swarm.node() {
+        Some(serve) => match office_offering(&serve, &data.join("office")).await {
+            Ok(office) => Some(office),
+            Err(e) => {
+                eprintln!("panel_fixture: the offering office: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            eprintln!("panel_fixture: the swarm did not start");
+            return ExitCode::FAILURE;
+        }
+    };
     let hub = state.panel.hub.clone();
     let app = router(state);
     tokio::spawn(async move {
@@ -115,6 +135,52 @@ async fn main() -> ExitCode {
         let _ = out.write_all(reply.as_bytes()).await;
         let _ = out.flush().await;
     }
+    if let Some(office) = office {
+        office.shutdown().await;
+    }
     let _ = std::fs::remove_dir_all(&data);
     ExitCode::SUCCESS
+}
+
+/// An office device (its own data directory at `dir`) with a library, "Office plans",
+/// that lists the fixture's device as a member: it dials the fixture, which is offered the
+/// library and waits for an admin.
+async fn office_offering(
+    serve: &harpbridge::p2p::NodeHandle,
+    dir: &std::path::Path,
+) -> anyhow::Result<harpbridge::p2p::NodeHandle> {
+    use harpbridge::chain::{ChainPath, ChainStore, Op};
+    use harpbridge::content::{ContentStore, StoreOptions};
+    use harpbridge::p2p::{Node, P2pConfig};
+    std::fs::create_dir_all(dir)?;
+    let (id, _) = harpbridge::identity::DeviceIdentity::load_or_create(dir)?;
+    let database = harpbridge::db::open(dir)?;
+    let chain = ChainStore::open(database.clone())?;
+    let content = ContentStore::open(database, dir, StoreOptions::default())?;
+    let (library, _) = chain.create_library(id.signing_key(), "Office plans")?;
+    let serve_key = harpbridge::p2p::device_key(&serve.peer_id())
+        .ok_or_else(|| anyhow::anyhow!("the fixture's id is not an ed25519 key"))?;
+    let ops = vec![
+        Op::AddDevice {
+            device: serve_key,
+            name: "panel fixture".into(),
+        },
+        Op::Mkdir {
+            path: ChainPath::new("plans")?,
+        },
+    ];
+    chain.append_batch(&library, id.signing_key(), ops)?;
+    let config = P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        mdns: false,
+        ..P2pConfig::default()
+    };
+    let node = Node::start(config, &id, chain, content).await?;
+    let serve_addr = serve
+        .listen_addrs()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the fixture's swarm has no address"))?;
+    node.dial(serve_addr).await?;
+    Ok(node)
 }

@@ -10,7 +10,8 @@
 // appended on the server is in the page within 1 s; a transfer's progress bar moves; an
 // admin adds a library through the form (PHP proxy → admin check with Nextcloud → hub →
 // WebSocket); a non-admin gets no admin controls; when the WebSocket drops the page polls,
-// reconnects and resumes; without HaRP the page says it polls and still shows new entries.
+// reconnects and resumes; without HaRP the page says it polls and still shows new entries;
+// an admin accepts a library a peer (the fixture's office) offers into a folder.
 // Screenshots go to target/panel*.png.
 //
 // Env: HARPBRIDGE_PANEL_FIXTURE (default $CARGO_TARGET_DIR or target, then
@@ -203,7 +204,9 @@ test('goes live over HaRP; a chain entry shows within 1 s; a transfer bar moves'
 
 	await page.click('[data-view="peers"] a')
 	await page.waitForSelector('[data-test="discovered"]')
-	assert.equal(await page.locator('[data-test="discovered"] button').count(), 1, 'an admin sees the Pair button')
+	// The published laptop, and the fixture's real office (discovered by its swarm).
+	const laptop = page.locator('[data-test="discovered"] tr:has(td[title="12D3KooWNewLaptop4hJ8kW2nB5vC9xZ3qR7tY1uI6oP0aS2dF4gH"])')
+	assert.equal(await laptop.locator('button').count(), 1, 'an admin sees the Pair button')
 	await page.screenshot({ path: join(repo, 'target', 'panel-peers.png') })
 
 	await page.click('[data-view="overview"] a')
@@ -256,6 +259,34 @@ test('a user who is not an admin gets no admin controls', async () => {
 	await page.click('[data-view="overview"] a')
 	await page.waitForSelector('[data-test="device-id"]')
 	assert.equal(await page.locator('[data-test="health"]').count(), 0, 'no health check for a user')
+	await context.close()
+})
+
+test('an admin accepts a library a peer offers into a folder; a user sees no offers', async () => {
+	nextcloud.harp = true
+	const user = await openPanel('alice', 'libraries')
+	await user.page.waitForSelector('[data-test="libraries"]')
+	await user.page.waitForTimeout(500)
+	assert.equal(await user.page.locator('[data-test="offers"]').count(), 0, 'offers are for admins')
+	await user.context.close()
+
+	const { context, page, errors } = await openPanel('admin', 'libraries')
+	// The fixture's office offers "Office plans" as soon as it connects.
+	const offer = page.locator('[data-test="offers"] [data-offer]')
+	await offer.first().waitFor({ timeout: 20000 })
+	assert.equal(await offer.count(), 1)
+	const inputs = offer.first().locator('input')
+	await inputs.nth(0).fill('Office plans')
+	await inputs.nth(1).fill('alice')
+	await inputs.nth(2).fill('/Office')
+	await offer.first().locator('button[type="submit"]').click()
+	await page.waitForSelector('[data-test="libraries"] >> text=Office plans', { timeout: 10000 })
+	await page.waitForSelector('[data-test="offers"]', { state: 'detached', timeout: 10000 })
+	assert.ok(nextcloud.log.some((l) => /POST \/index.php\/apps\/app_api\/proxy\/harpbridge\/api\/admin\/offers\/[0-9a-f]{32}\/accept/.test(l)), 'accepted through the PHP proxy')
+	const row = await page.textContent('[data-test="libraries"] tr:has-text("Office plans")')
+	assert.match(row, /alice/)
+	await page.screenshot({ path: join(repo, 'target', 'panel-offers.png') })
+	assert.deepEqual(errors, [])
 	await context.close()
 })
 

@@ -24,6 +24,7 @@ import {
 	type ChainEntry,
 	type Library,
 	type NewLibrary,
+	type Offer,
 	type Overview,
 	type PanelConfig,
 	type Peer,
@@ -190,6 +191,19 @@ export class PanelClient {
 
 	removeLibrary(id: string): Promise<void> {
 		return this.request<void>('DELETE', `/admin/libraries/${encodeURIComponent(id)}`)
+	}
+
+	/** Libraries peers offer to this ExApp (admins; 503 while the swarm is off). */
+	async offers(): Promise<Offer[]> {
+		return (await this.request<{ offers: Offer[] }>('GET', '/admin/offers')).offers
+	}
+
+	acceptOffer(id: string, library: NewLibrary): Promise<Library> {
+		return this.request<Library>('POST', `/admin/offers/${encodeURIComponent(id)}/accept`, library)
+	}
+
+	rejectOffer(id: string): Promise<void> {
+		return this.request<void>('POST', `/admin/offers/${encodeURIComponent(id)}/reject`)
 	}
 
 	pair(peerId: string): Promise<void> {

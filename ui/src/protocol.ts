@@ -143,6 +143,15 @@ export interface NewLibrary {
 	folder: string
 }
 
+/** `GET /api/admin/offers`: a library a peer offers, waiting for an admin (src/roles/offers.rs). */
+export interface Offer {
+	library: string
+	/** PeerIds that offered it. */
+	peers: string[]
+	first_ms: number
+	last_ms: number
+}
+
 /** The initial state AppAPI puts into its embedded page: `loadState('app_api', 'harpbridge-config')`, a JSON string. */
 export interface PanelConfig {
 	appId: string
