@@ -479,7 +479,12 @@ impl Db {
                 }
                 Err(why) => {
                     wait = (wait * 2).min(MAX_RETRY);
-                    tracing::warn!(file = %self.shared.name, error = %why, attempts, retry_in_ms = wait.as_millis() as u64, "the database cannot be re-opened yet");
+                    // Said at first, then every 30 tries (5 minutes), not every 10 s.
+                    if attempts <= 3 || attempts.is_multiple_of(30) {
+                        tracing::warn!(file = %self.shared.name, error = %why, attempts, retry_in_ms = wait.as_millis() as u64, "the database cannot be re-opened yet");
+                    } else {
+                        tracing::debug!(file = %self.shared.name, error = %why, attempts, "the database cannot be re-opened yet");
+                    }
                     self.shared.health.send_modify(|health| {
                         if let DbHealth::Failing {
                             error,

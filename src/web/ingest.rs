@@ -8,8 +8,8 @@
 //! database cannot be written: a catch-up records its change once it can).
 //!
 //! `GET /api/ingest`: for a user, the scans and catch-ups of their own libraries and
-//! whether the database can be written (`storage`, see [`crate::engine::storage`]); for an
-//! admin, all libraries and also backlog, failed events, counters, webhook and Nextcloud state, scans,
+//! whether the database can be written (`storage`: `state`); for an admin, all libraries
+//! and also why not and since when (`storage`, see [`crate::engine::storage`]), backlog, failed events, counters, webhook and Nextcloud state, scans,
 //! the catch-up task (`catch_up`: `state` `idle` | `pending` | `running`, `rounds`),
 //! per library its catch-ups (`catch_up`: `running`, `last_ms`, `result` `unchanged` |
 //! `changes` | `failed`, `error`, `last_changes`, `changes_found`) and its deliveries
@@ -123,9 +123,14 @@ async fn status(State(state): State<AppState>, user: AppApiUser) -> Response {
     // addresses: for admins only.
     let storage = engine.storage_status();
     if !viewer.is_admin {
+        // Whether changes are recorded; why not (paths on the server) is for admins.
+        let state = match storage.health {
+            crate::db::DbHealth::Ok => "ok",
+            crate::db::DbHealth::Failing { .. } => "failing",
+        };
         return answer(
             StatusCode::OK,
-            json!({ "scans": scans, "libraries": libraries, "storage": storage }),
+            json!({ "scans": scans, "libraries": libraries, "storage": { "state": state } }),
         );
     }
     answer(

@@ -27,11 +27,10 @@ use crate::web::AppState;
 
 pub async fn heartbeat(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     match app.engine.as_ref().map(|e| e.storage_status().health) {
-        Some(crate::db::DbHealth::Failing { error, .. }) => (
+        // Open to all: the details are for admins (`/api/ingest`, the health check).
+        Some(crate::db::DbHealth::Failing { .. }) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "error", "error": format!("the database cannot be written: {error}") }),
-            ),
+            Json(json!({ "status": "error", "error": "the database cannot be written" })),
         ),
         _ => (StatusCode::OK, Json(json!({ "status": "ok" }))),
     }
