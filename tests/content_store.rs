@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use harpbridge::chain::{ContentId, LibraryId};
 use harpbridge::content::{
@@ -462,7 +461,7 @@ fn disk_full_is_a_clear_error_and_leaves_nothing_half_written() {
     let _guard = Unmount(mnt.clone());
     // The database on the big disk, the blocks on the 3 MiB tmpfs.
     let db = harpbridge::db::open(&dir.path().join("db")).unwrap();
-    let s = ContentStore::open(Arc::clone(&db), &mnt, StoreOptions::default()).unwrap();
+    let s = ContentStore::open(db.clone(), &mnt, StoreOptions::default()).unwrap();
     let big = random_bytes(8 * 1024 * 1024, 3);
     let err = s.ingest_reader(LIB, &big[..]).unwrap_err();
     assert!(err.is_disk_full(), "{err:?}");

@@ -245,6 +245,22 @@ impl NextcloudClient {
         Ok(())
     }
 
+    /// Writes `message` to Nextcloud's log under our app id (`POST api/v1/log`, level 0
+    /// debug to 4 fatal), where an admin who never opens the panel reads it.
+    pub async fn log(&self, level: LogLevel, message: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "level": level as u8, "message": message });
+        let _: Value = self
+            .ocs(
+                Method::POST,
+                "/ocs/v1.php/apps/app_api/api/v1/log",
+                Caller::App,
+                &[],
+                Some(&body),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Whether `uid` is in Nextcloud's `admin` group, asked as that user.
     pub async fn user_is_admin(&self, uid: &str) -> Result<bool, ClientError> {
         #[derive(Deserialize)]
@@ -331,6 +347,14 @@ impl NextcloudClient {
 }
 
 /// Percent-encodes one URL path segment.
+/// Nextcloud's log levels, as AppAPI's log endpoint takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info = 1,
+    Warning = 2,
+    Error = 3,
+}
+
 pub fn urlencode_segment(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes())
         .collect::<String>()

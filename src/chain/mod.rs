@@ -37,7 +37,7 @@
 //!
 //! One embedded database per data directory, `<data>/harpbridge.redb`, opened by
 //! [`crate::db`]: redb (pure Rust, ACID, commits fsync'd with `Durability::Immediate`), shared
-//! as an `Arc<redb::Database>` with the content index, the event queue and the engine's tables.
+//! as a [`crate::db::Db`] with the content index, the event queue and the engine's tables.
 //! See [`store`] for the layout, atomicity and the check at open.
 //!
 //! # The file tree
@@ -50,7 +50,7 @@
 //!
 //! ```text
 //! // open (verifies everything; refuses a damaged chain naming the entry)
-//! ChainStore::open(db: Arc<redb::Database>) -> Result<ChainStore, ChainError>
+//! ChainStore::open(db: Db) -> Result<ChainStore, ChainError>
 //! ChainStore::open_path(path: &Path) -> Result<ChainStore, ChainError>
 //! ChainStore::verify(&self) -> Result<VerifyReport, ChainError>            // re-read, from scratch
 //!

@@ -34,6 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ed25519_dalek::{Signer, SigningKey};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::db::Db;
+
 use super::dag::LibIndex;
 use super::entry::{Entry, Meta, Op, MAX_PARENTS};
 use super::error::{ChainError, EntryFault};
@@ -79,7 +81,7 @@ pub struct LibrarySummary {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Db,
     libs: Mutex<HashMap<LibraryId, LibIndex>>,
     /// The folded tree per library, kept up to date incrementally (see [`ChainStore::tree`]).
     trees: Mutex<HashMap<LibraryId, FoldCache>>,
@@ -131,7 +133,7 @@ fn sign_all(entries: &mut [Entry], key: &SigningKey) {
 }
 
 fn write_entries(
-    db: &Database,
+    db: &Db,
     lib: LibraryId,
     start: u64,
     entries: &[&Entry],
@@ -153,7 +155,10 @@ fn write_entries(
             }
         }
     }
-    txn.commit().map_err(ChainError::db)
+    txn.commit().map_err(|e| {
+        db.check(&e);
+        ChainError::db(e)
+    })
 }
 
 /// Signatures of one loaded chunk, with where each entry is stored.
@@ -263,30 +268,36 @@ fn load_chunk(
 impl ChainStore {
     /// Opens the chain on a shared database handle, creating its table if needed, and
     /// verifies every stored entry (see the module docs). A damaged chain is refused.
-    pub fn open(db: Arc<Database>) -> Result<Self, ChainError> {
+    pub fn open(db: Db) -> Result<Self, ChainError> {
         {
             let txn = db.begin_write().map_err(ChainError::db)?;
             txn.open_table(ENTRIES).map_err(ChainError::db)?;
             txn.commit().map_err(ChainError::db)?;
         }
-        let libs = load_all(&db)?;
-        Ok(ChainStore {
-            inner: Arc::new(Inner {
-                db,
-                libs: Mutex::new(libs),
-                trees: Mutex::new(HashMap::new()),
-            }),
-        })
+        let libs = db.with(load_all).map_err(ChainError::db)??;
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            libs: Mutex::new(libs),
+            trees: Mutex::new(HashMap::new()),
+        });
+        // A re-opened database holds what was committed: the indexes are rebuilt from it.
+        db.on_reopen(&inner, |inner, database| {
+            let mut libs = crate::locks::lock(&inner.libs);
+            *libs = load_all(database).map_err(|e| e.to_string())?;
+            crate::locks::lock(&inner.trees).clear();
+            Ok(())
+        });
+        Ok(ChainStore { inner })
     }
 
     /// Convenience: opens the database file at `path` (see [`crate::db`]) and the chain on it.
     pub fn open_path(path: &Path) -> Result<Self, ChainError> {
         let db = Database::create(path).map_err(ChainError::db)?;
-        Self::open(Arc::new(db))
+        Self::open(Db::new(db))
     }
 
     /// The shared database handle.
-    pub fn database(&self) -> &Arc<Database> {
+    pub fn database(&self) -> &Db {
         &self.inner.db
     }
 
@@ -296,7 +307,7 @@ impl ChainStore {
 
     /// Re-reads every stored entry from disk and verifies it from scratch.
     pub fn verify(&self) -> Result<VerifyReport, ChainError> {
-        let libs = load_all(&self.inner.db)?;
+        let libs = self.inner.db.with(load_all).map_err(ChainError::db)??;
         Ok(VerifyReport {
             libraries: libs.len(),
             entries: libs.values().map(|l| l.len() as u64).sum(),

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
-};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use crate::chain::LibraryId;
+use crate::db::Db;
 
 use super::error::ContentError;
 use super::files::{sweep, BlockFiles, Pending};
@@ -106,7 +105,7 @@ pub struct ContentStore {
 }
 
 pub(crate) struct Inner {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: Db,
     pub(crate) files: BlockFiles,
     pub(crate) chunker: ChunkerParams,
     limit: AtomicU64,
@@ -139,7 +138,7 @@ impl ContentStore {
     /// block files the index lacks are verified and adopted (or removed if damaged). The
     /// sweep lists every block file once, so opening costs one directory walk.
     pub fn open(
-        database: Arc<Database>,
+        database: Db,
         data_dir: &Path,
         options: StoreOptions,
     ) -> Result<ContentStore, ContentError> {
@@ -779,7 +778,7 @@ impl ContentStore {
     }
 }
 
-fn begin(db: &Database) -> Result<WriteTransaction, ContentError> {
+fn begin(db: &Db) -> Result<WriteTransaction, ContentError> {
     let mut txn = db.begin_write().map_err(self::db)?;
     txn.set_durability(Durability::Immediate)
         .map_err(self::db)?;

@@ -32,6 +32,7 @@ use super::stats::{lock, CatchUpResult, CatchUpTaskState, NextcloudState};
 use super::{Engine, EngineError};
 use crate::backend::BackendError;
 use crate::chain::LibraryId;
+use crate::db::Db;
 
 /// (library, folder path) → the folder's ETag when everything below it was last recorded.
 const FOLDER_ETAGS: TableDefinition<([u8; 16], &str), &str> = TableDefinition::new("folder_etags");
@@ -79,7 +80,7 @@ type Etags = BTreeMap<String, String>;
 /// The folder ETags of complete reconciles, per library; cheap to clone.
 #[derive(Clone)]
 pub struct FolderEtags {
-    db: Arc<Database>,
+    db: Db,
     map: Arc<Mutex<HashMap<LibraryId, Etags>>>,
 }
 
@@ -89,27 +90,32 @@ impl std::fmt::Debug for FolderEtags {
     }
 }
 
+/// Every row of the table.
+fn load_etags(db: &Database) -> Result<HashMap<LibraryId, Etags>, FolderEtagsError> {
+    let mut map: HashMap<LibraryId, Etags> = HashMap::new();
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(FOLDER_ETAGS).map_err(storage)?;
+    for row in table.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        let (lib, path) = key.value();
+        map.entry(LibraryId(lib))
+            .or_default()
+            .insert(path.to_owned(), value.value().to_owned());
+    }
+    Ok(map)
+}
+
 impl FolderEtags {
-    pub fn open(db: Arc<Database>) -> Result<FolderEtags, FolderEtagsError> {
+    pub fn open(db: Db) -> Result<FolderEtags, FolderEtagsError> {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(FOLDER_ETAGS).map_err(storage)?;
         txn.commit().map_err(storage)?;
-        let mut map: HashMap<LibraryId, Etags> = HashMap::new();
-        {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(FOLDER_ETAGS).map_err(storage)?;
-            for row in table.iter().map_err(storage)? {
-                let (key, value) = row.map_err(storage)?;
-                let (lib, path) = key.value();
-                map.entry(LibraryId(lib))
-                    .or_default()
-                    .insert(path.to_owned(), value.value().to_owned());
-            }
-        }
-        Ok(FolderEtags {
-            db,
-            map: Arc::new(Mutex::new(map)),
-        })
+        let map = Arc::new(Mutex::new(db.with(load_etags).map_err(storage)??));
+        db.on_reopen(&map, |map, database| {
+            *lock(map) = load_etags(database).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        Ok(FolderEtags { db, map })
     }
 
     /// The recorded ETag of a folder ("" = the library's own).
@@ -127,7 +133,9 @@ impl FolderEtags {
         mirror: &Mirror,
     ) -> Result<(), FolderEtagsError> {
         let mut map = lock(&self.map);
-        let etags = map.entry(*lib).or_default();
+        // Memory follows the table only once the table has it: ETags recorded in memory
+        // but not on disk would make the next catch-up skip what they vouch for.
+        let mut etags = map.get(lib).cloned().unwrap_or_default();
         let mut changes: Vec<(String, Option<String>)> = Vec::new();
         for (path, etag) in seen {
             if etags.get(&path) != Some(&etag) {
@@ -144,19 +152,21 @@ impl FolderEtags {
             etags.remove(&path);
             changes.push((path, None));
         }
-        self.persist(lib, &changes)
+        self.persist(lib, &changes)?;
+        map.insert(*lib, etags);
+        Ok(())
     }
 
     /// Forgets a library's ETags.
     pub fn forget(&self, lib: &LibraryId) -> Result<(), FolderEtagsError> {
         let mut map = lock(&self.map);
         let changes: Vec<(String, Option<String>)> = map
-            .remove(lib)
-            .unwrap_or_default()
-            .into_keys()
-            .map(|p| (p, None))
-            .collect();
-        self.persist(lib, &changes)
+            .get(lib)
+            .map(|etags| etags.keys().map(|p| (p.clone(), None)).collect())
+            .unwrap_or_default();
+        self.persist(lib, &changes)?;
+        map.remove(lib);
+        Ok(())
     }
 
     fn persist(

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::db::Db;
 use serde::{Deserialize, Serialize};
 
 use crate::appapi::event::{Area, Node};
@@ -128,29 +130,34 @@ pub fn validate_uid(uid: &str) -> Result<(), LibraryError> {
 /// The registry of libraries.
 #[derive(Clone)]
 pub struct Libraries {
-    db: Arc<Database>,
+    db: Db,
     map: Arc<RwLock<BTreeMap<LibraryId, Library>>>,
 }
 
+/// Every library the table holds.
+fn load(db: &Database) -> Result<BTreeMap<LibraryId, Library>, LibraryError> {
+    let mut map = BTreeMap::new();
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(LIBRARIES).map_err(storage)?;
+    for row in table.iter().map_err(storage)? {
+        let (_, bytes) = row.map_err(storage)?;
+        let lib: Library = serde_json::from_slice(bytes.value()).map_err(storage)?;
+        map.insert(lib.id, lib);
+    }
+    Ok(map)
+}
+
 impl Libraries {
-    pub fn open(db: Arc<Database>) -> Result<Self, LibraryError> {
+    pub fn open(db: Db) -> Result<Self, LibraryError> {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(LIBRARIES).map_err(storage)?;
         txn.commit().map_err(storage)?;
-        let mut map = BTreeMap::new();
-        {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(LIBRARIES).map_err(storage)?;
-            for row in table.iter().map_err(storage)? {
-                let (_, bytes) = row.map_err(storage)?;
-                let lib: Library = serde_json::from_slice(bytes.value()).map_err(storage)?;
-                map.insert(lib.id, lib);
-            }
-        }
-        Ok(Libraries {
-            db,
-            map: Arc::new(RwLock::new(map)),
-        })
+        let map = Arc::new(RwLock::new(db.with(load).map_err(storage)??));
+        db.on_reopen(&map, |map, database| {
+            *crate::locks::write(map) = load(database).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        Ok(Libraries { db, map })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<LibraryId, Library>> {

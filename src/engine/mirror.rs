@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::db::Db;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{ContentId, LibraryId, NextcloudRef, Op, Tree, TreeItem};
@@ -159,7 +161,7 @@ type Items = BTreeMap<String, Held>;
 /// Every library's mirror; cheap to clone.
 #[derive(Clone)]
 pub struct Mirror {
-    db: Arc<Database>,
+    db: Db,
     map: Arc<Mutex<HashMap<LibraryId, Items>>>,
 }
 
@@ -178,29 +180,35 @@ fn within(path: &str, root: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Every row of the table.
+fn load(db: &Database) -> Result<HashMap<LibraryId, Items>, MirrorError> {
+    let mut map: HashMap<LibraryId, Items> = HashMap::new();
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(MIRROR).map_err(storage)?;
+    for row in table.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        let (lib, path) = key.value();
+        let row: Row = serde_json::from_slice(value.value()).map_err(storage)?;
+        map.entry(LibraryId(lib))
+            .or_default()
+            .insert(path.to_owned(), row.held()?);
+    }
+    Ok(map)
+}
+
 impl Mirror {
     /// Opens the table and reads every row.
-    pub fn open(db: Arc<Database>) -> Result<Mirror, MirrorError> {
+    pub fn open(db: Db) -> Result<Mirror, MirrorError> {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(MIRROR).map_err(storage)?;
         txn.commit().map_err(storage)?;
-        let mut map: HashMap<LibraryId, Items> = HashMap::new();
-        {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(MIRROR).map_err(storage)?;
-            for row in table.iter().map_err(storage)? {
-                let (key, value) = row.map_err(storage)?;
-                let (lib, path) = key.value();
-                let row: Row = serde_json::from_slice(value.value()).map_err(storage)?;
-                map.entry(LibraryId(lib))
-                    .or_default()
-                    .insert(path.to_owned(), row.held()?);
-            }
-        }
-        Ok(Mirror {
-            db,
-            map: Arc::new(Mutex::new(map)),
-        })
+        let map = Arc::new(Mutex::new(db.with(load).map_err(storage)??));
+        // Non-durable commits (see the module docs) do not survive a re-open.
+        db.on_reopen(&map, |map, database| {
+            *crate::locks::lock(map) = load(database).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        Ok(Mirror { db, map })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LibraryId, Items>> {
@@ -375,18 +383,20 @@ impl Mirror {
             return Ok(());
         }
         let mut map = self.lock();
+        // Memory follows the table only once the table has it: a failed commit leaves both.
+        self.persist(lib, &changes)?;
         let items = map.entry(*lib).or_default();
-        for (path, held) in &changes {
+        for (path, held) in changes {
             match held {
                 Some(held) => {
-                    items.insert(path.clone(), held.clone());
+                    items.insert(path, held);
                 }
                 None => {
-                    items.remove(path);
+                    items.remove(&path);
                 }
             }
         }
-        self.persist(lib, &changes)
+        Ok(())
     }
 
     /// Writes changes in one transaction, durable with the database's next fsync'd commit

@@ -22,6 +22,8 @@
 //! - [`writeback`]: the other direction: peers' changes written into the backend.
 //! - [`events`]: what the engine reports (entries appended, libraries' states).
 //! - [`stats`]: counters and states for the API and the log.
+//! - [`storage`]: the database's failures (a full disk) told to the admin, and caught up
+//!   with once it is writable again.
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
 
@@ -36,6 +38,7 @@ pub mod mirror;
 pub mod peers;
 pub mod queue;
 pub mod stats;
+pub mod storage;
 pub mod webhooks;
 pub mod worker;
 pub mod writeback;
@@ -132,6 +135,10 @@ pub struct Engine {
 
 struct Inner {
     options: EngineOptions,
+    /// The database every store below reads through ([`crate::db::Db`]).
+    db: crate::db::Db,
+    /// Its failures, as reported ([`storage`]).
+    storage: storage::StorageState,
     chain: ChainStore,
     content: ContentStore,
     identity: DeviceIdentity,
@@ -216,7 +223,7 @@ impl Engine {
         let libraries = Libraries::open(db.clone())?;
         let mirror = Mirror::open(db.clone())?;
         let folder_etags = FolderEtags::open(db.clone())?;
-        let queue = Queue::open(db)?;
+        let queue = Queue::open(db.clone())?;
         let seen = peers::seen_now(&chain);
         let enabled = nextcloud.is_none() || options.data_dir.join(ENABLED_MARKER).exists();
         let engine = Engine {
@@ -224,6 +231,8 @@ impl Engine {
                 backend,
                 nextcloud,
                 options,
+                db,
+                storage: storage::StorageState::default(),
                 chain,
                 content,
                 identity,
@@ -255,6 +264,7 @@ impl Engine {
         tokio::spawn(worker::run(engine.clone()));
         tokio::spawn(writeback::run(engine.clone()));
         tokio::spawn(catchup::run(engine.clone()));
+        tokio::spawn(storage::run(engine.clone()));
         engine.wake_writeback();
         let names = engine.clone();
         tokio::task::spawn_blocking(move || names.learn_names());
@@ -310,6 +320,7 @@ impl Engine {
         let time = event.time;
         let enqueued = self.inner.queue.enqueue(key, event).await;
         if enqueued.is_err() {
+            self.delivery_failed();
             self.request_catch_up("a delivery could not be queued");
         } else {
             let now = crate::chain::now_ms();

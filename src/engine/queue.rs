@@ -16,14 +16,13 @@
 
 use std::sync::Arc;
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Sha3_256};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::appapi::event::FileEvent;
+use crate::db::Db;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("event_queue");
 const FAILED: TableDefinition<u64, &[u8]> = TableDefinition::new("event_failed");
@@ -83,7 +82,7 @@ struct Pending {
 /// A handle to the queue; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    db: Arc<Database>,
+    db: Db,
     tx: mpsc::Sender<Pending>,
     notify: Arc<Notify>,
 }
@@ -96,7 +95,7 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// Opens the queue's tables and starts the committer (needs a tokio runtime).
-    pub fn open(db: Arc<Database>) -> Result<Self, QueueError> {
+    pub fn open(db: Db) -> Result<Self, QueueError> {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(QUEUE).map_err(storage)?;
         txn.open_table(FAILED).map_err(storage)?;
@@ -226,13 +225,16 @@ impl Queue {
         let mut txn = self.db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         let value = f(&txn)?;
-        txn.commit().map_err(storage)?;
+        txn.commit().map_err(|e| {
+            self.db.check(&e);
+            storage(e)
+        })?;
         Ok(value)
     }
 }
 
 /// Folds waiting enqueues into one durable transaction each round.
-async fn committer(db: Arc<Database>, mut rx: mpsc::Receiver<Pending>, notify: Arc<Notify>) {
+async fn committer(db: Db, mut rx: mpsc::Receiver<Pending>, notify: Arc<Notify>) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -264,10 +266,7 @@ async fn committer(db: Arc<Database>, mut rx: mpsc::Receiver<Pending>, notify: A
     }
 }
 
-fn commit_group(
-    db: &Database,
-    items: &[([u8; 32], FileEvent)],
-) -> Result<Vec<Enqueued>, QueueError> {
+fn commit_group(db: &Db, items: &[([u8; 32], FileEvent)]) -> Result<Vec<Enqueued>, QueueError> {
     let mut txn = db.begin_write().map_err(storage)?;
     txn.set_durability(Durability::Immediate).map_err(storage)?;
     let mut results = Vec::with_capacity(items.len());
@@ -301,7 +300,10 @@ fn commit_group(
         }
         counters.insert("next_seq", next).map_err(storage)?;
     }
-    txn.commit().map_err(storage)?;
+    txn.commit().map_err(|e| {
+        db.check(&e);
+        storage(e)
+    })?;
     Ok(results)
 }
 

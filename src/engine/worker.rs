@@ -10,6 +10,9 @@
 //! - Anything else (an event that can never succeed): moved to the failed table with its
 //!   reason, so nothing is lost silently.
 //!
+//! - The database cannot be written (a full disk, see [`super::storage`]): the event stays,
+//!   and the worker waits until the database is back, without blaming Nextcloud.
+//!
 //! Events of one batch that only ask what is at one path now are looked at once (a burst
 //! of writes to one file costs one read). When Nextcloud answers again after failing, a
 //! catch-up ([`super::catchup`]) follows: deliveries it could not make meanwhile are lost.
@@ -56,7 +59,7 @@ pub(crate) async fn run(engine: Engine) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the event queue");
-                tokio::time::sleep(MAX_BACKOFF).await;
+                engine.storage_back_or(MAX_BACKOFF).await;
                 continue;
             }
         };
@@ -83,6 +86,12 @@ pub(crate) async fn run(engine: Engine) {
                     done.push(seq);
                     backoff = FIRST_BACKOFF;
                     set_state(&engine, NextcloudState::Ok);
+                }
+                Err(e) if !engine.storage_writable() => {
+                    // Nothing can be recorded, nor the attempt noted: wait for the database.
+                    tracing::warn!(error = %e, "the database cannot be written; events wait");
+                    pause = Some(MAX_BACKOFF);
+                    break;
                 }
                 Err(e) => {
                     queued.attempts += 1;
@@ -129,14 +138,15 @@ pub(crate) async fn run(engine: Engine) {
                 }
             }
         }
-        if let Err(e) = engine.queue().complete(&done) {
+        if done.is_empty() {
+        } else if let Err(e) = engine.queue().complete(&done) {
             tracing::error!(error = %e, "cannot remove processed events (they will be processed again)");
         }
         if engine.counters().appended.load(Ordering::Relaxed) != appended_before {
             refresh_current(&engine).await;
         }
         if let Some(pause) = pause {
-            tokio::time::sleep(pause).await;
+            engine.storage_back_or(pause).await;
         }
     }
 }

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `nextcloud` | `status.php` answers: installed, not in maintenance (its version is shown) |
 //! | `app` | AppAPI has enabled harpbridge (asked only once it enabled us: a call from an unregistered app is a failed login) |
+//! | `storage` | the database can be written (it is re-opened by itself after an I/O error such as a full disk; deliveries are refused meanwhile) |
 //! | `webhooks` | our webhooks are registered with webhook_listeners |
 //! | `webhook-deliveries` | no change Nextcloud made to a library has waited for its webhook longer than [`LATE`] |
 //! | `background-jobs` | Nextcloud runs background jobs (cron or a worker) recently; needs an admin to ask |
@@ -28,6 +29,7 @@ use super::swarm::SwarmStatus;
 use super::AppState;
 use crate::appapi::auth::AppApiUser;
 use crate::appapi::client::ClientError;
+use crate::db::DbHealth;
 use crate::engine::stats::{lock, WebhookState};
 
 /// A change not delivered after this long means deliveries are late or stopped.
@@ -119,6 +121,7 @@ pub async fn report(state: &AppState, admin_uid: Option<&str>, local: bool) -> R
         checks.push(nextcloud(state).await);
         checks.push(app(state, enabled).await);
     }
+    checks.push(storage(state));
     checks.push(webhooks(state));
     if !local && enabled {
         checks.push(deliveries(state).await);
@@ -180,6 +183,50 @@ async fn app(state: &AppState, enabled: bool) -> Check {
             "app",
             format!("cannot ask AppAPI for {id}'s state: {e}"),
             "see the nextcloud check",
+        ),
+    }
+}
+
+fn storage(state: &AppState) -> Check {
+    const NAME: &str = "storage";
+    let Some(engine) = &state.engine else {
+        return Check::fail(
+            NAME,
+            state
+                .engine_error
+                .as_deref()
+                .unwrap_or("no storage")
+                .to_owned(),
+            "fix the data directory (APP_PERSISTENT_STORAGE) and restart",
+        );
+    };
+    let status = engine.storage_status();
+    match &status.health {
+        DbHealth::Ok => {
+            let message = match &status.last_failure {
+                Some(past) => format!(
+                    "the database is writable (it was not for {} s: {}; the {} deliveries refused meanwhile were caught up with)",
+                    past.until_ms.saturating_sub(past.since_ms) / 1000,
+                    past.error,
+                    past.refused_deliveries
+                ),
+                None => "the database is writable".to_owned(),
+            };
+            Check::ok(NAME, message)
+        }
+        DbHealth::Failing {
+            since_ms,
+            error,
+            attempts,
+            ..
+        } => Check::fail(
+            NAME,
+            format!(
+                "the database cannot be written for {} s ({error}); {} webhook deliveries refused so far; {attempts} re-opens tried",
+                crate::chain::now_ms().saturating_sub(*since_ms) / 1000,
+                status.refused_deliveries
+            ),
+            "free space on the data directory's disk (APP_PERSISTENT_STORAGE): harpbridge re-opens the database by itself, then catches up with the changes it could not record",
         ),
     }
 }

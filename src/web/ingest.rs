@@ -4,10 +4,12 @@
 //! sent through AppAPI (so authenticated like every route). AppAPI waits 3 s and never
 //! retries, so the handler only validates, queues durably and answers; the worker does the
 //! rest. Answers: 200 `queued`, `duplicate` or `ignored` (outside every library); 400 for
-//! a malformed body, 413 for an oversized one, 503 when the queue cannot take it.
+//! a malformed body, 413 for an oversized one, 503 when the queue cannot take it (the
+//! database cannot be written: a catch-up records its change once it can).
 //!
-//! `GET /api/ingest`: for a user, the scans and catch-ups of their own libraries; for an
-//! admin, all libraries and also backlog, failed events, counters, webhook and Nextcloud state, scans,
+//! `GET /api/ingest`: for a user, the scans and catch-ups of their own libraries and
+//! whether the database can be written (`storage`: `state`); for an admin, all libraries
+//! and also why not and since when (`storage`, see [`crate::engine::storage`]), backlog, failed events, counters, webhook and Nextcloud state, scans,
 //! the catch-up task (`catch_up`: `state` `idle` | `pending` | `running`, `rounds`),
 //! per library its catch-ups (`catch_up`: `running`, `last_ms`, `result` `unchanged` |
 //! `changes` | `failed`, `error`, `last_changes`, `changes_found`) and its deliveries
@@ -119,10 +121,16 @@ async fn status(State(state): State<AppState>, user: AppApiUser) -> Response {
         .collect();
     // The rest names other users' files (errors, write-back's state) and the swarm's
     // addresses: for admins only.
+    let storage = engine.storage_status();
     if !viewer.is_admin {
+        // Whether changes are recorded; why not (paths on the server) is for admins.
+        let state = match storage.health {
+            crate::db::DbHealth::Ok => "ok",
+            crate::db::DbHealth::Failing { .. } => "failing",
+        };
         return answer(
             StatusCode::OK,
-            json!({ "scans": scans, "libraries": libraries }),
+            json!({ "scans": scans, "libraries": libraries, "storage": { "state": state } }),
         );
     }
     answer(
@@ -137,6 +145,7 @@ async fn status(State(state): State<AppState>, user: AppApiUser) -> Response {
             "catch_up": *lock(&status.catch_up),
             "writeback": *lock(&status.writeback),
             "swarm": state.swarm.status(),
+            "storage": storage,
             "libraries": libraries,
         }),
     )

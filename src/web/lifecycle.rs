@@ -1,7 +1,9 @@
 //! The routes AppAPI drives an ExApp with (docs/appapi.md §2).
 //!
 //! - `GET /heartbeat`: `{"status":"ok"}`, open to all (AppAPI sends no headers here on
-//!   manual and legacy daemons).
+//!   manual and legacy daemons); 503 `{"status":"error","error":…}` while the database
+//!   cannot be written, so that the container's health check turns unhealthy (AppAPI
+//!   calls it only on register and enable).
 //! - `POST /init`: answers `200 {}` at once, then reports to `ex-app/status` in the
 //!   background: progress 100, or the reason the data directory cannot be used.
 //!   Progress 100 makes AppAPI call `/enabled` *inside* that status request, so this
@@ -23,8 +25,15 @@ use crate::appapi::client::ClientError;
 use crate::appapi::ui;
 use crate::web::AppState;
 
-pub async fn heartbeat() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn heartbeat(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    match app.engine.as_ref().map(|e| e.storage_status().health) {
+        // Open to all: the details are for admins (`/api/ingest`, the health check).
+        Some(crate::db::DbHealth::Failing { .. }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "error", "error": "the database cannot be written" })),
+        ),
+        _ => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+    }
 }
 
 pub async fn init(State(app): State<AppState>) -> Json<Value> {

@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -99,6 +99,8 @@ pub struct NcState {
     pub received: Vec<Recorded>,
     /// Requests AppAPI sent to the ExApp, with its answers.
     pub sent: Vec<Recorded>,
+    /// What ExApps wrote to Nextcloud's log: (app id, level, message).
+    pub app_log: Vec<(String, i64, String)>,
     /// Brute-force attempts counted against 127.0.0.1.
     pub bruteforce_attempts: u32,
     /// When set, AppAPI's UI endpoints fail with this OCS status (a broken server).
@@ -233,6 +235,7 @@ fn routes(inner: Arc<Inner>) -> Router {
         )
         .route("/ocs/{ver}/apps/app_api/ex-app/state", get(ex_app_state))
         .route("/ocs/{ver}/apps/app_api/api/v1/ui/{kind}", any(ui_row))
+        .route("/ocs/{ver}/apps/app_api/api/v1/log", post(app_log))
         .route("/ocs/{ver}/cloud/users/{uid}/groups", get(user_groups))
         .route(
             "/ocs/{ver}/apps/webhook_listeners/api/v1/webhooks",
@@ -531,6 +534,41 @@ fn ui_key_fields(kind: &str) -> Option<(&'static [&'static str], &'static str)> 
 }
 
 /// `POST|GET|DELETE api/v1/ui/{top-menu,script,style,initial-state}`.
+/// `POST api/v1/log`: a line in Nextcloud's log, kept in [`NcState::app_log`].
+async fn app_log(
+    State(inner): State<Arc<Inner>>,
+    Path(ver): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let version = match version_of(&ver) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let login = match login(
+        &inner,
+        &headers,
+        version,
+        RouteKind::AppApi { exempt: false },
+        |_| false,
+    ) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let params = params(&BTreeMap::new(), &body);
+    let (Some(level), Some(message)) = (
+        params.get("level").and_then(Value::as_i64),
+        params.get("message").and_then(Value::as_str),
+    ) else {
+        return ocs::failure(version, 400, "level and message are required");
+    };
+    inner
+        .lock()
+        .app_log
+        .push((login.app_id.clone(), level, message.to_owned()));
+    ocs::ok(version, Value::Null)
+}
+
 async fn ui_row(
     State(inner): State<Arc<Inner>>,
     Path((ver, kind)): Path<(String, String)>,
