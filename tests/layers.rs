@@ -26,7 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("db", &["owner_only"]),
     ("identity", &["chain", "owner_only"]),
     ("content", &["chain", "db", "owner_only"]),
-    ("p2p", &["chain", "content", "identity", "db"]),
+    ("p2p", &["chain", "content", "identity", "db", "owner_only"]),
     ("appinfo", &[]),
     ("config", &["appinfo", "p2p"]),
     ("logging", &["config"]),

@@ -82,7 +82,7 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
 
     // Libraries peers offer wait for `harpbridge offers accept`.
     let offers =
-        crate::roles::offers::watch(node.clone(), &data_dir, Vec::new(), |l| println!("{l}"));
+        crate::p2p::offers::watch(node.clone(), &data_dir, Vec::new(), |l| println!("{l}"));
     let prefetcher = Prefetcher::start(chain, content, node.clone(), |r| println!("{}", line(&r)));
     let printer = tokio::spawn(async move {
         loop {

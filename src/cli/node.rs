@@ -125,7 +125,7 @@ impl SwarmArgs {
         let mut config = P2pConfig {
             peers: self.peer.clone(),
             mdns: !self.no_mdns,
-            // Offers wait for `harpbridge offers accept` (see crate::roles::offers).
+            // Offers wait for `harpbridge offers accept` (see crate::p2p::offers).
             join_offered: false,
             ..P2pConfig::default()
         };
@@ -219,7 +219,7 @@ async fn run_until_signal(
     }
     let said = out.clone();
     let offers =
-        crate::roles::offers::watch(node.clone(), &data_dir, joining, move |l| said.line(&l));
+        crate::p2p::offers::watch(node.clone(), &data_dir, joining, move |l| said.line(&l));
     let printer = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
@@ -261,7 +261,7 @@ pub fn describe(e: &NodeEvent) -> Option<String> {
             remaining,
         } => format!("pulled {library} from {peer}: {inserted} new, {remaining} to go"),
         NodeEvent::PullDone { peer, library } => format!("synced {library} with {peer}"),
-        // Reported once per offer by [`crate::roles::offers::watch`].
+        // Reported once per offer by [`crate::p2p::offers::watch`].
         NodeEvent::Offered { .. } => return None,
         NodeEvent::RefusedBy {
             peer,

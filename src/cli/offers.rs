@@ -1,6 +1,6 @@
 //! `harpbridge offers`: libraries peers offer to this device, and approving them.
 //!
-//! `node` and `cache` join no library on their own (see [`crate::roles::offers`]): an offer
+//! `node` and `cache` join no library on their own (see [`crate::p2p::offers`]): an offer
 //! is printed once (`offered <library> by <peer>: waiting for approval`) and kept in
 //! `<data dir>/offers.json`.
 //!
@@ -19,7 +19,7 @@ use clap::{Args, Subcommand};
 
 use super::{DataDirArgs, DATA_DIR};
 use crate::chain::LibraryId;
-use crate::roles::offers::{self, Offer};
+use crate::p2p::offers::{self, Offer};
 
 /// Arguments of `harpbridge offers`.
 #[derive(Debug, Args)]

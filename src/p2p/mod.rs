@@ -16,6 +16,7 @@
 //! | [`events`] | what the node reports: [`NodeEvent`]s and the [`PeerInfo`] table |
 //! | [`blocks`] | `/harp/blocks/1`: block transfer between members, LAN first |
 //! | [`metrics`] | block bytes per peer and per class (LAN / WAN): [`Traffic`] |
+//! | [`offers`] | libraries peers offer, waiting for a person's approval (on disk) |
 //! | [`error`] | [`P2pError`] |
 //!
 //! # Transports and identity
@@ -47,8 +48,9 @@
 //!
 //! - A library we do not hold is joined when a peer that holds it lists or announces it to
 //!   us and we are a member of it there, unless [`P2pConfig::join_offered`] is off: then the
-//!   offer is a [`NodeEvent::Offered`] until [`NodeHandle::join`] approves it. (Any device
-//!   can make a library and add us to it, so `serve` may want approval.)
+//!   offer is a [`NodeEvent::Offered`] until [`NodeHandle::join`] approves it. Any device
+//!   can make a library and add us to it, so every role turns it off and asks a person
+//!   ([`offers`]: `harpbridge offers accept`, or the panel for `serve`).
 //! - Announcements go to connected members only; a member that is not connected catches up
 //!   when it connects (every new connection starts with `Libraries`).
 //! - Gossipsub lets a connected stranger see opaque topic names and, if it subscribes, the
@@ -64,6 +66,7 @@ pub mod gossip;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod offers;
 pub mod subnet;
 pub mod sync;
 pub mod trust;

@@ -5,11 +5,9 @@
 //! - [`cache`]: the office cache's prefetcher, which fetches the content every library's
 //!   tree names before anyone asks for it.
 //! - [`import`]: seeding a library from a local folder.
-//! - [`offers`]: libraries peers offer, waiting for approval (`harpbridge offers`).
 //! - [`peer_snapshot`]: the peer list a running `node` or `cache` keeps on disk, since it
 //!   holds the database that `peers list` would otherwise open.
 
 pub mod cache;
 pub mod import;
-pub mod offers;
 pub mod peer_snapshot;

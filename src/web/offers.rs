@@ -7,7 +7,7 @@
 //! | `POST /api/admin/offers/{id}/accept` | admin | body `{"name","owner","folder"}`; 201 with the [`Library`](super::events::Library) once joined (the swarm pulls it, write-back fills the folder); 400 bad input, 404 not offered, 409 the folder overlaps a library, 503 swarm not running |
 //! | `POST /api/admin/offers/{id}/reject` | admin | 204; never joined, its offers no longer listed |
 //!
-//! The record is the data directory's [`OfferBook`] (see [`crate::roles::offers`]), the same
+//! The record is the data directory's [`OfferBook`] (see [`crate::p2p::offers`]), the same
 //! files `harpbridge offers` reads. `serve` needs a folder for a library, so an offer
 //! accepted on the command line (no folder) is still listed here until an admin places it.
 
@@ -26,8 +26,8 @@ use super::AppState;
 use crate::appapi::auth::AppApiUser;
 use crate::chain::LibraryId;
 use crate::engine::Engine;
+use crate::p2p::offers::{OfferBook, Verdict};
 use crate::p2p::{NodeEvent, NodeHandle};
-use crate::roles::offers::{OfferBook, Verdict};
 
 /// The offer routes (admin only, under `/api/admin/`).
 pub fn routes() -> Router<AppState> {
@@ -81,8 +81,8 @@ fn book(state: &AppState) -> Result<SharedBook, ApiError> {
 }
 
 /// The offers an admin can still act on: not refused, and not placed in a folder yet.
-fn open_offers(state: &AppState, book: &SharedBook) -> Vec<crate::roles::offers::Offer> {
-    let placed = |o: &crate::roles::offers::Offer| {
+fn open_offers(state: &AppState, book: &SharedBook) -> Vec<crate::p2p::offers::Offer> {
+    let placed = |o: &crate::p2p::offers::Offer| {
         let id = o.library.parse::<LibraryId>().ok();
         match (id, state.engine.as_ref()) {
             (Some(id), Some(engine)) => engine.libraries().get(&id).is_some(),

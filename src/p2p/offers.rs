@@ -25,8 +25,8 @@ use std::time::SystemTime;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
+use super::{NodeEvent, NodeHandle};
 use crate::chain::LibraryId;
-use crate::p2p::{NodeEvent, NodeHandle};
 
 /// What was offered (written by the running process).
 pub const OFFERS_FILE: &str = "offers.json";
