@@ -1,4 +1,4 @@
-//! Gossip head announcements (`decode_heads`, src/p2p/gossip.rs) on arbitrary bytes: an
+//! Gossip head announcements (`decode_heads`, src/p2p/gossip/heads.rs) on arbitrary bytes: an
 //! error or 1..=MAX_HEADS heads, never a panic, and what is accepted re-encodes to exactly
 //! the same bytes.
 #![no_main]
