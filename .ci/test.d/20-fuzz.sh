@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bounded fuzz runs of every decoder a peer reaches (fuzz/README.md): chain entries,
 # /harp/sync/1 bodies and frames, /harp/blocks/1 requests and answers, gossip head
-# announcements. FUZZ_SECONDS each (default 30); no input may panic, hang (10 s per input)
+# announcements. FUZZ_SECONDS each (default 30; about 2 min of runs after a 1-2 min build
+# on 2 cores); no input may panic, hang (10 s per input)
 # or make an allocation sized by a claimed length (fuzz/src/lib.rs), and what a decoder
 # accepts must re-encode to the same bytes. One build for all targets, then one run each;
 # the step fails if any target crashed, after running them all.
@@ -11,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs="${FUZZ_SECONDS:-30}"
-targets=(chain_decode sync_wire blocks_wire gossip_heads)
+# FUZZ_TARGETS (space-separated) runs fewer, e.g. to replay one locally.
+read -ra targets <<<"${FUZZ_TARGETS:-chain_decode sync_wire blocks_wire gossip_heads}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
@@ -36,8 +38,10 @@ for t in "${targets[@]}"; do
     rss="$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)"
     echo "fuzz $t: ${runs:-?} inputs in ${secs} s, peak RSS ${rss:-?} MB, no crash"
   else
-    # Without libFuzzer's progress lines and backtrace frames, the panic message fits.
-    grep -v -e '^#[0-9]' -e '^ *[0-9]*: ' -e '^ *at ' "$log" | tail -n 40 || true
+    # What failed (a panic, the allocation cap, a timeout), then how to replay it.
+    grep -m1 -A4 -e 'panicked at' -e 'an allocation over' -e 'ERROR: libFuzzer' "$log" || true
+    grep -v -e '^#[0-9]' -e '^ *[0-9]*: ' -e '^ *at ' -e '^stat::' -e '^\s*$' "$log" \
+      | tail -n 12 || true
     echo "fuzz $t: CRASHED (exit $status); the input is under fuzz/artifacts/$t/"
     crashed+=("$t")
   fi
