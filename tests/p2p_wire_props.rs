@@ -524,3 +524,24 @@ fn fuzz_seeds_decode() {
         );
     }
 }
+
+/// The fuzz build's stand-ins for the manifest bounds (fuzz/src/lib.rs) are the lines of
+/// src/content/manifest.rs, so the fuzzers check the limits the server enforces.
+#[test]
+fn fuzz_stand_ins_match_the_sources() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fuzz = std::fs::read_to_string(root.join("fuzz/src/lib.rs")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("src/content/manifest.rs")).unwrap();
+    let consts: Vec<&str> = fuzz
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("pub const") && !l.contains("MAX_ALLOCATION"))
+        .collect();
+    assert_eq!(consts.len(), 5, "{consts:?}");
+    for c in consts {
+        assert!(
+            manifest.lines().any(|l| l.trim() == c),
+            "fuzz/src/lib.rs has `{c}`, src/content/manifest.rs does not"
+        );
+    }
+}

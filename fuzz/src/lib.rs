@@ -29,8 +29,9 @@ pub mod chain {
 pub mod cursor;
 
 /// Stand-in for harpbridge's `content` module: only the manifest bounds `/harp/blocks/1`
-/// checks lengths against (the real module needs blake3 and the store). Same values as
-/// `src/content/manifest.rs`.
+/// checks lengths against (the real module needs blake3 and the store). The same lines as
+/// `src/content/manifest.rs` (`fuzz_stand_ins_match_the_sources` in tests/p2p_wire_props.rs
+/// checks).
 pub mod content {
     pub use manifest::{MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
 
