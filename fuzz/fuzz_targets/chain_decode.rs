@@ -2,27 +2,11 @@
 //! panic, and whatever it accepts must re-encode to exactly the same bytes (one encoding
 //! per entry). The path rules get the same bytes as a string.
 //!
-//! The codec's source files are compiled here directly (`#[path]`), the same files
-//! `harpbridge::chain` is built from, so the fuzz build does not drag in the whole server.
+//! The codec is harpbridge's own source (`harpbridge_fuzz::chain`, see fuzz/src/lib.rs).
 #![no_main]
 
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/chain"]
-mod chain {
-    pub mod codec;
-    pub mod entry;
-    pub mod error;
-    pub mod path;
-    pub mod types;
-}
-
-/// The byte cursor the codec reads with (`crate::cursor` in the codec's source).
-#[allow(dead_code)]
-#[path = "../../src/cursor.rs"]
-mod cursor;
-
-use chain::entry::Entry;
-use chain::path::ChainPath;
+use harpbridge_fuzz::chain::entry::Entry;
+use harpbridge_fuzz::chain::path::ChainPath;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

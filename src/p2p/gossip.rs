@@ -15,12 +15,12 @@
 //! # What a message is, and who is believed
 //!
 //! Topic: `harp/heads/1/<hex of SHA3-256("harp-heads" ‖ library id)[..16]>`. The data is
-//! the heads only, 32 bytes each, at most [`MAX_HEADS`]; the library is known from the
-//! topic. Messages are signed by their publisher (`MessageAuthenticity::Signed`) and
-//! checked by gossipsub (`ValidationMode::Strict`). A message is acted on only if the peer
-//! that forwarded it is a member of the library here; then we pull from that peer. What a
-//! pull brings is verified entry by entry as always, so a lying announcement costs one
-//! fetch and nothing else.
+//! the heads only, 32 bytes each, at most [`MAX_HEADS`](super::message::MAX_HEADS); the
+//! library is known from the topic. Messages are signed by their publisher
+//! (`MessageAuthenticity::Signed`) and checked by gossipsub (`ValidationMode::Strict`). A
+//! message is acted on only if the peer that forwarded it is a member of the library here;
+//! then we pull from that peer. What a pull brings is verified entry by entry as always, so
+//! a lying announcement costs one fetch and nothing else.
 //!
 //! # Known limit
 //!
@@ -32,12 +32,11 @@
 use libp2p::gossipsub::{self, IdentTopic, TopicHash};
 use sha3::{Digest, Sha3_256};
 
-use crate::chain::{EntryHash, LibraryId};
+use crate::chain::LibraryId;
 
-use super::message::MAX_HEADS;
-
-/// The largest message: every head of a library (the transport's framing comes on top).
-pub const MAX_MESSAGE_BYTES: usize = MAX_HEADS * 32 + 1024;
+// The message format apart, in its own file: the fuzz crate compiles it without gossipsub.
+mod heads;
+pub use heads::{decode_heads, encode_heads, GossipError, MAX_MESSAGE_BYTES};
 
 /// The topic of `library`'s head announcements.
 pub fn topic(library: &LibraryId) -> IdentTopic {
@@ -52,34 +51,6 @@ pub fn topic(library: &LibraryId) -> IdentTopic {
 /// The topic's hash, as gossipsub reports it on received messages.
 pub fn topic_hash(library: &LibraryId) -> TopicHash {
     topic(library).hash()
-}
-
-/// A message announcing `heads` (at most [`MAX_HEADS`] of them are sent).
-pub fn encode_heads(heads: &[EntryHash]) -> Vec<u8> {
-    heads.iter().take(MAX_HEADS).flat_map(|h| h.0).collect()
-}
-
-/// Why a received message was ignored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GossipError {
-    /// The data is not a whole number of 32-byte hashes, or names none, or too many.
-    #[error("a heads announcement of {0} bytes is malformed")]
-    Malformed(usize),
-}
-
-/// The heads a message announces.
-pub fn decode_heads(data: &[u8]) -> Result<Vec<EntryHash>, GossipError> {
-    if data.is_empty() || !data.len().is_multiple_of(32) || data.len() / 32 > MAX_HEADS {
-        return Err(GossipError::Malformed(data.len()));
-    }
-    Ok(data
-        .chunks_exact(32)
-        .map(|c| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(c);
-            EntryHash(h)
-        })
-        .collect())
 }
 
 /// The gossipsub behaviour a node runs: signed messages, strict validation, and messages
@@ -100,16 +71,6 @@ pub fn behaviour(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn heads_round_trip_and_bad_sizes_are_refused() {
-        let heads = vec![EntryHash([1; 32]), EntryHash([2; 32])];
-        assert_eq!(decode_heads(&encode_heads(&heads)), Ok(heads));
-        assert_eq!(decode_heads(&[]), Err(GossipError::Malformed(0)));
-        assert_eq!(decode_heads(&[0; 33]), Err(GossipError::Malformed(33)));
-        let too_many = vec![0u8; 32 * (MAX_HEADS + 1)];
-        assert!(decode_heads(&too_many).is_err());
-    }
 
     #[test]
     fn topics_differ_per_library_and_hide_its_id() {

@@ -28,7 +28,8 @@
 //! Get     := 2 | index u32
 //! Have    := 1 | flags u8 (bit 0: manifest follows; bit 1: fetching this version, manifest
 //!              not here yet) | [u32 len | manifest]
-//!              | u32 n | have ⌈n/8⌉ bytes | fetching ⌈n/8⌉ bytes   (bit i = byte i/8, 1<<(i%8))
+//!              | u32 n | have ⌈n/8⌉ bytes | fetching ⌈n/8⌉ bytes   (bit i = byte i/8, 1<<(i%8);
+//!              bits from n on are 0)
 //! Block   := 2 | index u32 | bytes
 //! Missing := 3 | index u32
 //! Refused := 4 | reason u8 (1 not a member, 2 not a device, 3 internal)
@@ -128,6 +129,20 @@ impl Bits {
     /// How many bits are set.
     pub fn count(&self) -> u32 {
         self.bytes.iter().map(|b| b.count_ones()).sum()
+    }
+
+    /// `len` bits from a `Have`'s bitmap (`bytes` is ⌈len/8⌉ long). A bit set past `len` is
+    /// refused: [`Bits::count`] would count it (a provider would seem to hold blocks it does
+    /// not name), and each set has one encoding.
+    fn from_wire(len: u32, bytes: &[u8]) -> io::Result<Self> {
+        let used = len % 8;
+        if used != 0 && bytes.last().is_some_and(|last| last >> used != 0) {
+            return Err(invalid("bitmap bits past its length"));
+        }
+        Ok(Bits {
+            len,
+            bytes: bytes.to_vec(),
+        })
     }
 }
 
@@ -364,10 +379,8 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
                 return Err(invalid("too many blocks"));
             }
             let bytes = (n as usize).div_ceil(8);
-            let mut have = Bits::new(n);
-            have.bytes.copy_from_slice(b.take(bytes)?);
-            let mut fetching = Bits::new(n);
-            fetching.bytes.copy_from_slice(b.take(bytes)?);
+            let have = Bits::from_wire(n, b.take(bytes)?)?;
+            let fetching = Bits::from_wire(n, b.take(bytes)?)?;
             Answer::Have(Have {
                 manifest,
                 have,
@@ -547,5 +560,35 @@ mod tests {
         // A Have whose bitmaps are shorter than its count says.
         let mut bad = Cursor::new(vec![0, 0, 0, 7, 1, 0, 0, 0, 0, 64, 0]);
         assert!(read_answer(&mut bad, MAX_HAVE_BYTES).await.is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/blocks_wire.rs): a `Have` of 9 blocks whose
+    /// bitmaps set bits 9..15 was accepted, and `count` then said the provider held blocks
+    /// that no index names.
+    #[tokio::test]
+    async fn bitmap_bits_past_the_length_are_refused() {
+        for (have, fetching) in [
+            ([1, 0x02], [0, 0]),
+            ([0, 0], [0, 0x80]),
+            ([0, 0x7f], [0, 0]),
+        ] {
+            let mut frame = vec![0, 0, 0, 10, 1, 0, 0, 0, 0, 9];
+            frame.extend(have);
+            frame.extend(fetching);
+            let e = read_answer(&mut Cursor::new(frame), MAX_HAVE_BYTES)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        }
+        // Bit 8, the last of 9, is a block.
+        let frame = vec![0, 0, 0, 10, 1, 0, 0, 0, 0, 9, 0, 1, 0xff, 1];
+        let Some(Answer::Have(h)) = read_answer(&mut Cursor::new(frame), MAX_HAVE_BYTES)
+            .await
+            .unwrap()
+        else {
+            panic!("not a Have");
+        };
+        assert_eq!((h.have.count(), h.fetching.count()), (1, 9));
+        assert!(h.have.get(8) && h.fetching.get(8));
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The chain decoder's fuzz run needs cargo-fuzz (built from crates.io; skipped when
-# already installed). It drives libFuzzer, built from C++ by libfuzzer-sys: needs a C++
-# compiler, which the machine has.
+# The decoders' fuzz runs (.ci/test.d/20-fuzz.sh) need cargo-fuzz (built from crates.io;
+# skipped when already installed). It drives libFuzzer, built from C++ by libfuzzer-sys:
+# needs a C++ compiler, which the machine has.
 set -euo pipefail
 if cargo fuzz --version >/dev/null 2>&1; then
   cargo fuzz --version
