@@ -105,6 +105,8 @@ fn a_flood_of_connections_is_bounded_and_the_node_serves_after_it() {
         &["peers", "add", "--library", &lib, &b_peer, "--name", "b"],
         a.path(),
     );
+    // B joins what A offers once accepted (here before it starts).
+    run(&["offers", "accept", &lib], b.path());
     let node_a = node("node-a", a.path(), &[]);
     let a_peer = node_a.line("peer-id ", WAIT);
     let a_addr = node_a.line("listening ", WAIT);
