@@ -284,6 +284,9 @@ fn an_offline_edit_and_a_concurrent_one_keep_both_named_alike_everywhere() {
 
     // B goes offline; both edit the same file; B also adds one and renames one.
     b.node.take().unwrap().stop();
+    // A clean stop saves the chain's checkpoint; the restart below opens from it.
+    let log = fs::read_to_string(b.data.path().join("b.log")).unwrap();
+    assert!(log.contains("chain checkpoint saved"), "{log}");
     fs::write(a.path("notes.txt"), b"edited on a").unwrap();
     fs::write(b.path("notes.txt"), b"edited on b while offline").unwrap();
     fs::write(b.path("offline.txt"), b"made offline").unwrap();

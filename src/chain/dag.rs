@@ -34,7 +34,7 @@ use super::types::{DeviceKey, EntryHash, LibraryId};
 /// The membership operations in force, per device: (node index, is an add).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Membership {
-    frontier: BTreeMap<DeviceKey, Vec<(u32, bool)>>,
+    pub(crate) frontier: BTreeMap<DeviceKey, Vec<(u32, bool)>>,
 }
 
 impl Membership {
@@ -136,6 +136,54 @@ impl LibIndex {
             authors: Vec::new(),
             author_idx: HashMap::new(),
         }
+    }
+
+    /// An index rebuilt from saved parts (a [`super::checkpoint`]): `None` when they do not
+    /// fit together (a node out of its author's sequence, a repeated hash, an unknown head).
+    pub(crate) fn restore(
+        library: LibraryId,
+        keys: Vec<(DeviceKey, VerifyingKey)>,
+        nodes: Vec<Node>,
+        heads: BTreeSet<EntryHash>,
+    ) -> Option<Self> {
+        let mut index = LibIndex::new(library);
+        for (key, vk) in keys {
+            let a = u16::try_from(index.authors.len()).ok()?;
+            if index.author_idx.insert(key, a).is_some() {
+                return None;
+            }
+            index.authors.push(Author {
+                key,
+                vk,
+                entries: Vec::new(),
+            });
+        }
+        index.by_hash.reserve(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            let i = u32::try_from(i).ok()?;
+            let entries = &mut index.authors.get_mut(usize::from(n.author))?.entries;
+            if n.seq != entries.len() as u64 + 1 {
+                return None;
+            }
+            entries.push(i);
+            if index.by_hash.insert(n.hash, i).is_some() {
+                return None;
+            }
+        }
+        if heads.is_empty() || !heads.iter().all(|h| index.by_hash.contains_key(h)) {
+            return None;
+        }
+        index.nodes = nodes;
+        index.heads = heads;
+        Some(index)
+    }
+
+    /// Node indices paired with their hashes (what a read checks the stored bytes against).
+    pub(crate) fn with_hashes(&self, nodes: &[u32]) -> Vec<(u32, EntryHash)> {
+        nodes
+            .iter()
+            .map(|&i| (i, self.nodes[i as usize].hash))
+            .collect()
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -49,8 +49,10 @@
 //! # API at a glance
 //!
 //! ```text
-//! // open (verifies everything; refuses a damaged chain naming the entry)
+//! // open (verifies what the last checkpoint does not cover; refuses a damaged chain naming
+//! // the entry)
 //! ChainStore::open(db: Db) -> Result<ChainStore, ChainError>
+//! ChainStore::checkpoint(&self) -> Result<usize, ChainError>              // at a clean close
 //! ChainStore::open_path(path: &Path) -> Result<ChainStore, ChainError>
 //! ChainStore::verify(&self) -> Result<VerifyReport, ChainError>            // re-read, from scratch
 //!
@@ -92,8 +94,11 @@
 //!   backup of its key and database) is equivocating: a store keeps whichever it saw first and
 //!   refuses the other ([`EntryFault::DuplicateSeq`]), so stores that saw them in different
 //!   orders stay apart until one of the two is removed by hand.
-//! - Opening verifies every signature: about 10 s per million entries on two idle cores.
+//! - Opening verifies every entry stored after the last checkpoint (a clean close saves one,
+//!   [`ChainStore::checkpoint`]); a store killed without one re-verifies what came after the
+//!   previous one, at about 50–100 thousand entries/s on two cores.
 
+mod checkpoint;
 pub mod codec;
 mod dag;
 pub mod entry;

@@ -14,10 +14,13 @@
 //! Every append or insert is one redb write transaction committed with
 //! `Durability::Immediate`: when the call returns `Ok`, the entries are on disk and survive
 //! `kill -9`; when it fails, none of them are stored and the index is rolled back. Opening a
-//! store reads every entry and verifies it exactly as if it had come from a peer (decoding,
-//! links, genesis, Lamport clock, sequence number, membership, signature); the first bad
-//! entry makes [`ChainStore::open`] fail with [`ChainError::Damaged`], naming the library, the
-//! entry's position and its hash.
+//! store reads every entry the last checkpoint does not cover (all of them without one) and
+//! verifies it exactly as if it had come from a peer (decoding, links, genesis, Lamport
+//! clock, sequence number, membership, signature); the first bad entry makes
+//! [`ChainStore::open`] fail with [`ChainError::Damaged`], naming the library, the entry's
+//! position and its hash. The checkpointed prefix is taken from the checkpoint (see
+//! [`super::checkpoint`] for why that is sound); every later read of a stored entry is
+//! checked against the hash the index holds, and [`ChainStore::verify`] re-checks it all.
 //!
 //! # Concurrency
 //!
@@ -36,6 +39,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use crate::db::Db;
 
+use super::checkpoint::{self, CHECKPOINTS};
 use super::dag::LibIndex;
 use super::entry::{Entry, Meta, Op, MAX_PARENTS};
 use super::error::{ChainError, EntryFault};
@@ -85,6 +89,8 @@ struct Inner {
     libs: Mutex<HashMap<LibraryId, LibIndex>>,
     /// The folded tree per library, kept up to date incrementally (see [`ChainStore::tree`]).
     trees: Mutex<HashMap<LibraryId, FoldCache>>,
+    /// Per library, how many entries its stored checkpoint covers.
+    checkpointed: Mutex<HashMap<LibraryId, usize>>,
 }
 
 /// A library's fold so far: every node below `applied` (in index order) has been applied,
@@ -109,27 +115,30 @@ impl std::fmt::Debug for ChainStore {
 
 pub use crate::clock::now_ms;
 
-fn sign_all(entries: &mut [Entry], key: &SigningKey) {
-    let sign = |chunk: &mut [Entry]| {
-        for e in chunk {
-            let s = key.sign(&e.hash().0).to_bytes();
-            e.set_signature(s);
-        }
+/// Signs entry hashes, spread over the machine's cores (ed25519 signing is what bounds a
+/// batch of local appends).
+fn sign_all(hashes: &[EntryHash], key: &SigningKey) -> Vec<[u8; 64]> {
+    let sign = |chunk: &[EntryHash]| -> Vec<[u8; 64]> {
+        chunk.iter().map(|h| key.sign(&h.0).to_bytes()).collect()
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(8);
-    if entries.len() < 256 || threads < 2 {
-        sign(entries);
-        return;
+    if hashes.len() < 256 || threads < 2 {
+        return sign(hashes);
     }
-    let per = entries.len().div_ceil(threads);
+    let per = hashes.len().div_ceil(threads);
     std::thread::scope(|s| {
-        for chunk in entries.chunks_mut(per) {
-            s.spawn(move || sign(chunk));
-        }
-    });
+        let parts: Vec<_> = hashes
+            .chunks(per)
+            .map(|c| s.spawn(move || sign(c)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 fn write_entries(
@@ -138,6 +147,16 @@ fn write_entries(
     start: u64,
     entries: &[&Entry],
 ) -> Result<(), ChainError> {
+    commit(db, stage_entries(db, lib, start, entries)?)
+}
+
+/// Writes entries into a new transaction without committing it (dropping it discards them).
+fn stage_entries(
+    db: &Db,
+    lib: LibraryId,
+    start: u64,
+    entries: &[&Entry],
+) -> Result<redb::WriteTransaction, ChainError> {
     let mut txn = db.begin_write().map_err(ChainError::db)?;
     txn.set_durability(Durability::Immediate)
         .map_err(ChainError::db)?;
@@ -155,6 +174,11 @@ fn write_entries(
             }
         }
     }
+    Ok(txn)
+}
+
+/// Commits a staged write durably.
+fn commit(db: &Db, txn: redb::WriteTransaction) -> Result<(), ChainError> {
     txn.commit().map_err(|e| {
         db.check(&e);
         ChainError::db(e)
@@ -178,16 +202,59 @@ impl ChunkSigs {
     }
 }
 
-/// Reads, decodes and verifies every stored entry, building the indexes. Signatures of one
+/// The checkpoints (see [`super::checkpoint`]) that still describe a prefix of the stored
+/// entries: their last entry is stored and hashes to what they say. Others are ignored.
+fn usable_checkpoints(
+    txn: &redb::ReadTransaction,
+    table: &redb::ReadOnlyTable<([u8; 16], u64), &[u8]>,
+) -> Result<HashMap<LibraryId, LibIndex>, ChainError> {
+    let mut out = HashMap::new();
+    let saved = match txn.open_table(CHECKPOINTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+        Err(e) => return Err(ChainError::db(e)),
+    };
+    for item in saved.iter().map_err(ChainError::db)? {
+        let (k, v) = item.map_err(ChainError::db)?;
+        let lib = LibraryId(k.value());
+        let Ok(c) = checkpoint::decode(lib, v.value()) else {
+            continue;
+        };
+        let matches = table
+            .get((lib.0, c.entries - 1))
+            .map_err(ChainError::db)?
+            .is_some_and(|row| Entry::from_bytes_expecting(row.value(), &c.last).is_ok());
+        if matches {
+            out.insert(lib, c.index);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads, decodes and verifies the stored entries, building the indexes: every entry of a
+/// library without a usable checkpoint, only those after it otherwise. Signatures of one
 /// chunk are checked on other threads while the next chunk is decoded and linked.
-fn load_all(db: &Database) -> Result<HashMap<LibraryId, LibIndex>, ChainError> {
+/// Also returns, per library, how many entries its checkpoint covered.
+fn load_all(db: &Database) -> Result<Loaded, ChainError> {
+    load(db, true)
+}
+
+/// The indexes, and how many entries of each library a checkpoint covered.
+type Loaded = (HashMap<LibraryId, LibIndex>, HashMap<LibraryId, usize>);
+
+fn load(db: &Database, use_checkpoints: bool) -> Result<Loaded, ChainError> {
     let txn = db.begin_read().map_err(ChainError::db)?;
     let table = match txn.open_table(ENTRIES) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
         Err(e) => return Err(ChainError::db(e)),
     };
-    let mut libs = HashMap::new();
+    let mut libs = if use_checkpoints {
+        usable_checkpoints(&txn, &table)?
+    } else {
+        HashMap::new()
+    };
+    let covered: HashMap<LibraryId, u64> = libs.iter().map(|(l, i)| (*l, i.len() as u64)).collect();
     let mut raw: Vec<(LibraryId, u64, Vec<u8>)> = Vec::with_capacity(LOAD_CHUNK);
     let mut pending: Option<std::thread::JoinHandle<Result<(), ChainError>>> = None;
     let mut iter = table.iter().map_err(ChainError::db)?;
@@ -197,7 +264,14 @@ fn load_all(db: &Database) -> Result<HashMap<LibraryId, LibIndex>, ChainError> {
         if let Some(item) = item {
             let (k, v) = item.map_err(ChainError::db)?;
             let (lib, idx) = k.value();
-            raw.push((LibraryId(lib), idx, v.value().to_vec()));
+            match covered.get(&LibraryId(lib)) {
+                // The checkpoint covers this library up to `n`: skip to there.
+                Some(&n) if idx < n => {
+                    iter = table.range((lib, n)..).map_err(ChainError::db)?;
+                    continue;
+                }
+                _ => raw.push((LibraryId(lib), idx, v.value().to_vec())),
+            }
         }
         if raw.len() < LOAD_CHUNK && !done {
             continue;
@@ -216,7 +290,8 @@ fn load_all(db: &Database) -> Result<HashMap<LibraryId, LibIndex>, ChainError> {
         }
         if done {
             chunk.verify()?;
-            return Ok(libs);
+            let covered = covered.into_iter().map(|(l, n)| (l, n as usize)).collect();
+            return Ok((libs, covered));
         }
         pending = Some(std::thread::spawn(move || chunk.verify()));
     }
@@ -274,16 +349,19 @@ impl ChainStore {
             txn.open_table(ENTRIES).map_err(ChainError::db)?;
             txn.commit().map_err(ChainError::db)?;
         }
-        let libs = db.with(load_all).map_err(ChainError::db)??;
+        let (libs, covered) = db.with(load_all).map_err(ChainError::db)??;
         let inner = Arc::new(Inner {
             db: db.clone(),
             libs: Mutex::new(libs),
             trees: Mutex::new(HashMap::new()),
+            checkpointed: Mutex::new(covered),
         });
         // A re-opened database holds what was committed: the indexes are rebuilt from it.
         db.on_reopen(&inner, |inner, database| {
             let mut libs = crate::locks::lock(&inner.libs);
-            *libs = load_all(database).map_err(|e| e.to_string())?;
+            let (loaded, covered) = load_all(database).map_err(|e| e.to_string())?;
+            *libs = loaded;
+            *crate::locks::lock(&inner.checkpointed) = covered;
             crate::locks::lock(&inner.trees).clear();
             Ok(())
         });
@@ -294,6 +372,42 @@ impl ChainStore {
     pub fn open_path(path: &Path) -> Result<Self, ChainError> {
         let db = Database::create(path).map_err(ChainError::db)?;
         Self::open(Db::new(db))
+    }
+
+    /// Saves a checkpoint of every library that grew since its last one (see
+    /// [`super::checkpoint`]), in one durable commit, so that the next open verifies only
+    /// what is stored after it. Meant for a clean close: it costs about the size of the
+    /// in-memory index (some 70 bytes per entry). Returns how many libraries were saved.
+    pub fn checkpoint(&self) -> Result<usize, ChainError> {
+        let libs = self.lock();
+        let mut saved = crate::locks::lock(&self.inner.checkpointed);
+        let stale: Vec<(&LibraryId, &LibIndex)> = libs
+            .iter()
+            .filter(|(lib, index)| index.len() > 0 && saved.get(*lib) != Some(&index.len()))
+            .collect();
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let db = &self.inner.db;
+        let mut txn = db.begin_write().map_err(ChainError::db)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(ChainError::db)?;
+        {
+            let mut t = txn.open_table(CHECKPOINTS).map_err(ChainError::db)?;
+            for (lib, index) in &stale {
+                if let Some(bytes) = checkpoint::encode(index) {
+                    t.insert(lib.0, bytes.as_slice()).map_err(ChainError::db)?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| {
+            db.check(&e);
+            ChainError::db(e)
+        })?;
+        for (lib, index) in &stale {
+            saved.insert(**lib, index.len());
+        }
+        Ok(stale.len())
     }
 
     /// The shared database handle.
@@ -307,7 +421,11 @@ impl ChainStore {
 
     /// Re-reads every stored entry from disk and verifies it from scratch.
     pub fn verify(&self) -> Result<VerifyReport, ChainError> {
-        let libs = self.inner.db.with(load_all).map_err(ChainError::db)??;
+        let (libs, _) = self
+            .inner
+            .db
+            .with(|db| load(db, false))
+            .map_err(ChainError::db)??;
         Ok(VerifyReport {
             libraries: libs.len(),
             entries: libs.values().map(|l| l.len() as u64).sum(),
@@ -496,22 +614,32 @@ impl ChainStore {
             parents = vec![e.hash()];
             entries.push(e);
         }
-        sign_all(&mut entries, key);
         let snap = index.snapshot();
         let start = index.len() as u64;
-        for e in &entries {
-            match index.check(e) {
-                Ok(c) => {
-                    index.push(e, c);
-                }
-                Err(fault) => {
-                    index.rollback(snap);
-                    return Err(ChainError::Rejected {
-                        hash: e.hash(),
-                        fault,
-                    });
-                }
-            }
+        // The DAG checks do not need the signatures: they run while the entries are signed.
+        let hashes: Vec<EntryHash> = entries.iter().map(Entry::hash).collect();
+        let (signatures, checked) = std::thread::scope(|s| {
+            let signing = s.spawn(|| sign_all(&hashes, key));
+            let checked = entries.iter().try_for_each(|e| {
+                let c = index.check(e).map_err(|fault| ChainError::Rejected {
+                    hash: e.hash(),
+                    fault,
+                })?;
+                index.push(e, c);
+                Ok(())
+            });
+            (signing.join().unwrap_or_default(), checked)
+        });
+        if let Err(e) = checked {
+            index.rollback(snap);
+            return Err(e);
+        }
+        if signatures.len() != entries.len() {
+            index.rollback(snap);
+            return Err(ChainError::Internal("a signing thread failed"));
+        }
+        for (e, sig) in entries.iter_mut().zip(signatures) {
+            e.set_signature(sig);
         }
         let refs: Vec<&Entry> = entries.iter().collect();
         if let Err(err) = write_entries(&self.inner.db, *lib, start, &refs) {
@@ -565,15 +693,22 @@ impl ChainStore {
             .is_some_and(|index| index.current_members().is_member(device))
     }
 
-    fn read_at(&self, lib: &LibraryId, positions: &[u32]) -> Result<Vec<Entry>, ChainError> {
+    /// Reads stored entries by position, each checked against the hash the index holds for
+    /// it: a row damaged since it was verified (or since the checkpoint that vouched for it)
+    /// is named here rather than handed on.
+    fn read_at(
+        &self,
+        lib: &LibraryId,
+        wanted: &[(u32, EntryHash)],
+    ) -> Result<Vec<Entry>, ChainError> {
         let txn = self.inner.db.begin_read().map_err(ChainError::db)?;
         let table = txn.open_table(ENTRIES).map_err(ChainError::db)?;
-        let mut out = Vec::with_capacity(positions.len());
-        for &i in positions {
+        let mut out = Vec::with_capacity(wanted.len());
+        for &(i, hash) in wanted {
             let damaged = |reason: String| ChainError::Damaged {
                 library: *lib,
                 index: u64::from(i),
-                hash: None,
+                hash: Some(hash),
                 reason,
             };
             let guard = table
@@ -581,7 +716,7 @@ impl ChainStore {
                 .map_err(ChainError::db)?
                 .ok_or_else(|| damaged("vanished from the database".into()))?;
             out.push(
-                Entry::from_bytes(guard.value())
+                Entry::from_bytes_expecting(guard.value(), &hash)
                     .map_err(|e| damaged(format!("undecodable: {e}")))?,
             );
         }
@@ -596,7 +731,7 @@ impl ChainStore {
             .find_map(|(lib, index)| index.get(hash).map(|i| (*lib, i)));
         match found {
             None => Ok(None),
-            Some((lib, i)) => Ok(self.read_at(&lib, &[i])?.pop().map(|e| (lib, e))),
+            Some((lib, i)) => Ok(self.read_at(&lib, &[(i, *hash)])?.pop().map(|e| (lib, e))),
         }
     }
 
@@ -623,7 +758,11 @@ impl ChainStore {
             let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
             hashes.iter().map(|h| index.get(h)).collect()
         };
-        let present: Vec<u32> = positions.iter().flatten().copied().collect();
+        let present: Vec<(u32, EntryHash)> = positions
+            .iter()
+            .zip(hashes)
+            .filter_map(|(p, h)| p.map(|p| (p, *h)))
+            .collect();
         let mut read = self.read_at(lib, &present)?.into_iter();
         Ok(positions
             .into_iter()
@@ -694,7 +833,8 @@ impl ChainStore {
         let (order, total) = {
             let libs = self.lock();
             let index = libs.get(lib).ok_or(ChainError::UnknownLibrary(*lib))?;
-            index.missing_prefix_for_vector(their_vector, limit)
+            let (order, total) = index.missing_prefix_for_vector(their_vector, limit);
+            (index.with_hashes(&order), total)
         };
         Ok((self.read_at(lib, &order)?, total))
     }
@@ -723,42 +863,66 @@ impl ChainStore {
         let snap = index.snapshot();
         let start = index.len() as u64;
         let mut outcome = InsertOutcome::default();
-        let mut new: Vec<&Entry> = Vec::new();
-        let mut sigs: Vec<SigItem> = Vec::new();
-        for e in &batch {
-            if index.get(&e.hash()).is_some() {
-                outcome.already_had += 1;
-                continue;
-            }
-            match index.check(e) {
-                Ok(c) => {
-                    sigs.push((e.hash(), c.vk, *e.signature()));
-                    index.push(e, c);
-                    new.push(e);
-                }
-                Err(fault) => {
-                    index.rollback(snap);
-                    return Err(ChainError::Rejected {
-                        hash: e.hash(),
-                        fault,
-                    });
-                }
-            }
-        }
-        if let Err(i) = sig::verify_all(&sigs) {
-            index.rollback(snap);
-            return Err(ChainError::Rejected {
-                hash: sigs[i].0,
-                fault: EntryFault::BadSignature,
-            });
-        }
-        if new.is_empty() {
+        // Entries already here are skipped before anything else (their signature is not
+        // looked at: the hash does not cover it, and ours was checked).
+        let fresh_entries: Vec<&Entry> = batch
+            .iter()
+            .filter(|e| index.get(&e.hash()).is_none())
+            .collect();
+        outcome.already_had = batch.len() - fresh_entries.len();
+        if fresh_entries.is_empty() {
             return Ok(outcome);
         }
-        if let Err(err) = write_entries(&self.inner.db, *lib, start, &new) {
+        // A signature does not depend on the DAG: all of them are checked on other threads
+        // while this one checks links, clocks and membership and stages the write. An entry
+        // whose key is unusable is left to the DAG check, which refuses it.
+        let mut keys: HashMap<DeviceKey, Option<ed25519_dalek::VerifyingKey>> = HashMap::new();
+        let sigs: Vec<SigItem> = fresh_entries
+            .iter()
+            .filter_map(|e| {
+                let author = e.meta().author;
+                let vk = *keys
+                    .entry(author)
+                    .or_insert_with(|| super::dag::usable_key(&author).ok());
+                vk.map(|vk| (e.hash(), vk, *e.signature()))
+            })
+            .collect();
+        let db = &self.inner.db;
+        let (checked, signed) = std::thread::scope(|s| {
+            let signatures = s.spawn(|| sig::verify_all(&sigs));
+            let checked = (|| {
+                for e in &fresh_entries {
+                    let c = index.check(e).map_err(|fault| ChainError::Rejected {
+                        hash: e.hash(),
+                        fault,
+                    })?;
+                    index.push(e, c);
+                }
+                stage_entries(db, *lib, start, &fresh_entries)
+            })();
+            let signed = signatures.join().unwrap_or(Err(0));
+            (checked, signed)
+        });
+        // A fault the DAG check found comes first, as when the checks ran one after another.
+        let staged = match (checked, signed) {
+            (Err(e), _) => {
+                index.rollback(snap);
+                return Err(e);
+            }
+            (Ok(_), Err(i)) => {
+                index.rollback(snap);
+                return Err(ChainError::Rejected {
+                    hash: sigs.get(i).map_or(fresh_entries[0].hash(), |s| s.0),
+                    fault: EntryFault::BadSignature,
+                });
+            }
+            (Ok(txn), Ok(())) => txn,
+        };
+        if let Err(err) = commit(db, staged) {
             index.rollback(snap);
             return Err(err);
         }
+        let new = fresh_entries;
         outcome.inserted = new.len();
         if is_new {
             libs.insert(*lib, fresh);
@@ -804,7 +968,7 @@ impl ChainStore {
         todo.sort_unstable_by_key(|&i| key(i));
         let saw = |x: u32, y: u32| index.is_ancestor_or_self(x, y);
         for chunk in todo.chunks(STEP) {
-            let entries = self.read_at(lib, chunk)?;
+            let entries = self.read_at(lib, &index.with_hashes(chunk))?;
             for (&i, e) in chunk.iter().zip(&entries) {
                 cache.folder.apply(i, e, &saw);
             }
@@ -851,6 +1015,10 @@ impl Iterator for Missing {
         let end = (self.pos + self.batch).min(self.order.len());
         let chunk = &self.order[self.pos..end];
         self.pos = end;
-        Some(self.store.read_at(&self.lib, chunk))
+        let wanted = match self.store.lock().get(&self.lib) {
+            Some(index) => index.with_hashes(chunk),
+            None => return Some(Err(ChainError::UnknownLibrary(self.lib))),
+        };
+        Some(self.store.read_at(&self.lib, &wanted))
     }
 }

@@ -83,7 +83,9 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
     // Libraries peers offer wait for `harpbridge offers accept`.
     let offers =
         crate::p2p::offers::watch(node.clone(), &data_dir, Vec::new(), |l| println!("{l}"));
-    let prefetcher = Prefetcher::start(chain, content, node.clone(), |r| println!("{}", line(&r)));
+    let prefetcher = Prefetcher::start(chain.clone(), content, node.clone(), |r| {
+        println!("{}", line(&r))
+    });
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {
@@ -105,6 +107,7 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
     snapshots.stop().await;
     prefetcher.stop();
     node.shutdown().await;
+    super::save_checkpoint(chain).await;
     printer.abort();
     offers.abort();
     Ok(())

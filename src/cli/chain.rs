@@ -382,7 +382,31 @@ fn bench(
         vk.verify(m, s).context("baseline signature")?;
     }
     let ed_verify = rate(sigs.len(), t.elapsed().as_secs_f64());
-    println!("baseline: SHA3-256 {sha3_mb_s:.0} MB/s, ed25519 verify {ed_verify:.0}/s (one core, one by one)");
+    let t = Instant::now();
+    for (m, _) in &sigs {
+        std::hint::black_box(sk.sign(m));
+    }
+    let ed_sign = rate(sigs.len(), t.elapsed().as_secs_f64());
+    // The ceiling for checking peers' entries: ed25519-dalek's batch verify, 2048 per call,
+    // on every core, nothing else.
+    let t = Instant::now();
+    let per = sigs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for chunk in sigs.chunks(per) {
+            s.spawn(move || {
+                for part in chunk.chunks(2048) {
+                    let msgs: Vec<&[u8]> = part.iter().map(|(m, _)| &m[..]).collect();
+                    let ss: Vec<_> = part.iter().map(|(_, s)| *s).collect();
+                    let ks = vec![vk; part.len()];
+                    std::hint::black_box(ed25519_dalek::verify_batch(&msgs, &ss, &ks).is_ok());
+                }
+            });
+        }
+    });
+    let ed_batch = rate(sigs.len(), t.elapsed().as_secs_f64());
+    println!(
+        "baseline: SHA3-256 {sha3_mb_s:.0} MB/s; ed25519 one core: verify {ed_verify:.0}/s, sign {ed_sign:.0}/s; batch verify on {threads} cores {ed_batch:.0}/s"
+    );
 
     // Single durable appends: one fsync'd transaction each.
     let store = ChainStore::open(db::open(&work.join("single"))?)?;
@@ -422,7 +446,19 @@ fn bench(
     let t = Instant::now();
     let store = ChainStore::open(db::open(&path)?)?;
     let open_rate = rate(store.len(&lib)?, t.elapsed().as_secs_f64());
-    println!("open (verify and index): {open_rate:.0} entries/s");
+    println!("open without a checkpoint (verify and index): {open_rate:.0} entries/s");
+
+    // A clean close saves a checkpoint; the next open reads it back.
+    let t = Instant::now();
+    store.checkpoint()?;
+    let checkpoint_rate = rate(store.len(&lib)?, t.elapsed().as_secs_f64());
+    drop(store);
+    let t = Instant::now();
+    let store = ChainStore::open(db::open(&path)?)?;
+    let open_ck_rate = rate(store.len(&lib)?, t.elapsed().as_secs_f64());
+    println!(
+        "checkpoint at close: {checkpoint_rate:.0} entries/s; open after it: {open_ck_rate:.0} entries/s"
+    );
 
     // Fold.
     let t = Instant::now();
@@ -445,13 +481,26 @@ fn bench(
     let fold_incr_p50_ms = after_append_ms[after_append_ms.len() / 2];
     println!("tree after one more append (kept fold), p50: {fold_incr_p50_ms:.2} ms");
 
-    // Sync ingest: everything into a fresh store, in batches of 1000.
+    // Sync ingest: everything into a fresh store, in batches of 1000, the sending side
+    // reading the next batch while the receiving side stores this one (as two machines do).
     let other = ChainStore::open(db::open(&work.join("replica"))?)?;
     let t = Instant::now();
-    let mut moved = 0usize;
-    for batch in store.missing_for(&lib, &[], 1000)? {
-        moved += other.insert_remote(&lib, batch?)?.inserted;
-    }
+    let moved = std::thread::scope(|s| -> anyhow::Result<usize> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let missing = store.missing_for(&lib, &[], 1000)?;
+        s.spawn(move || {
+            for batch in missing {
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut moved = 0usize;
+        for batch in rx {
+            moved += other.insert_remote(&lib, batch?)?.inserted;
+        }
+        Ok(moved)
+    })?;
     let ingest_rate = rate(moved, t.elapsed().as_secs_f64());
     println!(
         "sync ingest (missing_for + insert_remote, 1000 per batch): {ingest_rate:.0} entries/s"
@@ -465,9 +514,9 @@ fn bench(
         concat!(
             r#"{{"bench":"chain","entries":{},"cores":{},"#,
             r#""append_single_entries_s":{:.0},"append_batched_entries_s":{:.0},"append_batch_size":{},"#,
-            r#""verify_entries_s":{:.0},"open_entries_s":{:.0},"fold_entries_s":{:.0},"tree_after_append_p50_ms":{:.2},"#,
+            r#""verify_entries_s":{:.0},"open_entries_s":{:.0},"checkpoint_entries_s":{:.0},"open_after_checkpoint_entries_s":{:.0},"fold_entries_s":{:.0},"tree_after_append_p50_ms":{:.2},"#,
             r#""sync_ingest_entries_s":{:.0},"verify_ratio_to_ed25519_one_core":{:.2},"#,
-            r#""baseline":{{"sha3_256_mb_s":{:.0},"ed25519_verify_per_s":{:.0}}}}}"#
+            r#""baseline":{{"sha3_256_mb_s":{:.0},"ed25519_verify_per_s":{:.0},"ed25519_sign_per_s":{:.0},"ed25519_batch_verify_all_cores_per_s":{:.0}}}}}"#
         ),
         n,
         threads,
@@ -476,12 +525,16 @@ fn bench(
         BATCH,
         verify_rate,
         open_rate,
+        checkpoint_rate,
+        open_ck_rate,
         fold_rate,
         fold_incr_p50_ms,
         ingest_rate,
         verify_rate / ed_verify,
         sha3_mb_s,
-        ed_verify
+        ed_verify,
+        ed_sign,
+        ed_batch
     );
     println!("{line}");
     if let Some(p) = json_out {

@@ -79,6 +79,22 @@ pub fn peer_addr(s: &str) -> Result<libp2p::Multiaddr, String> {
 
 /// Runs `job` on a new tokio runtime until it ends: exit 0, or exit 1 with the error's
 /// chain on one stderr line (the roles that run until a signal: `node`, `cache`).
+/// Saves the chain's checkpoint at a clean close, so the next start verifies only what is
+/// stored after it (see `chain::checkpoint`). A failure costs only the next start's time.
+pub async fn save_checkpoint(chain: crate::chain::ChainStore) {
+    let t = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || chain.checkpoint()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(
+            libraries = n,
+            ms = t.elapsed().as_millis() as u64,
+            "chain checkpoint saved"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "chain checkpoint not saved"),
+        Err(e) => tracing::warn!(error = %e, "chain checkpoint not saved"),
+    }
+}
+
 pub fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     use anyhow::Context;
     let result = tokio::runtime::Runtime::new()

@@ -170,8 +170,10 @@ pub fn run(args: NodeArgs) -> ExitCode {
 
 async fn serve(data_dir: PathBuf, swarm: SwarmArgs) -> anyhow::Result<()> {
     let (id, chain, content) = open(&data_dir)?;
-    let node = Node::start(swarm.config(), &id, chain, content).await?;
-    run_until_signal(node, data_dir, Vec::new(), Arc::new(Progress::new())).await
+    let node = Node::start(swarm.config(), &id, chain.clone(), content).await?;
+    let result = run_until_signal(node, data_dir, Vec::new(), Arc::new(Progress::new())).await;
+    super::save_checkpoint(chain).await;
+    result
 }
 
 /// `node --dir`: the engine over the folders, and the swarm wired to it.
@@ -199,6 +201,7 @@ async fn serve_folders(
         node.join(*library).await?;
     }
     let result = run_until_signal(node, data_dir.clone(), folders.joining.clone(), out).await;
+    super::save_checkpoint(engine.chain().clone()).await;
     // Only true while the node runs.
     let _ = std::fs::remove_file(data_dir.join(super::status::STATUS_FILE));
     result

@@ -66,6 +66,7 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     // Before "serving" is logged, so that the swarm's state is known to the first request.
     web::swarm::start(&state).await;
     let swarm = state.swarm.clone();
+    let chain = state.engine.as_ref().map(|e| e.chain().clone());
     tracing::info!(
         app_id = %state.config.app_id,
         version = %state.config.app_version,
@@ -78,5 +79,8 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .await
         .context("server failed");
     swarm.shutdown().await;
+    if let Some(chain) = chain {
+        super::save_checkpoint(chain).await;
+    }
     served
 }
