@@ -575,3 +575,91 @@ async fn folder_devices_and_nextcloud_keep_one_library() {
     drop(app);
     exapp.stop();
 }
+
+/// An office device that made its own library and paired serve offers it to serve. Through
+/// AppAPI's PHP proxy an admin sees the offer (a user is refused), accepts it into a user's
+/// folder with a POST, and the device's file lands in that folder in Nextcloud; a second
+/// accept of the same offer is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_accepts_an_offered_library_through_the_php_proxy() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let user = nc.user(false);
+    let dir = tempfile::tempdir().unwrap();
+    let (app, exapp) = registered(nc, dir.path(), &[]).await;
+    app.remember_user(&user.name);
+    let (serve_peer, serve_addr) = exapp.swarm_addr().await;
+
+    // The office: `node --dir` making a library from its folder, pairing serve.
+    let root = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let folder = root.path().join("office");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("plans.txt"), b"office plans").unwrap();
+    let args = [
+        "node",
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--dir",
+        folder.to_str().unwrap(),
+        "--pair",
+        &serve_peer,
+        "--peer",
+        &serve_addr.to_string(),
+    ];
+    let mut command = support::cli::harpbridge(&args, data.path());
+    command.env("RUST_LOG", "harpbridge=info");
+    let office = support::cli::Proc::start("office", command, Some(&data.path().join("node.log")));
+    let library = office.line("library ", WAIT);
+    let library = library.split_whitespace().next().unwrap().to_owned();
+
+    let admin = Some((nc.admin.as_str(), nc.pass.as_str()));
+    let offers_url = app.proxy_url("/api/admin/offers");
+    let listed = poll(WAIT, "the offer listed for the admin", || async {
+        let (status, body) = status_of(nc.request(Method::GET, &offers_url, admin)).await;
+        assert_eq!(status, 200, "{body:.300}");
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["offers"]
+            .as_array()?
+            .iter()
+            .find(|o| o["library"] == library.as_str())
+            .cloned()
+    })
+    .await;
+    assert!(
+        listed["peers"]
+            .to_string()
+            .contains(&support::cli::peer_id(data.path())),
+        "{listed}"
+    );
+    let (status, body) = status_of(nc.request(Method::GET, &offers_url, user.auth())).await;
+    assert_eq!(status, 403, "a user lists no offers: {body:.300}");
+
+    let accept_url = app.proxy_url(&format!("/api/admin/offers/{library}/accept"));
+    let body = json!({"name": "Office plans", "owner": user.name, "folder": "/Office"});
+    let (status, text) = status_of(
+        nc.request(Method::POST, &accept_url, user.auth())
+            .json(&body),
+    )
+    .await;
+    // The admin route is skipped for a user, and no user route takes a POST: 404.
+    assert_eq!(status, 404, "a user cannot accept: {text:.300}");
+    let (status, text) = status_of(nc.request(Method::POST, &accept_url, admin).json(&body)).await;
+    assert_eq!(status, 201, "{text:.300}");
+    let shown: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown["id"], library.as_str(), "{shown}");
+
+    poll(WAIT, "the office's file in the user's folder", || async {
+        (user.etag("Office/plans.txt").await.is_some()
+            && user.get("Office/plans.txt").await.as_ref() == b"office plans")
+            .then_some(())
+    })
+    .await;
+    let (status, text) = status_of(nc.request(Method::POST, &accept_url, admin).json(&body)).await;
+    assert_eq!(status, 404, "placed: no longer offered: {text:.300}");
+    drop(office);
+    drop(app);
+    exapp.stop();
+}

@@ -437,6 +437,7 @@ impl Engine {
             return Ok(known);
         }
         self.inner.libraries.check_free(uid, &folder)?;
+        self.make_folder(uid, &folder).await?;
         let library = Library {
             id,
             name: name.to_owned(),
@@ -456,6 +457,34 @@ impl Engine {
         self.request_catch_up("a library was joined");
         self.wake_writeback();
         Ok(library)
+    }
+
+    /// Makes `folder` (and the folders above it) in `uid`'s files if missing: a library
+    /// joined into a new folder needs it before write-back can put anything in it
+    /// (Nextcloud answers a PUT into a missing folder with 404).
+    async fn make_folder(&self, uid: &str, folder: &str) -> Result<(), EngineError> {
+        let library_root = Root { owner: uid, folder };
+        match self.inner.backend.list(library_root, "", Depth::Zero).await {
+            Err(BackendError::NotFound(_)) => {}
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let root = Root {
+            owner: uid,
+            folder: "",
+        };
+        let mut path = String::new();
+        for segment in folder.split('/').filter(|s| !s.is_empty()) {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(segment);
+            match self.inner.backend.mkdir(root, &path).await {
+                Ok(_) | Err(BackendError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Creates the libraries given at start (`--library`) that do not exist yet.

@@ -239,7 +239,8 @@ impl UserFiles {
         if_match: Option<&str>,
         new_id: impl FnOnce() -> u64,
     ) -> Result<bool, FsError> {
-        self.need_parent(path)?;
+        // Nextcloud 33 answers a PUT into a missing folder with 404, not WebDAV's 409.
+        self.need_parent(path).map_err(|_| FsError::NotFound)?;
         let existing = self.nodes.get(path);
         if let Some(want) = if_match {
             match existing {

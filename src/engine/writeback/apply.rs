@@ -283,7 +283,11 @@ impl Engine {
                 tracing::info!(library = %id, %path, "the write was refused (the file changed meanwhile); looking again");
                 out.raced += 1;
             }
-            Err(BackendError::Conflict(_)) => self.parent_missing(library, path)?,
+            // A parent folder is missing: Nextcloud 33 answers a PUT with 404 (checked on
+            // the real server), WebDAV's RFC with 409.
+            Err(BackendError::Conflict(_) | BackendError::NotFound(_)) => {
+                self.parent_missing(library, path)?
+            }
             Err(e) => return Err(e.into()),
         }
         Ok(())
