@@ -68,6 +68,7 @@ async fn registers_on_harp_and_serves_the_panel_through_it() {
         ("/api/libraries", 200, 200),
         ("/api/overview", 200, 200),
         ("/api/admin/metrics", 200, 403),
+        ("/api/admin/offers", 200, 403),
         ("/metrics", 200, 403),
     ];
     for (path, for_admin, for_user) in codes {

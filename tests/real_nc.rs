@@ -15,6 +15,8 @@
 //! - Two `node --dir` devices and serve keep one library: files made in Nextcloud reach both
 //!   folders, files made in a folder reach Nextcloud and the other folder, and an edit in
 //!   Nextcloud and a delete in a folder go everywhere.
+//! - A library a device offers is listed for an admin (refused to a user), accepted with a
+//!   POST through the proxy into a folder that did not exist, and its file lands there.
 //!
 //! Needs root (see `support::real_nc`); elsewhere each test prints why and returns. The
 //! tests run one at a time; every wait is a generous deadline, not a timing assertion.
@@ -97,6 +99,7 @@ async fn registers_and_serves_the_panel_through_the_php_proxy() {
         ("/api/overview", 200, 200),
         ("/api/ingest", 200, 200),
         ("/api/admin/metrics", 200, 403),
+        ("/api/admin/offers", 200, 403),
         ("/metrics", 200, 404),
     ];
     for (path, for_admin, for_user) in codes {
