@@ -16,30 +16,25 @@ use cli::{imported_library, peer_id, run, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-#[test]
-fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_and_the_nodes_peers() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("f.txt"), b"some content").unwrap();
-    let b_peer = peer_id(b.path());
-    let imported = run(
-        &["import", "--library", "new", src.path().to_str().unwrap()],
-        a.path(),
-    );
+/// A library imported on `a` from `src` with `b`'s device added as a member; its id.
+fn shared_library(a: &Path, b: &Path, src: &Path) -> String {
+    let imported = run(&["import", "--library", "new", src.to_str().unwrap()], a);
     let lib = imported_library(&imported);
-    run(&["peers", "add", "--library", &lib, &b_peer], a.path());
+    run(&["peers", "add", "--library", &lib, &peer_id(b)], a);
+    lib
+}
 
+/// `node` on `a`, and `cache` on `b` dialling it with `extra` arguments; A's peer id.
+fn node_and_cache(a: &Path, b: &Path, extra: &[&str]) -> (Proc, Proc, String) {
     let node = Proc::harpbridge(
         "node",
         &["node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"],
-        a.path(),
+        a,
     );
     let a_peer = node.line("peer-id ", WAIT);
     let a_addr = node.line("listening ", WAIT);
     let dial = format!("{a_addr}/p2p/{a_peer}");
-    let cache = Proc::harpbridge(
-        "cache",
+    let args = [
         &[
             "cache",
             "--no-mdns",
@@ -48,8 +43,22 @@ fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_and_the_nodes_peers(
             "--peer",
             &dial,
         ],
-        b.path(),
-    );
+        extra,
+    ]
+    .concat();
+    let cache = Proc::harpbridge("cache", &args, b);
+    (node, cache, a_peer)
+}
+
+#[test]
+fn a_running_cache_syncs_the_chain_and_peers_list_shows_its_and_the_nodes_peers() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f.txt"), b"some content").unwrap();
+    let b_peer = peer_id(b.path());
+    let lib = shared_library(a.path(), b.path(), src.path());
+    let (node, cache, a_peer) = node_and_cache(a.path(), b.path(), &[]);
     // A's offer waits for approval: reported once, listed, and nothing pulled meanwhile.
     let offered = cache.line(&format!("offered {lib} by "), WAIT);
     assert!(offered.starts_with(&a_peer), "{offered}");
@@ -148,38 +157,10 @@ fn a_cache_keeps_its_limit_when_a_library_is_larger() {
     for i in 0..8 {
         cli::write_random_file(src.path(), &format!("f{i}.bin"), 512 * 1024, 2 * i + 1);
     }
-    let b_peer = peer_id(b.path());
-    let imported = run(
-        &["import", "--library", "new", src.path().to_str().unwrap()],
-        a.path(),
-    );
-    let lib = imported_library(&imported);
-    run(&["peers", "add", "--library", &lib, &b_peer], a.path());
+    let lib = shared_library(a.path(), b.path(), src.path());
     // Accepted before it is offered: joined as soon as A offers it.
     run(&["offers", "accept", &lib], b.path());
-
-    let node = Proc::harpbridge(
-        "node",
-        &["node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"],
-        a.path(),
-    );
-    let a_peer = node.line("peer-id ", WAIT);
-    let a_addr = node.line("listening ", WAIT);
-    let dial = format!("{a_addr}/p2p/{a_peer}");
-    let cache = Proc::harpbridge(
-        "cache",
-        &[
-            "cache",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--peer",
-            &dial,
-            "--cache-limit-mib",
-            "1",
-        ],
-        b.path(),
-    );
+    let (node, cache, _) = node_and_cache(a.path(), b.path(), &["--cache-limit-mib", "1"]);
     // Every one of the 8 versions is either fetched or skipped.
     let (mut fetched, mut skipped) = (0, 0);
     while fetched + skipped < 8 {
