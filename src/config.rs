@@ -87,6 +87,10 @@ pub struct ConfigArgs {
     /// Find peers on the LAN by multicast DNS: `on` or `off`.
     #[arg(long, env = "HARPBRIDGE_MDNS", default_value = "on")]
     pub mdns: String,
+    /// Limit block transfers with WAN peers to this rate, each way (`2mbit`, `500kbit`,
+    /// `1MiB`); LAN peers are never limited. Default: unlimited.
+    #[arg(long, env = "HARPBRIDGE_WAN_LIMIT", value_name = "RATE")]
+    pub wan_limit: Option<String>,
 }
 
 /// A secret that never shows itself in `Debug` or `Display` output.
@@ -181,6 +185,8 @@ pub struct P2p {
     /// WAN peers to dial and keep dialling.
     pub peers: Vec<Multiaddr>,
     pub mdns: bool,
+    /// Block bytes per second with WAN peers, each way; `None`: unlimited.
+    pub wan_limit: Option<u64>,
 }
 
 impl P2p {
@@ -193,6 +199,8 @@ impl P2p {
             peers: self.peers.clone(),
             mdns: self.mdns,
             join_offered: false,
+            wan_limit_up: self.wan_limit,
+            wan_limit_down: self.wan_limit,
             ..crate::p2p::P2pConfig::default()
         }
     }
@@ -314,6 +322,16 @@ fn parse_p2p(args: &ConfigArgs) -> Result<Option<P2p>, ConfigError> {
         })?;
     }
     let mdns = switch(&args.mdns, "HARPBRIDGE_MDNS")?;
+    let wan_limit =
+        match optional(&args.wan_limit) {
+            Some(raw) => Some(crate::p2p::pace::parse_rate(&raw).map_err(|reason| {
+                ConfigError::Malformed {
+                    var: "HARPBRIDGE_WAN_LIMIT",
+                    reason,
+                }
+            })?),
+            None => None,
+        };
     // Checked last so that a bad swarm value is reported even while it is off.
     if !switch(&args.p2p, "HARPBRIDGE_P2P")? {
         return Ok(None);
@@ -322,6 +340,7 @@ fn parse_p2p(args: &ConfigArgs) -> Result<Option<P2p>, ConfigError> {
         listen,
         peers,
         mdns,
+        wan_limit,
     }))
 }
 

@@ -15,7 +15,7 @@
 mod swarm;
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harpbridge::chain::DeviceKey;
 use harpbridge::chain::{ChainPath, ContentId, LibraryId, Op};
@@ -813,4 +813,65 @@ async fn a_stream_the_provider_dropped_unanswered_is_opened_again() {
     assert!(report.excluded.is_empty(), "{:?}", report.excluded);
     drop(r);
     shutdown([b]).await;
+}
+
+/// `--wan-limit-down`: B's download from a WAN provider keeps to the limit, and a LAN
+/// provider is not limited. The limit is checked as a floor on the time taken (the bytes
+/// cannot arrive faster than the limit allows, however busy the machine), never a ceiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wan_download_keeps_to_the_wan_limit_and_a_lan_one_is_not_limited() {
+    const LIMIT: u64 = 2 * MIB;
+    const SIZE: u64 = 8 * MIB;
+    // Loopback peers dialled by hand are WAN with this config (no LAN ping threshold).
+    let wan = P2pConfig {
+        wan_limit_down: Some(LIMIT),
+        ..swarm::loopback()
+    };
+    let (a, b, lib, content, hash) = a_file_for_b(wan, &[], 43, SIZE).await;
+    let started = Instant::now();
+    let report = bounded("the WAN fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    assert_eq!(report.bytes_fetched, SIZE);
+    assert!(b.node.traffic().wan_in >= SIZE, "{:?}", b.node.traffic());
+    // The bucket starts empty and holds at most BURST of credit.
+    let floor = (SIZE as f64 - harpbridge::p2p::pace::BURST) / LIMIT as f64;
+    let rate = SIZE as f64 / took.as_secs_f64();
+    eprintln!(
+        "WAN fetch at {:.2} MiB/s against a limit of {} MiB/s",
+        rate / MIB as f64,
+        LIMIT / MIB
+    );
+    assert!(
+        took.as_secs_f64() >= floor,
+        "{SIZE} bytes in {took:?}: faster than {LIMIT} bytes/s"
+    );
+    shutdown([a, b]).await;
+
+    // The same limit with the provider on the LAN: the limit does not apply.
+    // (64 KiB/s would take over two minutes for the file, past the fetch's deadline.)
+    let lan = P2pConfig {
+        wan_limit_down: Some(64 * 1024),
+        ..loopback()
+    };
+    let (a, b, lib, content, hash) = a_file_for_b(lan, &[], 44, SIZE).await;
+    let (bn, pa) = (b.node.clone(), a.node.peer_id());
+    eventually("B to class A as LAN", move || {
+        let bn = bn.clone();
+        async move {
+            bn.peers()
+                .await
+                .is_ok_and(|ps| ps.iter().any(|p| p.peer == pa && p.lan))
+        }
+    })
+    .await;
+    let report = bounded("the LAN fetch", b.node.fetch_content(lib, content))
+        .await
+        .unwrap();
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    assert_eq!(report.bytes_fetched, SIZE);
+    assert!(b.node.traffic().lan_in >= SIZE, "{:?}", b.node.traffic());
+    shutdown([a, b]).await;
 }

@@ -117,6 +117,16 @@ pub struct SwarmArgs {
     /// Do not look for peers on the LAN by mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Limit block transfers with WAN peers to this rate, each way (`2mbit`, `500kbit`,
+    /// `1MiB`). LAN peers are never limited.
+    #[arg(long, value_name = "RATE", value_parser = crate::p2p::pace::parse_rate)]
+    pub wan_limit: Option<u64>,
+    /// The same, for what is sent to WAN peers only (overrides --wan-limit).
+    #[arg(long, value_name = "RATE", value_parser = crate::p2p::pace::parse_rate)]
+    pub wan_limit_up: Option<u64>,
+    /// The same, for what is received from WAN peers only (overrides --wan-limit).
+    #[arg(long, value_name = "RATE", value_parser = crate::p2p::pace::parse_rate)]
+    pub wan_limit_down: Option<u64>,
 }
 
 impl SwarmArgs {
@@ -127,6 +137,8 @@ impl SwarmArgs {
             mdns: !self.no_mdns,
             // Offers wait for `harpbridge offers accept` (see crate::p2p::offers).
             join_offered: false,
+            wan_limit_up: self.wan_limit_up.or(self.wan_limit),
+            wan_limit_down: self.wan_limit_down.or(self.wan_limit),
             ..P2pConfig::default()
         };
         if !self.listen.is_empty() {

@@ -78,6 +78,12 @@ pub struct P2pConfig {
     /// Established connections to one peer, at most (a LAN peer has one or two; TCP and
     /// QUIC, a re-dial). Default: 8.
     pub max_established_per_peer: u32,
+    /// Block bytes per second sent to WAN peers, at most (`--wan-limit-up`). LAN peers are
+    /// never limited. Default: `None`, unlimited.
+    pub wan_limit_up: Option<u64>,
+    /// Block bytes per second received from WAN peers, at most (`--wan-limit-down`).
+    /// Default: `None`, unlimited.
+    pub wan_limit_down: Option<u64>,
 }
 
 impl P2pConfig {
@@ -115,6 +121,8 @@ impl Default for P2pConfig {
             max_pending_incoming: 64,
             max_established: 512,
             max_established_per_peer: 8,
+            wan_limit_up: None,
+            wan_limit_down: None,
         }
     }
 }

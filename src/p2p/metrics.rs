@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use libp2p::PeerId;
 
+use super::pace::Pace;
+
 /// Block bytes moved, as [`super::NodeHandle::traffic`] reports them. Totals since the node
 /// started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,13 +56,47 @@ struct State {
     totals: Traffic,
 }
 
-/// The shared counters. Cheap to clone.
+/// The shared counters, and the WAN limits that use their classes. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Meter {
     state: Arc<Mutex<State>>,
+    /// Block bytes to WAN peers, paced (see [`super::pace`]).
+    wan_up: Option<Arc<Pace>>,
+    /// Block bytes from WAN peers, paced.
+    wan_down: Option<Arc<Pace>>,
 }
 
 impl Meter {
+    /// A meter whose WAN traffic is limited to `up` and `down` bytes per second (`None`:
+    /// unlimited).
+    pub fn with_wan_limits(up: Option<u64>, down: Option<u64>) -> Meter {
+        Meter {
+            wan_up: up.map(|r| Arc::new(Pace::new(r))),
+            wan_down: down.map(|r| Arc::new(Pace::new(r))),
+            ..Meter::default()
+        }
+    }
+
+    /// After `n` block bytes were read from `peer`: waits as the WAN download limit asks
+    /// (never for a LAN peer).
+    pub async fn pace_in(&self, peer: &PeerId, n: u64) {
+        if let Some(pace) = &self.wan_down {
+            if n > 0 && !self.is_lan(peer) {
+                pace.pay(n).await;
+            }
+        }
+    }
+
+    /// Before `n` block bytes are written to `peer`: waits as the WAN upload limit asks
+    /// (never for a LAN peer).
+    pub async fn pace_out(&self, peer: &PeerId, n: u64) {
+        if let Some(pace) = &self.wan_up {
+            if n > 0 && !self.is_lan(peer) {
+                pace.pay(n).await;
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         crate::locks::lock(&self.state)
     }

@@ -67,6 +67,7 @@ pub mod message;
 pub mod metrics;
 pub mod node;
 pub mod offers;
+pub mod pace;
 pub mod subnet;
 pub mod sync;
 pub mod trust;

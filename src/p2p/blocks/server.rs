@@ -154,6 +154,7 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                 Next::Ready { answer, last } => (answer, last),
                 Next::Reading { index, read } => match read.await {
                     Ok(Ok(bytes)) => {
+                        meter.pace_out(&peer, bytes.len() as u64).await;
                         meter.add_out(peer, bytes.len() as u64);
                         (Answer::Block { index, bytes }, false)
                     }

@@ -224,6 +224,11 @@ impl Lane {
         let (tx, meter, lane_asked) = (tx.clone(), meter.clone(), asked.clone());
         let reader = async move {
             while let Some(expect) = expect_rx.recv().await {
+                // A block is read only once the WAN limit allows its bytes (see `pace`):
+                // unread, it holds the stream's window and the provider waits.
+                if let Expect::Block { size, .. } = expect {
+                    meter.pace_in(&peer, u64::from(size)).await;
+                }
                 let answer = match read(&mut rd, expect).await {
                     Ok(Some(a)) => a,
                     Ok(None) => return Err("the provider closed the stream".to_string()),

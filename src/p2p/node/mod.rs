@@ -213,7 +213,7 @@ impl Node {
         let incoming = control
             .accept(libp2p::StreamProtocol::new(blocks::wire::PROTOCOL))
             .map_err(build_error)?;
-        let meter = Meter::default();
+        let meter = Meter::with_wan_limits(config.wan_limit_up, config.wan_limit_down);
         let blocks = Blocks::new(content, chain.clone(), meter.clone(), control);
         let block_server = tokio::spawn(blocks::server::serve(blocks.clone(), incoming));
         let (views, views_rx) = watch::channel(Vec::new());
