@@ -16,16 +16,21 @@
 //! synced; the manifest to index) queues it and looks whether a commit is running:
 //!
 //! - none: it becomes the **leader**. It waits a little for others to join, but only when
-//!   some other writer is open and may be about to finish (at most [`GATHER`], or until
-//!   [`MAX_FILES`] / [`MAX_BYTES`] are queued): a lone caller never waits. It then takes the
-//!   queue and, outside the lock, makes every file's bytes durable (one `syncfs` for more
-//!   than two files, see [`BlockFiles::publish_all`](super::files::BlockFiles::publish_all)),
-//!   renames them, syncs the directories touched, and commits **one** write transaction for
-//!   all their index rows, manifests and current-set entries. It hands each caller its
-//!   result and wakes them.
-//! - one: it is a **follower** and sleeps until its result is there, or until the running
-//!   commit ends without having taken its file: then one of the waiting callers leads the
-//!   next round.
+//!   some other writer is open, or some caller is in a commit and will be back with its next
+//!   file (at most [`GATHER`], or until [`MAX_FILES`] / [`MAX_BYTES`] are queued): a lone
+//!   caller never waits. It then takes the queue and, outside the lock, makes every file's
+//!   bytes durable (one `syncfs` for more than two files, see
+//!   [`BlockFiles::publish_all`](super::files::BlockFiles::publish_all)), renames them, and
+//!   syncs the directories touched. Then it gives up the leader role and commits **one**
+//!   write transaction for all their index rows, manifests and current-set entries, hands
+//!   each caller its result and wakes them.
+//! - one: it is a **follower** and sleeps until its result is there, or until no round is
+//!   flushing and its file is still queued: then it leads the next round.
+//!
+//! Rounds flush one at a time but overlap with the previous round's index commit, so the
+//! file flushes and the database flush of two rounds run together instead of adding up.
+//! Flushing one at a time keeps the order safe: a block a file finds already in place
+//! (another file just had it renamed) was flushed by an earlier, finished flush stage.
 //!
 //! While a commit runs, the next callers queue up, so under load each round carries
 //! everything that became ready during the previous one: the more callers, the larger the
@@ -92,12 +97,17 @@ impl Job {
     }
 }
 
+/// What one caller gets back.
+type Outcome = Result<Vec<Ingested>, ContentError>;
+
 #[derive(Default)]
 struct State {
     queue: Vec<Job>,
     leading: bool,
+    /// Files of rounds in their index commit: their callers come back soon with the next.
+    committing: usize,
     next_ticket: u64,
-    done: HashMap<u64, Result<Vec<Ingested>, ContentError>>,
+    done: HashMap<u64, Outcome>,
 }
 
 /// The store's group committer (one per [`ContentStore`]).
@@ -156,32 +166,50 @@ impl Committer {
             if let Some(r) = st.done.remove(&ticket) {
                 return r;
             }
-            if st.leading {
+            // Wait while a round is flushing, or while ours is already taken (it is being
+            // committed by the leader that took it).
+            if st.leading || !st.queue.iter().any(|j| j.ticket == ticket) {
                 st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             st.leading = true;
             st = self.gather(st);
-            let round = take_round(&mut st.queue);
+            let mut round = take_round(&mut st.queue);
             drop(st);
             self.rounds.fetch_add(1, Ordering::Relaxed);
             let tickets: Vec<u64> = round.iter().map(|j| j.ticket).collect();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Stage 1, one round at a time: the files' bytes and names made durable.
+            let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 #[cfg(test)]
                 if self.fail_rounds.load(Ordering::Relaxed) {
                     let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
-                    let e = ContentError::io("syncing", store.blocks_dir(), full);
-                    return round
-                        .iter()
-                        .map(|j| (j.ticket, Err(e.for_member())))
-                        .collect();
+                    return Err(ContentError::io("syncing", store.blocks_dir(), full));
                 }
-                run_round(store, round)
+                flush(store, &mut round)
             }));
+            // The next round may flush while this one commits: the two flushes of the
+            // files and the commit of the index then overlap instead of adding up.
+            let files: usize = round.iter().map(|j| j.files.len()).sum();
             st = lock(&self.state);
             st.leading = false;
+            st.committing += files;
+            self.wake.notify_all();
+            drop(st);
+            // Stage 2: the index rows, one durable transaction (redb runs one at a time).
+            let outcome = flushed.and_then(|flushed| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    flushed.and_then(|()| index(store, &round))
+                }))
+            });
+            // The files' pins go now that the commit is over.
+            drop(round);
+            st = lock(&self.state);
+            st.committing -= files;
             match outcome {
-                Ok(results) => st.done.extend(results),
+                Ok(Ok(per_job)) => st.done.extend(per_job),
+                Ok(Err(e)) => st
+                    .done
+                    .extend(tickets.into_iter().map(|t| (t, Err(e.for_member())))),
                 Err(panic) => {
                     // Followers learn of it; the leader's own caller panics, as it would
                     // have committing alone.
@@ -216,7 +244,7 @@ impl Committer {
                 .fold((0, 0), |(f, b), j| (f + j.files.len(), b + j.bytes()));
             if files >= MAX_FILES
                 || bytes >= MAX_BYTES
-                || self.open_writers.load(Ordering::Relaxed) == 0
+                || (self.open_writers.load(Ordering::Relaxed) == 0 && st.committing == 0)
             {
                 return st;
             }
@@ -247,30 +275,10 @@ fn take_round(queue: &mut Vec<Job>) -> Vec<Job> {
     queue.drain(..n).collect()
 }
 
-/// Flushes and commits one round; each job's result by ticket. The jobs (their pins and any
-/// temporary file left after a failure) are dropped only once the commit is over.
-fn run_round(
-    store: &ContentStore,
-    mut round: Vec<Job>,
-) -> Vec<(u64, Result<Vec<Ingested>, ContentError>)> {
-    match flush_and_index(store, &mut round) {
-        Ok(mut all) => {
-            let mut out = Vec::with_capacity(round.len());
-            // `all` is in round order; hand each job its share.
-            for j in round.iter().rev() {
-                let mine = all.split_off(all.len() - j.files.len());
-                out.push((j.ticket, Ok(mine)));
-            }
-            out
-        }
-        Err(e) => round
-            .iter()
-            .map(|j| (j.ticket, Err(e.for_member())))
-            .collect(),
-    }
-}
-
-fn flush_and_index(store: &ContentStore, round: &mut [Job]) -> Result<Vec<Ingested>, ContentError> {
+/// Stage 1 of a round: every file's bytes durable, then its real name, then the
+/// directories touched. Rounds flush one at a time (the leader role), so a block that one
+/// file finds already in place was flushed before its name appeared.
+fn flush(store: &ContentStore, round: &mut [Job]) -> Result<(), ContentError> {
     let files = &store.inner.files;
     let mut pending: Vec<&mut Pending> = round
         .iter_mut()
@@ -281,12 +289,24 @@ fn flush_and_index(store: &ContentStore, round: &mut [Job]) -> Result<Vec<Ingest
     for f in round.iter_mut().flat_map(|j| j.files.iter_mut()) {
         dirs.extend(f.dirty_dirs.drain());
     }
-    files.sync_dirs(&mut dirs)?;
-    store.commit_versions(
+    files.sync_dirs(&mut dirs)
+}
+
+/// Stage 2 of a round: one durable transaction for every file's index rows; each job's
+/// share of the results, by ticket.
+fn index(store: &ContentStore, round: &[Job]) -> Result<Vec<(u64, Outcome)>, ContentError> {
+    let mut all = store.commit_versions(
         round
             .iter()
             .flat_map(|j| j.files.iter().map(|f| (f.library, &f.manifest))),
-    )
+    )?;
+    let mut out = Vec::with_capacity(round.len());
+    // `all` is in round order: hand each job its share, from the back.
+    for j in round.iter().rev() {
+        let mine = all.split_off(all.len().saturating_sub(j.files.len()));
+        out.push((j.ticket, Ok(mine)));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
