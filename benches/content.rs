@@ -5,9 +5,18 @@
 //!    worker feeds a WebDAV body: chunk, hash, write block files, commit; peak RSS after it;
 //! 2. read it back through `open_reader` (every block verified), then check the bytes against
 //!    the stream (untimed);
-//! 3. ingest many small files (default 10,000, `HB_BENCH_SMALL`), each its own version;
+//! 3. ingest small files (1-64 KiB), each its own durable version, three ways: one at a time
+//!    from one thread (every file pays its own flushes and commit: the old path, a fifth of
+//!    `HB_BENCH_SMALL` files since it is slow), batched through `ingest_all` (default 10,000,
+//!    `HB_BENCH_SMALL`), and concurrently from 8 threads calling `ingest_reader` (group
+//!    commit, `HB_BENCH_SMALL` in all);
 //! 4. baselines, measured now on this machine: BLAKE3 and SHA3-256 over 1 MiB pieces (one
-//!    core), FastCDC cutting alone, the generator alone, and sequential disk writes + fsync.
+//!    core), FastCDC cutting alone, the generator alone, sequential disk writes + fsync, and
+//!    small files created, written and fsync'd one by one (the floor of the one-at-a-time
+//!    path).
+//!
+//! JSON: `small_files_per_s` is the one-at-a-time rate (as before group commit),
+//! `small_batched_files_per_s` and `small_concurrent_files_per_s` the other two.
 //!
 //! Ends with one JSON line, also written to `bench/out/content.json`. MB = 10^6 bytes.
 //! Run through `bench/content` (release build). Under `cargo test --all-targets` (no
@@ -178,23 +187,71 @@ fn main() {
     drop(buf);
     drop(want);
 
-    // 3. Small files.
+    // 3. Small files, 1-64 KiB, each its own durable version, three ways.
+    let small_len = |i: u64| 1024 + (i.wrapping_mul(2_654_435_761) % (63 * 1024));
+    // 3a. One at a time from one thread: every file pays its own flushes and commit.
+    let one = (small / 5).max(1);
     let t = Instant::now();
-    let mut small_bytes = 0u64;
-    for i in 0..small {
-        let len = 1024 + (i.wrapping_mul(2_654_435_761) % (63 * 1024));
-        small_bytes += len;
+    let mut one_bytes = 0u64;
+    for i in 0..one {
+        one_bytes += small_len(i);
         store
-            .ingest_reader(lib, Prng::new(10_000 + i, len))
+            .ingest_reader(lib, Prng::new(10_000 + i, small_len(i)))
             .expect("small ingest");
     }
-    let small_s = t.elapsed().as_secs_f64();
-    let peak_kib = status_kib("VmHWM:");
-    let files_s = (small as f64 / small_s.max(1e-9)).round();
+    let one_s = t.elapsed().as_secs_f64();
+    let one_rate = (one as f64 / one_s.max(1e-9)).round();
     println!(
-        "small     {files_s:>8.0} files/s  {small} files, {:.1} MB in {small_s:.2} s \
-         (each its own fsync'd version); peak RSS {:.1} MiB",
-        small_bytes as f64 / 1e6,
+        "small     {one_rate:>8.0} files/s  one at a time: {one} files, {:.1} MB in {one_s:.2} s \
+         (each its own fsyncs and commit)",
+        one_bytes as f64 / 1e6
+    );
+    // 3b. Batched: one thread hands them all to `ingest_all`.
+    let t = Instant::now();
+    let mut batch_bytes = 0u64;
+    let readers = (0..small).map(|i| {
+        batch_bytes += small_len(i);
+        Prng::new(20_000_000 + i, small_len(i))
+    });
+    let results = store.ingest_all(lib, readers);
+    let batch_s = t.elapsed().as_secs_f64();
+    assert_eq!(results.len() as u64, small);
+    for r in &results {
+        r.as_ref().expect("batched small ingest");
+    }
+    let batch_rate = (small as f64 / batch_s.max(1e-9)).round();
+    println!(
+        "small     {batch_rate:>8.0} files/s  batched (ingest_all): {small} files, {:.1} MB in \
+         {batch_s:.2} s",
+        batch_bytes as f64 / 1e6
+    );
+    // 3c. Concurrent: THREADS threads, each ingesting its share one at a time; their
+    // commits are grouped.
+    const THREADS: u64 = 8;
+    let per = (small / THREADS).max(1);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for th in 0..THREADS {
+            let store = store.clone();
+            s.spawn(move || {
+                for i in 0..per {
+                    let k = th * per + i;
+                    store
+                        .ingest_reader(lib, Prng::new(40_000_000 + k, small_len(k)))
+                        .expect("concurrent small ingest");
+                }
+            });
+        }
+    });
+    let conc_s = t.elapsed().as_secs_f64();
+    let conc_files = per * THREADS;
+    let conc_bytes: u64 = (0..conc_files).map(small_len).sum();
+    let conc_rate = (conc_files as f64 / conc_s.max(1e-9)).round();
+    let peak_kib = status_kib("VmHWM:");
+    println!(
+        "small     {conc_rate:>8.0} files/s  concurrent ({THREADS} threads, group commit): \
+         {conc_files} files, {:.1} MB in {conc_s:.2} s; peak RSS {:.1} MiB",
+        conc_bytes as f64 / 1e6,
         peak_kib as f64 / 1024.0
     );
 
@@ -246,11 +303,27 @@ fn main() {
     }
     let disk_mb_s = mb_s(disk_bytes, t.elapsed().as_secs_f64());
     std::fs::remove_file(&disk_path).ok();
+    // The floor for durable small files written one by one: create, write, fsync each.
+    let raw_n = if full { 300u64 } else { 10 };
+    let raw_dir = tmp.path().join("raw-small");
+    std::fs::create_dir(&raw_dir).expect("raw dir");
+    let t = Instant::now();
+    for i in 0..raw_n {
+        let len = small_len(i) as usize;
+        let mut f = std::fs::File::create(raw_dir.join(i.to_string())).expect("raw small");
+        f.write_all(&pool[..len]).expect("raw small write");
+        f.sync_all().expect("raw small fsync");
+    }
+    let raw_small_rate = (raw_n as f64 / t.elapsed().as_secs_f64().max(1e-9)).round();
+    std::fs::remove_dir_all(&raw_dir).ok();
     println!("baseline  BLAKE3 {blake3_mb_s:.1} MB/s, SHA3-256 {sha3_mb_s:.1} MB/s (one core, 1 MiB inputs)");
     println!(
         "baseline  FastCDC cutting {fastcdc_mb_s:.1} MB/s ({cuts} cuts), generator {prng_mb_s:.1} MB/s, \
          disk write+fsync {disk_mb_s:.1} MB/s ({} MiB file) [{acc}]",
         disk_bytes >> 20
+    );
+    println!(
+        "baseline  small files created+written+fsync'd one by one: {raw_small_rate:.0} files/s"
     );
 
     let r1 = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
@@ -258,14 +331,21 @@ fn main() {
     let line = format!(
         "{{\"bench\":\"content\",\"ingest_mb_s\":{ingest},\"read_back_mb_s\":{read_back},\
          \"bytes\":{big},\"blocks\":{},\"peak_rss_mib_after_large\":{},\
-         \"rss_growth_mib_large\":{},\"small_files\":{small},\"small_files_per_s\":{files_s},\
-         \"small_mb_s\":{},\"peak_rss_mib\":{},\"baseline\":{{\"blake3_mb_s\":{blake3_mb_s},\
+         \"rss_growth_mib_large\":{},\"small_files\":{one},\"small_files_per_s\":{one_rate},\
+         \"small_mb_s\":{},\"small_batched_files\":{small},\
+         \"small_batched_files_per_s\":{batch_rate},\"small_batched_mb_s\":{},\
+         \"small_concurrent_threads\":{THREADS},\"small_concurrent_files\":{conc_files},\
+         \"small_concurrent_files_per_s\":{conc_rate},\"small_concurrent_mb_s\":{},\
+         \"peak_rss_mib\":{},\"baseline\":{{\"blake3_mb_s\":{blake3_mb_s},\
          \"sha3_256_mb_s\":{sha3_mb_s},\"fastcdc_mb_s\":{fastcdc_mb_s},\
-         \"generator_mb_s\":{prng_mb_s},\"disk_write_fsync_mb_s\":{disk_mb_s}}}}}",
+         \"generator_mb_s\":{prng_mb_s},\"disk_write_fsync_mb_s\":{disk_mb_s},\
+         \"small_file_fsync_files_per_s\":{raw_small_rate}}}}}",
         v.blocks,
         r1(peak_big_kib),
         r1(peak_big_kib - start_kib),
-        mb_s(small_bytes, small_s),
+        mb_s(one_bytes, one_s),
+        mb_s(batch_bytes, batch_s),
+        mb_s(conc_bytes, conc_s),
         r1(peak_kib),
     );
     debug_assert!(serde_json::from_str::<serde_json::Value>(&line).is_ok());

@@ -164,6 +164,38 @@ impl ContentError {
     pub fn is_disk_full(&self) -> bool {
         matches!(self, ContentError::DiskFull { .. })
     }
+
+    /// The same failure again, for another caller whose file was in the group commit that
+    /// met it (see [`commit`](super::commit)): every member must learn why, and neither
+    /// `io::Error` nor `redb::Error` can be cloned. The variant, the I/O error kind (so a
+    /// full disk stays [`DiskFull`](ContentError::DiskFull)) and the message are kept; an
+    /// OS error code becomes its message.
+    pub(crate) fn for_member(&self) -> ContentError {
+        fn again(e: &io::Error) -> io::Error {
+            io::Error::new(e.kind(), e.to_string())
+        }
+        match self {
+            ContentError::Io { op, path, source } => ContentError::Io {
+                op,
+                path: path.clone(),
+                source: again(source),
+            },
+            ContentError::DiskFull { op, path } => ContentError::DiskFull {
+                op,
+                path: path.clone(),
+            },
+            ContentError::Db(redb::Error::Io(e)) => ContentError::Db(redb::Error::Io(again(e))),
+            ContentError::Db(redb::Error::Corrupted(s)) => {
+                ContentError::Db(redb::Error::Corrupted(s.clone()))
+            }
+            ContentError::Db(redb::Error::PreviousIo) => ContentError::Db(redb::Error::PreviousIo),
+            other => ContentError::Io {
+                op: "committing",
+                path: PathBuf::from("the group commit"),
+                source: io::Error::other(other.to_string()),
+            },
+        }
+    }
 }
 
 fn is_disk_full(e: &io::Error) -> bool {

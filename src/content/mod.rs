@@ -36,7 +36,9 @@
 //!
 //! A block file appears under its real name only by an atomic rename after its bytes were
 //! fsync'd ([`files`]); the index and manifest are written by one fsync'd redb transaction
-//! after the block directories are fsync'd. So after `kill -9` (or power loss):
+//! after the block directories are fsync'd. Files finishing together share those flushes
+//! and that transaction ([`commit`]), which changes their cost, not their order. So after
+//! `kill -9` (or power loss):
 //!
 //! - a partial block exists only as `*.tmp`, removed when the store opens;
 //! - a block file the index does not know (ingest killed before its commit) is verified and
@@ -79,10 +81,14 @@
 //! # Threads
 //!
 //! [`ContentStore`] is `Clone + Send + Sync`; its methods block (disk, fsync), so async code
-//! calls them from `spawn_blocking`. Several writers may run at once; redb serialises their
-//! commits.
+//! calls them from `spawn_blocking`. Several writers may run at once; their commits are
+//! grouped ([`commit`]): writers finishing together share one round of flushes and one redb
+//! transaction, so many threads ingesting small files go faster than one, and one thread
+//! with many small files goes faster still with [`ContentStore::ingest_all`] /
+//! [`ContentStore::finish_all`].
 
 pub mod chunker;
+pub mod commit;
 pub mod error;
 pub mod files;
 pub mod ids;

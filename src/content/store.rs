@@ -12,6 +12,7 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use crate::chain::LibraryId;
 use crate::db::Db;
 
+use super::commit::{Committer, Prepared};
 use super::error::ContentError;
 use super::files::{sweep, BlockFiles, Pending};
 use super::ids::{BlockHash, ManifestId};
@@ -116,11 +117,13 @@ pub(crate) struct Inner {
     /// Blocks that live writers and `put_block` calls have placed or found on disk but not
     /// yet committed to the index: eviction must not remove them. Eviction holds this lock
     /// from choosing its victims until their files are gone.
-    inflight: Mutex<HashMap<BlockHash, u32>>,
+    pub(crate) inflight: Mutex<HashMap<BlockHash, u32>>,
     /// Whether the store was last found over its limit with nothing left to evict (said
     /// once, not at every commit while it stays so).
     over_limit: std::sync::atomic::AtomicBool,
     report: OpenReport,
+    /// Finished files wait here for a shared flush and commit ([`super::commit`]).
+    pub(crate) committer: Committer,
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> ContentError {
@@ -165,6 +168,7 @@ impl ContentStore {
                 inflight: Mutex::new(HashMap::new()),
                 over_limit: std::sync::atomic::AtomicBool::new(false),
                 report: OpenReport::default(),
+                committer: Committer::default(),
             }),
         };
         let report = store.recover()?;
@@ -271,24 +275,123 @@ impl ContentStore {
     pub fn ingest_reader(
         &self,
         library: LibraryId,
-        mut reader: impl Read,
+        reader: impl Read,
     ) -> Result<Ingested, ContentError> {
         let mut w = self.writer(library);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ContentError::io("reading input", "<reader>", e)),
-            };
-            w.write(&buf[..n])?;
-        }
+        copy_into(reader, &mut w, &mut vec![0u8; 256 * 1024])?;
         w.finish()
+    }
+
+    /// Ingests each reader as one file version of `library`, with one flush round and one
+    /// index commit per batch of files instead of per file (see [`super::commit`]): what a
+    /// caller holding many small files should use (an initial scan, a folder, an import).
+    /// Batches hold at most [`INGEST_ALL_FILES`] files or [`INGEST_ALL_BYTES`] bytes, so the
+    /// temporary files held open stay bounded however many readers come.
+    ///
+    /// One result per reader, in order: a reader that fails fails its own file only; a
+    /// failed flush or commit fails every file of its batch. Each Ok is durable when this
+    /// returns, exactly as from [`ingest_reader`](Self::ingest_reader).
+    pub fn ingest_all<R: Read>(
+        &self,
+        library: LibraryId,
+        readers: impl IntoIterator<Item = R>,
+    ) -> Vec<Result<Ingested, ContentError>> {
+        let mut results = Vec::new();
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        for reader in readers {
+            let at = results.len();
+            results.push(None);
+            let mut w = self.writer(library);
+            match copy_into(reader, &mut w, &mut buf) {
+                Ok(()) => {
+                    bytes += w.written();
+                    batch.push((at, w));
+                }
+                Err(e) => results[at] = Some(Err(e)),
+            }
+            if batch.len() >= INGEST_ALL_FILES || bytes >= INGEST_ALL_BYTES {
+                self.finish_batch(std::mem::take(&mut batch), &mut results);
+                bytes = 0;
+            }
+        }
+        self.finish_batch(batch, &mut results);
+        results.into_iter().flatten().collect()
+    }
+
+    /// Finishes several writers (of any libraries) with one flush round and one index
+    /// commit for all of them: [`ContentWriter::finish`] for a batch. One result per writer,
+    /// in order; each Ok is durable when this returns. Every writer keeps its last blocks'
+    /// temporary files open until the commit, so keep batches to a few hundred files.
+    pub fn finish_all(
+        &self,
+        writers: impl IntoIterator<Item = ContentWriter>,
+    ) -> Vec<Result<Ingested, ContentError>> {
+        let batch: Vec<(usize, ContentWriter)> = writers.into_iter().enumerate().collect();
+        let mut results = Vec::new();
+        results.resize_with(batch.len(), || None);
+        self.finish_batch(batch, &mut results);
+        results.into_iter().flatten().collect()
+    }
+
+    /// Finishes `batch` as one commit job, writing each writer's result at its index.
+    fn finish_batch(
+        &self,
+        batch: Vec<(usize, ContentWriter)>,
+        results: &mut [Option<Result<Ingested, ContentError>>],
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut prepared = Vec::with_capacity(batch.len());
+        for (at, w) in batch {
+            match w.prepare() {
+                Ok(p) => {
+                    slots.push(at);
+                    prepared.push(p);
+                }
+                Err(e) => results[at] = Some(Err(e)),
+            }
+        }
+        match self.inner.committer.commit(self, prepared) {
+            Ok(done) => {
+                for (at, ingested) in slots.into_iter().zip(done) {
+                    results[at] = Some(Ok(ingested));
+                }
+            }
+            Err(e) => {
+                for at in slots {
+                    results[at] = Some(Err(e.for_member()));
+                }
+            }
+        }
+        if let Err(e) = self.evict_if_over() {
+            tracing::warn!(error = %e, "eviction after ingest failed");
+        }
+    }
+
+    /// Commits prepared files through the group committer (what
+    /// [`ContentWriter::finish`] does with its one file).
+    pub(crate) fn commit_prepared(
+        &self,
+        prepared: Vec<Prepared>,
+    ) -> Result<Vec<Ingested>, ContentError> {
+        self.inner.committer.commit(self, prepared)
     }
 
     pub(crate) fn pin_inflight(&self, h: BlockHash) {
         *lock(&self.inner.inflight).entry(h).or_insert(0) += 1;
+    }
+
+    /// Pins `hashes` (already pinned by [`pin_inflight`](Self::pin_inflight)) until the
+    /// returned guard is dropped.
+    pub(crate) fn pins(&self, hashes: HashSet<BlockHash>) -> Pins {
+        Pins {
+            store: self.clone(),
+            hashes,
+        }
     }
 
     pub(crate) fn unpin_inflight(&self, hashes: impl IntoIterator<Item = BlockHash>) {
@@ -303,8 +406,6 @@ impl ContentStore {
         }
     }
 
-    /// Commits a finished ingest: indexes its blocks, stores the manifest, and adds it to
-    /// `library`'s current set, in one transaction.
     /// Indexes blocks whose files are durably in place, as unneeded cache.
     pub(crate) fn index_loose(&self, blocks: &[BlockRef]) -> Result<(), ContentError> {
         if blocks.is_empty() {
@@ -322,31 +423,47 @@ impl ContentStore {
         txn.commit().map_err(db)
     }
 
-    pub(crate) fn commit_version(
+    /// Commits finished files: indexes their blocks, stores their manifests and adds each to
+    /// its library's current set, all in one durable transaction (their block files must
+    /// already be durably in place). One [`Ingested`] per file, in order.
+    pub(crate) fn commit_versions<'m>(
         &self,
-        library: LibraryId,
-        manifest: &Manifest,
-    ) -> Result<(ManifestId, u64, u64), ContentError> {
-        let encoded = manifest.encode();
-        let id = ManifestId::of(&encoded);
+        versions: impl IntoIterator<Item = (LibraryId, &'m Manifest)>,
+    ) -> Result<Vec<Ingested>, ContentError> {
         let txn = begin(&self.inner.db)?;
-        let (mut new_blocks, mut new_bytes) = (0u64, 0u64);
+        let mut out = Vec::new();
         {
             let mut t = Tables::open(&txn)?;
             let stamp = self.tick();
-            let mut seen = HashSet::with_capacity(manifest.blocks.len());
-            for b in &manifest.blocks {
-                if seen.insert(b.hash) && t.insert_block(&b.hash, u64::from(b.size), stamp)? {
-                    new_blocks += 1;
-                    new_bytes += u64::from(b.size);
+            for (library, manifest) in versions {
+                let encoded = manifest.encode();
+                let id = ManifestId::of(&encoded);
+                let (mut new_blocks, mut new_bytes) = (0u64, 0u64);
+                let mut seen = HashSet::with_capacity(manifest.blocks.len());
+                for b in &manifest.blocks {
+                    if seen.insert(b.hash) && t.insert_block(&b.hash, u64::from(b.size), stamp)? {
+                        new_blocks += 1;
+                        new_bytes += u64::from(b.size);
+                    }
                 }
+                t.store_manifest(&id, &encoded, manifest, stamp)?;
+                t.hold(library.0, &id, stamp)?;
+                out.push(Ingested {
+                    id,
+                    size: manifest.total_size,
+                    blocks: manifest.blocks.len() as u64,
+                    new_blocks,
+                    new_bytes,
+                });
             }
-            t.store_manifest(&id, &encoded, manifest, stamp)?;
-            t.hold(library.0, &id, stamp)?;
             self.flush_touches_into(&mut t)?;
         }
-        txn.commit().map_err(db)?;
-        Ok((id, new_blocks, new_bytes))
+        txn.commit().map_err(|e| {
+            // A latched I/O error: have the database re-opened (see `crate::db`).
+            self.inner.db.check(&e);
+            db(e)
+        })?;
+        Ok(out)
     }
 
     // ----- blocks -------------------------------------------------------------------------
@@ -775,6 +892,43 @@ impl ContentStore {
             }
         }
         Ok(bad)
+    }
+}
+
+/// Blocks pinned against eviction while their file waits for its commit; unpinned on drop.
+pub(crate) struct Pins {
+    store: ContentStore,
+    hashes: HashSet<BlockHash>,
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let hashes = std::mem::take(&mut self.hashes);
+        if !hashes.is_empty() {
+            self.store.unpin_inflight(hashes);
+        }
+    }
+}
+
+/// [`ContentStore::ingest_all`] commits at least every this many files…
+pub const INGEST_ALL_FILES: usize = 256;
+/// …or every this many bytes.
+pub const INGEST_ALL_BYTES: u64 = 64 << 20;
+
+/// Feeds everything `reader` yields to `w`.
+fn copy_into(
+    mut reader: impl Read,
+    w: &mut ContentWriter,
+    buf: &mut [u8],
+) -> Result<(), ContentError> {
+    loop {
+        let n = match reader.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ContentError::io("reading input", "<reader>", e)),
+        };
+        w.write(&buf[..n])?;
     }
 }
 

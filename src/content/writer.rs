@@ -5,8 +5,9 @@
 //! ```text
 //! bytes ──write()──▶ Chunker (8 MiB buffer) ──block──▶ BLAKE3 ──▶ block file (atomic, fsync)
 //!                                                          └────▶ manifest list (36 B/block)
-//! finish() ──▶ last blocks ──▶ fsync block dirs ──▶ one redb transaction:
-//!              index the blocks, store the manifest, add it to the library's current set
+//! finish() ──▶ last blocks ──▶ group commit (shared with other writers finishing now):
+//!              fsync blocks and block dirs ──▶ one redb transaction: index the blocks,
+//!              store the manifest, add it to the library's current set
 //! ```
 //!
 //! Blocks reach their (temporary) files as soon as they are cut and get their real names in
@@ -54,6 +55,7 @@ use std::path::PathBuf;
 use crate::chain::LibraryId;
 
 use super::chunker::Chunker;
+use super::commit::Prepared;
 use super::error::ContentError;
 use super::files::Pending;
 use super::ids::{BlockHash, ManifestId};
@@ -94,9 +96,11 @@ struct Sink {
     dirty_dirs: HashSet<PathBuf>,
     /// Blocks written under temporary names, published in batches.
     pending: Pending,
-    /// Blocks this writer pinned against eviction (released on finish or drop).
+    /// Blocks this writer pinned against eviction (released after the commit, or on drop).
     pinned: HashSet<BlockHash>,
     poisoned: bool,
+    /// Counted among the committer's open writers (until handed in or dropped).
+    open: bool,
 }
 
 impl Sink {
@@ -132,6 +136,7 @@ impl Sink {
 
 impl ContentWriter {
     pub(crate) fn new(store: ContentStore, library: LibraryId) -> Self {
+        store.inner.committer.writer_opened();
         ContentWriter {
             chunker: Chunker::new_unchecked(store.inner.chunker),
             sink: Sink {
@@ -143,6 +148,7 @@ impl ContentWriter {
                 pending: Pending::default(),
                 pinned: HashSet::new(),
                 poisoned: false,
+                open: true,
             },
         }
     }
@@ -172,30 +178,52 @@ impl ContentWriter {
     /// (so its blocks are safe from eviction; the engine's next
     /// [`set_current`](ContentStore::set_current) for the library replaces that set). Durable
     /// when it returns. May then run an eviction pass if the store is over its limit.
-    pub fn finish(mut self) -> Result<Ingested, ContentError> {
+    ///
+    /// The flushes and the transaction are shared with whatever other writers finish at
+    /// the same moment ([`commit`](super::commit)); to finish many files from one thread,
+    /// use [`ContentStore::finish_all`].
+    pub fn finish(self) -> Result<Ingested, ContentError> {
+        let store = self.sink.store.clone();
+        let prepared = self.prepare()?;
+        let ingested = store.commit_prepared(vec![prepared])?.pop();
+        if let Err(e) = store.evict_if_over() {
+            tracing::warn!(error = %e, "eviction after ingest failed");
+        }
+        ingested.ok_or_else(|| ContentError::Io {
+            op: "committing",
+            path: store.blocks_dir().to_path_buf(),
+            source: io::Error::other("the commit returned no result for this file"),
+        })
+    }
+
+    /// Ends the file up to its commit: cuts and writes the last blocks (staged, not yet
+    /// synced) and builds the manifest. The result goes to the group committer.
+    pub(crate) fn prepare(mut self) -> Result<Prepared, ContentError> {
         if self.sink.poisoned {
             return Err(ContentError::WriterPoisoned);
         }
         let sink = &mut self.sink;
         self.chunker.finish(&mut |b: &[u8]| sink.emit(b))?;
-        let files = &self.sink.store.inner.files;
-        files.publish(&mut self.sink.pending)?;
-        files.sync_dirs(&mut self.sink.dirty_dirs)?;
         let manifest = Manifest::new(self.chunker.params(), std::mem::take(&mut self.sink.blocks));
-        let store = self.sink.store.clone();
-        let (id, new_blocks, new_bytes) = store.commit_version(self.sink.library, &manifest)?;
-        let pinned = std::mem::take(&mut self.sink.pinned);
-        store.unpin_inflight(pinned);
-        if let Err(e) = store.evict_if_over() {
-            tracing::warn!(error = %e, "eviction after ingest failed");
+        let store = &self.sink.store;
+        if std::mem::take(&mut self.sink.open) {
+            store.inner.committer.writer_closed();
         }
-        Ok(Ingested {
-            id,
-            size: manifest.total_size,
-            blocks: manifest.blocks.len() as u64,
-            new_blocks,
-            new_bytes,
+        Ok(Prepared {
+            library: self.sink.library,
+            manifest,
+            pending: std::mem::take(&mut self.sink.pending),
+            dirty_dirs: std::mem::take(&mut self.sink.dirty_dirs),
+            _pins: store.pins(std::mem::take(&mut self.sink.pinned)),
         })
+    }
+}
+
+#[cfg(test)]
+impl ContentWriter {
+    /// Makes the writer refuse further use, as after an error.
+    pub(crate) fn sink_poison_for_test(&mut self) {
+        self.sink.poisoned = true;
     }
 }
 
@@ -222,6 +250,9 @@ impl Drop for ContentWriter {
         let pinned = std::mem::take(&mut self.sink.pinned);
         if !pinned.is_empty() {
             self.sink.store.unpin_inflight(pinned);
+        }
+        if self.sink.open {
+            self.sink.store.inner.committer.writer_closed();
         }
     }
 }
