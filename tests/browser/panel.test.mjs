@@ -283,6 +283,7 @@ test('an admin accepts a library a peer offers into a folder; a user sees no off
 	await page.waitForSelector('[data-test="libraries"] >> text=Office plans', { timeout: 10000 })
 	await page.waitForSelector('[data-test="offers"]', { state: 'detached', timeout: 10000 })
 	assert.ok(nextcloud.log.some((l) => /POST \/index.php\/apps\/app_api\/proxy\/harpbridge\/api\/admin\/offers\/[0-9a-f]{32}\/accept/.test(l)), 'accepted through the PHP proxy')
+	assert.ok(nextcloud.log.includes('MKCOL /remote.php/dav/files/alice/Office'), 'the new folder is made in Nextcloud')
 	const row = await page.textContent('[data-test="libraries"] tr:has-text("Office plans")')
 	assert.match(row, /alice/)
 	await page.screenshot({ path: join(repo, 'target', 'panel-offers.png') })

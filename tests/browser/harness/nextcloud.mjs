@@ -20,7 +20,7 @@
 //   groups, authenticated with the AppAPI headers as Nextcloud does.
 // - PROPFIND /remote.php/dav/files/<uid>/<path>: WebDAV over each user's folders (no
 //   files), answered like webdav/propfind-depth*.http in the fixtures, as the engine checks
-//   and scans a new library's folder as that user.
+//   and scans a new library's folder as that user; MKCOL makes a folder (201, 405, 409).
 //
 // Sessions are a cookie `oc_sessionPassphrase` mapped to a user; no cookie = anonymous.
 import { randomBytes } from 'node:crypto'
@@ -140,6 +140,9 @@ export class FakeNextcloud {
 		const dav = path.match(/^\/remote\.php\/dav\/files\/([^/]+)(\/.*)?$/)
 		if (dav && req.method === 'PROPFIND') {
 			return this.propfind(req, res, decodeURIComponent(dav[1]), dav[2] ?? '/')
+		}
+		if (dav && req.method === 'MKCOL') {
+			return this.mkcol(req, res, decodeURIComponent(dav[1]), dav[2] ?? '/')
 		}
 		const groups = path.match(/^\/ocs\/v2\.php\/cloud\/users\/([^/]+)\/groups$/)
 		if (groups && req.method === 'GET') {
@@ -354,6 +357,30 @@ export class FakeNextcloud {
 		}
 		res.writeHead(207, { 'content-type': 'application/xml; charset=utf-8' })
 		res.end(`<?xml version="1.0"?>\n<d:multistatus xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns" xmlns:oc="http://owncloud.org/ns" xmlns:nc="http://nextcloud.org/ns">${listed.map(response).join('')}</d:multistatus>`)
+	}
+
+	/** MKCOL, as Sabre answers it: 201 made, 405 already there, 409 no parent folder. */
+	mkcol(req, res, uid, rel) {
+		req.resume()
+		const caller = this.appApiCaller(req)
+		if (caller === null || caller !== uid || !this.folders.has(uid)) {
+			res.writeHead(401, { 'content-type': 'application/xml; charset=utf-8' })
+			return res.end('<?xml version="1.0" encoding="utf-8"?><d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns"><s:exception>Sabre\\DAV\\Exception\\NotAuthenticated</s:exception></d:error>')
+		}
+		const folders = this.folders.get(uid)
+		const path = decodeURIComponent(rel).split('/').filter(Boolean).join('/')
+		const sabre = (status, exception, message) => {
+			res.writeHead(status, { 'content-type': 'application/xml; charset=utf-8' })
+			res.end(`<?xml version="1.0" encoding="utf-8"?><d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns"><s:exception>Sabre\\DAV\\Exception\\${exception}</s:exception><s:message>${message}</s:message></d:error>`)
+		}
+		if (folders.has(path)) {
+			return sabre(405, 'MethodNotAllowed', 'The resource you tried to create already exists')
+		}
+		if (!folders.has(path.split('/').slice(0, -1).join('/'))) {
+			return sabre(409, 'Conflict', 'Parent node does not exist')
+		}
+		folders.add(path)
+		res.writeHead(201, { 'content-length': '0' }).end()
 	}
 
 	/** Cuts every tunnelled WebSocket, as a HaRP restart would. */
