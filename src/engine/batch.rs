@@ -9,7 +9,10 @@
 //! 1. **Look ahead.** Every event that only asks "what is at this path now?" (created,
 //!    written, touched, deleted) in one library is looked at at once, up to
 //!    [`IN_FLIGHT`] backend requests at a time over the client's one connection pool:
-//!    PROPFIND, and for a file its GET streamed into the content store ([`Fetched`]).
+//!    PROPFIND, and for a file its GET streamed into the content store ([`Fetched`]). A
+//!    folder holding many of the batch's files is listed once (PROPFIND `Depth: 1`)
+//!    instead of a PROPFIND per file, unless it is known to be much bigger than that
+//!    ([`LIST_FROM`], [`LIST_RATIO`]); a path its listing lacks is still asked for alone.
 //!    Looking decides nothing, so it may run ahead of the events before it: events are
 //!    hints, and every event of the batch has arrived before any of it is looked at, so
 //!    what a look sees is at least as new as what its event says.
@@ -32,6 +35,7 @@
 //! turn comes (an earlier event changed the mirror there) is made again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, OwnedMutexGuard};
@@ -43,7 +47,7 @@ use super::queue::QueuedEvent;
 use super::stats::Counters;
 use super::{Engine, EngineError};
 use crate::appapi::event::{EventKind, FileEvent};
-use crate::backend::Item;
+use crate::backend::{Depth, Item};
 use crate::chain::{EntryHash, LibraryId, Op, TreeItem};
 
 /// Backend requests in flight at once while a batch is looked at (the default of
@@ -56,6 +60,19 @@ use crate::chain::{EntryHash, LibraryId, Op, TreeItem};
 /// its users' own requests, and keep more downloads half-written in memory. All go over
 /// the one reqwest client of the backend, whose connection pool keeps them alive.
 pub const IN_FLIGHT: usize = 12;
+
+/// A folder holding at least this many of a batch's files is listed once (PROPFIND
+/// `Depth: 1`) instead of each file being looked at on its own: on a real Nextcloud most of
+/// a PROPFIND's cost is the request itself (PHP starting up), not the entries it lists.
+const LIST_FROM: usize = 8;
+/// ... unless Nextcloud is known to hold more than this many children there for each of
+/// the batch's files: listing a big folder for a few of its files costs more than asking
+/// for those few.
+const LIST_RATIO: usize = 16;
+
+/// One folder's listing, made once by the first look that needs it: its items by path,
+/// or `None` if it failed (each look then asks for its own path).
+type Listing = Arc<tokio::sync::OnceCell<Option<HashMap<String, Item>>>>;
 
 /// What looking ahead found at an event's path.
 #[derive(Debug)]
@@ -84,6 +101,8 @@ struct Job {
     library: Library,
     rel: String,
     trust: bool,
+    /// The folder to list instead of asking for `rel` alone, and its shared listing.
+    listing: Option<(String, Listing)>,
 }
 
 /// A library the batch holds.
@@ -178,6 +197,7 @@ impl Batch {
                         library: library.clone(),
                         rel: rel.to_owned(),
                         trust: engine.burst_answered(event),
+                        listing: None,
                     });
                     plans.push(Plan::Ahead {
                         library: library.id,
@@ -205,6 +225,7 @@ impl Batch {
                 },
             );
         }
+        share_listings(engine, &mut jobs);
         let (tx, arrivals) = mpsc::channel(events.len().max(1));
         let looker = (!jobs.is_empty()).then(|| {
             let engine = engine.clone();
@@ -212,10 +233,9 @@ impl Batch {
                 let engine = &engine;
                 let mut looks = futures_util::stream::iter(jobs)
                     .map(|job| async move {
-                        (
-                            job.index,
-                            look(engine, &job.library, &job.rel, job.trust).await,
-                        )
+                        let listing = job.listing.as_ref().map(|(f, l)| (f.as_str(), l));
+                        let seen = look(engine, &job.library, &job.rel, job.trust, listing).await;
+                        (job.index, seen)
                     })
                     .buffer_unordered(in_flight);
                 while let Some(arrived) = looks.next().await {
@@ -426,15 +446,69 @@ impl Drop for Batch {
     }
 }
 
+/// The folder of a library path (`""` for the library's root).
+fn parent(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(folder, _)| folder)
+}
+
+/// Lets the jobs of a folder holding many of them share one listing of it (see
+/// [`LIST_FROM`], [`LIST_RATIO`]).
+fn share_listings(engine: &Engine, jobs: &mut [Job]) {
+    let mut by_folder: HashMap<(LibraryId, &str), usize> = HashMap::new();
+    for job in jobs.iter() {
+        *by_folder
+            .entry((job.library.id, parent(&job.rel)))
+            .or_default() += 1;
+    }
+    let listed: HashMap<(LibraryId, String), Listing> = by_folder
+        .into_iter()
+        .filter(|((library, folder), files)| {
+            *files >= LIST_FROM
+                && engine.inner.mirror.children(library, folder) <= files * LIST_RATIO
+        })
+        .map(|((library, folder), _)| ((library, folder.to_owned()), Listing::default()))
+        .collect();
+    for job in jobs.iter_mut() {
+        let folder = parent(&job.rel).to_owned();
+        if let Some(listing) = listed.get(&(job.library.id, folder.clone())) {
+            job.listing = Some((folder, listing.clone()));
+        }
+    }
+}
+
 /// What is at `rel` now, and for a file its content (stored), unless it can be trusted
-/// unchanged or is harpbridge's own write.
+/// unchanged or is harpbridge's own write. With `listing`, the item is taken from the
+/// listing of its folder; a path it lacks is asked for on its own (an absence is never
+/// concluded from a listing alone).
 async fn look(
     engine: &Engine,
     library: &Library,
     rel: &str,
     trust: bool,
+    listing: Option<(&str, &Listing)>,
 ) -> Result<Seen, EngineError> {
-    Ok(match engine.stat(library, rel).await? {
+    let listed = match listing {
+        Some((folder, listing)) => listing
+            .get_or_init(|| async {
+                let root = library.root();
+                match engine.inner.backend.list(root, folder, Depth::One).await {
+                    Ok(items) => Some(items.into_iter().map(|i| (i.path.clone(), i)).collect()),
+                    Err(e) => {
+                        tracing::debug!(library = %library.id, error = %e, "cannot list a folder; its files are looked at one by one");
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
+            .and_then(|items: &HashMap<String, Item>| items.get(rel).cloned()),
+        None => None,
+    };
+    let item = match listed {
+        Some(item) => Some(item),
+        None => engine.stat(library, rel).await?,
+    };
+    Ok(match item {
         None => Seen::Gone,
         Some(entry) if entry.is_dir => Seen::Dir,
         Some(entry) => {
@@ -447,6 +521,12 @@ async fn look(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_has_its_folder() {
+        assert_eq!(parent("a/b/c.txt"), "a/b");
+        assert_eq!(parent("c.txt"), "");
+    }
 
     #[test]
     fn paths_relate_at_above_and_below() {
