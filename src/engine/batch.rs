@@ -287,15 +287,19 @@ impl Batch {
     /// The sequential way: after what waits is appended, the event as the worker always
     /// processed it, in every library it touches.
     async fn in_turn(&mut self, event: &FileEvent) -> Result<(), EngineError> {
-        self.flush().await?;
-        let trust = self.engine.burst_answered(event);
         let mut ids: Vec<LibraryId> = self
             .locked
             .values()
             .filter(|l| touches(&l.library, event))
             .map(|l| l.library.id)
             .collect();
+        if ids.is_empty() {
+            // In no library: nothing to record, nothing to wait for.
+            return Ok(());
+        }
         ids.sort_by_key(|id| id.0);
+        self.flush().await?;
+        let trust = self.engine.burst_answered(event);
         for id in ids {
             let Some(library) = self.locked.get(&id).map(|l| l.library.clone()) else {
                 continue;
@@ -314,7 +318,8 @@ impl Batch {
         seen: Seen,
     ) -> Result<(), EngineError> {
         let Some(lib) = self.locked.get(&library).map(|l| l.library.clone()) else {
-            return Ok(());
+            // Every library a look was made in is locked; were it not, the sequential way.
+            return self.in_turn(event).await;
         };
         let engine = self.engine.clone();
         let depends = self
