@@ -82,7 +82,7 @@ enum Seen {
     /// A folder: applied the sequential way (it may need a walk).
     Dir,
     /// A file, and what fetching it gave.
-    File { entry: Item, fetched: Fetched },
+    File { entry: Box<Item>, fetched: Fetched },
 }
 
 /// How one event of the batch is applied.
@@ -518,7 +518,10 @@ async fn look(
         Some(entry) if entry.is_dir => Seen::Dir,
         Some(entry) => {
             let fetched = engine.fetch_file(library, rel, &entry, trust).await?;
-            Seen::File { entry, fetched }
+            Seen::File {
+                entry: Box::new(entry),
+                fetched,
+            }
         }
     })
 }
