@@ -133,3 +133,56 @@ async fn a_file_vanishing_before_its_get_loses_none_of_the_others() {
     assert_eq!(paths, expected);
     assert_eq!(status["failed"], 0, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_cost_one_request_not_one_per_file_in_flight() {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Sync");
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.extra_args = vec!["--library".into(), "alice:/Sync".into()];
+    let exapp = ExApp::start(options);
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    exapp.wait_libraries(1).await;
+    exapp.wait_idle().await;
+
+    nc.state().dav_down = true;
+    for i in 0..FILES {
+        nc.user_put("alice", &format!("Sync/{}", name(i)), format!("new {i}\n"));
+    }
+    nc.discard_webhook_jobs();
+    for i in 0..FILES {
+        let r = exapp
+            .signed(reqwest::Method::POST, "/webhooks/NodeCreatedEvent", "alice")
+            .body(created(&format!("Sync/{}", name(i)), i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Nextcloud no longer takes serve's secret (an app re-registered elsewhere, say).
+    {
+        let mut state = nc.state();
+        state.apps.get_mut("harpbridge").unwrap().secret = "another-secret".into();
+        state.bruteforce_attempts = 0;
+        state.dav_down = false;
+    }
+    // The worker retries within a few seconds of the 503s, then pauses for minutes.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let refused: Vec<String> = nc
+        .state()
+        .received
+        .iter()
+        .filter(|r| r.status == 401)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        nc.state().bruteforce_attempts,
+        2,
+        "one refused WebDAV request (the double counts 2 per refusal), not one per look in \
+         flight: {refused:?}"
+    );
+    exapp.stop();
+}

@@ -28,6 +28,10 @@
 //!    queue. A kill -9 before that commit loses nothing: the events are still queued, and
 //!    processing them again records what is new (contents already stored are found equal).
 //!
+//! Refused credentials (a 401) are found with one request: a batch's first look goes alone,
+//! and after a refusal no more are made (about five refused logins lock the ExApp out of
+//! Nextcloud for 30 minutes).
+//!
 //! The batch holds the write locks of the libraries it touches from the first look to the
 //! last commit, so write-back and catch-ups never interleave with it: a look and the
 //! decision made on it see one library, as the one-event-at-a-time worker did under the
@@ -47,7 +51,7 @@ use super::queue::QueuedEvent;
 use super::stats::Counters;
 use super::{Engine, EngineError};
 use crate::appapi::event::{EventKind, FileEvent};
-use crate::backend::{Depth, Item};
+use crate::backend::{BackendError, Depth, Item};
 use crate::chain::{EntryHash, LibraryId, Op, TreeItem};
 
 /// Backend requests in flight at once while a batch is looked at (the default of
@@ -70,9 +74,19 @@ const LIST_FROM: usize = 8;
 /// for those few.
 const LIST_RATIO: usize = 16;
 
-/// One folder's listing, made once by the first look that needs it: its items by path,
-/// or `None` if it failed (each look then asks for its own path).
-type Listing = Arc<tokio::sync::OnceCell<Option<HashMap<String, Item>>>>;
+/// One folder's listing, made once by the first look that needs it.
+type Listing = Arc<tokio::sync::OnceCell<Listed>>;
+
+/// What listing a folder gave.
+#[derive(Debug)]
+enum Listed {
+    /// Its items by path.
+    Items(HashMap<String, Item>),
+    /// It failed: each look asks for its own path.
+    Failed,
+    /// Nextcloud refused our credentials: no look asks again.
+    Refused(&'static str),
+}
 
 /// What looking ahead found at an event's path.
 #[derive(Debug)]
@@ -229,21 +243,7 @@ impl Batch {
         let (tx, arrivals) = mpsc::channel(events.len().max(1));
         let looker = (!jobs.is_empty()).then(|| {
             let engine = engine.clone();
-            tokio::spawn(async move {
-                let engine = &engine;
-                let mut looks = futures_util::stream::iter(jobs)
-                    .map(|job| async move {
-                        let listing = job.listing.as_ref().map(|(f, l)| (f.as_str(), l));
-                        let seen = look(engine, &job.library, &job.rel, job.trust, listing).await;
-                        (job.index, seen)
-                    })
-                    .buffer_unordered(in_flight);
-                while let Some(arrived) = looks.next().await {
-                    if tx.send(arrived).await.is_err() {
-                        break;
-                    }
-                }
-            })
+            tokio::spawn(run_looks(engine, jobs, in_flight, tx))
         });
         Ok(Batch {
             engine: engine.clone(),
@@ -451,6 +451,67 @@ impl Drop for Batch {
     }
 }
 
+/// Whether Nextcloud refused harpbridge's credentials: the one error looking ahead must
+/// not repeat, since about five refused logins lock the ExApp out of Nextcloud for 30
+/// minutes.
+fn refused(look: &Result<Seen, EngineError>) -> Option<&'static str> {
+    match look {
+        Err(EngineError::Backend(BackendError::Unauthorized(backend))) => Some(backend),
+        _ => None,
+    }
+}
+
+/// Makes the batch's looks, `in_flight` at a time, sending each as it arrives. The first
+/// goes alone, so that refused credentials cost one request, not `in_flight`; once one is
+/// refused, no more are made, and every look not yet sent arrives as that refusal.
+async fn run_looks(
+    engine: Engine,
+    jobs: Vec<Job>,
+    in_flight: usize,
+    tx: mpsc::Sender<(usize, Result<Seen, EngineError>)>,
+) {
+    let engine = &engine;
+    let mut unsent: std::collections::BTreeSet<usize> = jobs.iter().map(|j| j.index).collect();
+    let run = |job: Job| async move {
+        let listing = job.listing.as_ref().map(|(f, l)| (f.as_str(), l));
+        let seen = look(engine, &job.library, &job.rel, job.trust, listing).await;
+        (job.index, seen)
+    };
+    let mut jobs = jobs.into_iter();
+    let mut refusal = None;
+    if let Some(first) = jobs.next() {
+        let (index, seen) = run(first).await;
+        refusal = refused(&seen);
+        unsent.remove(&index);
+        if tx.send((index, seen)).await.is_err() {
+            return;
+        }
+    }
+    if refusal.is_none() {
+        let mut looks = futures_util::stream::iter(jobs)
+            .map(run)
+            .buffer_unordered(in_flight);
+        while let Some((index, seen)) = looks.next().await {
+            refusal = refused(&seen);
+            unsent.remove(&index);
+            if tx.send((index, seen)).await.is_err() {
+                return;
+            }
+            if refusal.is_some() {
+                break;
+            }
+        }
+    }
+    if let Some(backend) = refusal {
+        for index in unsent {
+            let refusal = Err(BackendError::Unauthorized(backend).into());
+            if tx.send((index, refusal)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// The folder of a library path (`""` for the library's root).
 fn parent(rel: &str) -> &str {
     rel.rsplit_once('/').map_or("", |(folder, _)| folder)
@@ -493,20 +554,30 @@ async fn look(
     listing: Option<(&str, &Listing)>,
 ) -> Result<Seen, EngineError> {
     let listed = match listing {
-        Some((folder, listing)) => listing
-            .get_or_init(|| async {
-                let root = library.root();
-                match engine.inner.backend.list(root, folder, Depth::One).await {
-                    Ok(items) => Some(items.into_iter().map(|i| (i.path.clone(), i)).collect()),
-                    Err(e) => {
-                        tracing::debug!(library = %library.id, error = %e, "cannot list a folder; its files are looked at one by one");
-                        None
+        Some((folder, listing)) => {
+            let listed = listing
+                .get_or_init(|| async {
+                    let root = library.root();
+                    match engine.inner.backend.list(root, folder, Depth::One).await {
+                        Ok(items) => {
+                            Listed::Items(items.into_iter().map(|i| (i.path.clone(), i)).collect())
+                        }
+                        Err(BackendError::Unauthorized(backend)) => Listed::Refused(backend),
+                        Err(e) => {
+                            tracing::debug!(library = %library.id, error = %e, "cannot list a folder; its files are looked at one by one");
+                            Listed::Failed
+                        }
                     }
+                })
+                .await;
+            match listed {
+                Listed::Items(items) => items.get(rel).cloned(),
+                Listed::Failed => None,
+                Listed::Refused(backend) => {
+                    return Err(BackendError::Unauthorized(backend).into());
                 }
-            })
-            .await
-            .as_ref()
-            .and_then(|items: &HashMap<String, Item>| items.get(rel).cloned()),
+            }
+        }
         None => None,
     };
     let item = match listed {
