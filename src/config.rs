@@ -70,6 +70,12 @@ pub struct ConfigArgs {
     /// Size limit of the block cache in MiB.
     #[arg(long, env = "HARPBRIDGE_CACHE_LIMIT_MIB", default_value = "16384")]
     pub cache_limit_mib: String,
+    /// WebDAV requests the ingest worker keeps in flight to Nextcloud (default 12); `1`
+    /// processes events one at a time with one commit each (the worker before it read
+    /// ahead: a baseline for benchmarks, and a fallback for a Nextcloud that cannot take
+    /// parallel requests).
+    #[arg(long, env = "HARPBRIDGE_INGEST_IN_FLIGHT")]
+    pub ingest_in_flight: Option<String>,
     /// Run the peer-to-peer swarm: `on` or `off`.
     #[arg(long, env = "HARPBRIDGE_P2P", default_value = "on")]
     pub p2p: String,
@@ -92,6 +98,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "HARPBRIDGE_WAN_LIMIT", value_name = "RATE")]
     pub wan_limit: Option<String>,
 }
+
+/// Most WebDAV requests `--ingest-in-flight` may ask for: more would only queue in
+/// Nextcloud's PHP workers, beside its users' requests.
+const MAX_INGEST_IN_FLIGHT: usize = 64;
 
 /// A secret that never shows itself in `Debug` or `Display` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -173,6 +183,9 @@ pub struct Config {
     pub scan_interval: std::time::Duration,
     /// Block cache limit in bytes.
     pub cache_limit: u64,
+    /// WebDAV requests the ingest worker keeps in flight (1: one event at a time);
+    /// `None`: the engine's default.
+    pub ingest_in_flight: Option<usize>,
     /// The swarm's settings; `None` when it is turned off.
     pub p2p: Option<P2p>,
 }
@@ -487,6 +500,18 @@ impl ConfigArgs {
                 })
             }
         };
+        let ingest_in_flight = match optional(&self.ingest_in_flight) {
+            None => None,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_INGEST_IN_FLIGHT).contains(&n) => Some(n),
+                _ => {
+                    return Err(ConfigError::Malformed {
+                        var: "HARPBRIDGE_INGEST_IN_FLIGHT",
+                        reason: format!("{raw:?} is not a number from 1 to {MAX_INGEST_IN_FLIGHT}"),
+                    })
+                }
+            },
+        };
         let device_name = optional(&self.device_name).unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_owned())
@@ -522,6 +547,7 @@ impl ConfigArgs {
             device_name,
             scan_interval,
             cache_limit,
+            ingest_in_flight,
             p2p,
         })
     }

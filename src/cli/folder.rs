@@ -138,6 +138,7 @@ pub async fn start(
             device_name: options.device_name.clone(),
             scan_interval: options.scan_interval,
             cache_limit: options.cache_limit,
+            ingest_in_flight: None,
             backend_serves_content: true,
         },
         None,

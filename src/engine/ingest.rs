@@ -125,6 +125,29 @@ impl Bursts {
     }
 }
 
+/// What [`Engine::fetch_file`] found: the part of ingesting a file that asks the backend.
+#[derive(Debug)]
+pub(super) enum Fetched {
+    /// The file id, ETag and size are the mirror's (`held`, as it was when looked at):
+    /// taken as unchanged, not read.
+    Trusted { held: Option<Held> },
+    /// Harpbridge's own write coming back (by its checksum): not read.
+    Echo,
+    /// Gone between the PROPFIND and the GET (its delete event follows).
+    Vanished,
+    /// Read into the content store.
+    Got(crate::content::Ingested),
+}
+
+/// Whether an event names a path in `library` (as its node, or as a move's source).
+pub(super) fn touches(library: &Library, event: &FileEvent) -> bool {
+    library.node_path(&event.node).is_some()
+        || event
+            .source
+            .as_ref()
+            .is_some_and(|s| library.node_path(s).is_some())
+}
+
 /// Whether `path` lies strictly below `folder`.
 fn below(path: &str, folder: &str) -> bool {
     path.strip_prefix(folder)
@@ -148,40 +171,47 @@ fn chain_path(rel: &str) -> Result<ChainPath, EngineError> {
 }
 
 impl Engine {
-    /// Processes one queued event against every library it touches.
-    pub(crate) async fn process(&self, event: &FileEvent) -> Result<(), EngineError> {
-        let trust = self.inner.bursts.answered(event);
-        for library in self.inner.libraries.list() {
-            let source = event.source.as_ref().and_then(|s| library.node_path(s));
-            let target = library.node_path(&event.node);
-            if source.is_none() && target.is_none() {
-                continue;
-            }
-            let lock = self.write_lock(&library.id);
-            let _guard = lock.lock().await;
-            let user = event.user.as_deref();
-            if let (EventKind::Renamed, Some(from), Some(to)) = (event.kind, source, target) {
-                if self.rename(&library, from, to, user).await? {
-                    continue;
-                }
-            }
-            // A copy leaves its source as it was; a move (into or out of the library)
-            // empties it. A restore's source is the trash bin, outside every library.
-            if let (EventKind::Renamed, Some(from)) = (event.kind, source) {
-                self.reconcile(&library, from, None, user).await?;
-            }
-            if let Some(to) = target {
-                let walk = match event.kind {
-                    EventKind::Written | EventKind::Deleted | EventKind::Touched => None,
-                    _ => Some(Walk::Additions),
-                };
-                self.reconcile_trusting(&library, to, walk, user, trust)
-                    .await?;
+    /// Processes one queued event in one library, whose write lock the caller holds.
+    /// `trust`: another event of this one's burst was processed ([`Bursts`]).
+    pub(super) async fn process_in(
+        &self,
+        library: &Library,
+        event: &FileEvent,
+        trust: bool,
+    ) -> Result<(), EngineError> {
+        let source = event.source.as_ref().and_then(|s| library.node_path(s));
+        let target = library.node_path(&event.node);
+        let user = event.user.as_deref();
+        if let (EventKind::Renamed, Some(from), Some(to)) = (event.kind, source, target) {
+            if self.rename(library, from, to, user).await? {
+                return Ok(());
             }
         }
+        // A copy leaves its source as it was; a move (into or out of the library)
+        // empties it. A restore's source is the trash bin, outside every library.
+        if let (EventKind::Renamed, Some(from)) = (event.kind, source) {
+            self.reconcile(library, from, None, user).await?;
+        }
+        if let Some(to) = target {
+            let walk = match event.kind {
+                EventKind::Written | EventKind::Deleted | EventKind::Touched => None,
+                _ => Some(Walk::Additions),
+            };
+            self.reconcile_trusting(library, to, walk, user, trust)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Notes an event as processed (in every library it touches).
+    pub(super) fn processed(&self, event: &FileEvent) {
         self.inner.bursts.note(event);
         Counters::add(&self.inner.counters.processed, 1);
-        Ok(())
+    }
+
+    /// Whether another event of this one's burst was processed already ([`Bursts`]).
+    pub(super) fn burst_answered(&self, event: &FileEvent) -> bool {
+        self.inner.bursts.answered(event)
     }
 
     /// Records a rename as one entry when the source is gone and the target is there.
@@ -304,7 +334,7 @@ impl Engine {
     /// has from a peer that is not written back yet is pending, not deleted; and where a
     /// peer's version is pending over the one a user deleted, the peer's write wins (as the
     /// chain's fold lets a write win over a concurrent delete): write-back puts it back.
-    fn gone(&self, library: &Library, rel: &str) -> Result<Vec<Op>, EngineError> {
+    pub(super) fn gone(&self, library: &Library, rel: &str) -> Result<Vec<Op>, EngineError> {
         if rel.is_empty() {
             return Ok(Vec::new());
         }
@@ -363,6 +393,71 @@ impl Engine {
         entry: &Item,
         trust_unchanged: bool,
     ) -> Result<Option<Op>, EngineError> {
+        let fetched = self
+            .fetch_file(library, rel, entry, trust_unchanged)
+            .await?;
+        self.file_op(library, rel, entry, fetched).await
+    }
+
+    /// The backend's half of [`Self::ingest_file`]: whether the file needs reading, and
+    /// if so its content, streamed into the store. Decides nothing about the chain, so it
+    /// may run ahead of the events before it ([`super::batch`]).
+    pub(super) async fn fetch_file(
+        &self,
+        library: &Library,
+        rel: &str,
+        entry: &Item,
+        trust_unchanged: bool,
+    ) -> Result<Fetched, EngineError> {
+        let held = self.inner.mirror.get(&library.id, rel);
+        if trust_unchanged {
+            if let Some(Held::File(HeldFile {
+                size,
+                nextcloud: Some(nc),
+                ..
+            })) = &held
+            {
+                if Some(nc.fileid) == entry.fileid
+                    && Some(&nc.etag) == entry.etag.as_ref()
+                    && Some(*size) == entry.size
+                {
+                    return Ok(Fetched::Trusted { held });
+                }
+            }
+        }
+        let user_path = library.user_path(rel);
+        if self
+            .inner
+            .own_writes
+            .is_echo(&library.uid, &user_path, &entry.checksums)
+        {
+            return Ok(Fetched::Echo);
+        }
+        match self.download(library, rel).await {
+            Ok(i) => Ok(Fetched::Got(i)),
+            // Gone between PROPFIND and GET: its delete event will follow.
+            Err(EngineError::Backend(BackendError::NotFound(_))) => Ok(Fetched::Vanished),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The chain's half of [`Self::ingest_file`]: what a fetched file means against the
+    /// tree and the mirror as they are now; the `Put` to record, if any.
+    pub(super) async fn file_op(
+        &self,
+        library: &Library,
+        rel: &str,
+        entry: &Item,
+        fetched: Fetched,
+    ) -> Result<Option<Op>, EngineError> {
+        let ingested = match fetched {
+            Fetched::Trusted { .. } | Fetched::Vanished => return Ok(None),
+            Fetched::Echo => {
+                Counters::add(&self.inner.counters.echoes, 1);
+                return Ok(None);
+            }
+            Fetched::Got(ingested) => ingested,
+        };
         let tree = self.tree(&library.id)?;
         let current = match tree.items.get(rel) {
             Some(TreeItem::File { content, .. }) => Some(*content),
@@ -374,41 +469,11 @@ impl Engine {
             Some(Held::File(f)) => Some(f),
             _ => None,
         };
-        if trust_unchanged {
-            if let Some(HeldFile {
-                size,
-                nextcloud: Some(nc),
-                ..
-            }) = &held
-            {
-                if Some(nc.fileid) == entry.fileid
-                    && Some(&nc.etag) == entry.etag.as_ref()
-                    && Some(*size) == entry.size
-                {
-                    return Ok(None);
-                }
-            }
-        }
-        let user_path = library.user_path(rel);
-        if self
-            .inner
-            .own_writes
-            .is_echo(&library.uid, &user_path, &entry.checksums)
-        {
-            Counters::add(&self.inner.counters.echoes, 1);
-            return Ok(None);
-        }
-        let ingested = match self.download(library, rel).await {
-            Ok(i) => i,
-            // Gone between PROPFIND and GET: its delete event will follow.
-            Err(EngineError::Backend(BackendError::NotFound(_))) => return Ok(None),
-            Err(e) => return Err(e),
-        };
         Counters::add(&self.inner.counters.bytes_in, ingested.size);
         if entry.size.is_some_and(|expected| expected != ingested.size) {
             // Changed while we read it, or cut short: try again later, record nothing now.
             return Err(EngineError::Truncated {
-                path: user_path,
+                path: library.user_path(rel),
                 expected: entry.size.unwrap_or(0),
                 got: ingested.size,
             });
@@ -457,41 +522,48 @@ impl Engine {
     }
 
     /// Streams a file from Nextcloud into the content store, a few chunks in memory at most.
+    ///
+    /// The version is finished only when the whole body arrived: a failed download, or one
+    /// whose future is dropped half-way (the worker gave up on the rest of a batch), leaves
+    /// its writer unfinished, so no cut-short version is ever stored.
     pub(super) async fn download(
         &self,
         library: &Library,
         rel: &str,
     ) -> Result<crate::content::Ingested, EngineError> {
         let mut body = self.inner.backend.read(library.root(), rel).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+        // `None`: the body is complete.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(8);
         let store = self.inner.content.clone();
         let id = library.id;
         let job = tokio::task::spawn_blocking(move || {
             let mut writer = store.writer(id);
-            while let Some(bytes) = rx.blocking_recv() {
-                if bytes.is_empty() {
-                    // The download failed: abandon this version unfinished.
-                    return Ok(None);
+            while let Some(piece) = rx.blocking_recv() {
+                match piece {
+                    Some(bytes) => writer.write(&bytes)?,
+                    None => return writer.finish().map(Some),
                 }
-                writer.write(&bytes)?;
             }
-            writer.finish().map(Some)
+            // The sender went away before the end: abandon this version unfinished.
+            Ok(None)
         });
         let mut failure = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(bytes) if bytes.is_empty() => continue,
                 Ok(bytes) => {
-                    if tx.send(bytes).await.is_err() {
+                    if tx.send(Some(bytes)).await.is_err() {
                         break;
                     }
                 }
                 Err(e) => {
                     failure = Some(e);
-                    let _ = tx.send(bytes::Bytes::new()).await;
                     break;
                 }
             }
+        }
+        if failure.is_none() {
+            let _ = tx.send(None).await;
         }
         drop(tx);
         let written = job.await?;

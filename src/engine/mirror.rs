@@ -258,6 +258,24 @@ impl Mirror {
             .collect()
     }
 
+    /// How many paths directly inside the folder `folder` Nextcloud holds, as last known.
+    pub fn children(&self, lib: &LibraryId, folder: &str) -> usize {
+        let map = self.lock();
+        let Some(items) = map.get(lib) else {
+            return 0;
+        };
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
+        items
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| !p.is_empty() && !p[prefix.len()..].contains('/'))
+            .count()
+    }
+
     /// Nextcloud holds `held` at `path` now.
     pub fn set(&self, lib: &LibraryId, path: &str, held: Held) -> Result<(), MirrorError> {
         if self.get(lib, path).as_ref() == Some(&held) {

@@ -13,6 +13,8 @@
 //! - [`queue`]: the durable, de-duplicating queue between the receiver and the worker.
 //! - [`ingest`]: reading one path's truth from the backend and recording it.
 //! - [`worker`]: draining the queue, with retries and backoff when the backend is down.
+//! - `batch`: one batch of the queue: paths looked at in parallel, decisions in queue
+//!   order, one durable append.
 //! - [`webhooks`]: asking Nextcloud for file events, filtered to the libraries' folders.
 //! - [`changes`]: what a local folder's watcher saw, queued as the same events.
 //! - [`catchup`]: finding, by folder ETags, the changes no webhook delivered.
@@ -27,6 +29,7 @@
 //! - [`peers`]: the engine's side of the swarm: local changes out, peers' entries in,
 //!   pairing.
 
+mod batch;
 pub mod catchup;
 pub mod changes;
 pub mod echo;
@@ -77,6 +80,9 @@ pub struct EngineOptions {
     pub scan_interval: Duration,
     /// Size limit of the block store.
     pub cache_limit: u64,
+    /// Backend requests the ingest worker keeps in flight ([`worker::IN_FLIGHT`] when
+    /// `None`); `Some(1)` processes events one at a time, one commit each.
+    pub ingest_in_flight: Option<usize>,
     /// The backend's files are a source of their versions' bytes for peers (a local
     /// folder's are: [`crate::p2p`] can serve them): versions the backend holds as the tree
     /// has them need no blocks in the store, which then keeps only what waits to be
@@ -566,8 +572,21 @@ impl Engine {
         user: Option<&str>,
         seen: Option<&[EntryHash]>,
     ) -> Result<Vec<Entry>, EngineError> {
+        let users = vec![user.map(str::to_owned); ops.len()];
+        self.append_by(library, ops, users, seen).await
+    }
+
+    /// [`Self::append_after`] of operations from several events, each made by its own
+    /// user (`users[i]` made `ops[i]`; the panel shows who): one durable commit for all.
+    pub(crate) async fn append_by(
+        &self,
+        library: &Library,
+        ops: Vec<Op>,
+        users: Vec<Option<String>>,
+        seen: Option<&[EntryHash]>,
+    ) -> Result<Vec<Entry>, EngineError> {
         let recorded = ops.clone();
-        let entries = self.append_inner(library, ops, user, seen).await?;
+        let entries = self.append_inner(library, ops, users, seen).await?;
         self.inner.mirror.record(&library.id, &recorded)?;
         Ok(entries)
     }
@@ -580,14 +599,15 @@ impl Engine {
         ops: Vec<Op>,
         user: Option<&str>,
     ) -> Result<Vec<Entry>, EngineError> {
-        self.append_inner(library, ops, user, None).await
+        let users = vec![user.map(str::to_owned); ops.len()];
+        self.append_inner(library, ops, users, None).await
     }
 
     async fn append_inner(
         &self,
         library: &Library,
         ops: Vec<Op>,
-        user: Option<&str>,
+        users: Vec<Option<String>>,
         seen: Option<&[EntryHash]>,
     ) -> Result<Vec<Entry>, EngineError> {
         if ops.is_empty() {
@@ -604,11 +624,11 @@ impl Engine {
         .await??;
         Counters::add(&self.inner.counters.appended, entries.len() as u64);
         self.local_entries(&id, &entries);
-        for entry in &entries {
+        for (entry, user) in entries.iter().zip(users) {
             tracing::info!(library = %id, hash = %entry.hash(), op = entry.meta().op.kind(), "chain entry appended");
             self.inner.events.emit(EngineEvent::EntryAppended {
                 entry: entry.clone(),
-                user: user.map(str::to_owned),
+                user,
             });
         }
         self.publish_library(library);

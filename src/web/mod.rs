@@ -94,6 +94,7 @@ impl AppState {
             device_name: self.config.device_name.clone(),
             scan_interval: self.config.scan_interval,
             cache_limit: self.config.cache_limit,
+            ingest_in_flight: self.config.ingest_in_flight,
             backend_serves_content: false,
         };
         match Engine::start(

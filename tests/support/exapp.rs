@@ -67,6 +67,10 @@ pub struct ExApp {
     /// `tcp://127.0.0.1:PORT` or `unix:///path`, as the ExApp logged it.
     pub listen: String,
     logs: Arc<Mutex<String>>,
+    /// One client for every request a test makes to it: a new client per request loads the
+    /// system's root certificates each time (a few milliseconds of CPU), which would bound
+    /// what a benchmark measures.
+    http: reqwest::Client,
 }
 
 impl ExApp {
@@ -179,6 +183,7 @@ impl ExApp {
             options,
             listen,
             logs,
+            http: reqwest::Client::new(),
         }
     }
 
@@ -306,7 +311,7 @@ impl ExApp {
         path: &str,
         user: &str,
     ) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
+        self.http
             .request(method, format!("{}{path}", self.base_url()))
             .header("EX-APP-ID", &self.options.app_id)
             .header("EX-APP-VERSION", &self.options.version)

@@ -119,6 +119,9 @@ pub struct NcState {
     pub webhook_jobs: Vec<Job>,
     /// When set, WebDAV answers 503 (Nextcloud down for maintenance).
     pub dav_down: bool,
+    /// `(uid, path)` → `(status, times)`: the next `times` GETs of that file answer
+    /// `status` (a file Nextcloud fails to serve, among others it serves).
+    pub fail_get: BTreeMap<(String, String), (u16, u32)>,
     /// `(uid, path, bytes)`: a user writes this file the moment the ExApp's next WebDAV PUT
     /// to that path arrives, before the PUT is judged; stages a user's write landing
     /// between the ExApp's look and its write.

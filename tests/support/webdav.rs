@@ -302,6 +302,16 @@ async fn files(
         "GET" => {
             let content = {
                 let mut state = inner.lock();
+                let key = (uid.to_owned(), path.to_owned());
+                if let Some((status, times)) = state.fail_get.get_mut(&key) {
+                    let status =
+                        StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    *times -= 1;
+                    if *times == 0 {
+                        state.fail_get.remove(&key);
+                    }
+                    return sabre(status, "ServiceUnavailable", "failing as the test asked");
+                }
                 match files_of(&mut state, uid).get(path) {
                     Some(FileNode {
                         content: Some(c), ..

@@ -1,0 +1,619 @@
+//! One batch of queued events: paths looked at in parallel, decisions in queue order, one
+//! durable append.
+//!
+//! Ingesting a small file is mostly waiting: a PROPFIND and a GET to Nextcloud (a round
+//! trip each, tens of milliseconds on a real server, most of it PHP starting up), the
+//! content store's fsyncs, and a chain commit with its fsync. One event after another,
+//! those waits add up to about 90 files a second. A batch overlaps them:
+//!
+//! 1. **Look ahead.** Every event that only asks "what is at this path now?" (created,
+//!    written, touched, deleted) in one library is looked at at once, up to
+//!    [`IN_FLIGHT`] backend requests at a time over the client's one connection pool:
+//!    PROPFIND, and for a file its GET streamed into the content store ([`Fetched`]). A
+//!    folder holding many of the batch's files is listed once (PROPFIND `Depth: 1`)
+//!    instead of a PROPFIND per file, unless it is known to be much bigger than that
+//!    ([`LIST_FROM`], [`LIST_RATIO`]); a path its listing lacks is still asked for alone.
+//!    Looking decides nothing, so it may run ahead of the events before it: events are
+//!    hints, and every event of the batch has arrived before any of it is looked at, so
+//!    what a look sees is at least as new as what its event says.
+//! 2. **Decide in order.** Events are applied in queue order against the tree and the mirror
+//!    as the events before them left it ([`Engine::file_op`], [`Engine::gone`]). The
+//!    operations they yield wait in the batch; before an event whose decision could depend
+//!    on them (a path at, above or below one waiting, a file whose peer version waits for
+//!    write-back), they are appended first. Moves, copies, restores, folders and events
+//!    touching several libraries are applied the sequential way ([`Engine::process_in`]),
+//!    after what waits was appended.
+//! 3. **One commit.** What waits is appended in one durable transaction per library
+//!    ([`Engine::append_by`]); only then are the batch's events done and may leave the
+//!    queue. A kill -9 before that commit loses nothing: the events are still queued, and
+//!    processing them again records what is new (contents already stored are found equal).
+//!
+//! Refused credentials (a 401) are found with one request: a batch's first look goes alone,
+//! and after a refusal no more are made (about five refused logins lock the ExApp out of
+//! Nextcloud for 30 minutes).
+//!
+//! The batch holds the write locks of the libraries it touches from the first look to the
+//! last commit, so write-back and catch-ups never interleave with it: a look and the
+//! decision made on it see one library, as the one-event-at-a-time worker did under the
+//! same lock. A look whose trust in the mirror ([`Fetched::Trusted`]) no longer holds when its
+//! turn comes (an earlier event changed the mirror there) is made again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, OwnedMutexGuard};
+
+use super::ingest::{touches, Fetched};
+use super::libraries::Library;
+use super::mirror::Held;
+use super::queue::QueuedEvent;
+use super::stats::Counters;
+use super::{Engine, EngineError};
+use crate::appapi::event::{EventKind, FileEvent};
+use crate::backend::{BackendError, Depth, Item};
+use crate::chain::{EntryHash, LibraryId, Op, TreeItem};
+
+/// Backend requests in flight at once while a batch is looked at (the default of
+/// `--ingest-in-flight`).
+///
+/// Why 12: a small file costs two round trips to Nextcloud, and most of each is the server
+/// starting a PHP request, which runs on one of its PHP workers (php-fpm's default pool
+/// has 5 children; a busy server a few dozen). A dozen requests keep a handful of workers
+/// busy and hide the round trips' latency; more would only queue inside Nextcloud, beside
+/// its users' own requests, and keep more downloads half-written in memory. All go over
+/// the one reqwest client of the backend, whose connection pool keeps them alive.
+pub const IN_FLIGHT: usize = 12;
+
+/// A folder holding at least this many of a batch's files is listed once (PROPFIND
+/// `Depth: 1`) instead of each file being looked at on its own: on a real Nextcloud most of
+/// a PROPFIND's cost is the request itself (PHP starting up), not the entries it lists.
+const LIST_FROM: usize = 8;
+/// ... unless Nextcloud is known to hold more than this many children there for each of
+/// the batch's files: listing a big folder for a few of its files costs more than asking
+/// for those few.
+const LIST_RATIO: usize = 16;
+
+/// One folder's listing, made once by the first look that needs it.
+type Listing = Arc<tokio::sync::OnceCell<Listed>>;
+
+/// What listing a folder gave.
+#[derive(Debug)]
+enum Listed {
+    /// Its items by path.
+    Items(HashMap<String, Item>),
+    /// It failed: each look asks for its own path.
+    Failed,
+    /// Nextcloud refused our credentials: no look asks again.
+    Refused(&'static str),
+}
+
+/// What looking ahead found at an event's path.
+#[derive(Debug)]
+enum Seen {
+    /// Nothing is there.
+    Gone,
+    /// A folder: applied the sequential way (it may need a walk).
+    Dir,
+    /// A file, and what fetching it gave.
+    File { entry: Box<Item>, fetched: Fetched },
+}
+
+/// How one event of the batch is applied.
+enum Plan {
+    /// An earlier event of the batch asks the same: nothing to do.
+    Coalesced,
+    /// Looked at ahead: `rel` in `library`; the look arrives in `Batch::looks`.
+    Ahead { library: LibraryId, rel: String },
+    /// Applied the sequential way when its turn comes.
+    InTurn,
+}
+
+/// One look to make ahead.
+struct Job {
+    index: usize,
+    library: Library,
+    rel: String,
+    trust: bool,
+    /// The folder to list instead of asking for `rel` alone, and its shared listing.
+    listing: Option<(String, Listing)>,
+}
+
+/// A library the batch holds.
+struct Locked {
+    library: Library,
+    _guard: OwnedMutexGuard<()>,
+    /// The heads its decisions start from.
+    seen: Vec<EntryHash>,
+    /// Operations decided, not appended yet, and who made each.
+    ops: Vec<Op>,
+    users: Vec<Option<String>>,
+    /// The paths whose events yielded them (a later event at, above or below one of these
+    /// appends them first).
+    paths: Vec<String>,
+}
+
+/// A batch being applied; see the module docs.
+pub(super) struct Batch {
+    engine: Engine,
+    plans: Vec<Plan>,
+    locked: HashMap<LibraryId, Locked>,
+    /// Looks as they arrive (in any order), by event index.
+    looks: Vec<Option<Result<Seen, EngineError>>>,
+    arrivals: mpsc::Receiver<(usize, Result<Seen, EngineError>)>,
+    looker: Option<tokio::task::JoinHandle<()>>,
+    /// Applied, their entries appended (or none to append): may leave the queue.
+    durable: Vec<u64>,
+    /// Applied, their entries waiting in `locked`.
+    waiting: Vec<u64>,
+}
+
+/// Events that only ask "what is at this path now?" share a key; moves, copies and
+/// restores, which relate two paths, are never coalesced.
+pub(super) fn coalesce_key(event: &FileEvent) -> Option<(String, String)> {
+    match event.kind {
+        EventKind::Created | EventKind::Written | EventKind::Touched | EventKind::Deleted => {
+            Some((event.node.uid.clone(), event.node.path.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether one of two library paths is the other or lies below it.
+fn related(a: &str, b: &str) -> bool {
+    let below = |p: &str, folder: &str| {
+        folder.is_empty()
+            || p.strip_prefix(folder)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    a == b || below(a, b) || below(b, a)
+}
+
+impl Batch {
+    /// Plans the batch, takes the write locks of the libraries it touches, and starts
+    /// looking ahead with `in_flight` requests at a time (1: nothing is looked at ahead,
+    /// every event is applied the sequential way, with its own commit).
+    pub(super) async fn begin(
+        engine: &Engine,
+        events: &[(u64, QueuedEvent)],
+        in_flight: usize,
+    ) -> Result<Batch, EngineError> {
+        let libraries = engine.inner.libraries.list();
+        let mut plans = Vec::with_capacity(events.len());
+        let mut jobs = Vec::new();
+        let mut looked_at = std::collections::HashSet::new();
+        let mut touched: Vec<&Library> = Vec::new();
+        for (index, (_, queued)) in events.iter().enumerate() {
+            let event = &queued.event;
+            // Every event in this batch has arrived, and processing reads the current
+            // state: a path already reconciled in this batch needs no second look.
+            let key = coalesce_key(event);
+            if let Some(key) = &key {
+                if !looked_at.insert(key.clone()) {
+                    plans.push(Plan::Coalesced);
+                    continue;
+                }
+            }
+            let mine: Vec<&Library> = libraries.iter().filter(|l| touches(l, event)).collect();
+            for library in &mine {
+                if !touched.iter().any(|t| t.id == library.id) {
+                    touched.push(library);
+                }
+            }
+            let target = match mine.as_slice() {
+                [library] => library.node_path(&event.node).map(|rel| (*library, rel)),
+                _ => None,
+            };
+            match (key, target) {
+                (Some(_), Some((library, rel))) if in_flight > 1 => {
+                    jobs.push(Job {
+                        index,
+                        library: library.clone(),
+                        rel: rel.to_owned(),
+                        trust: engine.burst_answered(event),
+                        listing: None,
+                    });
+                    plans.push(Plan::Ahead {
+                        library: library.id,
+                        rel: rel.to_owned(),
+                    });
+                }
+                _ => plans.push(Plan::InTurn),
+            }
+        }
+        // One lock order for every batch (nothing else holds two).
+        touched.sort_by_key(|l| l.id.0);
+        let mut locked = HashMap::new();
+        for library in touched {
+            let guard = engine.write_lock(&library.id).lock_owned().await;
+            let seen = engine.inner.chain.heads(&library.id)?;
+            locked.insert(
+                library.id,
+                Locked {
+                    library: library.clone(),
+                    _guard: guard,
+                    seen,
+                    ops: Vec::new(),
+                    users: Vec::new(),
+                    paths: Vec::new(),
+                },
+            );
+        }
+        share_listings(engine, &mut jobs);
+        let (tx, arrivals) = mpsc::channel(events.len().max(1));
+        let looker = (!jobs.is_empty()).then(|| {
+            let engine = engine.clone();
+            tokio::spawn(run_looks(engine, jobs, in_flight, tx))
+        });
+        Ok(Batch {
+            engine: engine.clone(),
+            looks: (0..plans.len()).map(|_| None).collect(),
+            plans,
+            locked,
+            arrivals,
+            looker,
+            durable: Vec::new(),
+            waiting: Vec::new(),
+        })
+    }
+
+    /// Applies the `index`th event (`seq` in the queue). On error nothing of it was
+    /// recorded; what earlier events decided still waits ([`Self::flush`]).
+    pub(super) async fn apply(
+        &mut self,
+        index: usize,
+        seq: u64,
+        event: &FileEvent,
+    ) -> Result<(), EngineError> {
+        let plan = std::mem::replace(&mut self.plans[index], Plan::Coalesced);
+        match plan {
+            Plan::Coalesced => {
+                Counters::add(&self.engine.inner.counters.coalesced, 1);
+                self.waiting.push(seq);
+                return Ok(());
+            }
+            Plan::InTurn => self.in_turn(event).await?,
+            Plan::Ahead { library, rel } => match self.arrival(index).await {
+                Some(look) => self.ahead(library, &rel, event, look?).await?,
+                // The looker stopped (it cannot, short of a panic): the sequential way.
+                None => self.in_turn(event).await?,
+            },
+        }
+        self.engine.processed(event);
+        self.waiting.push(seq);
+        Ok(())
+    }
+
+    /// The sequential way: after what waits is appended, the event as the worker always
+    /// processed it, in every library it touches.
+    async fn in_turn(&mut self, event: &FileEvent) -> Result<(), EngineError> {
+        let mut ids: Vec<LibraryId> = self
+            .locked
+            .values()
+            .filter(|l| touches(&l.library, event))
+            .map(|l| l.library.id)
+            .collect();
+        if ids.is_empty() {
+            // In no library: nothing to record, nothing to wait for.
+            return Ok(());
+        }
+        ids.sort_by_key(|id| id.0);
+        self.flush().await?;
+        let trust = self.engine.burst_answered(event);
+        for id in ids {
+            let Some(library) = self.locked.get(&id).map(|l| l.library.clone()) else {
+                continue;
+            };
+            self.engine.process_in(&library, event, trust).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a look made ahead at `rel` of `library`.
+    async fn ahead(
+        &mut self,
+        library: LibraryId,
+        rel: &str,
+        event: &FileEvent,
+        seen: Seen,
+    ) -> Result<(), EngineError> {
+        let Some(lib) = self.locked.get(&library).map(|l| l.library.clone()) else {
+            // Every library a look was made in is locked; were it not, the sequential way.
+            return self.in_turn(event).await;
+        };
+        let engine = self.engine.clone();
+        let depends = self
+            .locked
+            .get(&library)
+            .is_some_and(|l| l.paths.iter().any(|p| related(p, rel)));
+        let ops = match seen {
+            Seen::Dir => return self.in_turn(event).await,
+            Seen::Gone => {
+                if depends {
+                    self.flush().await?;
+                }
+                engine.gone(&lib, rel)?
+            }
+            Seen::File { entry, fetched } => {
+                if depends || self.awaits_write_back(&lib, rel)? {
+                    // A peer's version waits here: the decision may keep both, appending
+                    // a conflict copy at once, after what the events before it decided.
+                    self.flush().await?;
+                }
+                let fetched = match fetched {
+                    Fetched::Trusted { held } if engine.inner.mirror.get(&lib.id, rel) != held => {
+                        let trust = engine.burst_answered(event);
+                        engine.fetch_file(&lib, rel, &entry, trust).await?
+                    }
+                    fetched => fetched,
+                };
+                engine
+                    .file_op(&lib, rel, &entry, fetched)
+                    .await?
+                    .into_iter()
+                    .collect()
+            }
+        };
+        if let Some(locked) = self.locked.get_mut(&library) {
+            locked.paths.push(rel.to_owned());
+            for op in ops {
+                locked.ops.push(op);
+                locked.users.push(event.user.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the tree has a file at `rel` that Nextcloud does not hold yet (write-back's
+    /// pending work, where a user's version means keeping both).
+    fn awaits_write_back(&self, library: &Library, rel: &str) -> Result<bool, EngineError> {
+        let tree = self.engine.tree(&library.id)?;
+        Ok(match tree.items.get(rel) {
+            Some(item @ TreeItem::File { .. }) => !self
+                .engine
+                .inner
+                .mirror
+                .get(&library.id, rel)
+                .is_some_and(|held: Held| held.same_as(item)),
+            _ => false,
+        })
+    }
+
+    /// The look of the `index`th event, once it arrived; `None` if it never will.
+    async fn arrival(&mut self, index: usize) -> Option<Result<Seen, EngineError>> {
+        while self.looks[index].is_none() {
+            let (i, look) = self.arrivals.recv().await?;
+            if let Some(slot) = self.looks.get_mut(i) {
+                *slot = Some(look);
+            }
+        }
+        self.looks[index].take()
+    }
+
+    /// Appends what the applied events decided, one durable commit per library; then
+    /// they are done. On error they stay undone (their operations are dropped: processed
+    /// again, they decide the same).
+    pub(super) async fn flush(&mut self) -> Result<(), EngineError> {
+        let mut ids: Vec<LibraryId> = self.locked.keys().copied().collect();
+        ids.sort_by_key(|id| id.0);
+        let mut failure = None;
+        for id in ids {
+            let Some(locked) = self.locked.get_mut(&id) else {
+                continue;
+            };
+            locked.paths.clear();
+            if locked.ops.is_empty() {
+                continue;
+            }
+            let ops = std::mem::take(&mut locked.ops);
+            let users = std::mem::take(&mut locked.users);
+            if failure.is_some() {
+                continue;
+            }
+            let (library, seen) = (locked.library.clone(), locked.seen.clone());
+            if let Err(e) = self
+                .engine
+                .append_by(&library, ops, users, Some(&seen))
+                .await
+            {
+                failure = Some(e);
+            }
+        }
+        match failure {
+            Some(e) => {
+                self.waiting.clear();
+                Err(e)
+            }
+            None => {
+                self.durable.append(&mut self.waiting);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the batch: stops looking ahead, appends what waits, releases the libraries.
+    /// The events that are done (durable), and the error of the last append if it failed.
+    pub(super) async fn finish(mut self) -> (Vec<u64>, Option<EngineError>) {
+        if let Some(looker) = self.looker.take() {
+            // Downloads cut here leave no version behind (see `Engine::download`).
+            looker.abort();
+        }
+        let failure = self.flush().await.err();
+        (std::mem::take(&mut self.durable), failure)
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(looker) = self.looker.take() {
+            looker.abort();
+        }
+    }
+}
+
+/// Whether Nextcloud refused harpbridge's credentials: the one error looking ahead must
+/// not repeat, since about five refused logins lock the ExApp out of Nextcloud for 30
+/// minutes.
+fn refused(look: &Result<Seen, EngineError>) -> Option<&'static str> {
+    match look {
+        Err(EngineError::Backend(BackendError::Unauthorized(backend))) => Some(backend),
+        _ => None,
+    }
+}
+
+/// Makes the batch's looks, `in_flight` at a time, sending each as it arrives. The first
+/// goes alone, so that refused credentials cost one request, not `in_flight`; once one is
+/// refused, no more are made, and every look not yet sent arrives as that refusal.
+async fn run_looks(
+    engine: Engine,
+    jobs: Vec<Job>,
+    in_flight: usize,
+    tx: mpsc::Sender<(usize, Result<Seen, EngineError>)>,
+) {
+    let engine = &engine;
+    let mut unsent: std::collections::BTreeSet<usize> = jobs.iter().map(|j| j.index).collect();
+    let run = |job: Job| async move {
+        let listing = job.listing.as_ref().map(|(f, l)| (f.as_str(), l));
+        let seen = look(engine, &job.library, &job.rel, job.trust, listing).await;
+        (job.index, seen)
+    };
+    let mut jobs = jobs.into_iter();
+    let mut refusal = None;
+    if let Some(first) = jobs.next() {
+        let (index, seen) = run(first).await;
+        refusal = refused(&seen);
+        unsent.remove(&index);
+        if tx.send((index, seen)).await.is_err() {
+            return;
+        }
+    }
+    if refusal.is_none() {
+        let mut looks = futures_util::stream::iter(jobs)
+            .map(run)
+            .buffer_unordered(in_flight);
+        while let Some((index, seen)) = looks.next().await {
+            refusal = refused(&seen);
+            unsent.remove(&index);
+            if tx.send((index, seen)).await.is_err() {
+                return;
+            }
+            if refusal.is_some() {
+                break;
+            }
+        }
+    }
+    if let Some(backend) = refusal {
+        for index in unsent {
+            let refusal = Err(BackendError::Unauthorized(backend).into());
+            if tx.send((index, refusal)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The folder of a library path (`""` for the library's root).
+fn parent(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(folder, _)| folder)
+}
+
+/// Lets the jobs of a folder holding many of them share one listing of it (see
+/// [`LIST_FROM`], [`LIST_RATIO`]).
+fn share_listings(engine: &Engine, jobs: &mut [Job]) {
+    let mut by_folder: HashMap<(LibraryId, &str), usize> = HashMap::new();
+    for job in jobs.iter() {
+        *by_folder
+            .entry((job.library.id, parent(&job.rel)))
+            .or_default() += 1;
+    }
+    let listed: HashMap<(LibraryId, String), Listing> = by_folder
+        .into_iter()
+        .filter(|((library, folder), files)| {
+            *files >= LIST_FROM
+                && engine.inner.mirror.children(library, folder) <= files * LIST_RATIO
+        })
+        .map(|((library, folder), _)| ((library, folder.to_owned()), Listing::default()))
+        .collect();
+    for job in jobs.iter_mut() {
+        let folder = parent(&job.rel).to_owned();
+        if let Some(listing) = listed.get(&(job.library.id, folder.clone())) {
+            job.listing = Some((folder, listing.clone()));
+        }
+    }
+}
+
+/// What is at `rel` now, and for a file its content (stored), unless it can be trusted
+/// unchanged or is harpbridge's own write. With `listing`, the item is taken from the
+/// listing of its folder; a path it lacks is asked for on its own (an absence is never
+/// concluded from a listing alone).
+async fn look(
+    engine: &Engine,
+    library: &Library,
+    rel: &str,
+    trust: bool,
+    listing: Option<(&str, &Listing)>,
+) -> Result<Seen, EngineError> {
+    let listed = match listing {
+        Some((folder, listing)) => {
+            let listed = listing
+                .get_or_init(|| async {
+                    let root = library.root();
+                    match engine.inner.backend.list(root, folder, Depth::One).await {
+                        Ok(items) => {
+                            Listed::Items(items.into_iter().map(|i| (i.path.clone(), i)).collect())
+                        }
+                        Err(BackendError::Unauthorized(backend)) => Listed::Refused(backend),
+                        Err(e) => {
+                            tracing::debug!(library = %library.id, error = %e, "cannot list a folder; its files are looked at one by one");
+                            Listed::Failed
+                        }
+                    }
+                })
+                .await;
+            match listed {
+                Listed::Items(items) => items.get(rel).cloned(),
+                Listed::Failed => None,
+                Listed::Refused(backend) => {
+                    return Err(BackendError::Unauthorized(backend).into());
+                }
+            }
+        }
+        None => None,
+    };
+    let item = match listed {
+        Some(item) => Some(item),
+        None => engine.stat(library, rel).await?,
+    };
+    Ok(match item {
+        None => Seen::Gone,
+        Some(entry) if entry.is_dir => Seen::Dir,
+        Some(entry) => {
+            let fetched = engine.fetch_file(library, rel, &entry, trust).await?;
+            Seen::File {
+                entry: Box::new(entry),
+                fetched,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_has_its_folder() {
+        assert_eq!(parent("a/b/c.txt"), "a/b");
+        assert_eq!(parent("c.txt"), "");
+    }
+
+    #[test]
+    fn paths_relate_at_above_and_below() {
+        assert!(related("a/b", "a/b"));
+        assert!(related("a", "a/b"));
+        assert!(related("a/b/c", "a"));
+        assert!(related("", "x"), "the library's root is above everything");
+        assert!(!related("a", "ab"));
+        assert!(!related("a/b", "a/c"));
+    }
+}

@@ -1,0 +1,188 @@
+//! The worker takes events a batch at a time, looks at their files in parallel and appends
+//! their entries in one commit: one file Nextcloud fails to serve (a 500, or a 404 between
+//! PROPFIND and GET) loses none of the others, and the chain records them in the order
+//! their deliveries were queued, whether the worker looks ahead or goes one by one
+//! (`--ingest-in-flight 1`).
+
+mod support;
+
+use harpbridge::chain::ChainStore;
+use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
+
+const FILES: usize = 40;
+/// The file Nextcloud fails to serve.
+const BAD: usize = 17;
+
+fn created(path: &str, n: usize) -> String {
+    format!(
+        r#"{{"event":{{"node":{{"id":{id},"path":"\/alice\/files\/{path}"}},"class":"OCP\\Files\\Events\\Node\\NodeCreatedEvent"}},"user":{{"uid":"alice","displayName":"alice"}},"time":{n},"authentication":[]}}"#,
+        id = 1000 + n,
+        path = path.replace('/', "\\/")
+    )
+}
+
+fn name(i: usize) -> String {
+    // Not in alphabetical order, so the chain's order is the queue's, not the names'.
+    format!("f{:03}.txt", (i * 7) % FILES)
+}
+
+/// Queues one delivery per new file while WebDAV is down (so the worker finds them all in
+/// one batch once it is back), with the `BAD`th file failing `fail` once; returns the paths
+/// of the chain's `Put`s, in the chain's order, and the ingest status.
+async fn one_batch(fail: u16, extra: &[&str]) -> (Vec<String>, serde_json::Value) {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Sync");
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.extra_args = ["--library", "alice:/Sync"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    let exapp = ExApp::start(options);
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    exapp.wait_libraries(1).await;
+    exapp.wait_idle().await;
+
+    nc.state().dav_down = true;
+    for i in 0..FILES {
+        nc.user_put("alice", &format!("Sync/{}", name(i)), format!("new {i}\n"));
+    }
+    nc.discard_webhook_jobs();
+    nc.state()
+        .fail_get
+        .insert(("alice".into(), format!("Sync/{}", name(BAD))), (fail, 1));
+    for i in 0..FILES {
+        let r = exapp
+            .signed(reqwest::Method::POST, "/webhooks/NodeCreatedEvent", "alice")
+            .body(created(&format!("Sync/{}", name(i)), i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    nc.state().dav_down = false;
+    exapp.wait_idle().await;
+    // A file that vanished between PROPFIND and GET is recorded with its next event (or
+    // by the catch-up that follows Nextcloud's recovery).
+    let again = created(&format!("Sync/{}", name(BAD)), 10_000).replace("Created", "Written");
+    let r = exapp
+        .signed(reqwest::Method::POST, "/webhooks/NodeWrittenEvent", "alice")
+        .body(again)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status = exapp.wait_idle().await;
+    exapp.stop();
+    (chain_paths(dir.path()), status)
+}
+
+/// The paths of the chain's `Put` entries, in the chain's order.
+fn chain_paths(data: &std::path::Path) -> Vec<String> {
+    let db = harpbridge::db::open(data).unwrap();
+    let chain = ChainStore::open(db).unwrap();
+    let lib = chain.libraries()[0];
+    chain
+        .log(&lib)
+        .unwrap()
+        .iter()
+        .filter_map(|h| chain.entry(h).ok().flatten())
+        .filter_map(|(_, e)| match &e.meta().op {
+            harpbridge::chain::Op::Put { path, .. } => Some(path.as_str().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The files in the order their deliveries were queued.
+fn queued_order() -> Vec<String> {
+    (0..FILES).map(name).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_failing_500_delays_the_batch_but_loses_and_reorders_nothing() {
+    for extra in [&[][..], &["--ingest-in-flight", "1"][..]] {
+        let (paths, status) = one_batch(500, extra).await;
+        // Every file once. The files queued before the failing one were recorded in queue
+        // order before the worker stopped to retry; the rest by its retry or by the catch-up
+        // that follows Nextcloud's recovery (which walks the folder in name order).
+        assert_eq!(sorted(paths.clone()), sorted(queued_order()), "{extra:?}");
+        assert_eq!(paths[..BAD], queued_order()[..BAD], "{extra:?}");
+        assert_eq!(status["failed"], 0, "{status}");
+        assert!(
+            status["counters"]["retries"].as_u64().unwrap_or(0) >= 1,
+            "the 500 was retried: {status}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_vanishing_before_its_get_loses_none_of_the_others() {
+    let (paths, status) = one_batch(404, &[]).await;
+    let mut expected = queued_order();
+    let bad = expected.remove(BAD);
+    expected.push(bad);
+    assert_eq!(paths, expected);
+    assert_eq!(status["failed"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_cost_one_request_not_one_per_file_in_flight() {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Sync");
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.extra_args = vec!["--library".into(), "alice:/Sync".into()];
+    let exapp = ExApp::start(options);
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    exapp.wait_libraries(1).await;
+    exapp.wait_idle().await;
+
+    nc.state().dav_down = true;
+    for i in 0..FILES {
+        nc.user_put("alice", &format!("Sync/{}", name(i)), format!("new {i}\n"));
+    }
+    nc.discard_webhook_jobs();
+    for i in 0..FILES {
+        let r = exapp
+            .signed(reqwest::Method::POST, "/webhooks/NodeCreatedEvent", "alice")
+            .body(created(&format!("Sync/{}", name(i)), i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Nextcloud no longer takes serve's secret (an app re-registered elsewhere, say).
+    {
+        let mut state = nc.state();
+        state.apps.get_mut("harpbridge").unwrap().secret = "another-secret".into();
+        state.bruteforce_attempts = 0;
+        state.dav_down = false;
+    }
+    // The worker retries within a few seconds of the 503s, then pauses for minutes.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let refused: Vec<String> = nc
+        .state()
+        .received
+        .iter()
+        .filter(|r| r.status == 401)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        nc.state().bruteforce_attempts,
+        2,
+        "one refused WebDAV request (the double counts 2 per refusal), not one per look in \
+         flight: {refused:?}"
+    );
+    exapp.stop();
+}
