@@ -7,15 +7,20 @@
 //!    another. For each, the clock starts when the PUT's response arrives and stops when
 //!    serve's library holds one more entry (polled every 5 ms). Baseline from the same run:
 //!    the PUT's own round trip.
-//! 2. **Throughput.** The user uploads 5,000 small files (`HB_INGEST_REAL_FILES`, fewer for a
-//!    smoke run) into one folder, 4 PUTs at a time, twice:
-//!    - *live*: their webhooks come as Nextcloud's worker sends them during the upload. The
-//!      last PUT's answer, the last delivery's arrival at serve and the last entry are
-//!      timed: if the last entry follows the last delivery closely, serve keeps up and
-//!      Nextcloud (its upload, its webhook worker) bounds the rate;
-//!    - *backlog*: with Nextcloud's webhook worker stopped during the upload, then started:
+//! 2. **Throughput.** The user uploads small files into one folder, 4 PUTs at a time, twice:
+//!    - *live*: 1,000 files (`HB_INGEST_REAL_LIVE_FILES`); their webhooks come as
+//!      Nextcloud's worker sends them during the upload. The last PUT's answer, the last
+//!      delivery's arrival at serve and the last entry are timed: if the last entry follows
+//!      the last delivery closely, serve keeps up and Nextcloud (its upload, its webhook
+//!      worker) bounds the rate. The upload bounds this phase (a few files/s here), so more
+//!      files would only make it longer;
+//!    - *backlog*: 5,000 files (`HB_INGEST_REAL_FILES`, fewer for a smoke run) with
+//!      Nextcloud's webhook worker stopped during the upload, then started:
 //!      `end_to_end_entries_per_s` is files ÷ (worker started → last entry recorded), not
-//!      bounded by how fast the files were uploaded.
+//!      bounded by how fast the files were uploaded. Nextcloud's worker delivers each
+//!      upload's two webhooks (NodeCreated, NodeWritten) at its own pace, so the same run
+//!      also gives files ÷ (worker started → last delivery arrived), the rate Nextcloud told
+//!      serve about them, and `ratio_to_delivery`: how close serve stays to that.
 //!
 //!    Baselines from the same run, of the same files from the same Nextcloud: plain
 //!    sequential WebDAV GETs (a sample of 300), and parallel GETs with as many in flight as
@@ -117,6 +122,7 @@ async fn run() -> Option<Value> {
 
     let uploads = env_count("HB_INGEST_REAL_UPLOADS", 50);
     let files = env_count("HB_INGEST_REAL_FILES", 5_000);
+    let live_files = env_count("HB_INGEST_REAL_LIVE_FILES", 1_000).min(files);
     let mut latencies = Vec::with_capacity(uploads);
     let mut puts = Vec::with_capacity(uploads);
     for i in 0..uploads {
@@ -133,7 +139,7 @@ async fn run() -> Option<Value> {
         latencies.push(answered.elapsed().as_secs_f64() * 1000.0);
         puts.push((answered - sent).as_secs_f64() * 1000.0);
     }
-    let bulk = throughput(nc, &exapp, &user, files).await;
+    let bulk = throughput(nc, &exapp, &user, live_files, files).await;
     // Other ExApps' webhooks share the one worker: each of these uploads also made a job
     // for each of them (3 s each to one that does not answer).
     let others = nc
@@ -164,6 +170,7 @@ async fn run() -> Option<Value> {
         "webhook_worker": "occ background-job:worker -i 1 (dedicated)",
         "end_to_end_entries_per_s": e2e,
         "ratio_to_parallel_get": ratio,
+        "ratio_to_delivery": bulk["ratio_to_delivery"],
         "throughput": bulk,
         "uploads": uploads,
         "nextcloud_url": nc.url,
@@ -273,23 +280,24 @@ async fn throughput(
     nc: &'static support::real_nc::RealNc,
     exapp: &support::ExApp,
     user: &support::real_nc::User,
+    live_files: usize,
     files: usize,
 ) -> Value {
     use futures_util::StreamExt;
     // 2a. Live: deliveries as Nextcloud's worker sends them during the upload.
     let (base_entries, base_deliveries) = settled(exapp, user, "Bench/live").await;
-    println!("throughput, live: uploading {files} small files, {UPLOADERS} PUTs at a time...");
+    println!("throughput, live: uploading {live_files} small files, {UPLOADERS} PUTs at a time...");
     let start = Instant::now();
     let (uploaded, (last_delivery, last_entry, delivered)) = tokio::join!(
-        upload(user, "Bench/live", files, start),
-        watch(exapp, start, files, base_entries, base_deliveries)
+        upload(user, "Bench/live", live_files, start),
+        watch(exapp, start, live_files, base_entries, base_deliveries)
     );
-    let live = rate(files, last_entry);
+    let live = rate(live_files, last_entry);
     println!(
         "throughput, live: last PUT answered at {:.1} s ({:.1} files/s), last delivery arrived at {:.1} s \
          ({delivered} deliveries), last entry at {:.1} s: {live:.1} entries/s end to end",
         uploaded.as_secs_f64(),
-        rate(files, uploaded),
+        rate(live_files, uploaded),
         last_delivery.as_secs_f64(),
         last_entry.as_secs_f64()
     );
@@ -300,8 +308,9 @@ async fn throughput(
         after_upload(last_entry),
     );
     let live_json = json!({
+        "files": live_files,
         "end_to_end_entries_per_s": live,
-        "upload_files_per_s": rate(files, uploaded),
+        "upload_files_per_s": rate(live_files, uploaded),
         "deliveries": delivered,
         "last_put_s": uploaded.as_secs_f64(),
         "last_delivery_s": last_delivery.as_secs_f64(),
@@ -322,11 +331,17 @@ async fn throughput(
         watch(exapp, start, files, base_entries, base_deliveries).await;
     let e2e = rate(files, last_entry);
     let delivery_rate = delivered as f64 / last_delivery.as_secs_f64().max(1e-9);
+    let delivered_files = rate(files, last_delivery);
+    let ratio_to_delivery = e2e / delivered_files;
     println!(
         "throughput, backlog: worker started; last delivery at {:.1} s ({delivered} deliveries, \
          {delivery_rate:.1}/s), last entry at {:.1} s: {e2e:.1} entries/s end to end",
         last_delivery.as_secs_f64(),
         last_entry.as_secs_f64()
+    );
+    println!(
+        "throughput, backlog: Nextcloud delivered the files' webhooks at {delivered_files:.1} files/s; \
+         entries / deliveries = {ratio_to_delivery:.2}"
     );
 
     // Baselines: the same files from the same Nextcloud, as plain WebDAV GETs signed as
@@ -370,7 +385,9 @@ async fn throughput(
         "uploaders": UPLOADERS,
         "end_to_end_entries_per_s": e2e,
         "ratio_to_parallel_get": ratio,
+        "ratio_to_delivery": ratio_to_delivery,
         "backlog": {
+            "delivered_files_per_s": delivered_files,
             "deliveries": delivered,
             "deliveries_per_s": delivery_rate,
             "last_delivery_s": last_delivery.as_secs_f64(),
