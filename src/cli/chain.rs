@@ -493,13 +493,15 @@ fn bench(
     let fold_incr_p50_ms = after_append_ms[after_append_ms.len() / 2];
     println!("tree after one more append (kept fold), p50: {fold_incr_p50_ms:.2} ms");
 
-    // Sync ingest: everything into a fresh store, in batches of 1000, the sending side
-    // reading the next batch while the receiving side stores this one (as two machines do).
+    // Sync ingest: everything into a fresh store, in batches as /harp/sync/1 fetches them
+    // (the node's default), the sending side reading the next batch while the receiving side
+    // stores this one (as two machines do).
+    let sync_batch = crate::p2p::P2pConfig::default().sync_batch as usize;
     let other = ChainStore::open(db::open(&work.join("replica"))?)?;
     let t = Instant::now();
     let moved = std::thread::scope(|s| -> anyhow::Result<usize> {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        let missing = store.missing_for(&lib, &[], 1000)?;
+        let missing = store.missing_for(&lib, &[], sync_batch)?;
         s.spawn(move || {
             for batch in missing {
                 if tx.send(batch).is_err() {
@@ -515,7 +517,7 @@ fn bench(
     })?;
     let ingest_rate = rate(moved, t.elapsed().as_secs_f64());
     println!(
-        "sync ingest (missing_for + insert_remote, 1000 per batch): {ingest_rate:.0} entries/s"
+        "sync ingest (missing_for + insert_remote, {sync_batch} per batch): {ingest_rate:.0} entries/s"
     );
     if other.heads(&lib)? != store.heads(&lib)? {
         bail!("replica heads differ after sync");
@@ -527,7 +529,7 @@ fn bench(
             r#"{{"bench":"chain","entries":{},"cores":{},"#,
             r#""append_single_entries_s":{:.0},"append_batched_entries_s":{:.0},"append_batch_size":{},"#,
             r#""verify_entries_s":{:.0},"open_entries_s":{:.0},"checkpoint_entries_s":{:.0},"open_after_checkpoint_entries_s":{:.0},"fold_entries_s":{:.0},"tree_after_append_p50_ms":{:.2},"#,
-            r#""sync_ingest_entries_s":{:.0},"verify_ratio_to_ed25519_one_core":{:.2},"#,
+            r#""sync_ingest_entries_s":{:.0},"sync_batch":{},"verify_ratio_to_ed25519_one_core":{:.2},"#,
             r#""baseline":{{"sha3_256_mb_s":{:.0},"ed25519_verify_per_s":{:.0},"ed25519_sign_per_s":{:.0},"ed25519_batch_verify_all_cores_per_s":{:.0},"ed25519_sign_all_cores_per_s":{:.0}}}}}"#
         ),
         n,
@@ -542,6 +544,7 @@ fn bench(
         fold_rate,
         fold_incr_p50_ms,
         ingest_rate,
+        sync_batch,
         verify_rate / ed_verify,
         sha3_mb_s,
         ed_verify,
