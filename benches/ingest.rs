@@ -222,7 +222,7 @@ async fn run(sizes: &Sizes) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let mut options = ExAppOptions::new(&nc.url, dir.path());
     options.extra_args = vec!["--library".into(), "alice:/Bench".into()];
-    options.log = "warn,harpbridge::cli=info".into();
+    options.log = "warn,harpbridge::cli=info,harpbridge::engine::worker=debug".into();
     let exapp = ExApp::start(options);
     let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
     assert_eq!(nc.register(&spec).await.exit_code, 0);

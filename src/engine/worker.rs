@@ -84,6 +84,8 @@ pub(crate) async fn run(engine: Engine) {
             let _ = tokio::time::timeout(Duration::from_secs(30), engine.queue().wait()).await;
             continue;
         }
+        let started = std::time::Instant::now();
+        let events = batch.len();
         let width = if isolate { 1 } else { in_flight };
         isolate = false;
         let mut pause = None;
@@ -163,7 +165,9 @@ pub(crate) async fn run(engine: Engine) {
             }
             break;
         }
+        let applied = started.elapsed();
         let (done, failure) = applying.finish().await;
+        let appended = started.elapsed();
         if let Some(e) = failure {
             tracing::warn!(error = %e, "cannot append this batch's entries; its events wait");
             if engine.storage_writable() {
@@ -178,9 +182,18 @@ pub(crate) async fn run(engine: Engine) {
         } else if let Err(e) = engine.queue().complete(&done) {
             tracing::error!(error = %e, "cannot remove processed events (they will be processed again)");
         }
+        let dequeued = started.elapsed();
         if engine.counters().appended.load(Ordering::Relaxed) != appended_before {
             refresh_current(&engine).await;
         }
+        tracing::debug!(
+            events,
+            applied_ms = applied.as_millis() as u64,
+            appended_ms = (appended - applied).as_millis() as u64,
+            dequeued_ms = (dequeued - appended).as_millis() as u64,
+            refreshed_ms = (started.elapsed() - dequeued).as_millis() as u64,
+            "batch done"
+        );
         if let Some(pause) = pause {
             engine.storage_back_or(pause).await;
         }
