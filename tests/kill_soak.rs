@@ -216,8 +216,33 @@ async fn every_delivery_answered_200_survives_20_kills() {
         "{status}"
     );
     exapp.stop();
-    let chain = ChainStore::open(harpbridge::db::open(dir.path()).unwrap()).unwrap();
+    let db = harpbridge::db::open(dir.path()).unwrap();
+    let chain = ChainStore::open(db.clone()).unwrap();
     let tree = chain.tree(&chain.libraries()[0]).unwrap();
+    // And every version the chain names is whole in the content store: nothing was
+    // recorded before its content was durable.
+    let content = harpbridge::content::ContentStore::open(
+        db,
+        dir.path(),
+        harpbridge::content::StoreOptions::default(),
+    )
+    .unwrap();
+    for (path, item) in &tree.items {
+        if let harpbridge::chain::TreeItem::File {
+            content: id, size, ..
+        } = item
+        {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut content
+                    .open_reader(&(*id).into())
+                    .unwrap_or_else(|e| panic!("{path}: its content is not stored: {e}")),
+                &mut bytes,
+            )
+            .unwrap_or_else(|e| panic!("{path}: its content cannot be read: {e}"));
+            assert_eq!(bytes.len() as u64, *size, "{path}");
+        }
+    }
     let missing: Vec<&String> = acked
         .iter()
         .filter(|p| !tree.items.contains_key(p.trim_start_matches("Team/")))

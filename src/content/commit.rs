@@ -406,6 +406,55 @@ mod tests {
     }
 
     #[test]
+    fn staged_versions_share_one_commit_and_a_dropped_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut staged = Vec::new();
+        for i in 0..50u64 {
+            let mut w = s.writer(LIB);
+            w.write(&file(i)).unwrap();
+            staged.push(w.stage().unwrap());
+        }
+        // Staged is not stored: nothing names it, and nothing of it is durable yet.
+        let dropped = staged.remove(10);
+        let dropped_id = dropped.id();
+        assert_eq!(dropped.size(), file(10).len() as u64);
+        assert!(s.open_reader(&dropped_id).is_err());
+        drop(dropped);
+        let ids: Vec<_> = staged.iter().map(|st| st.id()).collect();
+        let before = s.inner.committer.rounds();
+        let done = s.commit_staged(staged).unwrap();
+        assert_eq!(s.inner.committer.rounds() - before, 1, "one commit for all");
+        assert_eq!(done.iter().map(|d| d.id).collect::<Vec<_>>(), ids);
+        let current: HashSet<_> = s.current(LIB).unwrap().into_iter().collect();
+        for (k, i) in (0..50u64).filter(|&i| i != 10).enumerate() {
+            assert_eq!(read_back(&s, &ids[k]), file(i), "{i}");
+            assert!(current.contains(&ids[k]));
+        }
+        assert!(!current.contains(&dropped_id));
+        assert!(s.open_reader(&dropped_id).is_err());
+        fn temp_files(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| match e.file_type() {
+                        Ok(t) if t.is_dir() => temp_files(&e.path()),
+                        _ => usize::from(e.file_name().to_string_lossy().ends_with(".tmp")),
+                    })
+                    .sum()
+            })
+        }
+        assert_eq!(
+            temp_files(s.blocks_dir()),
+            0,
+            "a staged version dropped left temporary files"
+        );
+        assert!(s.verify_all().unwrap().is_empty());
+        assert!(s.inner.inflight.lock().unwrap().is_empty(), "pins leaked");
+        assert_eq!(s.inner.committer.open_writers.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn finish_all_reports_a_bad_writer_alone() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());

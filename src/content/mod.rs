@@ -104,4 +104,4 @@ pub use ids::{BlockHash, ManifestId};
 pub use manifest::{BlockRef, ChunkerParams, Manifest, MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
 pub use reader::ContentReader;
 pub use store::{ContentStore, EvictReport, OpenReport, PutReport, StoreOptions, StoreStats};
-pub use writer::{ContentWriter, Ingested};
+pub use writer::{ContentWriter, Ingested, Staged};

@@ -19,7 +19,7 @@ use super::ids::{BlockHash, ManifestId};
 use super::index::{self, Tables};
 use super::manifest::{BlockRef, ChunkerParams, Manifest, MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
 use super::reader::ContentReader;
-use super::writer::{ContentWriter, Ingested};
+use super::writer::{ContentWriter, Ingested, Staged};
 
 /// Flush remembered block uses to the database once this many are pending.
 const TOUCH_FLUSH: usize = 4096;
@@ -370,6 +370,21 @@ impl ContentStore {
         if let Err(e) = self.evict_if_over() {
             tracing::warn!(error = %e, "eviction after ingest failed");
         }
+    }
+
+    /// Makes staged versions ([`ContentWriter::stage`]) durable and names them, all with one
+    /// flush round and one index commit; one result per version, in order. May then run an
+    /// eviction pass if the store is over its limit.
+    pub fn commit_staged(&self, staged: Vec<Staged>) -> Result<Vec<Ingested>, ContentError> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = staged.into_iter().map(Staged::into_prepared).collect();
+        let done = self.inner.committer.commit(self, prepared)?;
+        if let Err(e) = self.evict_if_over() {
+            tracing::warn!(error = %e, "eviction after ingest failed");
+        }
+        Ok(done)
     }
 
     /// Commits prepared files through the group committer (what

@@ -82,6 +82,41 @@ pub struct Ingested {
     pub new_bytes: u64,
 }
 
+/// A file version read in full whose last blocks are written but not yet durable, and that
+/// nothing names yet ([`ContentWriter::stage`]). Its id and size are known, so a caller can
+/// decide what to record while many such versions wait; [`ContentStore::commit_staged`]
+/// then makes them all durable with one flush round and one index commit. Dropped
+/// uncommitted, it leaves nothing behind (its temporary files are removed).
+pub struct Staged {
+    prepared: Prepared,
+    id: ManifestId,
+}
+
+impl Staged {
+    /// The version's manifest id (what a chain entry names, once committed).
+    pub fn id(&self) -> ManifestId {
+        self.id
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.prepared.manifest.total_size
+    }
+
+    pub(crate) fn into_prepared(self) -> Prepared {
+        self.prepared
+    }
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("id", &self.id)
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Ingests one file version; see the module docs.
 pub struct ContentWriter {
     chunker: Chunker,
@@ -194,6 +229,15 @@ impl ContentWriter {
             path: store.blocks_dir().to_path_buf(),
             source: io::Error::other("the commit returned no result for this file"),
         })
+    }
+
+    /// Ends the file up to its commit, which is left to the caller: for many files that are
+    /// to be recorded together (a batch of events), so they share one commit
+    /// ([`ContentStore::commit_staged`]) instead of a flush round each.
+    pub fn stage(self) -> Result<Staged, ContentError> {
+        let prepared = self.prepare()?;
+        let id = prepared.manifest.id();
+        Ok(Staged { prepared, id })
     }
 
     /// Ends the file up to its commit: cuts and writes the last blocks (staged, not yet

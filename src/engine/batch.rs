@@ -9,7 +9,8 @@
 //! 1. **Look ahead.** Every event that only asks "what is at this path now?" (created,
 //!    written, touched, deleted) in one library is looked at at once, up to
 //!    [`IN_FLIGHT`] backend requests at a time over the client's one connection pool:
-//!    PROPFIND, and for a file its GET streamed into the content store ([`Fetched`]). A
+//!    PROPFIND, and for a file its GET streamed into the content store ([`Fetched`]); a
+//!    small file is staged there, written but not yet durable ([`Fetched::Staged`]). A
 //!    folder holding many of the batch's files is listed once (PROPFIND `Depth: 1`)
 //!    instead of a PROPFIND per file, unless it is known to be much bigger than that
 //!    ([`LIST_FROM`], [`LIST_RATIO`]); a path its listing lacks is still asked for alone.
@@ -23,7 +24,9 @@
 //!    write-back), they are appended first. Moves, copies, restores, folders and events
 //!    touching several libraries are applied the sequential way ([`Engine::process_in`]),
 //!    after what waits was appended.
-//! 3. **One commit.** What waits is appended in one durable transaction per library
+//! 3. **One commit.** The staged versions are made durable together (one flush round, one
+//!    content index commit, [`crate::content::ContentStore::commit_staged`]), then what
+//!    waits is appended in one durable transaction per library
 //!    ([`Engine::append_by`]); only then are the batch's events done and may leave the
 //!    queue. A kill -9 before that commit loses nothing: the events are still queued, and
 //!    processing them again records what is new (contents already stored are found equal).
@@ -53,6 +56,7 @@ use super::{Engine, EngineError};
 use crate::appapi::event::{EventKind, FileEvent};
 use crate::backend::{BackendError, Depth, Item};
 use crate::chain::{EntryHash, LibraryId, Op, TreeItem};
+use crate::content::Staged;
 
 /// Backend requests in flight at once while a batch is looked at (the default of
 /// `--ingest-in-flight`).
@@ -131,6 +135,9 @@ struct Locked {
     /// The paths whose events yielded them (a later event at, above or below one of these
     /// appends them first).
     paths: Vec<String>,
+    /// The versions `ops` name that are not durable yet (small files read ahead,
+    /// [`Fetched::Staged`]): committed together just before `ops` are appended.
+    staged: Vec<Staged>,
 }
 
 /// A batch being applied; see the module docs.
@@ -236,6 +243,7 @@ impl Batch {
                     ops: Vec::new(),
                     users: Vec::new(),
                     paths: Vec::new(),
+                    staged: Vec::new(),
                 },
             );
         }
@@ -322,6 +330,8 @@ impl Batch {
             return self.in_turn(event).await;
         };
         let engine = self.engine.clone();
+        // A staged version its decision names, to commit with the batch's others.
+        let mut keep = None;
         let depends = self
             .locked
             .get(&library)
@@ -335,7 +345,10 @@ impl Batch {
                 engine.gone(&lib, rel)?
             }
             Seen::File { entry, fetched } => {
-                if depends || self.awaits_write_back(&lib, rel)? {
+                // Whether what waits is appended for this event: then its decision may
+                // append at once, and its version must be durable first (`file_op`).
+                let flushed = depends || self.awaits_write_back(&lib, rel)?;
+                if flushed {
                     // A peer's version waits here: the decision may keep both, appending
                     // a conflict copy at once, after what the events before it decided.
                     self.flush().await?;
@@ -343,18 +356,32 @@ impl Batch {
                 let fetched = match fetched {
                     Fetched::Trusted { held } if engine.inner.mirror.get(&lib.id, rel) != held => {
                         let trust = engine.burst_answered(event);
-                        engine.fetch_file(&lib, rel, &entry, trust).await?
+                        engine.fetch_file(&lib, rel, &entry, trust, true).await?
                     }
                     fetched => fetched,
                 };
-                engine
-                    .file_op(&lib, rel, &entry, fetched)
-                    .await?
-                    .into_iter()
-                    .collect()
+                match fetched {
+                    // Nothing was flushed for it, so nothing is appended before `flush`:
+                    // its version becomes durable there, with the batch's others (also
+                    // when nothing is recorded: the store keeps what Nextcloud holds, as
+                    // a download of its own would have).
+                    Fetched::Staged(staged) if !flushed => {
+                        let op = engine
+                            .version_op(&lib, rel, &entry, staged.id(), staged.size())
+                            .await?;
+                        keep = Some(*staged);
+                        op.into_iter().collect()
+                    }
+                    fetched => engine
+                        .file_op(&lib, rel, &entry, fetched)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                }
             }
         };
         if let Some(locked) = self.locked.get_mut(&library) {
+            locked.staged.extend(keep);
             locked.paths.push(rel.to_owned());
             for op in ops {
                 locked.ops.push(op);
@@ -396,6 +423,28 @@ impl Batch {
     pub(super) async fn flush(&mut self) -> Result<(), EngineError> {
         let mut ids: Vec<LibraryId> = self.locked.keys().copied().collect();
         ids.sort_by_key(|id| id.0);
+        // The versions the operations name are made durable first, all in one commit.
+        let staged: Vec<Staged> = self
+            .locked
+            .values_mut()
+            .flat_map(|l| std::mem::take(&mut l.staged))
+            .collect();
+        if !staged.is_empty() {
+            let store = self.engine.inner.content.clone();
+            let committed = tokio::task::spawn_blocking(move || store.commit_staged(staged))
+                .await
+                .map_err(EngineError::from)
+                .and_then(|r| r.map_err(EngineError::from));
+            if let Err(e) = committed {
+                for locked in self.locked.values_mut() {
+                    locked.ops.clear();
+                    locked.users.clear();
+                    locked.paths.clear();
+                }
+                self.waiting.clear();
+                return Err(e);
+            }
+        }
         let mut failure = None;
         for id in ids {
             let Some(locked) = self.locked.get_mut(&id) else {
@@ -588,7 +637,7 @@ async fn look(
         None => Seen::Gone,
         Some(entry) if entry.is_dir => Seen::Dir,
         Some(entry) => {
-            let fetched = engine.fetch_file(library, rel, &entry, trust).await?;
+            let fetched = engine.fetch_file(library, rel, &entry, trust, true).await?;
             Seen::File {
                 entry: Box::new(entry),
                 fetched,

@@ -28,6 +28,7 @@ use super::{Engine, EngineError};
 use crate::appapi::event::{EventKind, FileEvent};
 use crate::backend::{BackendError, Depth, Item};
 use crate::chain::{ChainPath, ContentId, NextcloudRef, Op, TreeItem};
+use crate::content::ContentWriter;
 
 /// Scans append in batches of this many entries (one fsync each).
 const SCAN_BATCH: usize = 256;
@@ -137,7 +138,17 @@ pub(super) enum Fetched {
     Vanished,
     /// Read into the content store.
     Got(crate::content::Ingested),
+    /// Read into the content store, not yet durable: the batch that asked for it commits
+    /// it with the others before recording it ([`super::batch`]).
+    Staged(Box<crate::content::Staged>),
 }
+
+/// Files up to this size are read without a commit of their own when a batch looks at
+/// them ([`Engine::fetch_file`] with `stage`): a commit is what a small file's ingest
+/// costs most, and shared by a batch it costs each almost nothing. Bigger files gain
+/// nothing from sharing one, and each staged file keeps its last blocks' temporary files
+/// open until the batch commits.
+pub(super) const STAGE_MAX: u64 = 1 << 20;
 
 /// Whether an event names a path in `library` (as its node, or as a move's source).
 pub(super) fn touches(library: &Library, event: &FileEvent) -> bool {
@@ -394,7 +405,7 @@ impl Engine {
         trust_unchanged: bool,
     ) -> Result<Option<Op>, EngineError> {
         let fetched = self
-            .fetch_file(library, rel, entry, trust_unchanged)
+            .fetch_file(library, rel, entry, trust_unchanged, false)
             .await?;
         self.file_op(library, rel, entry, fetched).await
     }
@@ -408,6 +419,7 @@ impl Engine {
         rel: &str,
         entry: &Item,
         trust_unchanged: bool,
+        stage: bool,
     ) -> Result<Fetched, EngineError> {
         let held = self.inner.mirror.get(&library.id, rel);
         if trust_unchanged {
@@ -433,6 +445,13 @@ impl Engine {
         {
             return Ok(Fetched::Echo);
         }
+        if stage && entry.size.is_some_and(|size| size <= STAGE_MAX) {
+            return match self.read_in(library, rel, ContentWriter::stage).await {
+                Ok(staged) => Ok(Fetched::Staged(Box::new(staged))),
+                Err(EngineError::Backend(BackendError::NotFound(_))) => Ok(Fetched::Vanished),
+                Err(e) => Err(e),
+            };
+        }
         match self.download(library, rel).await {
             Ok(i) => Ok(Fetched::Got(i)),
             // Gone between PROPFIND and GET: its delete event will follow.
@@ -457,7 +476,29 @@ impl Engine {
                 return Ok(None);
             }
             Fetched::Got(ingested) => ingested,
+            Fetched::Staged(staged) => {
+                // Recorded on its own: durable first.
+                let store = self.inner.content.clone();
+                tokio::task::spawn_blocking(move || store.commit_staged(vec![*staged]))
+                    .await??
+                    .pop()
+                    .ok_or(EngineError::Abandoned)?
+            }
         };
+        self.version_op(library, rel, entry, ingested.id, ingested.size)
+            .await
+    }
+
+    /// [`Self::file_op`] for a version read into the content store (`id`, `size` bytes). A
+    /// `Put` it returns must only be recorded once the version is durable.
+    pub(super) async fn version_op(
+        &self,
+        library: &Library,
+        rel: &str,
+        entry: &Item,
+        id: crate::content::ManifestId,
+        size: u64,
+    ) -> Result<Option<Op>, EngineError> {
         let tree = self.tree(&library.id)?;
         let current = match tree.items.get(rel) {
             Some(TreeItem::File { content, .. }) => Some(*content),
@@ -469,16 +510,16 @@ impl Engine {
             Some(Held::File(f)) => Some(f),
             _ => None,
         };
-        Counters::add(&self.inner.counters.bytes_in, ingested.size);
-        if entry.size.is_some_and(|expected| expected != ingested.size) {
+        Counters::add(&self.inner.counters.bytes_in, size);
+        if entry.size.is_some_and(|expected| expected != size) {
             // Changed while we read it, or cut short: try again later, record nothing now.
             return Err(EngineError::Truncated {
                 path: library.user_path(rel),
                 expected: entry.size.unwrap_or(0),
-                got: ingested.size,
+                got: size,
             });
         }
-        let content: ContentId = ingested.id.into();
+        let content: ContentId = id.into();
         let nextcloud = entry.fileid.map(|fileid| NextcloudRef {
             fileid,
             etag: entry.etag.clone().unwrap_or_default(),
@@ -494,7 +535,7 @@ impl Engine {
                 rel,
                 Held::File(HeldFile {
                     content,
-                    size: ingested.size,
+                    size,
                     sha256,
                     nextcloud,
                 }),
@@ -514,7 +555,7 @@ impl Engine {
         }
         Ok(Some(Op::Put {
             path: chain_path(rel)?,
-            size: ingested.size,
+            size,
             mtime_ms: entry.mtime.unwrap_or(0).saturating_mul(1000),
             content,
             nextcloud,
@@ -531,6 +572,16 @@ impl Engine {
         library: &Library,
         rel: &str,
     ) -> Result<crate::content::Ingested, EngineError> {
+        self.read_in(library, rel, ContentWriter::finish).await
+    }
+
+    /// [`Self::download`], ending the version with `end` (finish it, or stage it).
+    async fn read_in<T: Send + 'static>(
+        &self,
+        library: &Library,
+        rel: &str,
+        end: fn(ContentWriter) -> Result<T, crate::content::ContentError>,
+    ) -> Result<T, EngineError> {
         let mut body = self.inner.backend.read(library.root(), rel).await?;
         // `None`: the body is complete.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(8);
@@ -541,7 +592,7 @@ impl Engine {
             while let Some(piece) = rx.blocking_recv() {
                 match piece {
                     Some(bytes) => writer.write(&bytes)?,
-                    None => return writer.finish().map(Some),
+                    None => return end(writer).map(Some),
                 }
             }
             // The sender went away before the end: abandon this version unfinished.
