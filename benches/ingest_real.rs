@@ -20,7 +20,10 @@
 //!      bounded by how fast the files were uploaded. Nextcloud's worker delivers each
 //!      upload's two webhooks (NodeCreated, NodeWritten) at its own pace, so the same run
 //!      also gives files ÷ (worker started → last delivery arrived), the rate Nextcloud told
-//!      serve about them, and `ratio_to_delivery`: how close serve stays to that.
+//!      serve about them, and `ratio_to_delivery`: how close serve stays to that. Above 1,
+//!      serve recorded the files before Nextcloud had delivered their webhooks: its
+//!      periodic catch-up walk (`--scan-interval`) found the rest first (its log says how
+//!      many: "changes found that no webhook delivered").
 //!
 //!    Baselines from the same run, of the same files from the same Nextcloud: plain
 //!    sequential WebDAV GETs (a sample of 300), and parallel GETs with as many in flight as
