@@ -661,3 +661,88 @@ fn folder_nodes_office_b_gets_the_file_from_office_a_not_the_wan() {
     node_a.stop();
     cloud_node.stop();
 }
+
+/// `--wan-limit 2mbit` on office-a's cache: the file it fetches from the cloud crosses gw-a
+/// at no more than 1.05 times the limit (the gateway's own byte counter, frames and all,
+/// over the fetch's time as the cache reports it), and not far below it either (the limit
+/// is what bounds it, not something else).
+#[test]
+fn a_wan_limit_holds_on_the_gateway() {
+    const LIMIT_BYTES_S: f64 = 2e6 / 8.0;
+    let Some(_lab) = Lab::up() else { return };
+    let size: u64 = 6 * 1024 * 1024;
+    // The file at the limit takes ~25 s; twice that and start-up, never a pass/fail on speed.
+    let wait = Duration::from_secs_f64(60.0 + 2.0 * size as f64 / LIMIT_BYTES_S);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |n: &str| tmp.path().join(n);
+    let logs = std::env::var("HB_LAB_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir("logs"));
+    fs::create_dir_all(&logs).unwrap();
+    let (cloud, a) = (dir("cloud"), dir("office-a"));
+    let a_peer = peer_id(&a);
+    write_random_file(&dir("src"), "limited.bin", size, 0x5eed_0004);
+    let imported = run(
+        &["import", "--library", "new", dir("src").to_str().unwrap()],
+        &cloud,
+    );
+    let lib = imported_library(&imported);
+    run(&["peers", "add", "--library", &lib, &a_peer], &cloud);
+    run(&["offers", "accept", &lib], &a);
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let start = |name: &str, ns: &str, args: Vec<String>| {
+        start_in(name, &Lab::ns(ns), Path::new(cli::BIN), &args, &[], &logs)
+    };
+    let cloud_node = start(
+        "cloud",
+        "cloud",
+        s(&[
+            "node",
+            "--no-mdns",
+            "--listen",
+            &format!("/ip4/{CLOUD_IP}/tcp/{CLOUD_PORT}"),
+            "--data-dir",
+            cloud.to_str().unwrap(),
+        ]),
+    );
+    let cloud_peer = cloud_node.line("peer-id ", Duration::from_secs(30));
+    let w0 = Lab::wan_bytes();
+    let cache_a = start(
+        "office-a",
+        "office-a",
+        s(&[
+            "cache",
+            "--peer",
+            &format!("/ip4/{CLOUD_IP}/tcp/{CLOUD_PORT}/p2p/{cloud_peer}"),
+            "--wan-limit",
+            "2mbit",
+            "--data-dir",
+            a.to_str().unwrap(),
+        ]),
+    );
+    let fa = wait_fetched(&cache_a, &lib, None, wait);
+    let w1 = Lab::wan_bytes();
+    cache_a.stop();
+    cloud_node.stop();
+    let (towards_office, towards_cloud) = delta(&w0, &w1, "gw-a");
+    assert_eq!(fa.bytes, size, "office-a fetched every byte: {fa:?}");
+    assert!(
+        towards_office >= size,
+        "the file did not cross gw-a ({towards_office} bytes)"
+    );
+    let rate = towards_office as f64 / fa.seconds;
+    println!(
+        "--wan-limit 2mbit: {size} bytes fetched in {:.1} s; gw-a carried {towards_office} \
+         bytes towards office-a ({towards_cloud} back): {rate:.0} B/s, {:.3}x the limit",
+        fa.seconds,
+        rate / LIMIT_BYTES_S
+    );
+    assert!(
+        rate <= 1.05 * LIMIT_BYTES_S,
+        "gw-a carried {rate:.0} B/s, over 1.05x the 2 Mbit/s limit"
+    );
+    assert!(
+        rate >= 0.7 * LIMIT_BYTES_S,
+        "gw-a carried only {rate:.0} B/s: something other than the limit bounds it"
+    );
+}

@@ -77,7 +77,12 @@ impl Meter {
         }
     }
 
-    /// After `n` block bytes were read from `peer`: waits as the WAN download limit asks
+    /// Whether block bytes from `peer` are paced (a WAN peer, with a download limit).
+    pub fn paces_in(&self, peer: &PeerId) -> bool {
+        self.wan_down.is_some() && !self.is_lan(peer)
+    }
+
+    /// Before `n` block bytes are asked from `peer`: waits as the WAN download limit asks
     /// (never for a LAN peer).
     pub async fn pace_in(&self, peer: &PeerId, n: u64) {
         if let Some(pace) = &self.wan_down {

@@ -7,9 +7,12 @@
 //! peers share one limit fairly enough: each waits for the debt in front of it. The bucket
 //! holds at most [`BURST`] of credit, so a long idle spell does not let a burst through.
 //!
-//! Pacing the receiving side works because a block is read from its stream only once its
-//! bytes are paid for: meanwhile the transport's flow-control windows fill and the sender
-//! waits.
+//! The receiving side paces what it asks for: a block is requested only once its bytes are
+//! paid for, and a provider sends a block as soon as it is asked, so what crosses the WAN
+//! follows the asks. (Pacing the reads instead would let the transport's flow-control
+//! windows and socket buffers fill at the link's rate before the sender waits.) The sending
+//! side pays before writing a block into its stream; what its socket buffers hold ahead
+//! leaves at the link's rate at first, then the writes bound it.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

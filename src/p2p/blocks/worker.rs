@@ -207,10 +207,22 @@ impl Lane {
         let (queue, mut queued) = mpsc::unbounded_channel::<(Ask, Expect)>();
         let (expect_tx, mut expect_rx) = mpsc::unbounded_channel::<Expect>();
         let asked = Arc::new(AtomicU64::new(0));
+        let pacer = meter.clone();
         let writer = async move {
             while let Some(first) = queued.recv().await {
                 let mut next = Some(first);
                 while let Some((ask, expect)) = next {
+                    // A block is asked for only once the WAN limit allows its bytes (see
+                    // `pace`): the provider sends it as soon as it is asked, so pacing the
+                    // asks paces what crosses the WAN. (Pacing the reads instead lets the
+                    // transport's buffers fill at the link's rate first: 1.09x the limit
+                    // measured on the lab's gateway.) What is asked so far goes out first.
+                    if let Expect::Block { size, .. } = expect {
+                        if pacer.paces_in(&peer) {
+                            wr.flush().await?;
+                            pacer.pace_in(&peer, u64::from(size)).await;
+                        }
+                    }
                     if expect_tx.send(expect).is_err() {
                         return Ok(());
                     }
@@ -224,11 +236,6 @@ impl Lane {
         let (tx, meter, lane_asked) = (tx.clone(), meter.clone(), asked.clone());
         let reader = async move {
             while let Some(expect) = expect_rx.recv().await {
-                // A block is read only once the WAN limit allows its bytes (see `pace`):
-                // unread, it holds the stream's window and the provider waits.
-                if let Expect::Block { size, .. } = expect {
-                    meter.pace_in(&peer, u64::from(size)).await;
-                }
                 let answer = match read(&mut rd, expect).await {
                     Ok(Some(a)) => a,
                     Ok(None) => return Err("the provider closed the stream".to_string()),
