@@ -117,9 +117,6 @@ pub struct FetchReport {
     /// Providers dropped for this fetch (a block that did not match its hash, a bad
     /// manifest, a broken protocol), with why.
     pub excluded: Vec<(PeerId, String)>,
-    /// Blocks asked a second time in the endgame whose second copy came first
-    /// ([`super::blocks::endgame`]).
-    pub endgame_won: u64,
 }
 
 /// One peer the node knows, for `harpbridge peers` and the panel.

@@ -29,7 +29,6 @@ use crate::content::{BlockHash, BlockRef, ContentError, Manifest, ManifestId};
 use crate::p2p::error::P2pError;
 use crate::p2p::events::{FetchReport, NodeEvent, TransferProgress};
 
-use super::endgame;
 use super::rank::{self, PeerView};
 use super::store::{self, Arrived, Outcome};
 use super::wire::{Bits, Have};
@@ -167,8 +166,6 @@ struct Fetch<'a> {
     slots: Vec<Slot>,
     by_index: HashMap<u32, usize>,
     pending: BTreeSet<usize>,
-    /// Blocks in flight asked a second time in the endgame: slot → the second provider.
-    doubled: HashMap<usize, PeerId>,
     remaining: u64,
     done: usize,
     active: Option<ActiveGuard<'a>>,
@@ -231,7 +228,6 @@ pub(crate) async fn fetch(
         slots: Vec::new(),
         by_index: HashMap::new(),
         pending: BTreeSet::new(),
-        doubled: HashMap::new(),
         remaining: 0,
         done: 0,
         active: None,
@@ -528,11 +524,8 @@ impl<'a> Fetch<'a> {
 
     /// Hands pending blocks to providers with room in their window (see [`rank`]).
     fn schedule(&mut self) {
-        if self.manifest.is_none() {
+        if self.manifest.is_none() || self.pending.is_empty() {
             return;
-        }
-        if self.pending.is_empty() {
-            return self.endgame();
         }
         // Until every LAN provider has said what it holds (or had its chance), nothing goes
         // to the WAN: the first `Have` to arrive may well be the cloud's, and a LAN peer
@@ -613,112 +606,6 @@ impl<'a> Fetch<'a> {
                 }
             }
         }
-        self.endgame();
-    }
-
-    /// Once every block is asked, asks idle providers again for blocks in flight elsewhere
-    /// (see [`endgame`]).
-    fn endgame(&mut self) {
-        if self.manifest.is_none() || !self.pending.is_empty() {
-            return;
-        }
-        let idle: Vec<PeerId> = self
-            .providers
-            .iter()
-            .filter(|(_, p)| p.answered && p.queued == 0)
-            .map(|(peer, _)| *peer)
-            .collect();
-        if idle.is_empty() {
-            return;
-        }
-        let outstanding: Vec<endgame::Outstanding> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(s, slot)| match slot.state {
-                State::InFlight(owner) if !self.doubled.contains_key(&s) => {
-                    let p = self.providers.get(&owner)?;
-                    Some(endgame::Outstanding {
-                        slot: s,
-                        index: slot.index,
-                        size: slot.size,
-                        owner,
-                        owner_eta: rank::eta(p.queued, 0, p.rate())
-                            .max(p.last_answer.elapsed().as_secs_f64()),
-                        lan_held: self
-                            .providers
-                            .values()
-                            .any(|p| p.view.lan && p.have.get(slot.index)),
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        if outstanding.is_empty() {
-            return;
-        }
-        let picks = {
-            let helpers: Vec<(PeerId, &Provider)> = idle
-                .iter()
-                .filter_map(|peer| Some((*peer, self.providers.get(peer)?)))
-                .collect();
-            let has: Vec<Box<dyn Fn(u32) -> bool + '_>> = helpers
-                .iter()
-                .map(|(_, p)| Box::new(move |i| p.have.get(i)) as Box<dyn Fn(u32) -> bool>)
-                .collect();
-            let idle: Vec<endgame::Idle<'_>> = helpers
-                .iter()
-                .zip(&has)
-                .map(|((peer, p), has)| endgame::Idle {
-                    peer: *peer,
-                    lan: p.view.lan,
-                    window: p.window(&self.config),
-                    rate: p.rate(),
-                    has: has.as_ref(),
-                })
-                .collect();
-            endgame::pick(outstanding, &idle)
-        };
-        for (s, helper) in picks {
-            let slot = &self.slots[s];
-            let Some(p) = self.providers.get_mut(&helper) else {
-                continue;
-            };
-            tracing::debug!(peer = %helper, index = slot.index, "endgame: asking a block in flight elsewhere");
-            if p.queued == 0 {
-                p.last_answer = Instant::now();
-            }
-            p.queued += u64::from(slot.size);
-            p.first_get.get_or_insert_with(Instant::now);
-            if p.tx
-                .send(ToWorker::Get {
-                    index: slot.index,
-                    size: slot.size,
-                })
-                .is_ok()
-            {
-                self.doubled.insert(s, helper);
-            } else {
-                p.queued = p.queued.saturating_sub(u64::from(slot.size));
-            }
-        }
-    }
-
-    /// A block asked twice no longer needs `peer`'s copy: it counts no more against its
-    /// window (what it sends is dropped when it comes).
-    fn release(&mut self, s: usize, peer: PeerId) {
-        if let Some(p) = self.providers.get_mut(&peer) {
-            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
-        }
-    }
-
-    /// A block's provider can no longer send it: the second provider the endgame asked
-    /// takes its place, or it goes back to the queue.
-    fn reassign(&mut self, s: usize) {
-        match self.doubled.remove(&s) {
-            Some(helper) => self.slots[s].state = State::InFlight(helper),
-            None => self.requeue(s),
-        }
     }
 
     async fn on_worker(&mut self, msg: FromWorker) -> Result<(), P2pError> {
@@ -738,19 +625,8 @@ impl<'a> Fetch<'a> {
                     self.exclude(peer, format!("sent block {index}, which was not asked"));
                     return Ok(());
                 };
-                let state = self.slots[s].state;
-                let second = self.doubled.get(&s) == Some(&peer);
-                let owner = match state {
-                    State::InFlight(owner) if owner == peer || second => owner,
-                    // Asked before the provider was dropped, or the other copy came first.
-                    _ => return Ok(()),
-                };
-                if let Some(helper) = self.doubled.remove(&s) {
-                    let loser = if second { owner } else { helper };
-                    self.release(s, loser);
-                    if second {
-                        self.report.endgame_won += 1;
-                    }
+                if self.slots[s].state != State::InFlight(peer) {
+                    return Ok(()); // asked before the provider was dropped
                 }
                 self.slots[s].state = State::Storing(peer);
                 let now = self.started.elapsed();
@@ -771,19 +647,12 @@ impl<'a> Fetch<'a> {
             }
             FromWorker::Missing(peer, index) => {
                 if let Some(&s) = self.by_index.get(&index) {
-                    // Still counted against its window unless the endgame's other copy
-                    // already came (then it was released).
-                    let counted = if self.slots[s].state == State::InFlight(peer) {
-                        self.reassign(s);
-                        true
-                    } else {
-                        self.doubled.get(&s) == Some(&peer) && self.doubled.remove(&s).is_some()
-                    };
+                    if self.slots[s].state == State::InFlight(peer) {
+                        self.requeue(s);
+                    }
                     if let Some(p) = self.providers.get_mut(&peer) {
                         p.have.clear(index);
-                        if counted {
-                            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
-                        }
+                        p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
                     }
                 }
             }
@@ -917,10 +786,9 @@ impl<'a> Fetch<'a> {
     /// are being stored and stay).
     fn drop_provider(&mut self, peer: PeerId) {
         self.providers.remove(&peer);
-        self.doubled.retain(|_, helper| *helper != peer);
         for s in 0..self.slots.len() {
             if self.slots[s].state == State::InFlight(peer) {
-                self.reassign(s);
+                self.requeue(s);
             }
         }
     }

@@ -9,7 +9,6 @@
 //! | [`server`] | answering other peers' streams: who may read what, bitmaps, blocks from disk |
 //! | [`rank`] | choosing a provider for a block: LAN first, RTT, throughput; the LAN split |
 //! | [`fetch`] | one fetch of one version: providers, the window, verify, store, resume |
-//! | [`endgame`] | which blocks in flight to ask a second provider for at the end |
 //! | [`worker`] | one provider's streams during a fetch: requests out, answers in, in order |
 //! | [`store`] | writing verified blocks in batches (one fsync round per batch) |
 //!
@@ -49,14 +48,7 @@
 //!    in [`crate::p2p::FetchReport::excluded`]; its blocks go back to the queue. A provider
 //!    that vanishes (stream reset, connection closed) also gives its in-flight blocks back.
 //!    When no provider is left, the fetch looks for newly connected members every tick and
-//!    fails after [`crate::p2p::P2pConfig::fetch_stall_timeout`] without progress. A
-//!    provider that holds requests but answers nothing for half that timeout is excluded
-//!    too, and its blocks go elsewhere.
-//! 4. The endgame ([`endgame`]): once every block is asked, a provider with nothing in
-//!    flight is also asked for blocks in flight elsewhere, slowest owner first; the first
-//!    copy wins. So a fetch does not end at the pace of its slowest provider, and a silent
-//!    one costs nothing before its deadline. A WAN provider is asked again only for blocks
-//!    no LAN provider holds.
+//!    fails after [`crate::p2p::P2pConfig::fetch_stall_timeout`] without progress.
 //!
 //! # The office story: two offices, one cloud
 //!
@@ -114,7 +106,6 @@
 //! look the same. A stream serves one version; `Get` names blocks by their index in that
 //! version's manifest. Blocks are read (and verified) on the blocking pool.
 
-pub mod endgame;
 pub mod fetch;
 pub mod rank;
 pub mod server;
