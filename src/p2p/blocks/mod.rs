@@ -9,6 +9,7 @@
 //! | [`server`] | answering other peers' streams: who may read what, bitmaps, blocks from disk |
 //! | [`rank`] | choosing a provider for a block: LAN first, RTT, throughput; the LAN split |
 //! | [`fetch`] | one fetch of one version: providers, the window, verify, store, resume |
+//! | [`endgame`] | the last blocks asked of a second provider; the first copy wins |
 //! | [`worker`] | one provider's streams during a fetch: requests out, answers in, in order |
 //! | [`store`] | writing verified blocks in batches (one fsync round per batch) |
 //!
@@ -106,6 +107,7 @@
 //! look the same. A stream serves one version; `Get` names blocks by their index in that
 //! version's manifest. Blocks are read (and verified) on the blocking pool.
 
+pub mod endgame;
 pub mod fetch;
 pub mod rank;
 pub mod server;
