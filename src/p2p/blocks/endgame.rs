@@ -5,9 +5,9 @@
 //! behind its own upload limit can hold a whole window (16 MiB on the LAN) while the others
 //! sit idle, and one that stopped answering is cut off only after half the stall timeout.
 //! So once every block is asked (none pending), a provider with nothing in flight is also
-//! asked for blocks in flight elsewhere; the first copy to arrive is stored, the other
-//! provider is told to drop the request if it has not sent it yet, and its copy is dropped
-//! if it comes anyway ([`super::fetch`] does that bookkeeping; this file only chooses).
+//! asked for blocks in flight elsewhere; the first copy to arrive is stored and the other
+//! is dropped when it comes, neither stored again nor counted as an error
+//! ([`super::fetch`] does that bookkeeping; this file only chooses).
 //!
 //! Which blocks: only those of an owner the helper is expected to beat. The protocol has no
 //! cancel for a `Get` already written, so a doubled block is usually sent twice; doubling

@@ -13,8 +13,8 @@
 //! and runs a `select!` over worker messages, storer outcomes and a tick; workers and the
 //! storer only move bytes. A block counts against its provider's window from the `Get`
 //! until it is stored (or, asked twice in the [`endgame`], until the losing copy arrived
-//! and was dropped, or its `Get` was taken back), so bytes held in memory never exceed the
-//! sum of the windows. See the module docs of [`super`] for the rules.
+//! and was dropped), so bytes held in memory never exceed the sum of the windows. See the
+//! module docs of [`super`] for the rules.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -737,13 +737,11 @@ impl<'a> Fetch<'a> {
         }
     }
 
-    /// `peer`'s copy of slot `s` is no longer wanted (the other copy came first): its `Get`
-    /// is taken back if not yet written, and its copy dropped if it comes.
+    /// `peer`'s copy of slot `s` is no longer wanted (the other copy came first): it is
+    /// dropped when it comes. (The protocol has no cancel: a `Get` written is answered.
+    /// Copies not yet sent when the fetch ends are never sent: its streams close.)
     fn drop_copy(&mut self, s: usize, peer: PeerId) {
-        if let Some(p) = self.providers.get(&peer) {
-            let _ = p.tx.send(ToWorker::Cancel {
-                index: self.slots[s].index,
-            });
+        if self.providers.contains_key(&peer) {
             self.late.insert((peer, s));
         }
     }
@@ -836,18 +834,6 @@ impl<'a> Fetch<'a> {
                     }
                     if let Some(p) = self.providers.get_mut(&peer) {
                         p.have.clear(index);
-                    }
-                }
-            }
-            FromWorker::Cancelled(peer, index) => {
-                // Normally a late copy's `Get` taken back; a cancel that lingered past its
-                // answer may skip a later ask of the same block, which then goes elsewhere.
-                if let Some(&s) = self.by_index.get(&index) {
-                    if !self.late_done(s, peer) {
-                        self.give_back(s, peer);
-                        if let Some(p) = self.providers.get_mut(&peer) {
-                            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
-                        }
                     }
                 }
             }

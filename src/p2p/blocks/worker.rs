@@ -13,16 +13,9 @@
 //! one stream's flow-control window is too small to keep a LAN link busy. A stream closed
 //! before its first answer is opened again (`OPEN_ATTEMPTS`): providers drop streams they
 //! cannot take at once.
-//!
-//! The coordinator may take back a `Get` (`ToWorker::Cancel`: the endgame's other copy came
-//! first). The protocol has no cancel, so a `Get` already written is answered and the
-//! coordinator drops the answer; one still in a lane's queue (behind the WAN limit's pacing,
-//! say) is not written at all, and the worker says so (`FromWorker::Cancelled`), so the
-//! bytes it would have cost never cross the link.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
@@ -41,8 +34,6 @@ pub(super) enum FromWorker {
     Have(PeerId, Have),
     Block(PeerId, u32, Vec<u8>),
     Missing(PeerId, u32),
-    /// A cancelled `Get` that was not written (see the module docs).
-    Cancelled(PeerId, u32),
     Refused(PeerId, Refusal),
     /// The peer does not speak `/harp/blocks/1`.
     NoProtocol(PeerId),
@@ -55,22 +46,9 @@ pub(super) enum FromWorker {
 /// What the coordinator asks a worker to send.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum ToWorker {
-    Want {
-        send_manifest: bool,
-    },
-    Get {
-        index: u32,
-        size: u32,
-    },
-    /// Do not write the `Get` for this block if it is still queued.
-    Cancel {
-        index: u32,
-    },
+    Want { send_manifest: bool },
+    Get { index: u32, size: u32 },
 }
-
-/// Blocks whose `Get` the coordinator took back, shared by a worker's lanes: a lane's writer
-/// skips such a `Get`, its reader forgets the index once the answer came anyway.
-type Cancels = Arc<Mutex<HashSet<u32>>>;
 
 /// What the next answer on a stream answers.
 #[derive(Debug, Clone, Copy)]
@@ -105,24 +83,8 @@ pub(super) async fn worker(
             Expect::Have,
         ),
         ToWorker::Get { index, size } => (Ask::Get { index }, Expect::Block { index, size }),
-        // Handled before `ask` is called (below); a `Want` in its place is harmless.
-        ToWorker::Cancel { .. } => (
-            Ask::Want {
-                library,
-                content,
-                send_manifest: false,
-            },
-            Expect::Have,
-        ),
     };
-    let mut first = None;
-    while let Some(m) = rx.recv().await {
-        if !matches!(m, ToWorker::Cancel { .. }) {
-            first = Some(m);
-            break;
-        }
-    }
-    let Some(first) = first else {
+    let Some(first) = rx.recv().await else {
         return;
     };
     let (first_ask, first_expect) = ask(first);
@@ -156,8 +118,7 @@ pub(super) async fn worker(
     if tx.send(msg).is_err() || last {
         return;
     }
-    let cancels: Cancels = Arc::default();
-    let (lane, run) = Lane::start(stream, peer, &tx, &meter, &cancels);
+    let (lane, run) = Lane::start(stream, peer, &tx, &meter);
     let mut lanes = vec![lane];
     // Every lane's writer and reader, polled here: the loop below only routes requests to
     // the lanes' queues, so it never waits on a write while answers wait to be read.
@@ -171,10 +132,6 @@ pub(super) async fn worker(
         tokio::select! {
             msg = rx.recv() => {
                 let Some(m) = msg else { break };
-                if let ToWorker::Cancel { index } = m {
-                    crate::locks::lock(&cancels).insert(index);
-                    continue;
-                }
                 if !opened && matches!(m, ToWorker::Get { .. }) {
                     opened = true;
                     for _ in 1..LANES {
@@ -188,7 +145,7 @@ pub(super) async fn worker(
                 // A `Want` goes on the first lane (its `Have` answers the coordinator), a
                 // `Get` on the lane with the fewest bytes asked.
                 let i = match m {
-                    ToWorker::Want { .. } | ToWorker::Cancel { .. } => 0,
+                    ToWorker::Want { .. } => 0,
                     ToWorker::Get { .. } => (0..lanes.len())
                         .min_by_key(|&i| lanes[i].asked.load(Ordering::Relaxed))
                         .unwrap_or(0),
@@ -198,7 +155,7 @@ pub(super) async fn worker(
             Some(done) = opening.next() => {
                 // An extra lane that cannot open, or is refused, is simply not used.
                 if let Ok(Some((stream, Answer::Have(_)))) = done {
-                    let (lane, run) = Lane::start(stream, peer, &tx, &meter, &cancels);
+                    let (lane, run) = Lane::start(stream, peer, &tx, &meter);
                     running.push(run);
                     lanes.push(lane);
                 }
@@ -245,34 +202,16 @@ impl Lane {
         peer: PeerId,
         tx: &mpsc::UnboundedSender<FromWorker>,
         meter: &crate::p2p::metrics::Meter,
-        cancels: &Cancels,
     ) -> (Lane, Running) {
         let (mut rd, mut wr) = stream.split();
         let (queue, mut queued) = mpsc::unbounded_channel::<(Ask, Expect)>();
         let (expect_tx, mut expect_rx) = mpsc::unbounded_channel::<Expect>();
         let asked = Arc::new(AtomicU64::new(0));
         let pacer = meter.clone();
-        let (skipped, writer_asked, writer_cancels) = (tx.clone(), asked.clone(), cancels.clone());
-        // A cancelled `Get` still queued is dropped here, before and after its pacing.
-        let cancelled = move |expect: Expect| {
-            let Expect::Block { index, size } = expect else {
-                return false;
-            };
-            if !crate::locks::lock(&writer_cancels).remove(&index) {
-                return false;
-            }
-            writer_asked.fetch_sub(u64::from(size), Ordering::Relaxed);
-            let _ = skipped.send(FromWorker::Cancelled(peer, index));
-            true
-        };
         let writer = async move {
             while let Some(first) = queued.recv().await {
                 let mut next = Some(first);
                 while let Some((ask, expect)) = next {
-                    if cancelled(expect) {
-                        next = queued.try_recv().ok();
-                        continue;
-                    }
                     // A block is asked for only once the WAN limit allows its bytes (see
                     // `pace`): the provider sends it as soon as it is asked, so pacing the
                     // asks paces what crosses the WAN. (Pacing the reads instead lets the
@@ -282,10 +221,6 @@ impl Lane {
                         if pacer.paces_in(&peer) {
                             wr.flush().await?;
                             pacer.pace_in(&peer, u64::from(size)).await;
-                            if cancelled(expect) {
-                                next = queued.try_recv().ok();
-                                continue;
-                            }
                         }
                     }
                     if expect_tx.send(expect).is_err() {
@@ -299,7 +234,6 @@ impl Lane {
             wr.close().await
         };
         let (tx, meter, lane_asked) = (tx.clone(), meter.clone(), asked.clone());
-        let reader_cancels = cancels.clone();
         let reader = async move {
             while let Some(expect) = expect_rx.recv().await {
                 let answer = match read(&mut rd, expect).await {
@@ -311,10 +245,8 @@ impl Lane {
                     }
                     Err(e) => return Err(e.to_string()),
                 };
-                if let Expect::Block { index, size } = expect {
+                if let Expect::Block { size, .. } = expect {
                     lane_asked.fetch_sub(u64::from(size), Ordering::Relaxed);
-                    // Answered anyway: a cancel that came too late is forgotten.
-                    crate::locks::lock(&reader_cancels).remove(&index);
                 }
                 let (msg, last) = interpret(peer, expect, answer, &meter);
                 if tx.send(msg).is_err() || last {
