@@ -50,6 +50,11 @@
 //!    that vanishes (stream reset, connection closed) also gives its in-flight blocks back.
 //!    When no provider is left, the fetch looks for newly connected members every tick and
 //!    fails after [`crate::p2p::P2pConfig::fetch_stall_timeout`] without progress.
+//! 4. The endgame ([`endgame`]): once every block is asked, a provider with nothing in
+//!    flight is also asked for blocks in flight at one it is expected to beat by 2x (a slow
+//!    or stalled provider); the first copy is stored, the other dropped when it comes. A
+//!    WAN provider joins only for blocks no answering LAN provider holds, so a LAN pull
+//!    never trickles over the WAN.
 //!
 //! # The office story: two offices, one cloud
 //!
