@@ -727,7 +727,8 @@ fn folder_nodes_office_b_gets_the_file_from_office_a_not_the_wan() {
 /// `--wan-limit 2mbit` on office-a's cache: the file it fetches from the cloud crosses gw-a
 /// at no more than 1.05 times the limit (the gateway's own byte counter, frames and all,
 /// over the fetch's time as the cache reports it), and not far below it either (the limit
-/// is what bounds it, not something else).
+/// is what bounds it, not something else). With `HB_LAB_LIMIT_JSON` set (bench/lan) the
+/// figures are also written there as JSON.
 #[test]
 fn a_wan_limit_holds_on_the_gateway() {
     const LIMIT_BYTES_S: f64 = 2e6 / 8.0;
@@ -799,6 +800,19 @@ fn a_wan_limit_holds_on_the_gateway() {
         fa.seconds,
         rate / LIMIT_BYTES_S
     );
+    if let Ok(path) = std::env::var("HB_LAB_LIMIT_JSON") {
+        let json = serde_json::json!({
+            "bench": "lan-wan-limit",
+            "file_bytes": size,
+            "limit_bytes_s": LIMIT_BYTES_S,
+            "seconds": fa.seconds,
+            "gw_bytes_towards_office": towards_office,
+            "gw_bytes_towards_cloud": towards_cloud,
+            "measured_bytes_s": rate,
+            "ratio_to_limit": rate / LIMIT_BYTES_S,
+        });
+        fs::write(path, format!("{json}\n")).expect("writing the JSON");
+    }
     assert!(
         rate <= 1.05 * LIMIT_BYTES_S,
         "gw-a carried {rate:.0} B/s, over 1.05x the 2 Mbit/s limit"

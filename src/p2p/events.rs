@@ -117,6 +117,13 @@ pub struct FetchReport {
     /// Providers dropped for this fetch (a block that did not match its hash, a bad
     /// manifest, a broken protocol), with why.
     pub excluded: Vec<(PeerId, String)>,
+    /// Blocks the endgame asked of a second provider while in flight at a first
+    /// ([`super::blocks::endgame`]).
+    pub endgame_asked: u64,
+    /// Of those, blocks whose second copy came first.
+    pub endgame_won: u64,
+    /// Bytes of copies that came second and were dropped (the endgame's cost on the wire).
+    pub endgame_dropped: u64,
 }
 
 /// One peer the node knows, for `harpbridge peers` and the panel.

@@ -12,7 +12,8 @@
 //! The coordinator owns every decision (which provider gets which block, who is excluded)
 //! and runs a `select!` over worker messages, storer outcomes and a tick; workers and the
 //! storer only move bytes. A block counts against its provider's window from the `Get`
-//! until it is stored, so bytes held in memory never exceed the sum of the windows. See the
+//! until it is stored (or, asked twice in the [`endgame`], until the losing copy arrived
+//! and was dropped), so bytes held in memory never exceed the sum of the windows. See the
 //! module docs of [`super`] for the rules.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -29,6 +30,7 @@ use crate::content::{BlockHash, BlockRef, ContentError, Manifest, ManifestId};
 use crate::p2p::error::P2pError;
 use crate::p2p::events::{FetchReport, NodeEvent, TransferProgress};
 
+use super::endgame;
 use super::rank::{self, PeerView};
 use super::store::{self, Arrived, Outcome};
 use super::wire::{Bits, Have};
@@ -40,6 +42,10 @@ use super::Blocks;
 const LAN_FIRST_ANSWER: Duration = Duration::from_secs(5);
 /// WAN providers are asked what they hold again after this long without a block.
 const WAN_REFRESH_AFTER: Duration = Duration::from_secs(2);
+/// A LAN provider with blocks in flight that answered nothing for this long no longer keeps
+/// the WAN out of the endgame (see [`endgame`]): a LAN link delivers a block in
+/// milliseconds, so this is a stall, not a slow block.
+const LAN_QUIET: Duration = Duration::from_secs(2);
 
 /// The window a WAN provider starts with; it grows by every byte received from it (doubling
 /// per window) up to [`FetchConfig::window_wan`]. Small at first because a co-fetching LAN
@@ -80,6 +86,11 @@ struct Slot {
     /// Bytes of the file it makes up (size × occurrences).
     weight: u64,
     state: State,
+    /// While `InFlight`: the second provider the endgame asked too.
+    also: Option<PeerId>,
+    /// While `InFlight`: the fetch's count of asks when its owner was asked (which blocks
+    /// an owner sends last).
+    asked: u64,
 }
 
 #[derive(Debug)]
@@ -118,6 +129,15 @@ impl Provider {
     fn rate(&self) -> f64 {
         let busy = self.first_get.map_or(Duration::ZERO, |t| t.elapsed());
         rank::rate(self.received, busy, self.view.rtt)
+    }
+
+    /// [`Provider::rate`], but never more than [`rank::MEASURE_AFTER`] more than it sent
+    /// over the time it has been busy: before its rate is measured, a provider that sends
+    /// nothing (or little) looks as slow as it is, for the [`endgame`].
+    fn expected_rate(&self) -> f64 {
+        let busy = self.first_get.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let bound = (self.received + rank::MEASURE_AFTER) as f64 / busy.max(1e-3);
+        self.rate().min(bound)
     }
 }
 
@@ -166,6 +186,11 @@ struct Fetch<'a> {
     slots: Vec<Slot>,
     by_index: HashMap<u32, usize>,
     pending: BTreeSet<usize>,
+    /// Asks so far (see [`Slot::asked`]).
+    asks: u64,
+    /// Copies still to come of blocks another provider sent first in the endgame: dropped
+    /// when they arrive, and counted against their provider's window until then.
+    late: HashSet<(PeerId, usize)>,
     remaining: u64,
     done: usize,
     active: Option<ActiveGuard<'a>>,
@@ -228,6 +253,8 @@ pub(crate) async fn fetch(
         slots: Vec::new(),
         by_index: HashMap::new(),
         pending: BTreeSet::new(),
+        asks: 0,
+        late: HashSet::new(),
         remaining: 0,
         done: 0,
         active: None,
@@ -390,6 +417,8 @@ impl<'a> Fetch<'a> {
                 size: b.size,
                 weight: u64::from(b.size) * n,
                 state: State::Pending,
+                also: None,
+                asked: 0,
             });
         }
         self.total = m.total_size;
@@ -524,8 +553,11 @@ impl<'a> Fetch<'a> {
 
     /// Hands pending blocks to providers with room in their window (see [`rank`]).
     fn schedule(&mut self) {
-        if self.manifest.is_none() || self.pending.is_empty() {
+        if self.manifest.is_none() {
             return;
+        }
+        if self.pending.is_empty() {
+            return self.endgame();
         }
         // Until every LAN provider has said what it holds (or had its chance), nothing goes
         // to the WAN: the first `Have` to arrive may well be the cloud's, and a LAN peer
@@ -590,8 +622,10 @@ impl<'a> Fetch<'a> {
         }
         for (s, peer) in assigned {
             self.pending.remove(&s);
+            self.asks += 1;
             let slot = &mut self.slots[s];
             slot.state = State::InFlight(peer);
+            slot.asked = self.asks;
             if let Some(p) = self.providers.get_mut(&peer) {
                 p.first_get.get_or_insert_with(Instant::now);
                 if p.tx
@@ -605,6 +639,136 @@ impl<'a> Fetch<'a> {
                     tracing::debug!(%peer, "worker gone before a Get");
                 }
             }
+        }
+        if self.pending.is_empty() {
+            self.endgame();
+        }
+    }
+
+    /// Once every block is asked, asks providers with nothing in flight for blocks in
+    /// flight elsewhere (see [`endgame`] for which, and why).
+    fn endgame(&mut self) {
+        let idle: Vec<PeerId> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| p.answered && p.queued == 0)
+            .map(|(peer, _)| *peer)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        // LAN providers that answer: a block one of them holds stays off the WAN.
+        let lan_answering: Vec<&Provider> = self
+            .providers
+            .values()
+            .filter(|p| p.view.lan && !(p.queued > 0 && p.last_answer.elapsed() > LAN_QUIET))
+            .collect();
+        let outstanding: Vec<endgame::Outstanding> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(s, slot)| {
+                let State::InFlight(owner) = slot.state else {
+                    return None;
+                };
+                if slot.also.is_some() {
+                    return None;
+                }
+                self.providers.get(&owner)?;
+                Some(endgame::Outstanding {
+                    slot: s,
+                    index: slot.index,
+                    size: slot.size,
+                    owner,
+                    asked: slot.asked,
+                    lan_held: lan_answering.iter().any(|p| p.have.get(slot.index)),
+                })
+            })
+            .collect();
+        if outstanding.is_empty() {
+            return;
+        }
+        let rates: HashMap<PeerId, f64> = self
+            .providers
+            .iter()
+            .map(|(peer, p)| (*peer, p.expected_rate()))
+            .collect();
+        let picks = {
+            let helpers: Vec<(PeerId, &Provider)> = idle
+                .iter()
+                .filter_map(|peer| Some((*peer, self.providers.get(peer)?)))
+                .collect();
+            let has: Vec<Box<dyn Fn(u32) -> bool + '_>> = helpers
+                .iter()
+                .map(|(_, p)| Box::new(|i| p.have.get(i)) as Box<dyn Fn(u32) -> bool>)
+                .collect();
+            let idle: Vec<endgame::Idle<'_>> = helpers
+                .iter()
+                .zip(&has)
+                .map(|((peer, p), has)| endgame::Idle {
+                    peer: *peer,
+                    lan: p.view.lan,
+                    rate: p.expected_rate(),
+                    window: p.window(&self.config),
+                    has: has.as_ref(),
+                })
+                .collect();
+            endgame::pick(outstanding, &rates, &idle)
+        };
+        for (s, helper) in picks {
+            let slot = &mut self.slots[s];
+            let Some(p) = self.providers.get_mut(&helper) else {
+                continue;
+            };
+            tracing::debug!(peer = %helper, index = slot.index, "endgame: asking a block in flight elsewhere");
+            if p.queued == 0 {
+                p.last_answer = Instant::now();
+            }
+            p.first_get.get_or_insert_with(Instant::now);
+            let get = ToWorker::Get {
+                index: slot.index,
+                size: slot.size,
+            };
+            if p.tx.send(get).is_ok() {
+                p.queued += u64::from(slot.size);
+                slot.also = Some(helper);
+                self.report.endgame_asked += 1;
+            }
+        }
+    }
+
+    /// `peer`'s copy of slot `s` is no longer wanted (the other copy came first): it is
+    /// dropped when it comes. (The protocol has no cancel: a `Get` written is answered.
+    /// Copies not yet sent when the fetch ends are never sent: its streams close.)
+    fn drop_copy(&mut self, s: usize, peer: PeerId) {
+        if self.providers.contains_key(&peer) {
+            self.late.insert((peer, s));
+        }
+    }
+
+    /// A late copy (see [`Fetch::late`]) came, or will not: `peer`'s window has room again.
+    /// Whether it was one.
+    fn late_done(&mut self, s: usize, peer: PeerId) -> bool {
+        if !self.late.remove(&(peer, s)) {
+            return false;
+        }
+        if let Some(p) = self.providers.get_mut(&peer) {
+            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
+        }
+        true
+    }
+
+    /// `peer` will not send slot `s` after all (it lacks it, or went away): the other
+    /// provider the endgame asked keeps it, or it goes back to the queue.
+    fn give_back(&mut self, s: usize, peer: PeerId) {
+        let slot = &mut self.slots[s];
+        match slot.state {
+            State::InFlight(owner) if owner == peer => match slot.also.take() {
+                Some(helper) => slot.state = State::InFlight(helper),
+                None => self.requeue(s),
+            },
+            State::InFlight(_) if slot.also == Some(peer) => slot.also = None,
+            _ => {}
         }
     }
 
@@ -625,8 +789,23 @@ impl<'a> Fetch<'a> {
                     self.exclude(peer, format!("sent block {index}, which was not asked"));
                     return Ok(());
                 };
-                if self.slots[s].state != State::InFlight(peer) {
-                    return Ok(()); // asked before the provider was dropped
+                if self.late_done(s, peer) {
+                    // The endgame's other copy came first: this one is not stored again.
+                    self.report.endgame_dropped += bytes.len() as u64;
+                    return Ok(());
+                }
+                let slot = &mut self.slots[s];
+                let other = match slot.state {
+                    State::InFlight(owner) if owner == peer => slot.also.take(),
+                    State::InFlight(owner) if slot.also == Some(peer) => {
+                        slot.also = None;
+                        self.report.endgame_won += 1;
+                        Some(owner)
+                    }
+                    _ => return Ok(()), // asked before the provider was dropped
+                };
+                if let Some(other) = other {
+                    self.drop_copy(s, other);
                 }
                 self.slots[s].state = State::Storing(peer);
                 let now = self.started.elapsed();
@@ -647,12 +826,14 @@ impl<'a> Fetch<'a> {
             }
             FromWorker::Missing(peer, index) => {
                 if let Some(&s) = self.by_index.get(&index) {
-                    if self.slots[s].state == State::InFlight(peer) {
-                        self.requeue(s);
+                    if !self.late_done(s, peer) {
+                        self.give_back(s, peer);
+                        if let Some(p) = self.providers.get_mut(&peer) {
+                            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
+                        }
                     }
                     if let Some(p) = self.providers.get_mut(&peer) {
                         p.have.clear(index);
-                        p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
                     }
                 }
             }
@@ -779,6 +960,7 @@ impl<'a> Fetch<'a> {
 
     fn requeue(&mut self, s: usize) {
         self.slots[s].state = State::Pending;
+        self.slots[s].also = None;
         self.pending.insert(s);
     }
 
@@ -786,10 +968,9 @@ impl<'a> Fetch<'a> {
     /// are being stored and stay).
     fn drop_provider(&mut self, peer: PeerId) {
         self.providers.remove(&peer);
+        self.late.retain(|(p, _)| *p != peer);
         for s in 0..self.slots.len() {
-            if self.slots[s].state == State::InFlight(peer) {
-                self.requeue(s);
-            }
+            self.give_back(s, peer);
         }
     }
 

@@ -9,6 +9,7 @@
 //! | [`server`] | answering other peers' streams: who may read what, bitmaps, blocks from disk |
 //! | [`rank`] | choosing a provider for a block: LAN first, RTT, throughput; the LAN split |
 //! | [`fetch`] | one fetch of one version: providers, the window, verify, store, resume |
+//! | [`endgame`] | the last blocks asked of a second provider; the first copy wins |
 //! | [`worker`] | one provider's streams during a fetch: requests out, answers in, in order |
 //! | [`store`] | writing verified blocks in batches (one fsync round per batch) |
 //!
@@ -49,6 +50,11 @@
 //!    that vanishes (stream reset, connection closed) also gives its in-flight blocks back.
 //!    When no provider is left, the fetch looks for newly connected members every tick and
 //!    fails after [`crate::p2p::P2pConfig::fetch_stall_timeout`] without progress.
+//! 4. The endgame ([`endgame`]): once every block is asked, a provider with nothing in
+//!    flight is also asked for blocks in flight at one it is expected to beat by 2x (a slow
+//!    or stalled provider); the first copy is stored, the other dropped when it comes. A
+//!    WAN provider joins only for blocks no answering LAN provider holds, so a LAN pull
+//!    never trickles over the WAN.
 //!
 //! # The office story: two offices, one cloud
 //!
@@ -106,6 +112,7 @@
 //! look the same. A stream serves one version; `Get` names blocks by their index in that
 //! version's manifest. Blocks are read (and verified) on the blocking pool.
 
+pub mod endgame;
 pub mod fetch;
 pub mod rank;
 pub mod server;
