@@ -268,7 +268,7 @@ for role in node cache; do
         sleep 1
     done
     grep -q '^listening /ip4/127.0.0.1/tcp/' <<<"$logs" || { echo "$logs" | tail -20 >&2; fail "$role did not start"; }
-    peer=$(sed -n 's/^peer-id //p' <<<"$logs" | head -1)
+    peer=$(sed -n 's/^peer-id //p' <<<"$logs" | sed -n 1p)
     [ -n "$peer" ] || fail "$role printed no peer-id"
     health=""
     for _ in $(seq 15); do
@@ -307,8 +307,8 @@ elif [ "${#compose[@]}" -gt 0 ]; then
     cloud="" cloud_id=""
     for _ in $(seq 30); do
         logs=$(docker logs "$TAG-cloud" 2>&1)
-        cloud_id=$(sed -n 's/^peer-id //p' <<<"$logs" | head -1)
-        cloud_addr=$(grep -o '^listening /ip4/127\.0\.0\.1/tcp/[0-9]*$' <<<"$logs" | head -1 | cut -d' ' -f2 || true)
+        cloud_id=$(sed -n 's/^peer-id //p' <<<"$logs" | sed -n 1p)
+        cloud_addr=$(grep -o '^listening /ip4/127\.0\.0\.1/tcp/[0-9]*$' <<<"$logs" | sed -n 1p | cut -d' ' -f2 || true)
         if [ -n "$cloud_id" ] && [ -n "$cloud_addr" ]; then cloud="$cloud_addr/p2p/$cloud_id"; break; fi
         sleep 1
     done

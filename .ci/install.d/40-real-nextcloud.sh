@@ -12,12 +12,12 @@ pkgs=(php8.2-cli php8.2-sqlite3 php8.2-xml php8.2-mbstring php8.2-gd php8.2-curl
   curl iproute2)
 need=()
 for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "ok installed" >/dev/null || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-php --version | head -n 1
-haproxy -v | head -n 1
+php --version | sed -n 1p
+haproxy -v | sed -n 1p
 [ -x ../shared/nextcloud/up.sh ] || [ -f ../shared/nextcloud/up.sh ] \
   || echo "warning: ../shared/nextcloud/up.sh is missing: the end-to-end tests will fail"

@@ -14,4 +14,4 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 ip -V
-iperf3 --version | head -n 1
+iperf3 --version | sed -n 1p

@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-tag() { sed -n "s:.*<$1>\(.*\)</$1>.*:\1:p" appinfo/info.xml | head -1; }
-crate=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+tag() { sed -n "s:.*<$1>\(.*\)</$1>.*:\1:p" appinfo/info.xml | sed -n 1p; }
+crate=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | sed -n 1p)
 registry=$(tag registry) image=$(tag image) image_tag=$(tag image-tag) app_version=$(tag version)
 [ -n "$registry" ] && [ -n "$image" ] && [ -n "$image_tag" ] || { echo "FAIL: info.xml has no <docker-install>"; exit 1; }
 [ "$image_tag" = "$crate" ] || { echo "FAIL: info.xml image-tag $image_tag, Cargo.toml version $crate"; exit 1; }
