@@ -1,6 +1,6 @@
 //! Block transfer (`/harp/blocks/1`) between real swarms on loopback: a 256 MiB file reaches
 //! two members byte-identical, a provider killed mid-transfer is replaced, a provider that
-//! serves corrupt blocks is excluded, a stranger (and a member asking for another library's
+//! serves corrupt blocks is excluded, disconnected and not asked for the library again, a stranger (and a member asking for another library's
 //! content) gets nothing, two "offices" behind one "cloud" pull over the LAN, a LAN
 //! member that refuses at first (its chain a moment behind) is asked again, and the
 //! endgame: the last blocks, in flight at a slow provider, come from an idle one, but a
@@ -550,8 +550,11 @@ impl Drop for RawPeer {
     }
 }
 
+/// A provider that serves corrupt blocks is excluded, the fetch finishes from A, and the
+/// provider is disconnected; when it comes back it is not asked for the library's next
+/// version (it stays shunned for [`harpbridge::p2p::blocks::shun::SHUN_FOR`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
+async fn a_provider_that_serves_corrupt_blocks_is_disconnected_and_shunned() {
     let hostile = DeviceIdentity::from_secret([66; 32]);
     // Larger than A's window, so the hostile peer's Have arrives while blocks are left.
     let size = 48 * MIB;
@@ -582,8 +585,49 @@ async fn a_provider_that_serves_corrupt_blocks_is_excluded() {
         .iter()
         .any(|p| p.peer == h.peer && p.bytes_in > 0));
     assert!(b.content.verify_all().unwrap().is_empty());
+
+    // B hangs up on it.
+    let hostile_peer = h.peer;
+    let bn = b.node.clone();
+    eventually("B disconnects the hostile provider", move || {
+        let bn = bn.clone();
+        async move {
+            let peers = bn.peers().await.unwrap();
+            !peers.iter().any(|p| p.peer == hostile_peer && p.connected)
+        }
+    })
+    .await;
     drop(h);
+
+    // It comes back, claiming the library's next version too: B is connected to it again,
+    // but asks only A for that version's blocks.
+    let got_before = received_from(&b, hostile_peer);
+    let (content2, hash2) = a.put_file(lib, "g.bin", 4, 8 * MIB).await;
+    converge(&[&a, &b], lib).await;
+    let h2 = RawPeer::start(
+        &hostile,
+        b.addr(false),
+        Some((a.manifest(content2), Mode::Corrupt)),
+        None,
+    )
+    .await;
+    b.connected_to(&[a.node.peer_id(), h2.peer]).await;
+    let report = b.fetch_checked(lib, content2, hash2).await;
+    assert!(report.excluded.is_empty(), "{report:?}");
+    assert_eq!(report.from, vec![(a.node.peer_id(), 8 * MIB)]);
+    assert_eq!(received_from(&b, hostile_peer), got_before);
+    drop(h2);
     shutdown([a, b]).await;
+}
+
+/// Block bytes `node` has received from `peer`.
+fn received_from(node: &TestNode, peer: PeerId) -> u64 {
+    node.node
+        .traffic()
+        .per_peer
+        .iter()
+        .find(|p| p.peer == peer)
+        .map_or(0, |p| p.bytes_in)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

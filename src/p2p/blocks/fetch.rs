@@ -443,7 +443,7 @@ impl<'a> Fetch<'a> {
         self.starting = None;
         self.last_progress = Instant::now();
         for peer in bad {
-            self.exclude(peer, "its block bitmap does not fit the manifest".into());
+            self.shun(peer, "its block bitmap does not fit the manifest".into());
         }
         // LAN peers learn that we fetch this version now (and we what they fetch).
         self.refresh(true);
@@ -461,6 +461,7 @@ impl<'a> Fetch<'a> {
                     && !self.providers.contains_key(&v.peer)
                     && !self.refused.contains(&v.peer)
                     && !self.excluded.iter().any(|(p, _)| *p == v.peer)
+                    && !self.blocks.shunned.is_shunned(&self.library, &v.peer)
             })
             .cloned()
             .collect();
@@ -786,7 +787,7 @@ impl<'a> Fetch<'a> {
             FromWorker::Have(peer, have) => self.on_have(peer, have).await?,
             FromWorker::Block(peer, index, bytes) => {
                 let Some(&s) = self.by_index.get(&index) else {
-                    self.exclude(peer, format!("sent block {index}, which was not asked"));
+                    self.shun(peer, format!("sent block {index}, which was not asked"));
                     return Ok(());
                 };
                 if self.late_done(s, peer) {
@@ -861,7 +862,7 @@ impl<'a> Fetch<'a> {
                 tracing::info!(%peer, %why, "a provider went away during a fetch");
                 self.drop_provider(peer);
             }
-            FromWorker::Broken(peer, why) => self.exclude(peer, why),
+            FromWorker::Broken(peer, why) => self.shun(peer, why),
         }
         self.give_up_without_manifest()
     }
@@ -877,7 +878,7 @@ impl<'a> Fetch<'a> {
                 match blocking(move || store.put_manifest(&id, &bytes)).await {
                     Ok(m) => self.setup(m).await?,
                     Err(e) => {
-                        self.exclude(peer, format!("sent a bad manifest: {e}"));
+                        self.shun(peer, format!("sent a bad manifest: {e}"));
                         return Ok(());
                     }
                 }
@@ -886,7 +887,7 @@ impl<'a> Fetch<'a> {
         let n = self.manifest.as_ref().map(|m| m.blocks.len() as u32);
         if let Some(n) = n {
             if !have.have.is_empty() && have.have.len() != n {
-                self.exclude(peer, "its block bitmap does not fit the manifest".into());
+                self.shun(peer, "its block bitmap does not fit the manifest".into());
                 return Ok(());
             }
         }
@@ -934,7 +935,7 @@ impl<'a> Fetch<'a> {
             } else {
                 let index = slot.index;
                 self.requeue(o.slot);
-                self.exclude(
+                self.shun(
                     o.peer,
                     format!("sent block {index} whose bytes do not match its hash"),
                 );
@@ -974,6 +975,14 @@ impl<'a> Fetch<'a> {
         }
     }
 
+    /// The provider sent a bad block or broke the protocol: excluded from this fetch, and
+    /// disconnected and shunned for the library ([`super::shun`]).
+    fn shun(&mut self, peer: PeerId, why: String) {
+        self.blocks.shunned.shun(self.library, peer);
+        self.exclude(peer, why);
+    }
+
+    /// Not asked again in this fetch (it stalled, or misbehaved: see [`Fetch::shun`]).
     fn exclude(&mut self, peer: PeerId, why: String) {
         tracing::warn!(%peer, content = %self.content, %why, "excluding a provider from a fetch");
         self.drop_provider(peer);

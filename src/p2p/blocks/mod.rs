@@ -10,6 +10,7 @@
 //! | [`rank`] | choosing a provider for a block: LAN first, RTT, throughput; the LAN split |
 //! | [`fetch`] | one fetch of one version: providers, the window, verify, store, resume |
 //! | [`endgame`] | the last blocks asked of a second provider; the first copy wins |
+//! | [`shun`] | providers that sent a bad block: disconnected, not asked again for a while |
 //! | [`worker`] | one provider's streams during a fetch: requests out, answers in, in order |
 //! | [`store`] | writing verified blocks in batches (one fsync round per batch) |
 //!
@@ -45,8 +46,9 @@
 //!    twice, so little is asked before the split is known.
 //! 3. Every block is verified (BLAKE3 against the manifest) by
 //!    [`crate::content::ContentStore::put_blocks`] before it is stored; a provider that sends
-//!    a bad block (or breaks the protocol) is excluded for the rest of the fetch and named
-//!    in [`crate::p2p::FetchReport::excluded`]; its blocks go back to the queue. A provider
+//!    a bad block (or breaks the protocol) is excluded, named in
+//!    [`crate::p2p::FetchReport::excluded`], disconnected and not asked for that library's
+//!    blocks again for [`shun::SHUN_FOR`]; its blocks go back to the queue. A provider
 //!    that vanishes (stream reset, connection closed) also gives its in-flight blocks back.
 //!    When no provider is left, the fetch looks for newly connected members every tick and
 //!    fails after [`crate::p2p::P2pConfig::fetch_stall_timeout`] without progress.
@@ -116,6 +118,7 @@ pub mod endgame;
 pub mod fetch;
 pub mod rank;
 pub mod server;
+pub mod shun;
 pub mod store;
 pub mod wire;
 pub mod worker;
@@ -137,6 +140,8 @@ pub struct Blocks {
     pub(crate) trust: Trust,
     pub(crate) meter: Meter,
     pub(crate) control: libp2p_stream::Control,
+    /// Providers that sent bad blocks, per library ([`shun`]).
+    pub(crate) shunned: shun::Shunned,
     active: Arc<Mutex<HashMap<ManifestId, Active>>>,
     /// Versions being fetched here whose manifest has not arrived yet (how many fetches).
     starting: Arc<Mutex<HashMap<ManifestId, usize>>>,
@@ -183,9 +188,11 @@ impl Blocks {
         chain: ChainStore,
         meter: Meter,
         control: libp2p_stream::Control,
+        shunned: shun::Shunned,
     ) -> Self {
         Blocks {
             content,
+            shunned,
             trust: Trust::new(chain.clone()),
             chain,
             meter,

@@ -41,7 +41,8 @@
 //!   ([`super::gossip`]) and sends `Announce` to connected members not yet subscribed to it;
 //!   members that lack a head pull.
 //! - A peer whose batch the chain rejects (bad signature, bad link, not a member) is
-//!   disconnected and refused for ten minutes.
+//!   disconnected and refused for ten minutes; one that sends a bad block is disconnected
+//!   and not asked for that library's blocks for ten minutes ([`blocks::shun`]).
 //! - Configured WAN peers, and LAN peers mDNS found, are re-dialled every
 //!   [`P2pConfig::redial_every`] while not connected.
 //! - A peer that left, is a member of nothing we hold, is not configured and is no longer
@@ -171,6 +172,8 @@ pub struct Node {
     topics: HashMap<TopicHash, LibraryId>,
     /// Peers that sent entries the chain rejected, and until when we refuse them.
     quarantined: HashMap<PeerId, tokio::time::Instant>,
+    /// Providers a fetch shunned for a bad block ([`blocks::shun`]): to disconnect.
+    bad_providers: mpsc::UnboundedReceiver<PeerId>,
 }
 
 fn build_error(e: impl std::fmt::Display) -> P2pError {
@@ -214,7 +217,9 @@ impl Node {
             .accept(libp2p::StreamProtocol::new(blocks::wire::PROTOCOL))
             .map_err(build_error)?;
         let meter = Meter::with_wan_limits(config.wan_limit_up, config.wan_limit_down);
-        let blocks = Blocks::new(content, chain.clone(), meter.clone(), control);
+        let (disconnect_tx, disconnect_rx) = mpsc::unbounded_channel();
+        let shunned = blocks::shun::Shunned::new(disconnect_tx);
+        let blocks = Blocks::new(content, chain.clone(), meter.clone(), control, shunned);
         let block_server = tokio::spawn(blocks::server::serve(blocks.clone(), incoming));
         let (views, views_rx) = watch::channel(Vec::new());
         let fetch_config = FetchConfig {
@@ -243,6 +248,7 @@ impl Node {
             configured,
             topics: HashMap::new(),
             quarantined: HashMap::new(),
+            bad_providers: disconnect_rx,
             config,
             meter,
             views,
@@ -307,6 +313,10 @@ impl Node {
                     Some(c) => self.on_command(c),
                 },
                 Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
+                Some(peer) = self.bad_providers.recv() => {
+                    tracing::warn!(%peer, "disconnecting a provider that sent a bad block");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
                 _ = redial.tick() => {
                     self.redial();
                     self.forget_stale();
