@@ -1101,3 +1101,66 @@ async fn a_wan_download_keeps_to_the_wan_limit_and_a_lan_one_is_not_limited() {
     assert!(b.node.traffic().lan_in >= SIZE, "{:?}", b.node.traffic());
     shutdown([a, b]).await;
 }
+
+/// A library's own WAN limit, set while the node runs (as the panel does): that library's
+/// download keeps to it, another library's does not (a limit of 64 KiB/s would take two
+/// minutes for its file, past the fetch's deadline). Checked as a floor on the time taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_limit_set_while_running_holds_for_that_library_only() {
+    use harpbridge::p2p::limits::{Rates, WanLimits};
+    const LIMIT: u64 = 2 * MIB;
+    const SIZE: u64 = 8 * MIB;
+    let (a, b, lib, content, hash) = a_file_for_b(swarm::loopback(), &[], 45, SIZE).await;
+    let (other, _) = a.chain.create_library(a.id.signing_key(), "other").unwrap();
+    a.add(&other, b.id.device_key(), "member");
+    let (other_content, other_hash) = a.put_file(other, "o.bin", 46, SIZE).await;
+    converge(&[&a, &b], other).await;
+
+    let limited = |down: u64| {
+        let mut l = WanLimits::default();
+        l.libraries.insert(
+            lib.to_hex(),
+            Rates {
+                up: None,
+                down: Some(down),
+            },
+        );
+        l
+    };
+    b.node.set_wan_limits(limited(64 * 1024)).unwrap();
+    assert_eq!(b.node.wan_limits(), limited(64 * 1024));
+    let report = bounded(
+        "the other library's fetch",
+        b.node.fetch_content(other, other_content),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.bytes_fetched, SIZE);
+    assert_eq!(stored_hash(&b.content, other_content).await, other_hash);
+
+    b.node.set_wan_limits(limited(LIMIT)).unwrap();
+    let started = Instant::now();
+    let report = bounded(
+        "the limited library's fetch",
+        b.node.fetch_content(lib, content),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(report.bytes_fetched, SIZE);
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    let floor = (SIZE as f64 - harpbridge::p2p::pace::BURST) / LIMIT as f64;
+    eprintln!(
+        "limited library at {:.2} MiB/s against {} MiB/s",
+        SIZE as f64 / took.as_secs_f64() / MIB as f64,
+        LIMIT / MIB
+    );
+    assert!(took.as_secs_f64() >= floor, "{SIZE} bytes in {took:?}");
+
+    // A rate of zero is refused, not taken as "stop everything".
+    assert!(b
+        .node
+        .set_wan_limits(WanLimits::global(Some(0), None))
+        .is_err());
+    shutdown([a, b]).await;
+}

@@ -69,6 +69,7 @@ async fn registers_on_harp_and_serves_the_panel_through_it() {
         ("/api/overview", 200, 200),
         ("/api/admin/metrics", 200, 403),
         ("/api/admin/offers", 200, 403),
+        ("/api/admin/limits", 200, 403),
         ("/metrics", 200, 403),
     ];
     for (path, for_admin, for_user) in codes {

@@ -100,6 +100,7 @@ async fn registers_and_serves_the_panel_through_the_php_proxy() {
         ("/api/ingest", 200, 200),
         ("/api/admin/metrics", 200, 403),
         ("/api/admin/offers", 200, 403),
+        ("/api/admin/limits", 200, 403),
         ("/metrics", 200, 404),
     ];
     for (path, for_admin, for_user) in codes {
@@ -653,6 +654,27 @@ async fn an_admin_accepts_an_offered_library_through_the_php_proxy() {
     assert_eq!(status, 201, "{text:.300}");
     let shown: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(shown["id"], library.as_str(), "{shown}");
+
+    // The WAN limits, set for the accepted library through the PHP proxy (a PUT: the admin
+    // route's verbs list it; a user's PUT matches no route).
+    let limits_url = app.proxy_url("/api/admin/limits");
+    let limits = json!({"up": "2mbit", "libraries": {library.clone(): {"down": "1MiB"}}});
+    let (status, text) = status_of(
+        nc.request(Method::PUT, &limits_url, user.auth())
+            .json(&limits),
+    )
+    .await;
+    assert_eq!(status, 404, "a user cannot set limits: {text:.300}");
+    let (status, text) = status_of(nc.request(Method::PUT, &limits_url, admin).json(&limits)).await;
+    assert_eq!(status, 200, "{text:.300}");
+    let (_, text) = status_of(nc.request(Method::GET, &limits_url, admin)).await;
+    let set: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(set["up"], 250_000, "{set}");
+    assert_eq!(
+        set["libraries"][library.as_str()]["down"],
+        1_048_576,
+        "{set}"
+    );
 
     poll(WAIT, "the office's file in the user's folder", || async {
         (user.etag("Office/plans.txt").await.is_some()

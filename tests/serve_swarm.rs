@@ -643,3 +643,82 @@ async fn an_offered_library_waits_for_an_admin_in_the_panel() {
     office.node.shutdown().await;
     exapp.stop();
 }
+
+/// The panel's WAN limits: `HARPBRIDGE_WAN_LIMIT` is what serve starts with; an admin
+/// changes it (globally and for one library) with `PUT /api/admin/limits`, a user cannot,
+/// bad rates are refused with a reason, and the setting outlives a restart (the panel's
+/// latest word wins over the flag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_limits_are_an_admin_setting_kept_across_restarts() {
+    let nc = FakeNextcloud::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |secret: Option<String>| {
+        let mut options = ExAppOptions::new(&nc.url, dir.path());
+        if let Some(s) = secret {
+            options.secret = s;
+        }
+        options.extra_env = vec![("HARPBRIDGE_WAN_LIMIT".into(), "2mbit".into())];
+        ExApp::start(options)
+    };
+    let exapp = start(None);
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    exapp.swarm_addr().await;
+
+    let limits = exapp.api("/api/admin/limits", "admin").await;
+    assert_eq!(
+        limits,
+        json!({"up": 250_000, "down": 250_000, "libraries": {}})
+    );
+    let (status, _) = status_of(&exapp, Method::GET, "/api/admin/limits", "alice", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "limits are for admins");
+
+    let lib = LibraryId([9; 16]).to_hex();
+    let wanted =
+        json!({"up": "10mbit", "down": null, "libraries": {lib.clone(): {"down": "1MiB"}}});
+    let (status, _) = status_of(
+        &exapp,
+        Method::PUT,
+        "/api/admin/limits",
+        "alice",
+        Some(wanted.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (bad, why) in [
+        (json!({"up": "fast"}), "is not a rate"),
+        (json!({"up": 0}), "0 would stop"),
+        (
+            json!({"libraries": {"nope": {"up": "1mbit"}}}),
+            "not a library id",
+        ),
+    ] {
+        let (status, text) =
+            status_of(&exapp, Method::PUT, "/api/admin/limits", "admin", Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains(why), "{text}");
+    }
+    let expected = json!({
+        "up": 1_250_000,
+        "down": null,
+        "libraries": {lib.clone(): {"up": null, "down": 1_048_576}},
+    });
+    let (status, text) = status_of(
+        &exapp,
+        Method::PUT,
+        "/api/admin/limits",
+        "admin",
+        Some(wanted),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+    assert_eq!(exapp.api("/api/admin/limits", "admin").await, expected);
+
+    let secret = exapp.options.secret.clone();
+    exapp.stop();
+    let exapp = start(Some(secret));
+    exapp.swarm_addr().await;
+    assert_eq!(exapp.api("/api/admin/limits", "admin").await, expected);
+    exapp.stop();
+}

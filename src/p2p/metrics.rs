@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use libp2p::PeerId;
 
-use super::pace::Pace;
+use super::limits::WanLimits;
+use super::pace::{self, Pace};
+use crate::chain::LibraryId;
 
 /// Block bytes moved, as [`super::NodeHandle::traffic`] reports them. Totals since the node
 /// started.
@@ -60,45 +62,98 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct Meter {
     state: Arc<Mutex<State>>,
-    /// Block bytes to WAN peers, paced (see [`super::pace`]).
-    wan_up: Option<Arc<Pace>>,
-    /// Block bytes from WAN peers, paced.
-    wan_down: Option<Arc<Pace>>,
+    /// WAN limits and their buckets (see [`super::pace`] and [`super::limits`]).
+    paces: Arc<Mutex<Paces>>,
+}
+
+/// A bucket each way (up, down); `None`: that way is not limited.
+type Buckets = (Option<Arc<Pace>>, Option<Arc<Pace>>);
+
+/// The running buckets of a [`WanLimits`].
+#[derive(Debug, Default)]
+struct Paces {
+    limits: WanLimits,
+    up: Option<Arc<Pace>>,
+    down: Option<Arc<Pace>>,
+    /// (up, down) per library with a limit of its own.
+    libraries: HashMap<LibraryId, Buckets>,
+}
+
+/// A bucket for `rate`: `old` if it already runs at that rate (so its debt carries over).
+fn bucket(old: Option<&Arc<Pace>>, rate: Option<u64>) -> Option<Arc<Pace>> {
+    let rate = rate?;
+    match old {
+        Some(p) if p.rate() == rate => Some(p.clone()),
+        _ => Some(Arc::new(Pace::new(rate))),
+    }
 }
 
 impl Meter {
     /// A meter whose WAN traffic is limited to `up` and `down` bytes per second (`None`:
     /// unlimited).
     pub fn with_wan_limits(up: Option<u64>, down: Option<u64>) -> Meter {
-        Meter {
-            wan_up: up.map(|r| Arc::new(Pace::new(r))),
-            wan_down: down.map(|r| Arc::new(Pace::new(r))),
-            ..Meter::default()
+        let m = Meter::default();
+        m.set_wan_limits(WanLimits::global(up, down));
+        m
+    }
+
+    /// Replaces the WAN limits (already [`WanLimits::checked`]); a bucket whose rate did
+    /// not change keeps its state.
+    pub fn set_wan_limits(&self, limits: WanLimits) {
+        let mut p = crate::locks::lock(&self.paces);
+        p.up = bucket(p.up.as_ref(), limits.global.up);
+        p.down = bucket(p.down.as_ref(), limits.global.down);
+        let mut libraries = HashMap::new();
+        for id in limits.libraries.keys() {
+            let Ok(library) = id.parse::<LibraryId>() else {
+                continue;
+            };
+            let rates = limits.library(&library);
+            let old = p.libraries.get(&library);
+            let up = bucket(old.and_then(|o| o.0.as_ref()), rates.up);
+            let down = bucket(old.and_then(|o| o.1.as_ref()), rates.down);
+            libraries.insert(library, (up, down));
+        }
+        p.libraries = libraries;
+        p.limits = limits;
+    }
+
+    /// The WAN limits in force.
+    pub fn wan_limits(&self) -> WanLimits {
+        crate::locks::lock(&self.paces).limits.clone()
+    }
+
+    /// The buckets a block of `library` pays, one way.
+    fn paces(&self, library: &LibraryId, up: bool) -> Vec<Arc<Pace>> {
+        let p = crate::locks::lock(&self.paces);
+        let lib = p.libraries.get(library);
+        let (global, own) = if up {
+            (&p.up, lib.and_then(|l| l.0.as_ref()))
+        } else {
+            (&p.down, lib.and_then(|l| l.1.as_ref()))
+        };
+        global.iter().chain(own).cloned().collect()
+    }
+
+    /// Whether block bytes of `library` from `peer` are paced (a WAN peer, with a download
+    /// limit).
+    pub fn paces_in(&self, library: &LibraryId, peer: &PeerId) -> bool {
+        !self.is_lan(peer) && !self.paces(library, false).is_empty()
+    }
+
+    /// Before `n` block bytes of `library` are asked from `peer`: waits as the WAN
+    /// download limits ask (never for a LAN peer).
+    pub async fn pace_in(&self, library: &LibraryId, peer: &PeerId, n: u64) {
+        if n > 0 && !self.is_lan(peer) {
+            pace::pay_all(&self.paces(library, false), n).await;
         }
     }
 
-    /// Whether block bytes from `peer` are paced (a WAN peer, with a download limit).
-    pub fn paces_in(&self, peer: &PeerId) -> bool {
-        self.wan_down.is_some() && !self.is_lan(peer)
-    }
-
-    /// Before `n` block bytes are asked from `peer`: waits as the WAN download limit asks
-    /// (never for a LAN peer).
-    pub async fn pace_in(&self, peer: &PeerId, n: u64) {
-        if let Some(pace) = &self.wan_down {
-            if n > 0 && !self.is_lan(peer) {
-                pace.pay(n).await;
-            }
-        }
-    }
-
-    /// Before `n` block bytes are written to `peer`: waits as the WAN upload limit asks
-    /// (never for a LAN peer).
-    pub async fn pace_out(&self, peer: &PeerId, n: u64) {
-        if let Some(pace) = &self.wan_up {
-            if n > 0 && !self.is_lan(peer) {
-                pace.pay(n).await;
-            }
+    /// Before `n` block bytes of `library` are written to `peer`: waits as the WAN upload
+    /// limits ask (never for a LAN peer).
+    pub async fn pace_out(&self, library: &LibraryId, peer: &PeerId, n: u64) {
+        if n > 0 && !self.is_lan(peer) {
+            pace::pay_all(&self.paces(library, true), n).await;
         }
     }
 

@@ -63,6 +63,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod gossip;
+pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod node;

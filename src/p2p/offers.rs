@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{NodeEvent, NodeHandle};
 use crate::chain::LibraryId;
+use crate::owner_only::{read_json, write_json};
 
 /// What was offered (written by the running process).
 pub const OFFERS_FILE: &str = "offers.json";
@@ -107,7 +108,7 @@ impl OfferBook {
     /// Reads the data directory's offers and decisions (a missing or unreadable file is an
     /// empty one; a damaged one is logged).
     pub fn open(dir: &Path) -> OfferBook {
-        let offers = read_json::<OffersFile>(&dir.join(OFFERS_FILE))
+        let offers = read_json::<OffersFile>(&dir.join(OFFERS_FILE), MAX_FILE_LEN)
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "ignoring the offers file");
                 OffersFile::default()
@@ -179,7 +180,7 @@ impl OfferBook {
         }
         self.decisions_seen = stamp;
         let before = self.decisions.clone();
-        self.decisions = read_json(&path).unwrap_or_else(|e| {
+        self.decisions = read_json(&path, MAX_FILE_LEN).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the offer decisions file");
             Decisions::default()
         });
@@ -298,14 +299,14 @@ pub fn watch(
 
 /// The offers on record in `dir` (for `offers list`).
 pub fn read_offers(dir: &Path) -> std::io::Result<Vec<Offer>> {
-    let mut offers = read_json::<OffersFile>(&dir.join(OFFERS_FILE))?.offers;
+    let mut offers = read_json::<OffersFile>(&dir.join(OFFERS_FILE), MAX_FILE_LEN)?.offers;
     offers.sort_by_key(|o| o.first_ms);
     Ok(offers)
 }
 
 /// The decisions on record in `dir`.
 pub fn read_decisions(dir: &Path) -> std::io::Result<Decisions> {
-    read_json(&dir.join(DECISIONS_FILE))
+    read_json(&dir.join(DECISIONS_FILE), MAX_FILE_LEN)
 }
 
 /// Accepts (or refuses) `library` in `dir`'s decisions file.
@@ -320,43 +321,6 @@ pub fn decide(dir: &Path, library: LibraryId, accept: bool) -> std::io::Result<(
         d.rejected.insert(key);
     }
     write_json(dir, DECISIONS_FILE, &d)
-}
-
-/// Reads a JSON file; a missing one is the default value.
-fn read_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T> {
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
-        Err(e) => return Err(e),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_LEN + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_LEN {
-        return Err(std::io::Error::other(format!(
-            "{} is larger than {MAX_FILE_LEN} bytes",
-            path.display()
-        )));
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
-}
-
-/// Writes `value` to `dir/name` atomically, readable by the owner only.
-fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(crate::owner_only::FILE_MODE)
-        .open(&temp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, dir.join(name))
 }
 
 #[cfg(test)]

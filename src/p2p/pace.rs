@@ -58,10 +58,21 @@ impl Pace {
 
     /// Accounts for `n` bytes and sleeps as long as the limit asks.
     pub async fn pay(&self, n: u64) {
-        let wait = self.take(n);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        sleep(self.take(n)).await;
+    }
+}
+
+/// Accounts for `n` bytes in every one of `paces` (a global limit and a library's) and
+/// sleeps until the slowest is paid: each bucket is back at zero at its own time, so
+/// waiting for the latest honours them all.
+pub async fn pay_all(paces: &[std::sync::Arc<Pace>], n: u64) {
+    let wait = paces.iter().map(|p| p.take(n)).max().unwrap_or_default();
+    sleep(wait).await;
+}
+
+async fn sleep(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }
 

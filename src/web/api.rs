@@ -117,6 +117,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/libraries", post(add_library))
         .route("/api/admin/libraries/{id}", delete(remove_library))
         .merge(super::offers::routes())
+        .merge(super::limits::routes())
         .layer(middleware::from_fn(no_store))
 }
 

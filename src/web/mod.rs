@@ -27,6 +27,7 @@ pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod offers;
 pub mod panel;

@@ -11,7 +11,8 @@
 // admin adds a library through the form (PHP proxy → admin check with Nextcloud → hub →
 // WebSocket); a non-admin gets no admin controls; when the WebSocket drops the page polls,
 // reconnects and resumes; without HaRP the page says it polls and still shows new entries;
-// an admin accepts a library a peer (the fixture's office) offers into a folder.
+// an admin accepts a library a peer (the fixture's office) offers into a folder; an admin
+// sets a WAN limit, kept by serve.
 // Screenshots go to target/panel*.png.
 //
 // Env: HARPBRIDGE_PANEL_FIXTURE (default $CARGO_TARGET_DIR or target, then
@@ -288,6 +289,32 @@ test('an admin accepts a library a peer offers into a folder; a user sees no off
 	assert.match(row, /alice/)
 	await page.screenshot({ path: join(repo, 'target', 'panel-offers.png') })
 	assert.deepEqual(errors, [])
+	await context.close()
+})
+
+test('an admin sets a WAN limit in the panel and it is kept; a user sees no limits', async () => {
+	nextcloud.harp = true
+	const user = await openPanel('alice', 'transfers')
+	await user.page.waitForTimeout(500)
+	assert.equal(await user.page.locator('[data-test="limits"]').count(), 0, 'limits are for admins')
+	await user.context.close()
+
+	let { context, page, errors } = await openPanel('admin', 'transfers')
+	await page.waitForSelector('[data-test="limits"]', { timeout: 20000 })
+	const up = page.locator('[data-limit="global"] input').nth(0)
+	assert.equal(await up.inputValue(), '', 'unlimited at first')
+	await up.fill('2mbit')
+	await page.click('[data-test="limits-save"]')
+	await page.waitForSelector('[data-test="limits-saved"]', { timeout: 10000 })
+	assert.ok(nextcloud.log.includes(`PUT /index.php/apps/app_api/proxy/${APP_ID}/api/admin/limits`), 'saved through the PHP proxy')
+	assert.deepEqual(errors, [])
+	await context.close();
+
+	// A fresh page reads it back from serve.
+	({ context, page, errors } = await openPanel('admin', 'transfers'))
+	await page.waitForSelector('[data-test="limits"]', { timeout: 20000 })
+	assert.equal(await page.locator('[data-limit="global"] input').nth(0).inputValue(), '2mbit')
+	await page.screenshot({ path: join(repo, 'target', 'panel-limits.png') })
 	await context.close()
 })
 

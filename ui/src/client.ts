@@ -31,6 +31,8 @@ import {
 	type ServerMessage,
 	type Snapshot,
 	type Transfer,
+	type WanLimits,
+	type WanLimitsInput,
 } from './protocol'
 
 export const POLL_MS = 3000
@@ -204,6 +206,15 @@ export class PanelClient {
 
 	rejectOffer(id: string): Promise<void> {
 		return this.request<void>('POST', `/admin/offers/${encodeURIComponent(id)}/reject`)
+	}
+
+	/** The WAN limits in force (admins; 503 while the swarm is off). */
+	limits(): Promise<WanLimits> {
+		return this.request<WanLimits>('GET', '/admin/limits')
+	}
+
+	setLimits(limits: WanLimitsInput): Promise<WanLimits> {
+		return this.request<WanLimits>('PUT', '/admin/limits', limits)
 	}
 
 	pair(peerId: string): Promise<void> {

@@ -52,3 +52,23 @@ export function shortPeer(id: string | null | undefined): string {
 export function rtt(ms: number | null): string {
 	return ms === null ? '–' : t('harpbridge', '{ms} ms', { ms: ms.toFixed(ms < 10 ? 1 : 0) })
 }
+
+/**
+ * A rate in bytes per second as `--wan-limit` reads it back: `2mbit`, `500kbit`, `1MiB`,
+ * or plain bytes; empty for none (unlimited).
+ */
+export function rateText(bytesPerSecond: number | null): string {
+	if (bytesPerSecond === null) {
+		return ''
+	}
+	if (bytesPerSecond % 125000 === 0) {
+		return `${bytesPerSecond / 125000}mbit`
+	}
+	if (bytesPerSecond % 1048576 === 0) {
+		return `${bytesPerSecond / 1048576}MiB`
+	}
+	if (bytesPerSecond % 125 === 0) {
+		return `${bytesPerSecond / 125}kbit`
+	}
+	return String(bytesPerSecond)
+}

@@ -152,6 +152,22 @@ export interface Offer {
 	last_ms: number
 }
 
+/** Rates each way for WAN peers: bytes per second from the server, `null` unlimited. */
+export interface Rates<T = number | null> {
+	up: T
+	down: T
+}
+
+/** `GET /api/admin/limits` (src/web/limits.rs): the WAN limits in force, global and per library id. */
+export interface WanLimits extends Rates {
+	libraries: Record<string, Rates>
+}
+
+/** `PUT /api/admin/limits`: rates as text (`2mbit`) or `null` for unlimited. */
+export interface WanLimitsInput extends Rates<string | null> {
+	libraries: Record<string, Rates<string | null>>
+}
+
 /** The initial state AppAPI puts into its embedded page: `loadState('app_api', 'harpbridge-config')`, a JSON string. */
 export interface PanelConfig {
 	appId: string

@@ -63,6 +63,7 @@ enum Next {
     Ready { answer: Answer, last: bool },
     /// Block `index`, read and verified on the blocking pool.
     Reading {
+        library: LibraryId,
         index: u32,
         read: JoinHandle<Result<Vec<u8>, ContentError>>,
     },
@@ -127,6 +128,7 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                         (file, offset)
                     });
                     Next::Reading {
+                        library: s.library,
                         index,
                         read: tokio::task::spawn_blocking(move || {
                             match store.read_block(&b.hash) {
@@ -152,9 +154,13 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
         while let Some(next) = rx.recv().await {
             let (answer, last) = match next {
                 Next::Ready { answer, last } => (answer, last),
-                Next::Reading { index, read } => match read.await {
+                Next::Reading {
+                    library,
+                    index,
+                    read,
+                } => match read.await {
                     Ok(Ok(bytes)) => {
-                        meter.pace_out(&peer, bytes.len() as u64).await;
+                        meter.pace_out(&library, &peer, bytes.len() as u64).await;
                         meter.add_out(peer, bytes.len() as u64);
                         (Answer::Block { index, bytes }, false)
                     }

@@ -118,7 +118,7 @@ pub(super) async fn worker(
     if tx.send(msg).is_err() || last {
         return;
     }
-    let (lane, run) = Lane::start(stream, peer, &tx, &meter);
+    let (lane, run) = Lane::start(stream, peer, library, &tx, &meter);
     let mut lanes = vec![lane];
     // Every lane's writer and reader, polled here: the loop below only routes requests to
     // the lanes' queues, so it never waits on a write while answers wait to be read.
@@ -155,7 +155,7 @@ pub(super) async fn worker(
             Some(done) = opening.next() => {
                 // An extra lane that cannot open, or is refused, is simply not used.
                 if let Ok(Some((stream, Answer::Have(_)))) = done {
-                    let (lane, run) = Lane::start(stream, peer, &tx, &meter);
+                    let (lane, run) = Lane::start(stream, peer, library, &tx, &meter);
                     running.push(run);
                     lanes.push(lane);
                 }
@@ -200,6 +200,7 @@ impl Lane {
     fn start(
         stream: libp2p::Stream,
         peer: PeerId,
+        library: LibraryId,
         tx: &mpsc::UnboundedSender<FromWorker>,
         meter: &crate::p2p::metrics::Meter,
     ) -> (Lane, Running) {
@@ -218,9 +219,9 @@ impl Lane {
                     // transport's buffers fill at the link's rate first: 1.09x the limit
                     // measured on the lab's gateway.) What is asked so far goes out first.
                     if let Expect::Block { size, .. } = expect {
-                        if pacer.paces_in(&peer) {
+                        if pacer.paces_in(&library, &peer) {
                             wr.flush().await?;
-                            pacer.pace_in(&peer, u64::from(size)).await;
+                            pacer.pace_in(&library, &peer, u64::from(size)).await;
                         }
                     }
                     if expect_tx.send(expect).is_err() {

@@ -111,6 +111,20 @@ impl NodeHandle {
         .await
     }
 
+    /// The WAN limits in force ([`crate::p2p::limits`]).
+    pub fn wan_limits(&self) -> crate::p2p::limits::WanLimits {
+        self.blocks.meter.wan_limits()
+    }
+
+    /// Changes the WAN limits; transfers under way follow from their next block.
+    pub fn set_wan_limits(
+        &self,
+        limits: crate::p2p::limits::WanLimits,
+    ) -> Result<(), crate::p2p::limits::LimitsError> {
+        self.blocks.meter.set_wan_limits(limits.checked()?);
+        Ok(())
+    }
+
     /// Block bytes moved so far, per peer and per class (LAN / WAN).
     pub fn traffic(&self) -> Traffic {
         self.blocks.meter.traffic()
