@@ -1074,6 +1074,17 @@ async fn a_wan_download_keeps_to_the_wan_limit_and_a_lan_one_is_not_limited() {
         took.as_secs_f64() >= floor,
         "{SIZE} bytes in {took:?}: faster than {LIMIT} bytes/s"
     );
+    // A's window was sized from its measured bandwidth × delay (2 MiB/s and about half a
+    // second from a Get to its block stored: some 2 MiB), not the 4 MiB that slow start
+    // alone reaches after 8 MiB.
+    let window = report.windows.iter().find(|w| w.0 == a.node.peer_id());
+    eprintln!("A's window at the end: {window:?}");
+    let window = window.expect("A in the report").1;
+    assert!(
+        window >= harpbridge::p2p::blocks::rank::WINDOW_FLOOR,
+        "{window}"
+    );
+    assert!(window < 4 * MIB, "{window}");
     shutdown([a, b]).await;
 
     // The same limit with the provider on the LAN: the limit does not apply.
@@ -1098,6 +1109,8 @@ async fn a_wan_download_keeps_to_the_wan_limit_and_a_lan_one_is_not_limited() {
         .unwrap();
     assert_eq!(stored_hash(&b.content, content).await, hash);
     assert_eq!(report.bytes_fetched, SIZE);
+    // A LAN window stays as configured (see `Provider::window` in p2p/blocks/fetch.rs).
+    assert_eq!(report.windows, vec![(a.node.peer_id(), 16 * MIB)]);
     assert!(b.node.traffic().lan_in >= SIZE, "{:?}", b.node.traffic());
     shutdown([a, b]).await;
 }

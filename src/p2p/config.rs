@@ -64,8 +64,9 @@ pub struct P2pConfig {
     /// Block bytes in flight per LAN provider during a fetch. Default: 16 MiB.
     pub block_window_lan: u64,
     /// Block bytes in flight per WAN provider, at most: a WAN provider starts at 512 KiB
-    /// and grows to this as it delivers. Default: 4 MiB (smaller, so two offices splitting
-    /// a WAN download overlap by little before they see each other's progress).
+    /// and grows as it delivers, then holds twice its measured bandwidth × delay, within
+    /// this. Default: 4 MiB (smaller, so two offices splitting a WAN download overlap by
+    /// little before they see each other's progress).
     pub block_window_wan: u64,
     /// A fetch fails after this long without storing a block (no provider has what is
     /// missing, or none delivers). Default: 30 s.

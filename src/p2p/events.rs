@@ -124,6 +124,9 @@ pub struct FetchReport {
     pub endgame_won: u64,
     /// Bytes of copies that came second and were dropped (the endgame's cost on the wire).
     pub endgame_dropped: u64,
+    /// Each provider still in the fetch at its end, with its window then (bytes it could
+    /// have in flight: see `p2p::blocks::rank::window`).
+    pub windows: Vec<(PeerId, u64)>,
 }
 
 /// One peer the node knows, for `harpbridge peers` and the panel.

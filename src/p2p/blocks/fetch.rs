@@ -48,7 +48,8 @@ const WAN_REFRESH_AFTER: Duration = Duration::from_secs(2);
 const LAN_QUIET: Duration = Duration::from_secs(2);
 
 /// The window a WAN provider starts with; it grows by every byte received from it (doubling
-/// per window) up to [`FetchConfig::window_wan`]. Small at first because a co-fetching LAN
+/// per window) up to [`FetchConfig::window_wan`], until its bandwidth × delay is measured
+/// (see [`Provider::window`]). Small at first because a co-fetching LAN
 /// peer may show up within the first round trips (it learnt of the version a moment after
 /// us): what is already asked over the WAN when the split starts is paid twice.
 const WAN_FIRST_WINDOW: u64 = 512 << 10;
@@ -91,6 +92,11 @@ struct Slot {
     /// While `InFlight`: the fetch's count of asks when its owner was asked (which blocks
     /// an owner sends last).
     asked: u64,
+    /// When the owner, and the second provider, were asked; and, while `Storing`, when the
+    /// copy being stored was (its provider's delay, see [`Provider::min_delay`]).
+    asked_at: Option<Instant>,
+    also_at: Option<Instant>,
+    storing_asked_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -107,6 +113,8 @@ struct Provider {
     queued: u64,
     /// Block bytes received.
     received: u64,
+    /// The shortest time from a `Get` to its block stored, so far.
+    min_delay: Option<Duration>,
     first_get: Option<Instant>,
     /// The last answer of any kind (or when it last became busy).
     last_answer: Instant,
@@ -115,14 +123,28 @@ struct Provider {
 }
 
 impl Provider {
+    /// Bytes it may have in flight. LAN: the configured window. WAN: slow start (see
+    /// [`WAN_FIRST_WINDOW`]) until its rate and delay are measured, then twice its
+    /// bandwidth × delay within the configured window ([`rank::window`]).
+    ///
+    /// Not on the LAN: there the delay that matters runs until a block is *stored* (a block
+    /// counts against the window until then), and the storer's batches and fsyncs make it
+    /// vary far more than the link does; sized from the shortest delay seen, the window
+    /// starved the link (bench/lan, same run as a 957 Mbit/s iperf3: office-b's pulls fell
+    /// from a median 0.980 of the LAN to 0.817). On the WAN a block's own transmission
+    /// dominates the delay, so the measure is steady.
     fn window(&self, c: &FetchConfig) -> u64 {
         if self.view.lan {
-            c.window_lan
-        } else {
-            // Slow start (see WAN_FIRST_WINDOW).
-            WAN_FIRST_WINDOW
+            return c.window_lan;
+        }
+        match self.min_delay {
+            Some(delay) if self.received >= rank::MEASURE_AFTER => {
+                let delay = delay.max(self.view.rtt.unwrap_or_default());
+                rank::window(self.rate(), delay, c.window_wan)
+            }
+            _ => WAN_FIRST_WINDOW
                 .saturating_add(self.received)
-                .min(c.window_wan)
+                .min(c.window_wan),
         }
     }
 
@@ -343,6 +365,11 @@ impl<'a> Fetch<'a> {
         self.report.from = from;
         self.report.excluded = self.excluded.clone();
         self.report.elapsed = self.started.elapsed();
+        self.report.windows = self
+            .providers
+            .iter()
+            .map(|(peer, p)| (*peer, p.window(&self.config)))
+            .collect();
         tracing::debug!(
             content = %self.content,
             bytes = self.report.bytes_fetched,
@@ -419,6 +446,9 @@ impl<'a> Fetch<'a> {
                 state: State::Pending,
                 also: None,
                 asked: 0,
+                asked_at: None,
+                also_at: None,
+                storing_asked_at: None,
             });
         }
         self.total = m.total_size;
@@ -510,6 +540,7 @@ impl<'a> Fetch<'a> {
                     starting: false,
                     queued: 0,
                     received: 0,
+                    min_delay: None,
                     first_get: None,
                     last_answer: Instant::now(),
                     added,
@@ -627,6 +658,7 @@ impl<'a> Fetch<'a> {
             let slot = &mut self.slots[s];
             slot.state = State::InFlight(peer);
             slot.asked = self.asks;
+            slot.asked_at = Some(Instant::now());
             if let Some(p) = self.providers.get_mut(&peer) {
                 p.first_get.get_or_insert_with(Instant::now);
                 if p.tx
@@ -733,6 +765,7 @@ impl<'a> Fetch<'a> {
             if p.tx.send(get).is_ok() {
                 p.queued += u64::from(slot.size);
                 slot.also = Some(helper);
+                slot.also_at = Some(Instant::now());
                 self.report.endgame_asked += 1;
             }
         }
@@ -765,7 +798,10 @@ impl<'a> Fetch<'a> {
         let slot = &mut self.slots[s];
         match slot.state {
             State::InFlight(owner) if owner == peer => match slot.also.take() {
-                Some(helper) => slot.state = State::InFlight(helper),
+                Some(helper) => {
+                    slot.state = State::InFlight(helper);
+                    slot.asked_at = slot.also_at;
+                }
                 None => self.requeue(s),
             },
             State::InFlight(_) if slot.also == Some(peer) => slot.also = None,
@@ -797,8 +833,12 @@ impl<'a> Fetch<'a> {
                 }
                 let slot = &mut self.slots[s];
                 let other = match slot.state {
-                    State::InFlight(owner) if owner == peer => slot.also.take(),
+                    State::InFlight(owner) if owner == peer => {
+                        slot.storing_asked_at = slot.asked_at;
+                        slot.also.take()
+                    }
                     State::InFlight(owner) if slot.also == Some(peer) => {
+                        slot.storing_asked_at = slot.also_at;
                         slot.also = None;
                         self.report.endgame_won += 1;
                         Some(owner)
@@ -911,10 +951,14 @@ impl<'a> Fetch<'a> {
 
     fn on_stored(&mut self, outcomes: Vec<Outcome>) {
         for o in outcomes {
+            let slot = &mut self.slots[o.slot];
             if let Some(p) = self.providers.get_mut(&o.peer) {
                 p.queued = p.queued.saturating_sub(o.size);
+                if let (true, Some(at)) = (o.good, slot.storing_asked_at.take()) {
+                    let delay = at.elapsed();
+                    p.min_delay = Some(p.min_delay.map_or(delay, |d| d.min(delay)));
+                }
             }
-            let slot = &mut self.slots[o.slot];
             if slot.state == State::Done {
                 continue;
             }

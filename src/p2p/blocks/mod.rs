@@ -43,7 +43,9 @@
 //!    once and memory stays bounded by the sum of the windows, whatever the file's size. A
 //!    WAN provider's window starts at 512 KiB and grows by every byte it delivers (slow
 //!    start): what is asked over the WAN before a co-fetching LAN peer shows up is paid
-//!    twice, so little is asked before the split is known.
+//!    twice, so little is asked before the split is known. Once its rate and delay are
+//!    measured it holds twice its bandwidth × delay (within the 4 MiB), so a slow WAN
+//!    link does not hold seconds of blocks ([`rank::window`]; a LAN window stays fixed).
 //! 3. Every block is verified (BLAKE3 against the manifest) by
 //!    [`crate::content::ContentStore::put_blocks`] before it is stored; a provider that sends
 //!    a bad block (or breaks the protocol) is excluded, named in

@@ -1,6 +1,7 @@
 //! Choosing who sends a block: LAN before WAN, then the provider expected to deliver it
-//! soonest; and, for blocks several LAN peers are fetching at once, which of them fetches
-//! it over the WAN.
+//! soonest; how many bytes each provider may have in flight (its window, from its measured
+//! bandwidth × delay); and, for blocks several LAN peers are fetching at once, which of
+//! them fetches it over the WAN.
 //!
 //! These are pure functions over what the fetcher knows (see [`super::fetch`]), so the
 //! rules can be read and tested on their own.
@@ -43,6 +44,24 @@ pub fn rate(received: u64, busy: Duration, rtt: Option<Duration>) -> f64 {
 /// more: the provider with the lowest value gets the block.
 pub fn eta(queued: u64, size: u32, rate: f64) -> f64 {
     (queued + u64::from(size)) as f64 / rate.max(1.0)
+}
+
+/// A window holds this many times a provider's bandwidth × delay: one to keep its link busy
+/// for the delay, one more so it never drains while the next asks travel and a batch of
+/// blocks is stored (a block counts against the window until it is stored).
+pub const WINDOW_BDPS: f64 = 2.0;
+/// The smallest measured window: two large blocks, so that one can arrive while the other
+/// is stored.
+pub const WINDOW_FLOOR: u64 = 2 << 20;
+
+/// A WAN provider's window once its rate (bytes/s) and delay (the shortest time seen from
+/// a `Get` to its block stored) are measured: [`WINDOW_BDPS`] × rate × delay, at least
+/// [`WINDOW_FLOOR`], at most `cap` (the configured window, which bounds memory). A fixed
+/// window on a slow link holds seconds of bytes: what a co-fetching office pays twice, and
+/// what the endgame waits for. (Why not on the LAN: see `fetch`'s `Provider::window`.)
+pub fn window(rate: f64, delay: Duration, cap: u64) -> u64 {
+    let bdp = WINDOW_BDPS * rate.max(0.0) * delay.as_secs_f64();
+    (bdp.min(cap as f64) as u64).clamp(WINDOW_FLOOR.min(cap), cap)
 }
 
 /// Which of `nodes` (ourselves and the LAN peers fetching the block too) fetches `block`
@@ -95,5 +114,23 @@ mod tests {
         assert!((measured - 1e7).abs() < 1.0);
         // A provider with more queued finishes later at the same rate.
         assert!(eta(0, 1000, near) < eta(1 << 20, 1000, near));
+    }
+
+    #[test]
+    fn a_window_is_twice_the_bandwidth_delay_product_within_its_bounds() {
+        let ms = Duration::from_millis;
+        // The lab's WAN: 1.19 MB/s, ~0.9 s from a Get to a 1 MiB block stored.
+        let lab_wan = window(1.19e6, ms(900), 4 << 20);
+        assert!((2_141_000..2_143_000).contains(&lab_wan), "{lab_wan}");
+        // A 100 Mbit/s WAN at 40 ms plus a 1 MiB block's 84 ms: 3.1 MB, under 4 MiB.
+        let fast_wan = window(12.5e6, ms(124), 4 << 20);
+        assert!((3_099_000..3_101_000).contains(&fast_wan), "{fast_wan}");
+        // A fat long link is held to the cap; a slow short one gets the floor.
+        assert_eq!(window(100e6, ms(200), 4 << 20), 4 << 20);
+        assert_eq!(window(1e5, ms(5), 16 << 20), WINDOW_FLOOR);
+        // A cap below the floor wins; nonsense in gives the floor.
+        assert_eq!(window(1e9, ms(100), 1 << 20), 1 << 20);
+        assert_eq!(window(-1.0, ms(10), 4 << 20), WINDOW_FLOOR);
+        assert_eq!(window(f64::NAN, ms(10), 4 << 20), WINDOW_FLOOR);
     }
 }
