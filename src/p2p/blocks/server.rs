@@ -55,6 +55,9 @@ struct Session {
     blocks: Vec<BlockRef>,
     /// The synced file that holds the version, if one does ([`super::PlacedFiles`]).
     file: Option<std::path::PathBuf>,
+    /// With `file`: where each block starts in it (summed once, not per `Get`: a large
+    /// file has hundreds of thousands of blocks).
+    offsets: Vec<u64>,
 }
 
 /// An answer on its way to the writer: ready, or a block still being read.
@@ -103,11 +106,23 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                     .unwrap_or((Answer::Refused(Refusal::Internal), None));
                     let last = list.is_none();
                     if let Some((list, file)) = list {
+                        let offsets = match file {
+                            Some(_) => list
+                                .iter()
+                                .scan(0u64, |at, b| {
+                                    let start = *at;
+                                    *at += u64::from(b.size);
+                                    Some(start)
+                                })
+                                .collect(),
+                            None => Vec::new(),
+                        };
                         session = Some(Session {
                             library,
                             content,
                             blocks: list,
                             file,
+                            offsets,
                         });
                     }
                     Next::Ready { answer, last }
@@ -120,13 +135,7 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                         return Err(invalid("Get of a block the manifest does not list"));
                     };
                     let store = blocks.content.clone();
-                    let placed = s.file.clone().map(|file| {
-                        let offset: u64 = s.blocks[..index as usize]
-                            .iter()
-                            .map(|b| u64::from(b.size))
-                            .sum();
-                        (file, offset)
-                    });
+                    let placed = s.file.clone().zip(s.offsets.get(index as usize).copied());
                     Next::Reading {
                         library: s.library,
                         index,
