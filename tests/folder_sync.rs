@@ -72,8 +72,9 @@ impl Device {
     /// The address others dial it at.
     fn dial(&self) -> String {
         let node = self.node.as_ref().unwrap();
-        let peer = node.line("peer-id ", WAIT);
-        let addr = node.line("listening ", WAIT);
+        // Its first lines, however many later ones a test has read past already.
+        let peer = node.first_line("peer-id ", WAIT);
+        let addr = node.first_line("listening ", WAIT);
         format!("{addr}/p2p/{peer}")
     }
 

@@ -185,6 +185,19 @@ impl Proc {
             .any(|l| l.starts_with(prefix))
     }
 
+    /// The rest of the first line ever printed that starts with `prefix` (one already read
+    /// past by [`Proc::line`] too), waiting up to `wait` for it.
+    pub fn first_line(&self, prefix: &str, wait: Duration) -> String {
+        // A line enters `seen` before it is sent: absent here, it is still to come.
+        let earlier = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix).map(|rest| rest.trim().to_string()));
+        earlier.unwrap_or_else(|| self.line(prefix, wait))
+    }
+
     /// The rest of the first line from now on that starts with `prefix`, within `wait`.
     pub fn line(&self, prefix: &str, wait: Duration) -> String {
         self.line_where(&format!("line starting with {prefix:?}"), wait, |l| {
