@@ -40,6 +40,8 @@ enum Command {
     Peers(cli::peers::PeersArgs),
     /// List the libraries peers offer to this device, and accept or reject them.
     Offers(cli::offers::OffersArgs),
+    /// Show or change the WAN bandwidth limits (globally or per library); running nodes apply them.
+    Limits(cli::limits::LimitsArgs),
     /// Pair a device: make it a member of this device's libraries (offline, on a data dir).
     Pair(cli::pair::PairArgs),
     /// Seed a library from a local folder: `--library new` (or an id) and a PATH.
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Peers(args) => cli::peers::run(args),
         Command::Offers(args) => cli::offers::run(args),
+        Command::Limits(args) => cli::limits::run(args),
         Command::Pair(args) => cli::pair::run(args),
         Command::Manifest(args) => cli::manifest::run(args),
         Command::Doctor(args) => cli::doctor::run(*args),

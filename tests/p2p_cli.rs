@@ -7,7 +7,7 @@ mod cli;
 use std::path::Path;
 use std::time::Duration;
 
-use cli::{peer_id, run, Proc};
+use cli::{output, peer_id, run, Proc};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -141,5 +141,41 @@ fn a_flood_of_connections_is_bounded_and_the_node_serves_after_it() {
     let node_b = node("node-b", b.path(), &["--peer", &dial]);
     node_b.line(&format!("synced {lib} with "), WAIT);
     node_b.stop();
+    node_a.stop();
+}
+
+/// `harpbridge limits`: what is kept in the data directory wins over `--wan-limit` at the
+/// start, and a change made while the node runs is in force within a second or two; bad
+/// rates are refused before anything is written.
+#[test]
+fn wan_limits_set_on_the_command_line_reach_a_running_node() {
+    let a = tempfile::tempdir().unwrap();
+    let lib = "0123456789abcdef0123456789abcdef";
+    let set = run(&["limits", "set", "--up", "2mbit"], a.path());
+    assert_eq!(set.trim(), "WAN limits: up 2mbit, down unlimited");
+
+    let node_a = node("node-a", a.path(), &["--wan-limit", "1mbit"]);
+    // The kept setting replaces the flag's: up as kept, down unlimited.
+    assert_eq!(
+        node_a.line("WAN limits: ", WAIT),
+        "up 2mbit, down unlimited"
+    );
+    run(
+        &["limits", "set", "--library", lib, "--down", "1MiB"],
+        a.path(),
+    );
+    assert_eq!(
+        node_a.line("WAN limits: ", WAIT),
+        format!("up 2mbit, down unlimited; library {lib} up unlimited, down 1MiB")
+    );
+
+    let out = output(&["limits", "set", "--up", "fast"], a.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a rate"));
+    let shown = run(&["limits", "show"], a.path());
+    assert_eq!(
+        shown.trim(),
+        format!("up 2mbit, down unlimited\nlibrary {lib} up unlimited, down 1MiB")
+    );
     node_a.stop();
 }

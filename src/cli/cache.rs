@@ -83,6 +83,8 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
     // Libraries peers offer wait for `harpbridge offers accept`.
     let offers =
         crate::p2p::offers::watch(node.clone(), &data_dir, Vec::new(), |l| println!("{l}"));
+    // WAN limits kept in the data directory (`harpbridge limits set`) win over the flags.
+    let limits = crate::p2p::limits::watch(node.clone(), &data_dir, |l| println!("{l}"));
     let prefetcher = Prefetcher::start(chain.clone(), content, node.clone(), |r| {
         println!("{}", line(&r))
     });
@@ -110,6 +112,7 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
     super::save_checkpoint(chain).await;
     printer.abort();
     offers.abort();
+    limits.abort();
     Ok(())
 }
 

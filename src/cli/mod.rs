@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod folder;
 pub mod id;
 pub mod import;
+pub mod limits;
 pub mod manifest;
 pub mod node;
 pub mod offers;

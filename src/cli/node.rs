@@ -235,6 +235,9 @@ async fn run_until_signal(
     let said = out.clone();
     let offers =
         crate::p2p::offers::watch(node.clone(), &data_dir, joining, move |l| said.line(&l));
+    // WAN limits kept in the data directory (`harpbridge limits set`) win over the flags.
+    let said = out.clone();
+    let limits = crate::p2p::limits::watch(node.clone(), &data_dir, move |l| said.line(&l));
     let printer = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
@@ -259,6 +262,7 @@ async fn run_until_signal(
     node.shutdown().await;
     printer.abort();
     offers.abort();
+    limits.abort();
     Ok(())
 }
 

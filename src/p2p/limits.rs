@@ -3,9 +3,10 @@
 //!
 //! Where they come from:
 //! - `--wan-limit` (and `HARPBRIDGE_WAN_LIMIT`) sets the global rates a node starts with;
-//! - in `serve`, the panel's WAN limits (`PUT /api/admin/limits`) change them while it
-//!   runs and keep them in the data directory ([`LIMITS_FILE`]); a kept setting is the
-//!   admin's latest word and wins over the flag at the next start.
+//! - the data directory's [`LIMITS_FILE`], written by the panel in `serve`
+//!   (`PUT /api/admin/limits`) and by `harpbridge limits set` on any device: a kept setting
+//!   is the admin's latest word, so it wins over the flag, and a running node picks up a
+//!   change within a second ([`watch`]).
 //!
 //! A block moved with a WAN peer pays the global limit and its library's, and waits for
 //! the slower of the two (see [`super::pace`]). A library's limit only narrows: with a
@@ -14,9 +15,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::NodeHandle;
 use crate::chain::LibraryId;
 
 /// The file in the data directory that keeps the panel's limits.
@@ -114,6 +117,85 @@ impl WanLimits {
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         crate::owner_only::write_json(dir, LIMITS_FILE, self)
     }
+}
+
+/// How often [`watch`] looks at the file.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+impl std::fmt::Display for WanLimits {
+    /// `up 2mbit, down unlimited` and one `; library <id> up …, down …` per library.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn rate(r: Option<u64>) -> String {
+            match r {
+                None => "unlimited".into(),
+                Some(n) if n % 125_000 == 0 => format!("{}mbit", n / 125_000),
+                Some(n) if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+                Some(n) if n % 125 == 0 => format!("{}kbit", n / 125),
+                Some(n) => format!("{n} bytes/s"),
+            }
+        }
+        write!(
+            f,
+            "up {}, down {}",
+            rate(self.global.up),
+            rate(self.global.down)
+        )?;
+        for (id, r) in &self.libraries {
+            write!(f, "; library {id} up {}, down {}", rate(r.up), rate(r.down))?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the limits kept in `dir` to `node` now (if any are) and whenever the file
+/// changes, for as long as the process runs; `report` is told each change (and a file that cannot be
+/// used: the limits in force stay).
+pub fn watch(
+    node: NodeHandle,
+    dir: &Path,
+    report: impl Fn(String) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let path = dir.join(LIMITS_FILE);
+    // At once, so nothing moves under the flag's limits that the file overrides.
+    let mut seen = stamp(&path);
+    if seen.is_some() {
+        apply(&node, WanLimits::load(dir), &report);
+    }
+    let dir = dir.to_path_buf();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RELOAD_EVERY);
+        loop {
+            tick.tick().await;
+            let stamp = stamp(&path);
+            if stamp.is_none() || stamp == seen {
+                continue;
+            }
+            seen = stamp;
+            let d = dir.clone();
+            match tokio::task::spawn_blocking(move || WanLimits::load(&d)).await {
+                Ok(loaded) => apply(&node, loaded, &report),
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// Puts `loaded` in force if it is new, and says so.
+fn apply(node: &NodeHandle, loaded: std::io::Result<Option<WanLimits>>, report: &impl Fn(String)) {
+    match loaded {
+        Ok(Some(limits)) if limits != node.wan_limits() => match node.set_wan_limits(limits) {
+            Ok(()) => report(format!("WAN limits: {}", node.wan_limits())),
+            Err(e) => report(format!("WAN limits not changed: {e}")),
+        },
+        Ok(_) => {}
+        Err(e) => report(format!("WAN limits not changed: {e}")),
+    }
+}
+
+/// When the file was last written, and its length (`None`: there is none).
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 #[cfg(test)]

@@ -27,24 +27,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/admin/limits", get(show).put(set))
 }
 
-/// The setting kept from an earlier run, if any, applied to a node just started: the
-/// panel's latest word wins over `--wan-limit`. A kept file that cannot be read is logged
-/// and left alone (the flag's limits stay).
-pub fn restore(node: &NodeHandle, data_dir: &std::path::Path) {
-    match WanLimits::load(data_dir) {
-        Ok(Some(kept)) => match node.set_wan_limits(kept) {
-            Ok(()) => {
-                tracing::info!(limits = ?node.wan_limits(), "WAN limits as the panel last set them")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the kept WAN limits are not usable; using --wan-limit")
-            }
-        },
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the kept WAN limits; using --wan-limit"),
-    }
-}
-
 /// A rate as the panel sends it: bytes per second, or text such as `2mbit`; `null` or
 /// empty text for unlimited.
 #[derive(Debug, Deserialize)]

@@ -143,7 +143,8 @@ pub async fn start(state: &AppState) {
     };
     tracing::info!(peer_id = %node.peer_id(), listen = ?node.listen_addrs(), mdns = settings.mdns, peers = settings.peers.len(), "swarm running");
     state.swarm.set(status, Some(node.clone()));
-    super::limits::restore(&node, engine.data_dir());
+    // The panel's WAN limits, kept in the data directory, win over HARPBRIDGE_WAN_LIMIT.
+    crate::p2p::limits::watch(node.clone(), engine.data_dir(), |l| tracing::info!("{l}"));
     crate::link::connect(&engine, &node);
     let book = std::sync::Arc::new(Mutex::new(crate::p2p::offers::OfferBook::open(
         engine.data_dir(),
