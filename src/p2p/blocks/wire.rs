@@ -187,12 +187,21 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Reads one frame body of at most `max` bytes; `Ok(None)` on a clean end of stream before
-/// the frame starts.
 /// The most of a frame's body allocated before its bytes arrive.
 const FIRST_READ: usize = 1 << 20;
 
+/// Reads one frame body of at most `max` bytes; `Ok(None)` on a clean end of stream before
+/// the frame starts.
 async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Option<Vec<u8>>> {
+    match read_len(io, max).await? {
+        Some(len) => read_bytes(io, len).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The length of the next frame, at most `max`; `Ok(None)` on a clean end of stream
+/// before it.
+async fn read_len<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Option<usize>> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -212,18 +221,23 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<
             "frame of {len} bytes over the limit {max}"
         )));
     }
-    // Grows as bytes arrive: a peer that announces a big frame and sends nothing costs us
-    // at most the first 1 MiB. Read in two exact steps rather than with `read_to_end`,
-    // which zero-fills every doubling of its buffer and copies it on each growth (a tenth
-    // of a transfer's CPU, profiled in bench/transfer).
-    let first = len.min(FIRST_READ);
-    let mut body = vec![0u8; first];
+    Ok(Some(len))
+}
+
+/// Reads exactly `len` bytes. The buffer grows as bytes arrive, to at most twice what came:
+/// a peer that announces a big frame and sends nothing costs us at most [`FIRST_READ`].
+/// Exact reads into the part just added rather than `read_to_end`, which zero-fills the
+/// whole spare capacity at every growth (a block is at most 1 MiB past the first read,
+/// so usually one step; `read_to_end` was a tenth of a transfer's CPU in bench/transfer).
+async fn read_bytes<R: AsyncRead + Unpin>(io: &mut R, len: usize) -> io::Result<Vec<u8>> {
+    let mut body = vec![0u8; len.min(FIRST_READ)];
     io.read_exact(&mut body).await?;
-    if len > first {
-        body.resize(len, 0);
-        io.read_exact(&mut body[first..]).await?;
+    while body.len() < len {
+        let got = body.len();
+        body.resize(len.min(got * 2), 0);
+        io.read_exact(&mut body[got..]).await?;
     }
-    Ok(Some(body))
+    Ok(body)
 }
 
 /// Writes one frame. Small parts are gathered into one buffer (one write, so one transport
@@ -362,11 +376,30 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
     io: &mut R,
     max: usize,
 ) -> io::Result<Option<Answer>> {
-    let Some(body) = read_frame(io, max).await? else {
+    let Some(len) = read_len(io, max).await? else {
         return Ok(None);
     };
+    if len == 0 {
+        return Err(invalid("empty answer"));
+    }
+    let mut tag = [0u8; 1];
+    io.read_exact(&mut tag).await?;
+    if tag[0] == 2 {
+        // A block: its bytes are read into a buffer of their own, never moved again.
+        if len < 5 {
+            return Err(invalid("block answer too short"));
+        }
+        let mut index = [0u8; 4];
+        io.read_exact(&mut index).await?;
+        let bytes = read_bytes(io, len - 5).await?;
+        return Ok(Some(Answer::Block {
+            index: u32::from_be_bytes(index),
+            bytes,
+        }));
+    }
+    let body = read_bytes(io, len - 1).await?;
     let mut b = Cursor::new(&body);
-    let answer = match b.u8()? {
+    let answer = match tag[0] {
         1 => {
             let flags = b.u8()?;
             if flags > 3 {
@@ -394,15 +427,6 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
                 fetching,
                 starting: flags & 2 == 2,
             })
-        }
-        2 => {
-            let index = b.u32()?;
-            // Moves the body's tail out without copying a whole block twice.
-            let start = b.position();
-            let _ = b.rest();
-            let mut body = body;
-            body.drain(..start);
-            return Ok(Some(Answer::Block { index, bytes: body }));
         }
         3 => Answer::Missing { index: b.u32()? },
         4 => Answer::Refused(match b.u8()? {
