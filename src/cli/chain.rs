@@ -116,13 +116,7 @@ pub fn run(args: ChainArgs) -> ExitCode {
             }
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code(result)
 }
 
 fn open_store(data_dir: &Path) -> anyhow::Result<ChainStore> {

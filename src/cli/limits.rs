@@ -73,13 +73,7 @@ pub fn run(args: LimitsArgs) -> ExitCode {
         LimitsCommand::Show { json } => show(dir, json),
         LimitsCommand::Set { library, up, down } => set(dir, library, up, down),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code(result)
 }
 
 fn kept(dir: &Path) -> anyhow::Result<WanLimits> {

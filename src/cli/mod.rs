@@ -78,8 +78,6 @@ pub fn peer_addr(s: &str) -> Result<libp2p::Multiaddr, String> {
     Ok(addr)
 }
 
-/// Runs `job` on a new tokio runtime until it ends: exit 0, or exit 1 with the error's
-/// chain on one stderr line (the roles that run until a signal: `node`, `cache`).
 /// Saves the chain's checkpoint at a clean close, so the next start verifies only what is
 /// stored after it (see `chain::checkpoint`). A failure costs only the next start's time.
 pub async fn save_checkpoint(chain: crate::chain::ChainStore) {
@@ -96,11 +94,8 @@ pub async fn save_checkpoint(chain: crate::chain::ChainStore) {
     }
 }
 
-pub fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    use anyhow::Context;
-    let result = tokio::runtime::Runtime::new()
-        .context("starting the tokio runtime")
-        .and_then(|rt| rt.block_on(job));
+/// The exit code of a finished command: 0, or 1 with the error's chain on one stderr line.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -108,4 +103,14 @@ pub fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> 
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `job` on a new tokio runtime until it ends: exit 0, or exit 1 with the error's
+/// chain on one stderr line (the roles that run until a signal: `node`, `cache`).
+pub fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    use anyhow::Context;
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the tokio runtime")
+        .and_then(|rt| rt.block_on(job));
+    exit_code(result)
 }

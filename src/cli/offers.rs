@@ -64,13 +64,7 @@ pub fn run(args: OffersArgs) -> ExitCode {
         OffersCommand::Accept { library } => decide(dir, library, true),
         OffersCommand::Reject { library } => decide(dir, library, false),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code(result)
 }
 
 fn list(dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -45,13 +45,7 @@ pub fn run(args: PairArgs) -> ExitCode {
         Ok(dir) => dir,
         Err(code) => return code,
     };
-    match pair(data_dir, args.peer, &args.libraries, &args.name) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code(pair(data_dir, args.peer, &args.libraries, &args.name))
 }
 
 /// Adds `peer` to `libraries` (all of this device's when empty), printing one line each.

@@ -84,13 +84,7 @@ pub fn run(args: PeersArgs) -> ExitCode {
             name,
         } => super::pair::pair(data_dir, peer, &[library], &name),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code(result)
 }
 
 async fn list(

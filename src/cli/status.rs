@@ -180,13 +180,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         Ok(dir) => dir.to_path_buf(),
         Err(code) => return code,
     };
-    match show(&data_dir, args.json) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("harpbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_code(show(&data_dir, args.json))
 }
 
 fn show(data_dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -55,11 +55,6 @@ impl Pace {
             Duration::from_secs_f64(-left / self.rate)
         }
     }
-
-    /// Accounts for `n` bytes and sleeps as long as the limit asks.
-    pub async fn pay(&self, n: u64) {
-        sleep(self.take(n)).await;
-    }
 }
 
 /// Accounts for `n` bytes in every one of `paces` (a global limit and a library's) and
@@ -67,10 +62,6 @@ impl Pace {
 /// waiting for the latest honours them all.
 pub async fn pay_all(paces: &[std::sync::Arc<Pace>], n: u64) {
     let wait = paces.iter().map(|p| p.take(n)).max().unwrap_or_default();
-    sleep(wait).await;
-}
-
-async fn sleep(wait: Duration) {
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
