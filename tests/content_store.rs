@@ -516,6 +516,54 @@ fn put_blocks_stores_the_good_ones_and_names_the_bad() {
 }
 
 #[test]
+fn staged_blocks_are_invisible_until_committed_and_dropping_them_leaves_nothing() {
+    let f = fixture(StoreOptions::default());
+    let blocks: Vec<Vec<u8>> = (0..6)
+        .map(|i| random_bytes(70_000 + i, 90 + i as u64))
+        .collect();
+    let hashes: Vec<BlockHash> = blocks.iter().map(|b| BlockHash::of(b)).collect();
+    let pairs = |r: std::ops::Range<usize>| -> Vec<(BlockHash, &[u8])> {
+        r.map(|i| (hashes[i], &blocks[i][..])).collect()
+    };
+    let mut bad = blocks[5].clone();
+    bad[0] ^= 1;
+
+    // Two groups staged as they "arrive", a bad block among them.
+    let (first, rejected) = f.store.stage_blocks(pairs(0..2)).unwrap();
+    assert!(rejected.is_empty());
+    let mut second_in = pairs(2..4);
+    second_in.push((hashes[5], &bad[..]));
+    let (second, rejected) = f.store.stage_blocks(second_in).unwrap();
+    assert_eq!(rejected, vec![hashes[5]]);
+    assert_eq!((first.len(), second.len()), (2, 2));
+    // Written, not yet there.
+    for h in &hashes {
+        assert!(!f.store.has_block(h).unwrap());
+    }
+    assert!(!block_files(f.store.blocks_dir()).is_empty());
+
+    // A third group is dropped (the fetch failed): its files go.
+    let (dropped, _) = f.store.stage_blocks(pairs(4..5)).unwrap();
+    drop(dropped);
+    assert!(!f.store.has_block(&hashes[4]).unwrap());
+
+    // One commit for both groups.
+    assert_eq!(f.store.commit_blocks(vec![first, second]).unwrap(), 4);
+    for (i, h) in hashes.iter().enumerate() {
+        assert_eq!(f.store.has_block(h).unwrap(), i < 4, "block {i}");
+    }
+    assert_eq!(f.store.read_block(&hashes[3]).unwrap(), blocks[3]);
+    let files = block_files(f.store.blocks_dir());
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert!(files.iter().all(|p| !p.to_string_lossy().ends_with(".tmp")));
+    assert!(f.store.verify_all().unwrap().is_empty());
+    // Staging a block already stored writes nothing new, and committing it is not "new".
+    let (again, _) = f.store.stage_blocks(pairs(0..1)).unwrap();
+    assert_eq!(f.store.commit_blocks(vec![again]).unwrap(), 0);
+    assert_eq!(block_files(f.store.blocks_dir()).len(), 4);
+}
+
+#[test]
 fn an_abandoned_writer_leaves_no_temporary_files_and_its_blocks_as_cache() {
     let f = fixture(small_chunks());
     let data = random_bytes(400_000, 21);

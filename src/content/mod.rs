@@ -74,7 +74,9 @@
 //! block goes to [`ContentStore::put_block`] (checks the BLAKE3; a
 //! [`ContentError::HashMismatch`] means: drop that peer, ask another) or, for pipelined
 //! responses, [`ContentStore::put_blocks`] (one fsync round and one commit per batch; bad
-//! blocks come back in [`PutReport::rejected`]). Serving: answer with
+//! blocks come back in [`PutReport::rejected`]), or its two halves:
+//! [`ContentStore::stage_blocks`] as blocks arrive (verify, write under temporary names) and
+//! [`ContentStore::commit_blocks`] for every group staged meanwhile (flush, name, index). Serving: answer with
 //! [`ContentStore::manifest_bytes`] and [`ContentStore::read_block`] (verified before it
 //! leaves). [`ContentStore::open_reader`] streams a complete version out.
 //!
@@ -103,5 +105,7 @@ pub use error::{ContentError, ManifestError};
 pub use ids::{BlockHash, ManifestId};
 pub use manifest::{BlockRef, ChunkerParams, Manifest, MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
 pub use reader::ContentReader;
-pub use store::{ContentStore, EvictReport, OpenReport, PutReport, StoreOptions, StoreStats};
+pub use store::{
+    ContentStore, EvictReport, OpenReport, PutReport, ReceivedBlocks, StoreOptions, StoreStats,
+};
 pub use writer::{ContentWriter, Ingested, Staged};

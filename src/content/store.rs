@@ -81,6 +81,70 @@ pub struct PutReport {
     pub rejected: Vec<BlockHash>,
 }
 
+/// Received blocks verified and written under temporary names, waiting for
+/// [`ContentStore::commit_blocks`] ([`ContentStore::stage_blocks`]). Its blocks are pinned
+/// against eviction until then; dropping it removes the files it wrote and unpins them.
+pub struct ReceivedBlocks {
+    store: ContentStore,
+    pending: Pending,
+    /// Directories whose new entries (or new subdirectories) must be made durable.
+    dirty: HashSet<PathBuf>,
+    /// Every staged block, written now or found already on disk, with its size.
+    blocks: Vec<(BlockHash, u64)>,
+}
+
+impl ReceivedBlocks {
+    fn new(store: &ContentStore) -> Self {
+        ReceivedBlocks {
+            store: store.clone(),
+            pending: Pending::default(),
+            dirty: HashSet::new(),
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Stages one verified block.
+    fn add(&mut self, h: BlockHash, bytes: &[u8]) -> Result<(), ContentError> {
+        let files = &self.store.inner.files;
+        // Pin before looking at the disk (see `Inner::inflight`).
+        self.store.pin_inflight(h);
+        self.blocks.push((h, bytes.len() as u64));
+        if files.exists(&h) {
+            self.dirty.insert(files.dir_of(&h));
+            Ok(())
+        } else {
+            files.stage(&h, bytes, &mut self.pending, &mut self.dirty)
+        }
+    }
+
+    /// Blocks staged.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether nothing was staged.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+}
+
+impl Drop for ReceivedBlocks {
+    fn drop(&mut self) {
+        self.pending.discard();
+        self.store
+            .unpin_inflight(self.blocks.iter().map(|(h, _)| *h));
+    }
+}
+
+impl std::fmt::Debug for ReceivedBlocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedBlocks")
+            .field("blocks", &self.blocks.len())
+            .field("files", &self.pending.len())
+            .finish()
+    }
+}
+
 /// Sizes, for the panel and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -581,55 +645,71 @@ impl ContentStore {
         Ok(self.store_verified(&[(*h, bytes)])? == 1)
     }
 
-    /// Stores a batch of received blocks with one round of fsyncs and one index commit (what
-    /// the block transfer should use for pipelined responses: one commit per block would
-    /// cap a LAN transfer at a few hundred blocks per second). Every block is verified first;
-    /// those whose bytes do not match their hash (or are too large) are not stored and are
-    /// listed in [`PutReport::rejected`], so the caller can drop the peer that sent them and
-    /// fetch them elsewhere. Durable when it returns.
+    /// Stores a batch of received blocks with one round of fsyncs and one index commit: a
+    /// [`stage_blocks`](Self::stage_blocks) and a [`commit_blocks`](Self::commit_blocks) in
+    /// one call. Every block is verified first; those whose bytes do not match their hash
+    /// (or are too large) are not stored and are listed in [`PutReport::rejected`], so the
+    /// caller can drop the peer that sent them and fetch them elsewhere. Durable when it
+    /// returns.
     pub fn put_blocks<'a>(
         &self,
         blocks: impl IntoIterator<Item = (BlockHash, &'a [u8])>,
     ) -> Result<PutReport, ContentError> {
-        let mut report = PutReport::default();
-        let mut good = Vec::new();
-        for (h, bytes) in blocks {
-            if bytes.len() as u64 > u64::from(MAX_BLOCK_SIZE) || BlockHash::of(bytes) != h {
-                report.rejected.push(h);
-            } else {
-                good.push((h, bytes));
-            }
-        }
-        report.stored = self.store_verified(&good)?;
-        Ok(report)
+        let (staged, rejected) = self.stage_blocks(blocks)?;
+        let stored = self.commit_blocks(vec![staged])?;
+        Ok(PutReport { stored, rejected })
     }
 
     /// Writes verified blocks (one batch of fsyncs, one commit); returns how many were new.
     fn store_verified(&self, blocks: &[(BlockHash, &[u8])]) -> Result<u64, ContentError> {
-        let files = &self.inner.files;
-        let mut pinned = Vec::with_capacity(blocks.len());
-        let mut pending = Pending::default();
-        let mut dirty = HashSet::new();
-        let r = (|| -> Result<u64, ContentError> {
-            for (h, bytes) in blocks {
-                // Pin before looking at the disk (see `Inner::inflight`).
-                self.pin_inflight(*h);
-                pinned.push(*h);
-                if files.exists(h) {
-                    dirty.insert(files.dir_of(h));
-                } else {
-                    files.stage(h, bytes, &mut pending, &mut dirty)?;
-                }
+        let mut staged = ReceivedBlocks::new(self);
+        for (h, bytes) in blocks {
+            staged.add(*h, bytes)?;
+        }
+        self.commit_blocks(vec![staged])
+    }
+
+    /// The first half of storing received blocks, done as they arrive: each block is
+    /// verified and written to a temporary file next to its final name (write-back started),
+    /// so that what is left for [`commit_blocks`](Self::commit_blocks) is the flush, the
+    /// renames and the index commit. Returns the staged blocks and the hashes of those whose
+    /// bytes did not match (or were too large), which were not written. Nothing is durable
+    /// or visible until the commit; dropping the staged blocks removes their files.
+    pub fn stage_blocks<'a>(
+        &self,
+        blocks: impl IntoIterator<Item = (BlockHash, &'a [u8])>,
+    ) -> Result<(ReceivedBlocks, Vec<BlockHash>), ContentError> {
+        let mut staged = ReceivedBlocks::new(self);
+        let mut rejected = Vec::new();
+        for (h, bytes) in blocks {
+            if bytes.len() as u64 > u64::from(MAX_BLOCK_SIZE) || BlockHash::of(bytes) != h {
+                rejected.push(h);
+            } else {
+                staged.add(h, bytes)?;
             }
-            files.publish(&mut pending)?;
+        }
+        Ok((staged, rejected))
+    }
+
+    /// Makes staged blocks durable and indexed, all batches with one flush round and one
+    /// index commit; returns how many blocks were new to the store. On an error nothing of
+    /// the batches is indexed and their temporary files are removed.
+    pub fn commit_blocks(&self, mut batches: Vec<ReceivedBlocks>) -> Result<u64, ContentError> {
+        let files = &self.inner.files;
+        let r = (|| -> Result<u64, ContentError> {
+            let mut pending: Vec<&mut Pending> =
+                batches.iter_mut().map(|b| &mut b.pending).collect();
+            files.publish_all(&mut pending)?;
+            let mut dirty: HashSet<PathBuf> =
+                batches.iter_mut().flat_map(|b| b.dirty.drain()).collect();
             files.sync_dirs(&mut dirty)?;
             let txn = begin(&self.inner.db)?;
             let mut stored = 0;
             {
                 let mut t = Tables::open(&txn)?;
                 let stamp = self.tick();
-                for (h, bytes) in blocks {
-                    if t.insert_block(h, bytes.len() as u64, stamp)? {
+                for (h, size) in batches.iter().flat_map(|b| &b.blocks) {
+                    if t.insert_block(h, *size, stamp)? {
                         stored += 1;
                     }
                 }
@@ -638,7 +718,8 @@ impl ContentStore {
             txn.commit().map_err(db)?;
             Ok(stored)
         })();
-        self.unpin_inflight(pinned);
+        // Unpins (and on an error removes the temporary files).
+        drop(batches);
         let stored = r?;
         if stored > 0 {
             self.evict_if_over()?;

@@ -5,7 +5,7 @@
 //! ```text
 //!             ┌── worker(peer 1): stream, writes Want/Get, reads Have/Block ──┐
 //!  coordinator┼── worker(peer 2) …                                            ├─> FromWorker
-//!   (this fn) └── storer: put_blocks in batches (verify, store) ──────────────┘   (to the
+//!   (this fn) └── storer: stages blocks as they arrive, commits in groups ────┘   (to the
 //!                                                                                 coordinator)
 //! ```
 //!

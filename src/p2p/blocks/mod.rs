@@ -47,7 +47,8 @@
 //!    measured it holds twice its bandwidth × delay (within the 4 MiB), so a slow WAN
 //!    link does not hold seconds of blocks ([`rank::window`]; a LAN window stays fixed).
 //! 3. Every block is verified (BLAKE3 against the manifest) by
-//!    [`crate::content::ContentStore::put_blocks`] before it is stored; a provider that sends
+//!    [`crate::content::ContentStore::stage_blocks`] as it arrives, before it is written
+//!    ([`store`] commits the staged blocks in groups); a provider that sends
 //!    a bad block (or breaks the protocol) is excluded, named in
 //!    [`crate::p2p::FetchReport::excluded`], disconnected and not asked for that library's
 //!    blocks again for [`shun::SHUN_FOR`]; its blocks go back to the queue. A provider
