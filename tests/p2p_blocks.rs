@@ -18,6 +18,8 @@
 
 #[path = "support/swarm.rs"]
 mod swarm;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -417,6 +419,76 @@ async fn an_interrupted_fetch_resumes_from_what_was_stored() {
     assert!(report.bytes_fetched < size);
     assert_eq!(stored_hash(&b.content, content).await, hash);
     shutdown([a, b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_into_a_full_disk_fails_clearly_and_resumes_once_there_is_room() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(disk) = tmpfs::Tmpfs::mount(&outer.path().join("small"), "24m") else {
+        return;
+    };
+    let size = 48 * MIB;
+    let a = TestNode::start(loopback()).await;
+    let b = TestNode::start_in(tempfile::tempdir_in(disk.path()).unwrap(), loopback()).await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, b.id.device_key(), "member");
+    let (content, hash) = a.put_file(lib, "f.bin", 12, size).await;
+    b.node.dial(a.addr(false)).await.unwrap();
+    converge(&[&a, &b], lib).await;
+    b.connected_to(&[a.node.peer_id()]).await;
+
+    let err = bounded(
+        "the fetch into a full disk",
+        b.node.fetch_content(lib, content),
+    )
+    .await
+    .expect_err("48 MiB fit on a 24 MiB disk");
+    eprintln!("fetch into a full disk: {err}");
+    assert!(
+        err.to_string().contains("disk full"),
+        "the error does not say the disk is full: {err}"
+    );
+    // Nothing half-written is left: no temporary block files, every stored block whole.
+    let leftovers: Vec<_> = walk(b.content.blocks_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    assert!(b.content.verify_all().unwrap().is_empty());
+
+    // Room again: the same fetch finishes, keeping what was stored before.
+    disk.resize("128m");
+    let report = bounded(
+        "the fetch after the disk grew",
+        b.node.fetch_content(lib, content),
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "resumed: {} MiB present, {} MiB fetched",
+        report.bytes_present / MIB,
+        report.bytes_fetched / MIB
+    );
+    assert!(report.bytes_present > 0, "{report:?}");
+    assert_eq!(stored_hash(&b.content, content).await, hash);
+    shutdown([a, b]).await;
+}
+
+/// Every file under `root`.
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// How a hand-made provider misbehaves.

@@ -13,62 +13,14 @@
 mod support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use harpbridge::chain::ChainStore;
 use serde_json::Value;
+use support::tmpfs::Tmpfs;
 use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
-
-const SKIP_VAR: &str = "HARPBRIDGE_TEST_SKIP_MOUNT";
 const WAIT: Duration = Duration::from_secs(120);
-
-/// A tmpfs mounted for the test, unmounted when dropped (also when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` at `dir`; `None` when skipping is allowed and mounting is not.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs(dir.to_owned())),
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
-                    eprintln!("SKIPPED ({SKIP_VAR}=1): cannot mount a tmpfs: {why}");
-                    return None;
-                }
-                panic!("cannot mount a tmpfs at {} ({why}): this test needs root or CAP_SYS_ADMIN; set {SKIP_VAR}=1 to skip it", dir.display());
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let plain = std::process::Command::new("umount").arg(&self.0).status();
-        if !plain.is_ok_and(|s| s.success()) {
-            // Something still holds a file open there: detach it now, freed once closed.
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-}
 
 /// Writes a file until the disk is full; returns how many bytes it took.
 fn fill(path: &Path) -> u64 {
@@ -123,7 +75,7 @@ async fn a_full_disk_is_reported_recovered_from_and_caught_up_with_without_a_res
     let Some(tmpfs) = Tmpfs::mount(&dir.path().join("small"), "16m") else {
         return;
     };
-    let data = tmpfs.0.join("data");
+    let data = tmpfs.path().join("data");
     let nc = FakeNextcloud::start().await;
     nc.user_mkdir("alice", "Team");
     nc.user_put(
@@ -147,7 +99,7 @@ async fn a_full_disk_is_reported_recovered_from_and_caught_up_with_without_a_res
     assert_eq!(ingest(&exapp).await["storage"]["state"], "ok");
 
     // The disk fills up; users keep working. Deliveries fail once the database needs room.
-    let ballast = tmpfs.0.join("ballast");
+    let ballast = tmpfs.path().join("ballast");
     let filled = fill(&ballast);
     assert!(filled > 1_000_000, "only {filled} bytes were free");
     let mut window = Vec::new();

@@ -715,7 +715,11 @@ impl ContentStore {
                 }
                 t.save_clock(self.clock())?;
             }
-            txn.commit().map_err(db)?;
+            txn.commit().map_err(|e| {
+                // A latched I/O error (a full disk): have the database re-opened.
+                self.inner.db.check(&e);
+                db(e)
+            })?;
             Ok(stored)
         })();
         // Unpins (and on an error removes the temporary files).

@@ -19,8 +19,9 @@
 //!   fire the same events as WebDAV.
 //! - [`real_nc`]: the real Nextcloud and HaRP of `../shared/` (end-to-end tests).
 //! - [`swarm`]: in-process swarm nodes on loopback (the offices that dial serve).
+//! - [`tmpfs`]: a small filesystem to fill (a full disk).
 //!
-//! `cli.rs` (the `harpbridge` binary as a process) and `swarm.rs` stand on their own: tests
+//! `cli.rs` (the `harpbridge` binary as a process), `swarm.rs` and `tmpfs.rs` stand on their own: tests
 //! that need nothing else include them by `#[path]` without this module.
 #![allow(dead_code, unused_imports, clippy::result_large_err)]
 
@@ -34,6 +35,7 @@ pub mod ocs;
 pub mod raw_http;
 pub mod real_nc;
 pub mod swarm;
+pub mod tmpfs;
 pub mod webdav;
 pub mod webhooks;
 
