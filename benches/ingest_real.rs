@@ -114,8 +114,11 @@ async fn run() -> Option<Value> {
     let mut options = app.options(dir.path(), &nc.url);
     options.extra_args = vec!["--library".into(), format!("{}:/Bench", user.name)];
     // Info level: logging every request at trace would be part of what is measured.
+    // `HB_INGEST_REAL_LOG` sets another filter (e.g. the worker's per-batch timings at
+    // debug) for finding where the time goes; serve's log is in `target/test-logs/`.
+    let filter = std::env::var("HB_INGEST_REAL_LOG").unwrap_or_else(|_| "info".into());
     options.extra_env.retain(|(k, _)| k != "RUST_LOG");
-    options.extra_env.push(("RUST_LOG".into(), "info".into()));
+    options.extra_env.push(("RUST_LOG".into(), filter));
     let exapp = app.serve_with(options);
     app.register_ok();
     app.remember_user(&user.name);

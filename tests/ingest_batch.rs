@@ -2,7 +2,9 @@
 //! their entries in one commit: one file Nextcloud fails to serve (a 500, or a 404 between
 //! PROPFIND and GET) loses none of the others, and the chain records them in the order
 //! their deliveries were queued, whether the worker looks ahead or goes one by one
-//! (`--ingest-in-flight 1`).
+//! (`--ingest-in-flight 1`). A delivery that comes late (Nextcloud's webhook queue behind)
+//! has the worker read the folder's other new files ahead of their deliveries, which then
+//! cost no download; one on time reads nothing more.
 
 mod support;
 
@@ -184,5 +186,136 @@ async fn refused_credentials_cost_one_request_not_one_per_file_in_flight() {
         "one refused WebDAV request (the double counts 2 per refusal), not one per look in \
          flight: {refused:?}"
     );
+    exapp.stop();
+}
+
+/// A delivery of `class` (`Created`, `Written`) for `alice`'s `path` with Nextcloud's file
+/// id and the event's `time`.
+fn delivery(class: &str, path: &str, id: u64, time: i64) -> String {
+    format!(
+        r#"{{"event":{{"node":{{"id":{id},"path":"\/alice\/files\/{path}"}},"class":"OCP\\Files\\Events\\Node\\Node{class}Event"}},"user":{{"uid":"alice","displayName":"alice"}},"time":{time},"authentication":[]}}"#,
+        path = path.replace('/', "\\/")
+    )
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The GETs serve made of the files `Sync/f*`.
+fn file_gets(nc: &FakeNextcloud) -> usize {
+    nc.state()
+        .received
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/Sync/f"))
+        .count()
+}
+
+async fn entries(exapp: &ExApp) -> u64 {
+    exapp.api("/api/libraries", "admin").await["libraries"][0]["entries"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// `FILES` new files in `Sync/` whose webhooks Nextcloud has not delivered; serve, idle.
+async fn undelivered_files() -> (FakeNextcloud, ExApp, tempfile::TempDir, Vec<u64>) {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Sync");
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ExAppOptions::new(&nc.url, dir.path());
+    options.extra_args = vec!["--library".into(), "alice:/Sync".into()];
+    let exapp = ExApp::start(options);
+    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
+    assert_eq!(nc.register(&spec).await.exit_code, 0);
+    exapp.wait_libraries(1).await;
+    exapp.wait_idle().await;
+    let ids = (0..FILES)
+        .map(|i| {
+            nc.user_put("alice", &format!("Sync/{}", name(i)), format!("new {i}\n"))
+                .fileid
+        })
+        .collect();
+    nc.discard_webhook_jobs();
+    (nc, exapp, dir, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_delivery_reads_its_folder_ahead_and_the_later_deliveries_cost_no_get() {
+    let (nc, exapp, dir, ids) = undelivered_files().await;
+    let before = entries(&exapp).await;
+    // Nextcloud's webhook queue is ten minutes behind: its first delivery arrives.
+    let time = now_s() - 600;
+    let first = format!("Sync/{}", name(0));
+    let (status, _) = exapp
+        .deliver(
+            "NodeCreatedEvent",
+            "alice",
+            delivery("Created", &first, ids[0], time),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let status = exapp.wait_idle().await;
+    assert_eq!(
+        entries(&exapp).await - before,
+        FILES as u64,
+        "every new file of the folder is recorded, not only the one delivered: {status}"
+    );
+    assert_eq!(file_gets(&nc), FILES, "each file read once");
+    assert_eq!(
+        status["counters"]["read_ahead"],
+        FILES as u64 - 1,
+        "{status}"
+    );
+
+    // The rest of the backlog arrives: a NodeCreated and a NodeWritten per file.
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let path = format!("Sync/{}", name(i));
+        for class in ["Created", "Written"] {
+            let body = delivery(class, &path, *id, time);
+            let (status, _) = exapp
+                .deliver(&format!("Node{class}Event"), "alice", body)
+                .await;
+            assert_eq!(status, 200);
+        }
+    }
+    let status = exapp.wait_idle().await;
+    assert_eq!(entries(&exapp).await - before, FILES as u64, "{status}");
+    assert_eq!(
+        file_gets(&nc),
+        FILES,
+        "the files read ahead are not read again for their deliveries: {status}"
+    );
+    assert_eq!(status["counters"]["answered"], FILES as u64 - 1, "{status}");
+    assert_eq!(status["failed"], 0, "{status}");
+    exapp.stop();
+    // Recorded in the folder's order after the delivered file, as the library owner's.
+    let paths = chain_paths(dir.path());
+    assert_eq!(paths[0], name(0));
+    let mut rest = queued_order()[1..].to_vec();
+    rest.sort();
+    assert_eq!(paths[1..], rest[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_on_time_reads_nothing_ahead() {
+    let (nc, exapp, _dir, ids) = undelivered_files().await;
+    let before = entries(&exapp).await;
+    let first = format!("Sync/{}", name(0));
+    let (status, _) = exapp
+        .deliver(
+            "NodeCreatedEvent",
+            "alice",
+            delivery("Created", &first, ids[0], now_s()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let status = exapp.wait_idle().await;
+    assert_eq!(entries(&exapp).await - before, 1, "{status}");
+    assert_eq!(file_gets(&nc), 1);
+    assert_eq!(status["counters"]["read_ahead"], 0, "{status}");
     exapp.stop();
 }

@@ -31,6 +31,21 @@
 //!    queue. A kill -9 before that commit loses nothing: the events are still queued, and
 //!    processing them again records what is new (contents already stored are found equal).
 //!
+//! **Reading ahead of late deliveries.** Nextcloud's webhook worker delivers a change
+//! 0.1–0.5 s after it when it keeps up, but a backlog (the worker stopped, cron mode, a bulk
+//! upload) is delivered at its pace, about 40 deliveries a second and two per new file:
+//! half the rate at which the same Nextcloud serves the files. When a batch's event in a
+//! folder was delivered [`READ_AHEAD_LAG`] or more after it happened, the folder is listed
+//! (`Depth: 1`) and its small files ([`STAGE_MAX`]) whose file id, ETag or size differ from
+//! the mirror's, that no event of the batch names, are read too ([`READ_AHEAD`] at most per
+//! batch, decided after the batch's events, recorded as the library owner's, as a catch-up
+//! records what it finds). Their `NodeCreated` then asks nothing new: a file id the mirror
+//! holds at a path was read there after it was created, so the event is answered without a
+//! request ([`Plan::Answered`]), and the other events of its burst are looked at without a
+//! download ([`super::ingest::Bursts`]). Nothing is read ahead that an event of the batch
+//! is about (at or above the file), nor where a peer's version waits to be written, and
+//! nothing is lost by not reading ahead: the events still come.
+//!
 //! Refused credentials (a 401) are found with one request: a batch's first look goes alone,
 //! and after a refusal no more are made (about five refused logins lock the ExApp out of
 //! Nextcloud for 30 minutes).
@@ -41,21 +56,23 @@
 //! same lock. A look whose trust in the mirror ([`Fetched::Trusted`]) no longer holds when its
 //! turn comes (an earlier event changed the mirror there) is made again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, OwnedMutexGuard};
 
-use super::ingest::{touches, Fetched};
+use super::ingest::{touches, Fetched, STAGE_MAX};
 use super::libraries::Library;
-use super::mirror::Held;
+use super::mirror::{Held, HeldFile};
 use super::queue::QueuedEvent;
 use super::stats::Counters;
 use super::{Engine, EngineError};
 use crate::appapi::event::{EventKind, FileEvent};
 use crate::backend::{BackendError, Depth, Item};
-use crate::chain::{EntryHash, LibraryId, Op, TreeItem};
+use crate::chain::{now_ms, ChainPath, EntryHash, LibraryId, Op, TreeItem};
 use crate::content::Staged;
 
 /// Backend requests in flight at once while a batch is looked at (the default of
@@ -77,6 +94,50 @@ const LIST_FROM: usize = 8;
 /// the batch's files: listing a big folder for a few of its files costs more than asking
 /// for those few.
 const LIST_RATIO: usize = 16;
+
+/// A delivery this many seconds after its event (Nextcloud's clock, the event's `time`)
+/// means Nextcloud's webhook queue is behind: it holds changes it has not told us about,
+/// and a batch reads ahead in the folder of that event (see the module docs). Deliveries
+/// come 0.1–0.5 s after the change when its worker keeps up, so a few seconds of clock
+/// skew between Nextcloud and harpbridge do not start it.
+const READ_AHEAD_LAG: i64 = 10;
+/// Files read ahead at most per batch, or a listing's worth ([`LIST_RATIO`] children per
+/// file) if that is more: each holds the library's write lock a little longer (write-back
+/// and catch-ups wait for the batch), and a few hundred small files are a few seconds of a
+/// busy Nextcloud.
+const READ_AHEAD: usize = 256;
+/// A folder whose last read-ahead listing left nothing unread is listed for it again only
+/// after this long.
+const RELIST_AFTER: Duration = Duration::from_secs(READ_AHEAD_LAG as u64);
+
+/// What the worker remembers between batches of the folders it read ahead in: when each
+/// was last listed for it, and how many changed files that listing left unread (then the
+/// next batch lists it again at once).
+#[derive(Debug, Clone, Default)]
+pub(super) struct ReadAhead(Arc<std::sync::Mutex<AheadFolders>>);
+
+/// (library, folder) → when it was last listed to read ahead, and what that left unread.
+type AheadFolders = HashMap<(LibraryId, String), (Instant, usize)>;
+
+impl ReadAhead {
+    /// Whether a batch with a late delivery in `folder` should list it to read ahead.
+    fn wanted(&self, library: LibraryId, folder: &str) -> bool {
+        let folders = super::stats::lock(&self.0);
+        match folders.get(&(library, folder.to_owned())) {
+            None => true,
+            Some((listed, unread)) => *unread > 0 || listed.elapsed() >= RELIST_AFTER,
+        }
+    }
+
+    fn listed(&self, library: LibraryId, folder: &str, unread: usize) {
+        let mut folders = super::stats::lock(&self.0);
+        // Bounded: forgetting a folder costs at most one listing more.
+        if folders.len() >= 1024 {
+            folders.clear();
+        }
+        folders.insert((library, folder.to_owned()), (Instant::now(), unread));
+    }
+}
 
 /// One folder's listing, made once by the first look that needs it.
 type Listing = Arc<tokio::sync::OnceCell<Listed>>;
@@ -107,6 +168,9 @@ enum Seen {
 enum Plan {
     /// An earlier event of the batch asks the same: nothing to do.
     Coalesced,
+    /// A `NodeCreated` whose file id the mirror holds at its path: the file was read there
+    /// after it was created (read ahead, or by a catch-up), so the event asks nothing new.
+    Answered,
     /// Looked at ahead: `rel` in `library`; the look arrives in `Batch::looks`.
     Ahead { library: LibraryId, rel: String },
     /// Applied the sequential way when its turn comes.
@@ -121,6 +185,27 @@ struct Job {
     trust: bool,
     /// The folder to list instead of asking for `rel` alone, and its shared listing.
     listing: Option<(String, Listing)>,
+}
+
+/// A folder a batch lists to read ahead in.
+struct AheadFolder {
+    library: Library,
+    folder: String,
+    listing: Listing,
+    /// The library paths the batch's events name: nothing at or below them is read ahead.
+    named: Arc<HashSet<String>>,
+}
+
+/// What arrives from the looker.
+enum Arrival {
+    /// The look of the batch's `index`th event.
+    Event(usize, Result<Seen, EngineError>),
+    /// A file read ahead.
+    Ahead {
+        library: LibraryId,
+        rel: String,
+        seen: Result<Seen, EngineError>,
+    },
 }
 
 /// A library the batch holds.
@@ -147,7 +232,9 @@ pub(super) struct Batch {
     locked: HashMap<LibraryId, Locked>,
     /// Looks as they arrive (in any order), by event index.
     looks: Vec<Option<Result<Seen, EngineError>>>,
-    arrivals: mpsc::Receiver<(usize, Result<Seen, EngineError>)>,
+    /// Files read ahead, as they arrive.
+    read: Vec<(LibraryId, String, Result<Seen, EngineError>)>,
+    arrivals: mpsc::Receiver<Arrival>,
     looker: Option<tokio::task::JoinHandle<()>>,
     /// Applied, their entries appended (or none to append): may leave the queue.
     durable: Vec<u64>,
@@ -179,28 +266,49 @@ fn related(a: &str, b: &str) -> bool {
 impl Batch {
     /// Plans the batch, takes the write locks of the libraries it touches, and starts
     /// looking ahead with `in_flight` requests at a time (1: nothing is looked at ahead,
-    /// every event is applied the sequential way, with its own commit).
+    /// every event is applied the sequential way, with its own commit), and reading ahead
+    /// where deliveries are late (`read_ahead` remembers where it did).
     pub(super) async fn begin(
         engine: &Engine,
         events: &[(u64, QueuedEvent)],
         in_flight: usize,
+        read_ahead: &ReadAhead,
     ) -> Result<Batch, EngineError> {
         let libraries = engine.inner.libraries.list();
         let mut plans = Vec::with_capacity(events.len());
         let mut jobs = Vec::new();
-        let mut looked_at = std::collections::HashSet::new();
+        let mut looked_at = HashSet::new();
         let mut touched: Vec<&Library> = Vec::new();
-        for (index, (_, queued)) in events.iter().enumerate() {
+        // Bursts ([`super::ingest::Bursts`]) whose `NodeCreated` the mirror answers: their
+        // other events of this batch are trusted as if it had been processed already.
+        let mut answered: HashSet<(&str, &str, u64, i64)> = HashSet::new();
+        // Folders of events delivered late, and the paths each library's events name.
+        let mut late: HashSet<(LibraryId, String)> = HashSet::new();
+        let mut named: HashMap<LibraryId, HashSet<String>> = HashMap::new();
+        let now_s = (now_ms() / 1000) as i64;
+        for (_, queued) in events {
             let event = &queued.event;
-            // Every event in this batch has arrived, and processing reads the current
-            // state: a path already reconciled in this batch needs no second look.
-            let key = coalesce_key(event);
-            if let Some(key) = &key {
-                if !looked_at.insert(key.clone()) {
-                    plans.push(Plan::Coalesced);
-                    continue;
+            for library in libraries.iter().filter(|l| touches(l, event)) {
+                let names = named.entry(library.id).or_default();
+                for node in std::iter::once(&event.node).chain(event.source.as_ref()) {
+                    if let Some(rel) = library.node_path(node) {
+                        names.insert(rel.to_owned());
+                    }
                 }
             }
+            if in_flight > 1 && answers(engine, &libraries, event) {
+                if let Some(id) = event.node.id {
+                    answered.insert((
+                        event.node.uid.as_str(),
+                        event.node.path.as_str(),
+                        id,
+                        event.time,
+                    ));
+                }
+            }
+        }
+        for (index, (_, queued)) in events.iter().enumerate() {
+            let event = &queued.event;
             let mine: Vec<&Library> = libraries.iter().filter(|l| touches(l, event)).collect();
             for library in &mine {
                 if !touched.iter().any(|t| t.id == library.id) {
@@ -211,13 +319,42 @@ impl Batch {
                 [library] => library.node_path(&event.node).map(|rel| (*library, rel)),
                 _ => None,
             };
+            if let Some((library, rel)) = target {
+                if in_flight > 1 && event.time > 0 && now_s - event.time >= READ_AHEAD_LAG {
+                    late.insert((library.id, parent(rel).to_owned()));
+                }
+            }
+            // Every event in this batch has arrived, and processing reads the current
+            // state: a path already reconciled in this batch needs no second look.
+            let key = coalesce_key(event);
+            if let Some(key) = &key {
+                if looked_at.contains(key) {
+                    plans.push(Plan::Coalesced);
+                    continue;
+                }
+                if target.is_some() && in_flight > 1 && answers(engine, &libraries, event) {
+                    plans.push(Plan::Answered);
+                    continue;
+                }
+                looked_at.insert(key.clone());
+            }
             match (key, target) {
                 (Some(_), Some((library, rel))) if in_flight > 1 => {
+                    let burst = event.node.id.map(|id| {
+                        (
+                            event.node.uid.as_str(),
+                            event.node.path.as_str(),
+                            id,
+                            event.time,
+                        )
+                    });
+                    let same_burst = matches!(event.kind, EventKind::Written | EventKind::Copied)
+                        && burst.is_some_and(|b| answered.contains(&b));
                     jobs.push(Job {
                         index,
                         library: library.clone(),
                         rel: rel.to_owned(),
-                        trust: engine.burst_answered(event),
+                        trust: same_burst || engine.burst_answered(event),
                         listing: None,
                     });
                     plans.push(Plan::Ahead {
@@ -247,15 +384,31 @@ impl Batch {
                 },
             );
         }
-        share_listings(engine, &mut jobs);
+        let listed = share_listings(engine, &mut jobs, &late, read_ahead);
+        let named: HashMap<LibraryId, Arc<HashSet<String>>> =
+            named.into_iter().map(|(id, n)| (id, Arc::new(n))).collect();
+        let ahead: Vec<AheadFolder> = listed
+            .into_iter()
+            .filter_map(|((id, folder), (listing, reading))| {
+                let library = locked.get(&id)?.library.clone();
+                reading.then(|| AheadFolder {
+                    library,
+                    folder,
+                    listing,
+                    named: named.get(&id).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
         let (tx, arrivals) = mpsc::channel(events.len().max(1));
-        let looker = (!jobs.is_empty()).then(|| {
+        let looker = (!jobs.is_empty() || !ahead.is_empty()).then(|| {
             let engine = engine.clone();
-            tokio::spawn(run_looks(engine, jobs, in_flight, tx))
+            let read_ahead = read_ahead.clone();
+            tokio::spawn(run_looks(engine, jobs, ahead, read_ahead, in_flight, tx))
         });
         Ok(Batch {
             engine: engine.clone(),
             looks: (0..plans.len()).map(|_| None).collect(),
+            read: Vec::new(),
             plans,
             locked,
             arrivals,
@@ -280,6 +433,7 @@ impl Batch {
                 self.waiting.push(seq);
                 return Ok(());
             }
+            Plan::Answered => Counters::add(&self.engine.inner.counters.answered, 1),
             Plan::InTurn => self.in_turn(event).await?,
             Plan::Ahead { library, rel } => match self.arrival(index).await {
                 Some(look) => self.ahead(library, &rel, event, look?).await?,
@@ -409,12 +563,97 @@ impl Batch {
     /// The look of the `index`th event, once it arrived; `None` if it never will.
     async fn arrival(&mut self, index: usize) -> Option<Result<Seen, EngineError>> {
         while self.looks[index].is_none() {
-            let (i, look) = self.arrivals.recv().await?;
-            if let Some(slot) = self.looks.get_mut(i) {
-                *slot = Some(look);
+            match self.arrivals.recv().await? {
+                Arrival::Event(i, look) => {
+                    if let Some(slot) = self.looks.get_mut(i) {
+                        *slot = Some(look);
+                    }
+                }
+                Arrival::Ahead { library, rel, seen } => self.read.push((library, rel, seen)),
             }
         }
         self.looks[index].take()
+    }
+
+    /// Once every event of the batch was applied: decides the files read ahead (see the
+    /// module docs), against the tree and the mirror as the events left them; their
+    /// entries wait with the events' for the batch's commit. A file that cannot be read
+    /// or decided here is left to its events.
+    pub(super) async fn read_ahead(&mut self) {
+        while let Some(arrival) = self.arrivals.recv().await {
+            if let Arrival::Ahead { library, rel, seen } = arrival {
+                self.read.push((library, rel, seen));
+            }
+        }
+        // In the listing's order, not the order the reads finished: the same batch
+        // records the same chain.
+        let mut read = std::mem::take(&mut self.read);
+        read.sort_by(|a, b| (a.0 .0, &a.1).cmp(&(b.0 .0, &b.1)));
+        for (library, rel, seen) in read {
+            let Some(lib) = self.locked.get(&library).map(|l| l.library.clone()) else {
+                continue;
+            };
+            let (entry, fetched) = match seen {
+                Ok(Seen::File { entry, fetched }) => (entry, fetched),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(library = %library, path = %rel, error = %e, "cannot read a file ahead; its events will");
+                    continue;
+                }
+            };
+            match self.decide_ahead(&lib, &rel, &entry, fetched).await {
+                Ok(()) => Counters::add(&self.engine.inner.counters.read_ahead, 1),
+                Err(e) => {
+                    tracing::debug!(library = %library, path = %rel, error = %e, "a file read ahead is left to its events");
+                }
+            }
+        }
+    }
+
+    /// [`Self::read_ahead`] of one file.
+    async fn decide_ahead(
+        &mut self,
+        lib: &Library,
+        rel: &str,
+        entry: &Item,
+        fetched: Fetched,
+    ) -> Result<(), EngineError> {
+        // A peer's version waits to be written there: the events decide (keeping both).
+        if self.awaits_write_back(lib, rel)? {
+            return Ok(());
+        }
+        let engine = self.engine.clone();
+        let mut keep = None;
+        let op = match fetched {
+            Fetched::Staged(staged) => {
+                let op = engine
+                    .version_op(lib, rel, entry, staged.id(), staged.size())
+                    .await?;
+                keep = Some(*staged);
+                op
+            }
+            Fetched::Got(ingested) => {
+                engine
+                    .version_op(lib, rel, entry, ingested.id, ingested.size)
+                    .await?
+            }
+            Fetched::Echo => {
+                Counters::add(&engine.inner.counters.echoes, 1);
+                None
+            }
+            Fetched::Trusted { .. } | Fetched::Vanished => None,
+        };
+        if let Some(locked) = self.locked.get_mut(&lib.id) {
+            locked.staged.extend(keep);
+            locked.paths.push(rel.to_owned());
+            if let Some(op) = op {
+                locked.ops.push(op);
+                // Nextcloud does not say who made a change no delivery named yet: it was
+                // found in the library owner's folder, as a catch-up's finds are.
+                locked.users.push(Some(lib.uid.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// Appends what the applied events decided, one durable commit per library; then
@@ -510,40 +749,59 @@ fn refused(look: &Result<Seen, EngineError>) -> Option<&'static str> {
     }
 }
 
-/// Makes the batch's looks, `in_flight` at a time, sending each as it arrives. The first
-/// goes alone, so that refused credentials cost one request, not `in_flight`; once one is
-/// refused, no more are made, and every look not yet sent arrives as that refusal.
+/// Makes the batch's looks, `in_flight` at a time, sending each as it arrives, then reads
+/// ahead in the `ahead` folders. The first goes alone, so that refused credentials cost one
+/// request, not `in_flight`; once one is refused, no more are made, and every look not yet
+/// sent arrives as that refusal.
 async fn run_looks(
     engine: Engine,
     jobs: Vec<Job>,
+    ahead: Vec<AheadFolder>,
+    read_ahead: ReadAhead,
     in_flight: usize,
-    tx: mpsc::Sender<(usize, Result<Seen, EngineError>)>,
+    tx: mpsc::Sender<Arrival>,
 ) {
-    let engine = &engine;
     let mut unsent: std::collections::BTreeSet<usize> = jobs.iter().map(|j| j.index).collect();
-    let run = |job: Job| async move {
-        let listing = job.listing.as_ref().map(|(f, l)| (f.as_str(), l));
-        let seen = look(engine, &job.library, &job.rel, job.trust, listing).await;
-        (job.index, seen)
+    let refusal_of = |arrival: &Arrival| match arrival {
+        Arrival::Event(_, seen) | Arrival::Ahead { seen, .. } => refused(seen),
     };
     let mut jobs = jobs.into_iter();
     let mut refusal = None;
     if let Some(first) = jobs.next() {
-        let (index, seen) = run(first).await;
-        refusal = refused(&seen);
-        unsent.remove(&index);
-        if tx.send((index, seen)).await.is_err() {
+        let arrival = look_job((engine.clone(), first, false)).await;
+        refusal = refusal_of(&arrival);
+        if let Arrival::Event(index, _) = &arrival {
+            unsent.remove(index);
+        }
+        if tx.send(arrival).await.is_err() {
             return;
         }
     }
     if refusal.is_none() {
-        let mut looks = futures_util::stream::iter(jobs)
-            .map(run)
+        // Every look owns what it uses (no closure borrowing into the spawned task).
+        let events: Vec<(Engine, Job, bool)> =
+            jobs.map(|job| (engine.clone(), job, false)).collect();
+        // The files to read ahead are known once their folder's listing arrived; they are
+        // read after every event's look was started.
+        let reading: BoxFuture<'static, Vec<(Engine, Job, bool)>> = Box::pin(async move {
+            let mut reading = Vec::new();
+            for folder in ahead {
+                let jobs = to_read_ahead(&engine, folder, &read_ahead).await;
+                reading.extend(jobs.into_iter().map(|job| (engine.clone(), job, true)));
+            }
+            reading
+        });
+        let looks = futures_util::stream::iter(events)
+            .chain(futures_util::stream::once(reading).flat_map(futures_util::stream::iter))
+            .map(look_job)
             .buffer_unordered(in_flight);
-        while let Some((index, seen)) = looks.next().await {
-            refusal = refused(&seen);
-            unsent.remove(&index);
-            if tx.send((index, seen)).await.is_err() {
+        let mut looks = std::pin::pin!(looks);
+        while let Some(arrival) = looks.next().await {
+            refusal = refusal_of(&arrival);
+            if let Arrival::Event(index, _) = &arrival {
+                unsent.remove(index);
+            }
+            if tx.send(arrival).await.is_err() {
                 return;
             }
             if refusal.is_some() {
@@ -554,11 +812,91 @@ async fn run_looks(
     if let Some(backend) = refusal {
         for index in unsent {
             let refusal = Err(BackendError::Unauthorized(backend).into());
-            if tx.send((index, refusal)).await.is_err() {
+            if tx.send(Arrival::Event(index, refusal)).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// One look of [`run_looks`]: of an event's path, or of a file `reading` ahead.
+async fn look_job((engine, job, reading): (Engine, Job, bool)) -> Arrival {
+    let listing = job.listing.as_ref().map(|(f, l)| (f.as_str(), l));
+    let seen = look(&engine, &job.library, &job.rel, job.trust, listing).await;
+    if reading {
+        Arrival::Ahead {
+            library: job.library.id,
+            rel: job.rel,
+            seen,
+        }
+    } else {
+        Arrival::Event(job.index, seen)
+    }
+}
+
+/// The files of `folder`'s listing to read ahead: small ones whose file id, ETag or size
+/// differ from the mirror's, that no event of the batch names (at or above them) and over
+/// which no peer's version waits, at most [`READ_AHEAD`] (or a listing's worth); how many
+/// it left unread is remembered in `read_ahead`.
+async fn to_read_ahead(engine: &Engine, ahead: AheadFolder, read_ahead: &ReadAhead) -> Vec<Job> {
+    let AheadFolder {
+        library,
+        folder,
+        listing,
+        named,
+    } = ahead;
+    let Listed::Items(items) = listed(engine, &library, &folder, &listing).await else {
+        return Vec::new();
+    };
+    let Ok(tree) = engine.tree(&library.id) else {
+        return Vec::new();
+    };
+    let mirror = &engine.inner.mirror;
+    let named_above = |rel: &str| {
+        let mut at = Some(rel);
+        while let Some(p) = at {
+            if named.contains(p) {
+                return true;
+            }
+            at = (!p.is_empty()).then(|| parent(p));
+        }
+        false
+    };
+    let mut changed: Vec<&Item> = items
+        .values()
+        .filter(|item| !item.is_dir && item.path != folder && parent(&item.path) == folder)
+        // Small files only: a big file's download costs far more than waiting for its
+        // delivery, and would hold the library's write lock meanwhile.
+        .filter(|item| item.size.is_some_and(|size| size <= STAGE_MAX))
+        .filter(|item| ChainPath::new(&item.path).is_ok() && !named_above(&item.path))
+        .filter(|item| {
+            let held = mirror.get(&library.id, &item.path);
+            let known = matches!(&held, Some(Held::File(HeldFile { size, nextcloud: Some(nc), .. }))
+                if Some(nc.fileid) == item.fileid
+                    && Some(&nc.etag) == item.etag.as_ref()
+                    && Some(*size) == item.size);
+            // A peer's version waits for write-back there: left to the events.
+            let waits = match tree.items.get(&item.path) {
+                Some(t @ TreeItem::File { .. }) => !held.as_ref().is_some_and(|h| h.same_as(t)),
+                _ => false,
+            };
+            !known && !waits
+        })
+        .collect();
+    changed.sort_by(|a, b| a.path.cmp(&b.path));
+    let most = READ_AHEAD.max(items.len() / LIST_RATIO);
+    read_ahead.listed(library.id, &folder, changed.len().saturating_sub(most));
+    changed
+        .into_iter()
+        .take(most)
+        .map(|item| Job {
+            index: usize::MAX,
+            library: library.clone(),
+            rel: item.path.clone(),
+            trust: false,
+            listing: Some((folder.clone(), listing.clone())),
+        })
+        .collect()
 }
 
 /// The folder of a library path (`""` for the library's root).
@@ -566,29 +904,85 @@ fn parent(rel: &str) -> &str {
     rel.rsplit_once('/').map_or("", |(folder, _)| folder)
 }
 
+/// Whether `event` is a `NodeCreated` whose file id the mirror holds at its path, in the
+/// one library it touches ([`Plan::Answered`]).
+fn answers(engine: &Engine, libraries: &[Library], event: &FileEvent) -> bool {
+    let (EventKind::Created, Some(id)) = (event.kind, event.node.id) else {
+        return false;
+    };
+    let mut mine = libraries.iter().filter(|l| touches(l, event));
+    let (Some(library), None) = (mine.next(), mine.next()) else {
+        return false;
+    };
+    let Some(rel) = library.node_path(&event.node) else {
+        return false;
+    };
+    matches!(
+        engine.inner.mirror.get(&library.id, rel),
+        Some(Held::File(HeldFile { nextcloud: Some(nc), .. })) if nc.fileid == id
+    )
+}
+
 /// Lets the jobs of a folder holding many of them share one listing of it (see
-/// [`LIST_FROM`], [`LIST_RATIO`]).
-fn share_listings(engine: &Engine, jobs: &mut [Job]) {
+/// [`LIST_FROM`], [`LIST_RATIO`]), and lists the folders of late deliveries to read ahead
+/// in them (`late`, as `read_ahead` allows). Every listing, and whether it is read ahead in.
+fn share_listings(
+    engine: &Engine,
+    jobs: &mut [Job],
+    late: &HashSet<(LibraryId, String)>,
+    read_ahead: &ReadAhead,
+) -> HashMap<(LibraryId, String), (Listing, bool)> {
     let mut by_folder: HashMap<(LibraryId, &str), usize> = HashMap::new();
     for job in jobs.iter() {
         *by_folder
             .entry((job.library.id, parent(&job.rel)))
             .or_default() += 1;
     }
-    let listed: HashMap<(LibraryId, String), Listing> = by_folder
+    let mut listed: HashMap<(LibraryId, String), (Listing, bool)> = by_folder
         .into_iter()
         .filter(|((library, folder), files)| {
             *files >= LIST_FROM
                 && engine.inner.mirror.children(library, folder) <= files * LIST_RATIO
         })
-        .map(|((library, folder), _)| ((library, folder.to_owned()), Listing::default()))
+        .map(|((library, folder), _)| ((library, folder.to_owned()), (Listing::default(), false)))
         .collect();
+    for (library, folder) in late {
+        if read_ahead.wanted(*library, folder) {
+            listed
+                .entry((*library, folder.clone()))
+                .or_insert_with(|| (Listing::default(), false))
+                .1 = true;
+        }
+    }
     for job in jobs.iter_mut() {
         let folder = parent(&job.rel).to_owned();
-        if let Some(listing) = listed.get(&(job.library.id, folder.clone())) {
+        if let Some((listing, _)) = listed.get(&(job.library.id, folder.clone())) {
             job.listing = Some((folder, listing.clone()));
         }
     }
+    listed
+}
+
+/// `folder`'s listing, made by the first who asks for it.
+async fn listed<'l>(
+    engine: &Engine,
+    library: &Library,
+    folder: &str,
+    listing: &'l Listing,
+) -> &'l Listed {
+    listing
+        .get_or_init(|| async {
+            let root = library.root();
+            match engine.inner.backend.list(root, folder, Depth::One).await {
+                Ok(items) => Listed::Items(items.into_iter().map(|i| (i.path.clone(), i)).collect()),
+                Err(BackendError::Unauthorized(backend)) => Listed::Refused(backend),
+                Err(e) => {
+                    tracing::debug!(library = %library.id, error = %e, "cannot list a folder; its files are looked at one by one");
+                    Listed::Failed
+                }
+            }
+        })
+        .await
 }
 
 /// What is at `rel` now, and for a file its content (stored), unless it can be trusted
@@ -603,30 +997,13 @@ async fn look(
     listing: Option<(&str, &Listing)>,
 ) -> Result<Seen, EngineError> {
     let listed = match listing {
-        Some((folder, listing)) => {
-            let listed = listing
-                .get_or_init(|| async {
-                    let root = library.root();
-                    match engine.inner.backend.list(root, folder, Depth::One).await {
-                        Ok(items) => {
-                            Listed::Items(items.into_iter().map(|i| (i.path.clone(), i)).collect())
-                        }
-                        Err(BackendError::Unauthorized(backend)) => Listed::Refused(backend),
-                        Err(e) => {
-                            tracing::debug!(library = %library.id, error = %e, "cannot list a folder; its files are looked at one by one");
-                            Listed::Failed
-                        }
-                    }
-                })
-                .await;
-            match listed {
-                Listed::Items(items) => items.get(rel).cloned(),
-                Listed::Failed => None,
-                Listed::Refused(backend) => {
-                    return Err(BackendError::Unauthorized(backend).into());
-                }
+        Some((folder, listing)) => match listed(engine, library, folder, listing).await {
+            Listed::Items(items) => items.get(rel).cloned(),
+            Listed::Failed => None,
+            Listed::Refused(backend) => {
+                return Err(BackendError::Unauthorized(backend).into());
             }
-        }
+        },
         None => None,
     };
     let item = match listed {

@@ -21,6 +21,11 @@ pub struct Counters {
     pub processed: AtomicU64,
     /// Events answered by another event of the same batch about the same path.
     pub coalesced: AtomicU64,
+    /// `NodeCreated` events answered by the mirror without a request: the file was read
+    /// at its path after it was created (read ahead, see [`super::batch`]).
+    pub answered: AtomicU64,
+    /// Files read ahead of their deliveries (a batch's late delivery, [`super::batch`]).
+    pub read_ahead: AtomicU64,
     /// Chain entries appended.
     pub appended: AtomicU64,
     /// Files read whose content the chain already had (no new entry).
@@ -60,6 +65,8 @@ impl Counters {
             ("rejected", get(&self.rejected)),
             ("processed", get(&self.processed)),
             ("coalesced", get(&self.coalesced)),
+            ("answered", get(&self.answered)),
+            ("read_ahead", get(&self.read_ahead)),
             ("entries_appended", get(&self.appended)),
             ("unchanged", get(&self.unchanged)),
             ("echoes", get(&self.echoes)),

@@ -25,7 +25,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::batch::{Batch, IN_FLIGHT};
+use super::batch::{Batch, ReadAhead, IN_FLIGHT};
 use super::stats::{lock, Counters, NextcloudState};
 use super::{Engine, EngineError};
 use crate::backend::BackendError;
@@ -70,6 +70,7 @@ pub(crate) async fn run(engine: Engine) {
     // After an append of a whole batch failed with the database writable, the next batch
     // goes one event at a time, so the event it was about is found and set aside alone.
     let mut isolate = false;
+    let read_ahead = ReadAhead::default();
     loop {
         engine.until_enabled().await;
         let batch = match engine.queue().peek(BATCH) {
@@ -90,7 +91,7 @@ pub(crate) async fn run(engine: Engine) {
         isolate = false;
         let mut pause = None;
         let appended_before = engine.counters().appended.load(Ordering::Relaxed);
-        let mut applying = match Batch::begin(&engine, &batch, width).await {
+        let mut applying = match Batch::begin(&engine, &batch, width, &read_ahead).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a batch of events");
@@ -164,6 +165,10 @@ pub(crate) async fn run(engine: Engine) {
                 }
             }
             break;
+        }
+        if pause.is_none() {
+            // Every event was applied: the files read ahead are decided after them.
+            applying.read_ahead().await;
         }
         let applied = started.elapsed();
         let (done, failure) = applying.finish().await;
