@@ -28,10 +28,9 @@ fn name(i: usize) -> String {
     format!("f{:03}.txt", (i * 7) % FILES)
 }
 
-/// Queues one delivery per new file while WebDAV is down (so the worker finds them all in
-/// one batch once it is back), with the `BAD`th file failing `fail` once; returns the paths
-/// of the chain's `Put`s, in the chain's order, and the ingest status.
-async fn one_batch(fail: u16, extra: &[&str]) -> (Vec<String>, serde_json::Value) {
+/// Alice's `Sync/` on the double, served as a library by a registered serve (with `extra`
+/// arguments), idle.
+async fn serving_sync(extra: &[&str]) -> (FakeNextcloud, ExApp, tempfile::TempDir) {
     let nc = FakeNextcloud::start().await;
     nc.user_mkdir("alice", "Sync");
     nc.discard_webhook_jobs();
@@ -47,6 +46,14 @@ async fn one_batch(fail: u16, extra: &[&str]) -> (Vec<String>, serde_json::Value
     assert_eq!(nc.register(&spec).await.exit_code, 0);
     exapp.wait_libraries(1).await;
     exapp.wait_idle().await;
+    (nc, exapp, dir)
+}
+
+/// Queues one delivery per new file while WebDAV is down (so the worker finds them all in
+/// one batch once it is back), with the `BAD`th file failing `fail` once; returns the paths
+/// of the chain's `Put`s, in the chain's order, and the ingest status.
+async fn one_batch(fail: u16, extra: &[&str]) -> (Vec<String>, serde_json::Value) {
+    let (nc, exapp, dir) = serving_sync(extra).await;
 
     nc.state().dav_down = true;
     for i in 0..FILES {
@@ -138,17 +145,7 @@ async fn a_file_vanishing_before_its_get_loses_none_of_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_cost_one_request_not_one_per_file_in_flight() {
-    let nc = FakeNextcloud::start().await;
-    nc.user_mkdir("alice", "Sync");
-    nc.discard_webhook_jobs();
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = ExAppOptions::new(&nc.url, dir.path());
-    options.extra_args = vec!["--library".into(), "alice:/Sync".into()];
-    let exapp = ExApp::start(options);
-    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
-    assert_eq!(nc.register(&spec).await.exit_code, 0);
-    exapp.wait_libraries(1).await;
-    exapp.wait_idle().await;
+    let (nc, exapp, _dir) = serving_sync(&[]).await;
 
     nc.state().dav_down = true;
     for i in 0..FILES {
@@ -222,17 +219,7 @@ async fn entries(exapp: &ExApp) -> u64 {
 
 /// `FILES` new files in `Sync/` whose webhooks Nextcloud has not delivered; serve, idle.
 async fn undelivered_files() -> (FakeNextcloud, ExApp, tempfile::TempDir, Vec<u64>) {
-    let nc = FakeNextcloud::start().await;
-    nc.user_mkdir("alice", "Sync");
-    nc.discard_webhook_jobs();
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = ExAppOptions::new(&nc.url, dir.path());
-    options.extra_args = vec!["--library".into(), "alice:/Sync".into()];
-    let exapp = ExApp::start(options);
-    let spec = ExAppSpec::new("harpbridge", &exapp.options.secret, exapp.target());
-    assert_eq!(nc.register(&spec).await.exit_code, 0);
-    exapp.wait_libraries(1).await;
-    exapp.wait_idle().await;
+    let (nc, exapp, dir) = serving_sync(&[]).await;
     let ids = (0..FILES)
         .map(|i| {
             nc.user_put("alice", &format!("Sync/{}", name(i)), format!("new {i}\n"))

@@ -285,6 +285,8 @@ impl Batch {
         // Folders of events delivered late, and the paths each library's events name.
         let mut late: HashSet<(LibraryId, String)> = HashSet::new();
         let mut named: HashMap<LibraryId, HashSet<String>> = HashMap::new();
+        // Per event: a `NodeCreated` the mirror answers (see [`answers`]).
+        let mut by_mirror = Vec::with_capacity(events.len());
         let now_s = (now_ms() / 1000) as i64;
         for (_, queued) in events {
             let event = &queued.event;
@@ -296,16 +298,11 @@ impl Batch {
                     }
                 }
             }
-            if in_flight > 1 && answers(engine, &libraries, event) {
-                if let Some(id) = event.node.id {
-                    answered.insert((
-                        event.node.uid.as_str(),
-                        event.node.path.as_str(),
-                        id,
-                        event.time,
-                    ));
-                }
+            let answered_here = in_flight > 1 && answers(engine, &libraries, event);
+            if answered_here {
+                answered.extend(burst(event));
             }
+            by_mirror.push(answered_here);
         }
         for (index, (_, queued)) in events.iter().enumerate() {
             let event = &queued.event;
@@ -332,7 +329,7 @@ impl Batch {
                     plans.push(Plan::Coalesced);
                     continue;
                 }
-                if target.is_some() && in_flight > 1 && answers(engine, &libraries, event) {
+                if target.is_some() && by_mirror[index] {
                     plans.push(Plan::Answered);
                     continue;
                 }
@@ -340,16 +337,8 @@ impl Batch {
             }
             match (key, target) {
                 (Some(_), Some((library, rel))) if in_flight > 1 => {
-                    let burst = event.node.id.map(|id| {
-                        (
-                            event.node.uid.as_str(),
-                            event.node.path.as_str(),
-                            id,
-                            event.time,
-                        )
-                    });
                     let same_burst = matches!(event.kind, EventKind::Written | EventKind::Copied)
-                        && burst.is_some_and(|b| answered.contains(&b));
+                        && burst(event).is_some_and(|b| answered.contains(&b));
                     jobs.push(Job {
                         index,
                         library: library.clone(),
@@ -902,6 +891,17 @@ async fn to_read_ahead(engine: &Engine, ahead: AheadFolder, read_ahead: &ReadAhe
 /// The folder of a library path (`""` for the library's root).
 fn parent(rel: &str) -> &str {
     rel.rsplit_once('/').map_or("", |(folder, _)| folder)
+}
+
+/// The burst ([`super::ingest::Bursts`]) an event belongs to: user, path, file id, time.
+fn burst(event: &FileEvent) -> Option<(&str, &str, u64, i64)> {
+    let id = event.node.id?;
+    Some((
+        event.node.uid.as_str(),
+        event.node.path.as_str(),
+        id,
+        event.time,
+    ))
 }
 
 /// Whether `event` is a `NodeCreated` whose file id the mirror holds at its path, in the

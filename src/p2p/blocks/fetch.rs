@@ -316,7 +316,7 @@ impl<'a> Fetch<'a> {
         // A version whose manifest is here needs no provider to start.
         let store = self.blocks.content.clone();
         let id = self.id;
-        let held = blocking(move || store.manifest_bytes(&id)).await?;
+        let held = store::blocking("fetching blocks", move || store.manifest_bytes(&id)).await?;
         if let Some(bytes) = held {
             let m = Manifest::decode(&bytes).map_err(ContentError::from)?;
             self.setup(m).await?;
@@ -422,7 +422,7 @@ impl<'a> Fetch<'a> {
     async fn setup(&mut self, m: Manifest) -> Result<(), P2pError> {
         let store = self.blocks.content.clone();
         let (id, library) = (self.id, self.library);
-        let missing: Vec<BlockRef> = blocking(move || {
+        let missing: Vec<BlockRef> = store::blocking("fetching blocks", move || {
             store.add_current(library, &id)?;
             store.missing_blocks(&id)
         })
@@ -915,7 +915,9 @@ impl<'a> Fetch<'a> {
             if let Some(bytes) = have.manifest.clone() {
                 let store = self.blocks.content.clone();
                 let id = self.id;
-                match blocking(move || store.put_manifest(&id, &bytes)).await {
+                match store::blocking("fetching blocks", move || store.put_manifest(&id, &bytes))
+                    .await
+                {
                     Ok(m) => self.setup(m).await?,
                     Err(e) => {
                         self.shun(peer, format!("sent a bad manifest: {e}"));
@@ -1061,16 +1063,4 @@ impl<'a> Fetch<'a> {
             error,
         }));
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ContentError> + Send + 'static,
-) -> Result<T, ContentError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ContentError::Io {
-            op: "fetching blocks",
-            path: "blocks".into(),
-            source: std::io::Error::other(e.to_string()),
-        })
-    })
 }

@@ -97,7 +97,7 @@ async fn stage(
             }
         }
         let store = content.clone();
-        let r = blocking(move || {
+        let r = blocking("storing received blocks", move || {
             let (received, rejected) =
                 store.stage_blocks(batch.iter().map(|a| (a.hash, a.bytes.as_slice())))?;
             let rejected: HashSet<BlockHash> = rejected.into_iter().collect();
@@ -139,7 +139,7 @@ async fn commit(content: ContentStore, mut staged: mpsc::UnboundedReceiver<Group
             groups.push(g);
         }
         let store = content.clone();
-        let r = blocking(move || {
+        let r = blocking("storing received blocks", move || {
             let (received, outcomes): (Vec<ReceivedBlocks>, Vec<Vec<Outcome>>) =
                 groups.into_iter().unzip();
             store.commit_blocks(received)?;
@@ -153,13 +153,15 @@ async fn commit(content: ContentStore, mut staged: mpsc::UnboundedReceiver<Group
     }
 }
 
-/// Runs `f` on the blocking pool; a panic there becomes a store error.
-async fn blocking<T: Send + 'static>(
+/// Runs a content-store call `f` on the blocking pool (the store fsyncs and hashes); a
+/// panic there becomes a store error naming `op`.
+pub(super) async fn blocking<T: Send + 'static>(
+    op: &'static str,
     f: impl FnOnce() -> Result<T, ContentError> + Send + 'static,
 ) -> Result<T, ContentError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         Err(ContentError::Io {
-            op: "storing received blocks",
+            op,
             path: "blocks".into(),
             source: std::io::Error::other(e.to_string()),
         })
