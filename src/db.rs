@@ -179,11 +179,7 @@ fn free_bytes(_: &Path) -> Option<u64> {
 fn create(path: &Path) -> Result<Database, DbError> {
     // redb checks a file's pages as it reads them and panics on one it cannot make sense
     // of: a damaged file is an error to report, not a crash.
-    // Quiet while opening: the error below says what the panic would have, and more.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let opened = std::panic::catch_unwind(|| Database::create(path));
-    std::panic::set_hook(hook);
+    let opened = quietly(|| std::panic::catch_unwind(|| Database::create(path)));
     let opened = opened.map_err(|panic| DbError::Damaged {
         path: path.to_path_buf(),
         detail: panic_text(&panic),
@@ -201,6 +197,31 @@ fn create(path: &Path) -> Result<Database, DbError> {
             source,
         },
     })
+}
+
+thread_local! {
+    /// Whether this thread's panics are being caught and reported as errors.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's panics unprinted: the error made of a caught panic says
+/// what its message would have, and more. The panic hook is process-wide, so it is wrapped
+/// once and asks a thread-local flag; swapping the hook around each call would race with
+/// other threads doing the same and could leave every later panic, anywhere, silent.
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    static WRAP: std::sync::Once = std::sync::Once::new();
+    WRAP.call_once(|| {
+        let loud = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                loud(info)
+            }
+        }));
+    });
+    let before = QUIET.with(|q| q.replace(true));
+    let out = f();
+    QUIET.with(|q| q.set(before));
+    out
 }
 
 /// What a caught panic said.
