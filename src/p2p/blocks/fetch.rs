@@ -225,11 +225,12 @@ struct Fetch<'a> {
     /// Peers not asked again in this fetch: excluded (with why) or refused.
     excluded: Vec<(PeerId, String)>,
     refused: HashSet<PeerId>,
-    /// LAN members (by our chain) that refused the version, with when they were first
-    /// asked: their chain is most likely a moment behind ours (the offices learn of a new
-    /// version from the cloud or each other milliseconds apart), so they are asked again
-    /// (every tick, and when they ask us about it), and count as unheard, until
-    /// [`LAN_FIRST_ANSWER`] after the first ask; a refusal after that is final.
+    /// LAN members (by our chain) not asking yet, with when they were first seen: those
+    /// being dialled (mDNS found them a moment ago), and those that refused the version,
+    /// whose chain is most likely a moment behind ours (the offices learn of a new version
+    /// from the cloud or each other milliseconds apart). They are asked once connected, or
+    /// again (every tick, and when they ask us about it), and count as unheard, until
+    /// [`LAN_FIRST_ANSWER`] after they were first seen; a refusal after that is final.
     behind: HashMap<PeerId, Instant>,
     workers: JoinSet<()>,
     from_workers: mpsc::UnboundedSender<FromWorker>,
@@ -298,10 +299,16 @@ pub(crate) async fn fetch(
         first_block_at: None,
         last_block_at: None,
     };
-    f.workers
-        .spawn(store::run(blocks.content.clone(), store_rx, stored_tx));
+    // Its own set: dropped with the fetch (aborted) if the fetch is, awaited otherwise.
+    let mut storer = JoinSet::new();
+    storer.spawn(store::run(blocks.content.clone(), store_rx, stored_tx));
     let result = f.run(&mut from_rx, &mut stored_rx).await;
     f.workers.abort_all();
+    // The storer ends once its queue closes: what arrived is committed (kept for the next
+    // try) or, after a store error, removed. A fetch that returns leaves no temporary files
+    // behind it, and no commit still running.
+    f.to_store = None;
+    while storer.join_next().await.is_some() {}
     let error = result.as_ref().err().map(|e| e.to_string());
     f.progress(true, error);
     result
@@ -334,6 +341,9 @@ impl<'a> Fetch<'a> {
         }
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A peer connecting (a LAN one found a moment ago) is asked at once, not at a tick.
+        let mut peers_changed = self.peers.clone();
+        peers_changed.mark_unchanged();
         loop {
             if self.manifest.is_some() && self.done == self.slots.len() {
                 break;
@@ -347,6 +357,7 @@ impl<'a> Fetch<'a> {
                     self.refresh(false);
                     self.add_providers().await;
                 }
+                Ok(()) = peers_changed.changed() => self.add_providers().await,
                 Some(msg) = from_rx.recv() => self.on_worker(msg).await?,
                 Some(stored) = stored_rx.recv() => self.on_stored(stored?),
                 _ = tick.tick() => {
@@ -480,7 +491,8 @@ impl<'a> Fetch<'a> {
         Ok(())
     }
 
-    /// Starts a worker for every connected member not asked yet.
+    /// Starts a worker for every connected member not asked yet; notes LAN members being
+    /// dialled (see `behind`).
     async fn add_providers(&mut self) {
         let candidates: Vec<PeerView> = self
             .peers
@@ -509,7 +521,11 @@ impl<'a> Fetch<'a> {
         .await
         .unwrap_or_default();
         for view in members {
-            // A LAN member that refused before keeps its first ask's time (see `behind`).
+            if !view.connected {
+                self.behind.entry(view.peer).or_insert_with(Instant::now);
+                continue;
+            }
+            // A LAN member seen before (refused, or dialled) keeps that time (see `behind`).
             let added = self
                 .behind
                 .get(&view.peer)
@@ -549,11 +565,14 @@ impl<'a> Fetch<'a> {
         }
     }
 
-    /// Whether a LAN member that refused (see `behind`) is waiting to be asked again and
-    /// still within [`LAN_FIRST_ANSWER`] of its first ask.
+    /// Whether a LAN member not asking yet (see `behind`), still dialled or connected, is
+    /// waiting to be asked and within [`LAN_FIRST_ANSWER`] of when it was first seen.
     fn behind_waiting(&self) -> bool {
+        let peers = self.peers.borrow();
         self.behind.iter().any(|(peer, first)| {
-            !self.providers.contains_key(peer) && first.elapsed() < LAN_FIRST_ANSWER
+            !self.providers.contains_key(peer)
+                && first.elapsed() < LAN_FIRST_ANSWER
+                && peers.iter().any(|v| v.peer == *peer)
         })
     }
 
