@@ -12,11 +12,15 @@ use libp2p::PeerId;
 
 use crate::content::BlockHash;
 
-/// A connected peer as the node sees it (published by the node's task for fetches).
+/// A peer as the node sees it (published by the node's task for fetches): every connected
+/// peer, and a LAN peer being dialled since mDNS found it (a fetch waits a moment for it
+/// rather than ask the WAN for what it may hold).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerView {
     /// The peer.
     pub peer: PeerId,
+    /// Connected now (false: a LAN peer still being dialled).
+    pub connected: bool,
     /// LAN (see the module docs of [`super`] for the rule).
     pub lan: bool,
     /// Its latest ping round trip.

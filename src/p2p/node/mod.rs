@@ -592,9 +592,16 @@ impl Node {
                 ..
             } => {
                 let address = endpoint.get_remote_address().clone();
+                let was_dialling = self
+                    .peers
+                    .get_mut(&peer_id)
+                    .is_some_and(|e| std::mem::take(&mut e.dialling));
                 if self.is_quarantined(&peer_id) {
                     tracing::info!(peer = %peer_id, "refusing a quarantined peer");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
+                    if was_dialling {
+                        self.publish_peers();
+                    }
                     return;
                 }
                 if endpoint.is_dialer() {
@@ -656,6 +663,11 @@ impl Node {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                if let Some(e) = peer_id.and_then(|p| self.peers.get_mut(&p)) {
+                    if std::mem::take(&mut e.dialling) {
+                        self.publish_peers();
+                    }
+                }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(%error, "incoming connection failed");

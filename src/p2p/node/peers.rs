@@ -25,6 +25,8 @@ pub(super) struct PeerEntry {
     pub(super) announced: BTreeSet<Multiaddr>,
     /// When it was last connected, announced or heard from.
     pub(super) last_seen: Option<tokio::time::Instant>,
+    /// A LAN dial to it is under way (from [`Node::dial_lan`] until it connects or fails).
+    pub(super) dialling: bool,
 }
 
 impl PeerEntry {
@@ -124,15 +126,18 @@ impl Node {
             .any(|(_, who)| who.as_ref() == Some(peer))
     }
 
-    /// Tells fetches (and the byte counters) which peers are connected and their class.
+    /// Tells fetches (and the byte counters) which peers are connected and their class, and
+    /// which LAN peers are being dialled.
     pub(super) fn publish_peers(&mut self) {
         let mut views = Vec::new();
         for (peer, e) in &self.peers {
             let lan = self.is_lan(peer, e);
             self.meter.set_lan(*peer, lan);
-            if e.connections > 0 {
+            let connected = e.connections > 0;
+            if connected || (lan && e.dialling) {
                 views.push(PeerView {
                     peer: *peer,
+                    connected,
                     lan,
                     rtt: e.rtt,
                 });
@@ -155,8 +160,12 @@ impl Node {
             .addresses(addrs)
             .allocate_new_port()
             .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, error = %e, "dialling a LAN peer failed");
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.peers.entry(peer).or_default().dialling = true;
+                self.publish_peers();
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "dialling a LAN peer failed"),
         }
     }
 
