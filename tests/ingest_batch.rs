@@ -306,3 +306,63 @@ async fn a_delivery_on_time_reads_nothing_ahead() {
     assert_eq!(status["counters"]["read_ahead"], 0, "{status}");
     exapp.stop();
 }
+
+/// The `Depth: 1` listings serve made of `Sync/`.
+fn sync_listings(nc: &FakeNextcloud) -> usize {
+    nc.state()
+        .received
+        .iter()
+        .filter(|r| {
+            r.method == "PROPFIND"
+                && r.header("depth") == Some("1")
+                && r.path.trim_end_matches('/').ends_with("/files/alice/Sync")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_folder_is_listed_once_and_read_on_by_the_next_batches() {
+    // More new files than one batch reads ahead (256): three late deliveries, three
+    // batches, one listing.
+    const MANY: usize = 600;
+    let (nc, exapp, _dir) = serving_sync(&[]).await;
+    let name = |i: usize| format!("f{i:04}.txt");
+    let ids: Vec<u64> = (0..MANY)
+        .map(|i| {
+            nc.user_put("alice", &format!("Sync/{}", name(i)), format!("new {i}\n"))
+                .fileid
+        })
+        .collect();
+    nc.discard_webhook_jobs();
+    let before = entries(&exapp).await;
+    let listings_before = sync_listings(&nc);
+    let time = now_s() - 600;
+    let mut recorded = Vec::new();
+    // Each delivery names a file no earlier batch read ahead (the last ones, in name order).
+    for i in [0, MANY - 1, MANY - 2] {
+        let path = format!("Sync/{}", name(i));
+        let (status, _) = exapp
+            .deliver(
+                "NodeCreatedEvent",
+                "alice",
+                delivery("Created", &path, ids[i], time),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let status = exapp.wait_idle().await;
+        assert_eq!(status["failed"], 0, "{status}");
+        recorded.push(entries(&exapp).await - before);
+    }
+    assert_eq!(
+        recorded,
+        [257, 514, MANY as u64],
+        "each batch reads 256 ahead, the last one the rest"
+    );
+    assert_eq!(
+        sync_listings(&nc) - listings_before,
+        1,
+        "the later batches read on in the first one's listing"
+    );
+    assert_eq!(file_gets(&nc), MANY, "each file read once");
+    exapp.stop();
+}
