@@ -44,9 +44,7 @@
 //! request ([`Plan::Answered`]), and the other events of its burst are looked at without a
 //! download ([`super::ingest::Bursts`]). Nothing is read ahead that an event of the batch
 //! is about (at or above the file), nor where a peer's version waits to be written, and
-//! nothing is lost by not reading ahead: the events still come. A listing that left files
-//! unread is read on by the next batches ([`REUSE_FOR`]) rather than made again for each:
-//! in a folder of thousands, the listing cost as much as the reads it served.
+//! nothing is lost by not reading ahead: the events still come.
 //!
 //! Refused credentials (a 401) are found with one request: a batch's first look goes alone,
 //! and after a refusal no more are made (about five refused logins lock the ExApp out of
@@ -111,73 +109,33 @@ const READ_AHEAD: usize = 256;
 /// A folder whose last read-ahead listing left nothing unread is listed for it again only
 /// after this long.
 const RELIST_AFTER: Duration = Duration::from_secs(READ_AHEAD_LAG as u64);
-/// A read-ahead listing that left files unread is read on by the next batches for this
-/// long, not listed again each time: listing a folder of thousands costs a busy Nextcloud
-/// seconds, as long as reading a few dozen of its files. What changed since is found by
-/// the events (a read of a file listed before it changed only costs its event a second
-/// read: the content is taken when read, never from the listing).
-const REUSE_FOR: Duration = Duration::from_secs(60);
 
-/// What the worker remembers between batches of the folders it read ahead in.
+/// What the worker remembers between batches of the folders it read ahead in: when each
+/// was last listed for it, and how many changed files that listing left unread (then the
+/// next batch lists it again at once).
 #[derive(Debug, Clone, Default)]
 pub(super) struct ReadAhead(Arc<std::sync::Mutex<AheadFolders>>);
 
-/// (library, folder) → its last read-ahead listing.
-type AheadFolders = HashMap<(LibraryId, String), AheadListing>;
-
-/// A folder's last read-ahead listing: when it was made, and how many changed files it
-/// left unread (then the next batch reads on in it, or lists the folder again at once).
-#[derive(Debug)]
-struct AheadListing {
-    at: Instant,
-    unread: usize,
-    listing: Listing,
-}
-
-/// What a batch with a late delivery in a folder does to read ahead there.
-enum AheadPlan {
-    /// Reads on in the listing an earlier batch made.
-    ReadOn(Listing),
-    /// Lists the folder.
-    List,
-    /// Nothing: its last listing left nothing unread, a moment ago.
-    Skip,
-}
+/// (library, folder) → when it was last listed to read ahead, and what that left unread.
+type AheadFolders = HashMap<(LibraryId, String), (Instant, usize)>;
 
 impl ReadAhead {
-    fn plan(&self, library: LibraryId, folder: &str) -> AheadPlan {
+    /// Whether a batch with a late delivery in `folder` should list it to read ahead.
+    fn wanted(&self, library: LibraryId, folder: &str) -> bool {
         let folders = super::stats::lock(&self.0);
         match folders.get(&(library, folder.to_owned())) {
-            None => AheadPlan::List,
-            Some(a) if a.unread > 0 && a.at.elapsed() < REUSE_FOR => {
-                AheadPlan::ReadOn(a.listing.clone())
-            }
-            Some(a) if a.unread > 0 || a.at.elapsed() >= RELIST_AFTER => AheadPlan::List,
-            Some(_) => AheadPlan::Skip,
+            None => true,
+            Some((listed, unread)) => *unread > 0 || listed.elapsed() >= RELIST_AFTER,
         }
     }
 
-    /// Notes what reading ahead in `listing` of `folder` left unread (a listing read on
-    /// keeps when it was made).
-    fn read(&self, library: LibraryId, folder: &str, listing: &Listing, unread: usize) {
+    fn listed(&self, library: LibraryId, folder: &str, unread: usize) {
         let mut folders = super::stats::lock(&self.0);
         // Bounded: forgetting a folder costs at most one listing more.
         if folders.len() >= 1024 {
             folders.clear();
         }
-        let key = (library, folder.to_owned());
-        let at = folders
-            .get(&key)
-            .filter(|a| Arc::ptr_eq(&a.listing, listing))
-            .map_or_else(Instant::now, |a| a.at);
-        folders.insert(
-            key,
-            AheadListing {
-                at,
-                unread,
-                listing: listing.clone(),
-            },
-        );
+        folders.insert((library, folder.to_owned()), (Instant::now(), unread));
     }
 }
 
@@ -619,9 +577,6 @@ impl Batch {
         // In the listing's order, not the order the reads finished: the same batch
         // records the same chain.
         let mut read = std::mem::take(&mut self.read);
-        if !read.is_empty() {
-            tracing::debug!(files = read.len(), "read ahead");
-        }
         read.sort_by(|a, b| (a.0 .0, &a.1).cmp(&(b.0 .0, &b.1)));
         for (library, rel, seen) in read {
             let Some(lib) = self.locked.get(&library).map(|l| l.library.clone()) else {
@@ -919,12 +874,7 @@ async fn to_read_ahead(engine: &Engine, ahead: AheadFolder, read_ahead: &ReadAhe
         .collect();
     changed.sort_by(|a, b| a.path.cmp(&b.path));
     let most = READ_AHEAD.max(items.len() / LIST_RATIO);
-    read_ahead.read(
-        library.id,
-        &folder,
-        &listing,
-        changed.len().saturating_sub(most),
-    );
+    read_ahead.listed(library.id, &folder, changed.len().saturating_sub(most));
     changed
         .into_iter()
         .take(most)
@@ -975,8 +925,7 @@ fn answers(engine: &Engine, libraries: &[Library], event: &FileEvent) -> bool {
 
 /// Lets the jobs of a folder holding many of them share one listing of it (see
 /// [`LIST_FROM`], [`LIST_RATIO`]), and lists the folders of late deliveries to read ahead
-/// in them (`late`, as `read_ahead` allows: listed now, or read on in the listing an
-/// earlier batch made). Every listing, and whether it is read ahead in.
+/// in them (`late`, as `read_ahead` allows). Every listing, and whether it is read ahead in.
 fn share_listings(
     engine: &Engine,
     jobs: &mut [Job],
@@ -997,19 +946,12 @@ fn share_listings(
         })
         .map(|((library, folder), _)| ((library, folder.to_owned()), (Listing::default(), false)))
         .collect();
-    // The events' own looks use only listings made now (a look sees at least what its
-    // event says), so a listing read on is added after they took theirs.
-    let mut read_on = Vec::new();
     for (library, folder) in late {
-        match read_ahead.plan(*library, folder) {
-            AheadPlan::List => {
-                listed
-                    .entry((*library, folder.clone()))
-                    .or_insert_with(|| (Listing::default(), false))
-                    .1 = true;
-            }
-            AheadPlan::ReadOn(listing) => read_on.push(((*library, folder.clone()), listing)),
-            AheadPlan::Skip => {}
+        if read_ahead.wanted(*library, folder) {
+            listed
+                .entry((*library, folder.clone()))
+                .or_insert_with(|| (Listing::default(), false))
+                .1 = true;
         }
     }
     for job in jobs.iter_mut() {
@@ -1017,10 +959,6 @@ fn share_listings(
         if let Some((listing, _)) = listed.get(&(job.library.id, folder.clone())) {
             job.listing = Some((folder, listing.clone()));
         }
-    }
-    for (key, listing) in read_on {
-        // A folder listed now for the events' own looks is read ahead in that listing.
-        listed.entry(key).or_insert((listing, false)).1 = true;
     }
     listed
 }
@@ -1035,12 +973,8 @@ async fn listed<'l>(
     listing
         .get_or_init(|| async {
             let root = library.root();
-            let started = Instant::now();
             match engine.inner.backend.list(root, folder, Depth::One).await {
-                Ok(items) => {
-                    tracing::debug!(library = %library.id, items = items.len(), ms = started.elapsed().as_millis() as u64, "listed a folder");
-                    Listed::Items(items.into_iter().map(|i| (i.path.clone(), i)).collect())
-                }
+                Ok(items) => Listed::Items(items.into_iter().map(|i| (i.path.clone(), i)).collect()),
                 Err(BackendError::Unauthorized(backend)) => Listed::Refused(backend),
                 Err(e) => {
                     tracing::debug!(library = %library.id, error = %e, "cannot list a folder; its files are looked at one by one");
