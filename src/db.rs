@@ -179,7 +179,7 @@ fn free_bytes(_: &Path) -> Option<u64> {
 fn create(path: &Path) -> Result<Database, DbError> {
     // redb checks a file's pages as it reads them and panics on one it cannot make sense
     // of: a damaged file is an error to report, not a crash.
-    let opened = quietly(|| std::panic::catch_unwind(|| Database::create(path)));
+    let opened = catch_quietly(|| Database::create(path));
     let opened = opened.map_err(|panic| DbError::Damaged {
         path: path.to_path_buf(),
         detail: panic_text(&panic),
@@ -204,11 +204,11 @@ thread_local! {
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with this thread's panics unprinted: the error made of a caught panic says
+/// Runs `f`, catching its panic without printing it: the error made of a caught panic says
 /// what its message would have, and more. The panic hook is process-wide, so it is wrapped
 /// once and asks a thread-local flag; swapping the hook around each call would race with
 /// other threads doing the same and could leave every later panic, anywhere, silent.
-fn quietly<T>(f: impl FnOnce() -> T) -> T {
+fn catch_quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::thread::Result<T> {
     static WRAP: std::sync::Once = std::sync::Once::new();
     WRAP.call_once(|| {
         let loud = std::panic::take_hook();
@@ -218,8 +218,9 @@ fn quietly<T>(f: impl FnOnce() -> T) -> T {
             }
         }));
     });
+    // The panic is caught here, so the flag is always put back.
     let before = QUIET.with(|q| q.replace(true));
-    let out = f();
+    let out = std::panic::catch_unwind(f);
     QUIET.with(|q| q.set(before));
     out
 }
