@@ -8,7 +8,7 @@
 
 mod support;
 
-use harpbridge::chain::ChainStore;
+use support::exapp::chain_files;
 use support::{ExApp, ExAppOptions, ExAppSpec, FakeNextcloud};
 
 const FILES: usize = 40;
@@ -91,18 +91,9 @@ async fn one_batch(fail: u16, extra: &[&str]) -> (Vec<String>, serde_json::Value
 
 /// The paths of the chain's `Put` entries, in the chain's order.
 fn chain_paths(data: &std::path::Path) -> Vec<String> {
-    let db = harpbridge::db::open(data).unwrap();
-    let chain = ChainStore::open(db).unwrap();
-    let lib = chain.libraries()[0];
-    chain
-        .log(&lib)
-        .unwrap()
-        .iter()
-        .filter_map(|h| chain.entry(h).ok().flatten())
-        .filter_map(|(_, e)| match &e.meta().op {
-            harpbridge::chain::Op::Put { path, .. } => Some(path.as_str().to_owned()),
-            _ => None,
-        })
+    chain_files(data)
+        .into_iter()
+        .map(|(path, _)| path)
         .collect()
 }
 
@@ -211,6 +202,24 @@ fn file_gets(nc: &FakeNextcloud) -> usize {
         .count()
 }
 
+/// The GETs serve made of `Sync/` as a tar stream, and the files each asked for.
+fn tar_gets(nc: &FakeNextcloud) -> Vec<usize> {
+    let mut sizes = nc
+        .state()
+        .received
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/Sync"))
+        .map(|r| {
+            let (_, files) = url::form_urlencoded::parse(r.query.as_bytes())
+                .find(|(k, _)| k == "files")
+                .expect("a tar GET names its files");
+            serde_json::from_str::<Vec<String>>(&files).unwrap().len()
+        })
+        .collect::<Vec<_>>();
+    sizes.sort();
+    sizes
+}
+
 async fn entries(exapp: &ExApp) -> u64 {
     exapp.api("/api/libraries", "admin").await["libraries"][0]["entries"]
         .as_u64()
@@ -251,7 +260,13 @@ async fn a_late_delivery_reads_its_folder_ahead_and_the_later_deliveries_cost_no
         FILES as u64,
         "every new file of the folder is recorded, not only the one delivered: {status}"
     );
-    assert_eq!(file_gets(&nc), FILES, "each file read once");
+    assert_eq!(file_gets(&nc), 1, "the delivered file is read on its own");
+    assert_eq!(
+        tar_gets(&nc),
+        [FILES - 1 - 32, 32],
+        "the rest in tar streams of at most 32 files"
+    );
+    assert_eq!(status["counters"]["read_in_tar"], FILES as u64 - 1);
     assert_eq!(
         status["counters"]["read_ahead"],
         FILES as u64 - 1,
@@ -272,13 +287,23 @@ async fn a_late_delivery_reads_its_folder_ahead_and_the_later_deliveries_cost_no
     let status = exapp.wait_idle().await;
     assert_eq!(entries(&exapp).await - before, FILES as u64, "{status}");
     assert_eq!(
-        file_gets(&nc),
-        FILES,
+        (file_gets(&nc), tar_gets(&nc).len()),
+        (1, 2),
         "the files read ahead are not read again for their deliveries: {status}"
     );
     assert_eq!(status["counters"]["answered"], FILES as u64 - 1, "{status}");
     assert_eq!(status["failed"], 0, "{status}");
     exapp.stop();
+    // Each with what Nextcloud holds.
+    let files = chain_files(dir.path());
+    for (path, bytes) in &files {
+        let i = (0..FILES).find(|i| name(*i) == *path).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(bytes),
+            format!("new {i}\n"),
+            "{path}"
+        );
+    }
     // Recorded in the folder's order after the delivered file, as the library owner's.
     let paths = chain_paths(dir.path());
     assert_eq!(paths[0], name(0));
@@ -305,4 +330,65 @@ async fn a_delivery_on_time_reads_nothing_ahead() {
     assert_eq!(file_gets(&nc), 1);
     assert_eq!(status["counters"]["read_ahead"], 0, "{status}");
     exapp.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_gone_before_its_tar_stream_costs_a_few_requests_not_the_others() {
+    let (nc, exapp, dir, ids) = undelivered_files().await;
+    let before = entries(&exapp).await;
+    // Nextcloud lists this file, but it is gone by the time the folder's files are read:
+    // the tar stream naming it is refused (404) as a whole.
+    let gone = 5;
+    let gone_path = format!("Sync/{}", name(gone));
+    nc.state()
+        .fail_get
+        .insert(("alice".into(), gone_path.clone()), (404, 1));
+    let time = now_s() - 600;
+    let first = format!("Sync/{}", name(0));
+    let (status, _) = exapp
+        .deliver(
+            "NodeCreatedEvent",
+            "alice",
+            delivery("Created", &first, ids[0], time),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let status = exapp.wait_idle().await;
+    assert_eq!(
+        entries(&exapp).await - before,
+        FILES as u64 - 1,
+        "every file but the gone one: {status}"
+    );
+    assert_eq!(
+        status["counters"]["read_ahead"],
+        FILES as u64 - 2,
+        "{status}"
+    );
+    let requests = file_gets(&nc) + tar_gets(&nc).len();
+    assert!(
+        requests <= 10,
+        "the bundle with the gone file is halved until it is asked for alone: {requests} requests, {:?} tar streams",
+        tar_gets(&nc)
+    );
+    let gone_gets = nc
+        .state()
+        .received
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&name(gone)))
+        .count();
+    assert_eq!(gone_gets, 1, "the gone file, asked for alone");
+
+    // Its own delivery comes (it is back): recorded then.
+    let (status, _) = exapp
+        .deliver(
+            "NodeCreatedEvent",
+            "alice",
+            delivery("Created", &gone_path, ids[gone], now_s()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let status = exapp.wait_idle().await;
+    assert_eq!(entries(&exapp).await - before, FILES as u64, "{status}");
+    exapp.stop();
+    assert_eq!(sorted(chain_paths(dir.path())), sorted(queued_order()));
 }

@@ -17,6 +17,8 @@
 //!   Nextcloud and a delete in a folder go everywhere.
 //! - A library a device offers is listed for an admin (refused to a user), accepted with a
 //!   POST through the proxy into a folder that did not exist, and its file lands there.
+//! - A backlog of small files (deliveries late) is read ahead in tar streams of the folder,
+//!   names with spaces, non-ASCII letters and over 100 bytes too, each with its own bytes.
 //!
 //! Needs root (see `support::real_nc`); elsewhere each test prints why and returns. The
 //! tests run one at a time; every wait is a generous deadline, not a timing assertion.
@@ -687,4 +689,71 @@ async fn an_admin_accepts_an_offered_library_through_the_php_proxy() {
     drop(office);
     drop(app);
     exapp.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_small_files_is_read_in_the_folders_tar_streams() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let dir = tempfile::tempdir().unwrap();
+    let (user, app, exapp) = team(nc, dir.path()).await;
+    let seen = exapp.entry_lines().await.len();
+    user.mkdir("Team/backlog").await;
+    // (Its delivery held back with the files' would have serve walk the new folder.)
+    entries_after(&exapp, seen, &["mkdir backlog"], WAIT).await;
+    exapp.wait_idle().await;
+
+    // Nextcloud's webhook worker is stopped while the files are uploaded, so their
+    // deliveries come late: serve reads the folder ahead of them.
+    let mut names: Vec<String> = (0..24).map(|i| format!("f{i:02}.txt")).collect();
+    names.push("a name with spaces.txt".into());
+    names.push("Ünïcødé ✓ ü.txt".into());
+    // Over 99 bytes: the archive names it in a GNU long-name entry.
+    names.push(format!("{}.txt", "long-".repeat(24)));
+    let body = |name: &str| format!("the bytes of {name}\n").repeat(1 + name.len() % 5);
+    {
+        let _workers = nc.stop_background_workers();
+        for name in &names {
+            user.put(&format!("Team/backlog/{name}"), body(name)).await;
+        }
+        // Later than a delivery on time can be (`READ_AHEAD_LAG`, 10 s).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let lines = exapp.entry_lines().await;
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !lines.contains(&format!("put backlog/{n}")))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not recorded in {WAIT:?}: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = exapp.wait_idle().await;
+    let in_tar = status["counters"]["read_in_tar"].as_u64().unwrap_or(0);
+    assert!(
+        in_tar as usize >= names.len() / 2,
+        "most of the backlog came in tar streams, not a GET each: {status}"
+    );
+    assert_eq!(status["failed"], 0, "{status}");
+    drop(app);
+    exapp.stop();
+
+    let files = support::exapp::chain_files(dir.path());
+    for name in &names {
+        let path = format!("backlog/{name}");
+        let (_, bytes) = files
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == path)
+            .unwrap_or_else(|| panic!("{path} not in the chain"));
+        assert_eq!(String::from_utf8_lossy(bytes), body(name), "{path}");
+    }
 }

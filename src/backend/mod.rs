@@ -139,6 +139,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The file's bytes.
     async fn read(&self, root: Root<'_>, rel: &str) -> Result<ByteStream, BackendError>;
 
+    /// Several files of the folder `folder` in one request: a tar stream of `names` (each
+    /// relative to `folder`), its entries named by their path below it (a leading `/`
+    /// allowed). A name not there fails the whole request with [`BackendError::NotFound`].
+    /// `Ok(None)` where the backend has no such request: each file is then read on its own.
+    async fn read_tar(
+        &self,
+        _root: Root<'_>,
+        _folder: &str,
+        _names: &[&str],
+    ) -> Result<Option<ByteStream>, BackendError> {
+        Ok(None)
+    }
+
     /// Writes `size` bytes from `body` to `rel`, under `options`' conditions.
     async fn write(
         &self,

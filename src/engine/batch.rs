@@ -14,6 +14,8 @@
 //!    folder holding many of the batch's files is listed once (PROPFIND `Depth: 1`)
 //!    instead of a PROPFIND per file, unless it is known to be much bigger than that
 //!    ([`LIST_FROM`], [`LIST_RATIO`]); a path its listing lacks is still asked for alone.
+//!    The small files a listing shows are then read a bundle at a time, one tar stream of
+//!    the folder per request instead of a GET each ([`super::bundle`]).
 //!    Looking decides nothing, so it may run ahead of the events before it: events are
 //!    hints, and every event of the batch has arrived before any of it is looked at, so
 //!    what a look sees is at least as new as what its event says.
@@ -37,7 +39,7 @@
 //! half the rate at which the same Nextcloud serves the files. When a batch's event in a
 //! folder was delivered [`READ_AHEAD_LAG`] or more after it happened, the folder is listed
 //! (`Depth: 1`) and its small files ([`STAGE_MAX`]) whose file id, ETag or size differ from
-//! the mirror's, that no event of the batch names, are read too ([`READ_AHEAD`] at most per
+//! the mirror's, that no event of the batch names, are read too, in bundles ([`READ_AHEAD`] at most per
 //! batch, decided after the batch's events, recorded as the library owner's, as a catch-up
 //! records what it finds). Their `NodeCreated` then asks nothing new: a file id the mirror
 //! holds at a path was read there after it was created, so the event is answered without a
@@ -64,6 +66,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, OwnedMutexGuard};
 
+use super::bundle::bundles;
 use super::ingest::{touches, Fetched, STAGE_MAX};
 use super::libraries::Library;
 use super::mirror::{Held, HeldFile};
@@ -583,6 +586,11 @@ impl Batch {
                 continue;
             };
             let (entry, fetched) = match seen {
+                // Gone since the listing: its delete (or next) event tells.
+                Ok(Seen::File {
+                    fetched: Fetched::Vanished,
+                    ..
+                }) => continue,
                 Ok(Seen::File { entry, fetched }) => (entry, fetched),
                 Ok(_) => continue,
                 Err(e) => {
@@ -738,10 +746,11 @@ fn refused(look: &Result<Seen, EngineError>) -> Option<&'static str> {
     }
 }
 
-/// Makes the batch's looks, `in_flight` at a time, sending each as it arrives, then reads
-/// ahead in the `ahead` folders. The first goes alone, so that refused credentials cost one
-/// request, not `in_flight`; once one is refused, no more are made, and every look not yet
-/// sent arrives as that refusal.
+/// Makes the batch's looks, `in_flight` requests at a time, sending each as it arrives,
+/// then reads ahead in the `ahead` folders. The first goes alone, so that refused
+/// credentials cost one request, not `in_flight`; once one is refused, no more are made,
+/// and every look not yet sent arrives as that refusal. Small files a folder's listing
+/// shows are read a bundle a request ([`super::bundle`]).
 async fn run_looks(
     engine: Engine,
     jobs: Vec<Job>,
@@ -757,7 +766,7 @@ async fn run_looks(
     let mut jobs = jobs.into_iter();
     let mut refusal = None;
     if let Some(first) = jobs.next() {
-        let arrival = look_job((engine.clone(), first, false)).await;
+        let arrival = look_job(engine.clone(), first).await;
         refusal = refusal_of(&arrival);
         if let Arrival::Event(index, _) = &arrival {
             unsent.remove(index);
@@ -768,22 +777,40 @@ async fn run_looks(
     }
     if refusal.is_none() {
         // Every look owns what it uses (no closure borrowing into the spawned task).
-        let events: Vec<(Engine, Job, bool)> =
-            jobs.map(|job| (engine.clone(), job, false)).collect();
-        // The files to read ahead are known once their folder's listing arrived; they are
-        // read after every event's look was started.
-        let reading: BoxFuture<'static, Vec<(Engine, Job, bool)>> = Box::pin(async move {
-            let mut reading = Vec::new();
+        let (listed, alone): (Vec<Job>, Vec<Job>) = jobs.partition(|j| j.listing.is_some());
+        let alone: Vec<Look> = alone
+            .into_iter()
+            .map(|job| Look::Event(engine.clone(), job))
+            .collect();
+        // Events in listed folders are looked at once their listing arrived, then the files
+        // to read ahead, once theirs did: after every other event's look was started.
+        let later: BoxFuture<'static, Vec<Look>> = Box::pin(async move {
+            let mut looks = by_listing(&engine, listed).await;
             for folder in ahead {
-                let jobs = to_read_ahead(&engine, folder, &read_ahead).await;
-                reading.extend(jobs.into_iter().map(|job| (engine.clone(), job, true)));
+                let (library, folder, items) = to_read_ahead(&engine, folder, &read_ahead).await;
+                let files = items.into_iter().map(|item| Wanted {
+                    index: None,
+                    item,
+                    trust: false,
+                });
+                looks.extend(
+                    bundles(files.collect(), |w| &w.item.path)
+                        .into_iter()
+                        .map(|files| Look::Bundle {
+                            engine: engine.clone(),
+                            library: library.clone(),
+                            folder: folder.clone(),
+                            files,
+                        }),
+                );
             }
-            reading
+            looks
         });
-        let looks = futures_util::stream::iter(events)
-            .chain(futures_util::stream::once(reading).flat_map(futures_util::stream::iter))
-            .map(look_job)
-            .buffer_unordered(in_flight);
+        let looks = futures_util::stream::iter(alone)
+            .chain(futures_util::stream::once(later).flat_map(futures_util::stream::iter))
+            .map(Look::run)
+            .buffer_unordered(in_flight)
+            .flat_map(futures_util::stream::iter);
         let mut looks = std::pin::pin!(looks);
         while let Some(arrival) = looks.next().await {
             refusal = refusal_of(&arrival);
@@ -808,26 +835,144 @@ async fn run_looks(
     }
 }
 
-/// One look of [`run_looks`]: of an event's path, or of a file `reading` ahead.
-async fn look_job((engine, job, reading): (Engine, Job, bool)) -> Arrival {
+/// One request's worth of [`run_looks`].
+enum Look {
+    /// An event's path.
+    Event(Engine, Job),
+    /// Small files of one folder, read together ([`Engine::fetch_bundle`]).
+    Bundle {
+        engine: Engine,
+        library: Library,
+        folder: String,
+        files: Vec<Wanted>,
+    },
+}
+
+/// A file of a [`Look::Bundle`].
+struct Wanted {
+    /// The event it is the look of, or `None` for a file read ahead.
+    index: Option<usize>,
+    /// As the folder's listing gave it.
+    item: Item,
+    /// Whether it may be trusted unchanged ([`Engine::fetch_file`]).
+    trust: bool,
+}
+
+impl Look {
+    async fn run(self) -> Vec<Arrival> {
+        let (engine, library, folder, files) = match self {
+            Look::Event(engine, job) => return vec![look_job(engine, job).await],
+            Look::Bundle {
+                engine,
+                library,
+                folder,
+                files,
+            } => (engine, library, folder, files),
+        };
+        let mut wanted: HashMap<String, (Option<usize>, bool)> = files
+            .iter()
+            .map(|w| (w.item.path.clone(), (w.index, w.trust)))
+            .collect();
+        let files = files.into_iter().map(|w| (w.item, w.trust)).collect();
+        let (got, left) = engine.fetch_bundle(&library, &folder, files).await;
+        let mut arrivals = Vec::with_capacity(got.len());
+        let arrival = |index: Option<usize>, entry: Item, fetched: Result<Fetched, EngineError>| {
+            let rel = entry.path.clone();
+            let seen = fetched.map(|fetched| Seen::File {
+                entry: Box::new(entry),
+                fetched,
+            });
+            match index {
+                Some(index) => Arrival::Event(index, seen),
+                None => Arrival::Ahead {
+                    library: library.id,
+                    rel,
+                    seen,
+                },
+            }
+        };
+        for (entry, fetched) in got {
+            let (index, _) = wanted.remove(&entry.path).unwrap_or((None, false));
+            arrivals.push(arrival(index, entry, fetched));
+        }
+        // What the bundle could not deliver: an event's file on its own, a file read
+        // ahead left to its events.
+        for entry in left {
+            if let Some((Some(index), trust)) = wanted.remove(&entry.path) {
+                let fetched = engine
+                    .fetch_file(&library, &entry.path, &entry, trust, true)
+                    .await;
+                arrivals.push(arrival(Some(index), entry, fetched));
+            }
+        }
+        arrivals
+    }
+}
+
+/// The look of an event's path.
+async fn look_job(engine: Engine, job: Job) -> Arrival {
     let listing = job.listing.as_ref().map(|(f, l)| (f.as_str(), l));
     let seen = look(&engine, &job.library, &job.rel, job.trust, listing).await;
-    if reading {
-        Arrival::Ahead {
-            library: job.library.id,
-            rel: job.rel,
-            seen,
+    Arrival::Event(job.index, seen)
+}
+
+/// The looks of events whose folder is listed for them, once it is: the small files it
+/// shows go a bundle at a time, every other event alone (a folder, a big file, a path the
+/// listing lacks or a listing that failed).
+async fn by_listing(engine: &Engine, jobs: Vec<Job>) -> Vec<Look> {
+    let mut looks = Vec::new();
+    let mut folders: Vec<(Library, String, Vec<Wanted>)> = Vec::new();
+    for job in jobs {
+        let Some((folder, listing)) = job.listing.clone() else {
+            looks.push(Look::Event(engine.clone(), job));
+            continue;
+        };
+        let item = match listed(engine, &job.library, &folder, &listing).await {
+            Listed::Items(items) => items
+                .get(&job.rel)
+                .filter(|i| !i.is_dir && i.size.is_some_and(|size| size <= STAGE_MAX))
+                .cloned(),
+            Listed::Failed | Listed::Refused(_) => None,
+        };
+        let Some(item) = item else {
+            looks.push(Look::Event(engine.clone(), job));
+            continue;
+        };
+        let wanted = Wanted {
+            index: Some(job.index),
+            item,
+            trust: job.trust,
+        };
+        match folders
+            .iter_mut()
+            .find(|(l, f, _)| l.id == job.library.id && *f == folder)
+        {
+            Some((_, _, files)) => files.push(wanted),
+            None => folders.push((job.library, folder, vec![wanted])),
         }
-    } else {
-        Arrival::Event(job.index, seen)
     }
+    for (library, folder, files) in folders {
+        for files in bundles(files, |w| &w.item.path) {
+            looks.push(Look::Bundle {
+                engine: engine.clone(),
+                library: library.clone(),
+                folder: folder.clone(),
+                files,
+            });
+        }
+    }
+    looks
 }
 
 /// The files of `folder`'s listing to read ahead: small ones whose file id, ETag or size
 /// differ from the mirror's, that no event of the batch names (at or above them) and over
 /// which no peer's version waits, at most [`READ_AHEAD`] (or a listing's worth); how many
 /// it left unread is remembered in `read_ahead`.
-async fn to_read_ahead(engine: &Engine, ahead: AheadFolder, read_ahead: &ReadAhead) -> Vec<Job> {
+async fn to_read_ahead(
+    engine: &Engine,
+    ahead: AheadFolder,
+    read_ahead: &ReadAhead,
+) -> (Library, String, Vec<Item>) {
     let AheadFolder {
         library,
         folder,
@@ -835,10 +980,10 @@ async fn to_read_ahead(engine: &Engine, ahead: AheadFolder, read_ahead: &ReadAhe
         named,
     } = ahead;
     let Listed::Items(items) = listed(engine, &library, &folder, &listing).await else {
-        return Vec::new();
+        return (library, folder, Vec::new());
     };
     let Ok(tree) = engine.tree(&library.id) else {
-        return Vec::new();
+        return (library, folder, Vec::new());
     };
     let mirror = &engine.inner.mirror;
     let named_above = |rel: &str| {
@@ -875,17 +1020,8 @@ async fn to_read_ahead(engine: &Engine, ahead: AheadFolder, read_ahead: &ReadAhe
     changed.sort_by(|a, b| a.path.cmp(&b.path));
     let most = READ_AHEAD.max(items.len() / LIST_RATIO);
     read_ahead.listed(library.id, &folder, changed.len().saturating_sub(most));
-    changed
-        .into_iter()
-        .take(most)
-        .map(|item| Job {
-            index: usize::MAX,
-            library: library.clone(),
-            rel: item.path.clone(),
-            trust: false,
-            listing: Some((folder.clone(), listing.clone())),
-        })
-        .collect()
+    let changed = changed.into_iter().take(most).cloned().collect();
+    (library, folder, changed)
 }
 
 /// The folder of a library path (`""` for the library's root).

@@ -421,29 +421,8 @@ impl Engine {
         trust_unchanged: bool,
         stage: bool,
     ) -> Result<Fetched, EngineError> {
-        let held = self.inner.mirror.get(&library.id, rel);
-        if trust_unchanged {
-            if let Some(Held::File(HeldFile {
-                size,
-                nextcloud: Some(nc),
-                ..
-            })) = &held
-            {
-                if Some(nc.fileid) == entry.fileid
-                    && Some(&nc.etag) == entry.etag.as_ref()
-                    && Some(*size) == entry.size
-                {
-                    return Ok(Fetched::Trusted { held });
-                }
-            }
-        }
-        let user_path = library.user_path(rel);
-        if self
-            .inner
-            .own_writes
-            .is_echo(&library.uid, &user_path, &entry.checksums)
-        {
-            return Ok(Fetched::Echo);
+        if let Some(known) = self.known_without_reading(library, rel, entry, trust_unchanged) {
+            return Ok(known);
         }
         if stage && entry.size.is_some_and(|size| size <= STAGE_MAX) {
             return match self.read_in(library, rel, ContentWriter::stage).await {
@@ -458,6 +437,38 @@ impl Engine {
             Err(EngineError::Backend(BackendError::NotFound(_))) => Ok(Fetched::Vanished),
             Err(e) => Err(e),
         }
+    }
+
+    /// What [`Self::fetch_file`] knows of a file without reading it: unchanged (trusted by
+    /// its file id, ETag and size, when `trust_unchanged`), or harpbridge's own write.
+    pub(super) fn known_without_reading(
+        &self,
+        library: &Library,
+        rel: &str,
+        entry: &Item,
+        trust_unchanged: bool,
+    ) -> Option<Fetched> {
+        let held = self.inner.mirror.get(&library.id, rel);
+        if trust_unchanged {
+            if let Some(Held::File(HeldFile {
+                size,
+                nextcloud: Some(nc),
+                ..
+            })) = &held
+            {
+                if Some(nc.fileid) == entry.fileid
+                    && Some(&nc.etag) == entry.etag.as_ref()
+                    && Some(*size) == entry.size
+                {
+                    return Some(Fetched::Trusted { held });
+                }
+            }
+        }
+        let user_path = library.user_path(rel);
+        self.inner
+            .own_writes
+            .is_echo(&library.uid, &user_path, &entry.checksums)
+            .then_some(Fetched::Echo)
     }
 
     /// The chain's half of [`Self::ingest_file`]: what a fetched file means against the

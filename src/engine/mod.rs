@@ -30,6 +30,7 @@
 //!   pairing.
 
 mod batch;
+mod bundle;
 pub mod catchup;
 pub mod changes;
 pub mod echo;

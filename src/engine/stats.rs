@@ -26,6 +26,8 @@ pub struct Counters {
     pub answered: AtomicU64,
     /// Files read ahead of their deliveries (a batch's late delivery, [`super::batch`]).
     pub read_ahead: AtomicU64,
+    /// Files read several to a request (a folder's tar stream, [`super::bundle`]).
+    pub read_in_tar: AtomicU64,
     /// Chain entries appended.
     pub appended: AtomicU64,
     /// Files read whose content the chain already had (no new entry).
@@ -67,6 +69,7 @@ impl Counters {
             ("coalesced", get(&self.coalesced)),
             ("answered", get(&self.answered)),
             ("read_ahead", get(&self.read_ahead)),
+            ("read_in_tar", get(&self.read_in_tar)),
             ("entries_appended", get(&self.appended)),
             ("unchanged", get(&self.unchanged)),
             ("echoes", get(&self.echoes)),

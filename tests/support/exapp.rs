@@ -488,3 +488,26 @@ impl ExApp {
         (status, response.text().await.unwrap_or_default())
     }
 }
+
+/// The `Put` entries of the (first) library in a stopped serve's data dir, in the chain's order: path, and the content stored for it.
+pub fn chain_files(data: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let db = harpbridge::db::open(data).unwrap();
+    let chain = harpbridge::chain::ChainStore::open(db.clone()).unwrap();
+    let store = harpbridge::content::ContentStore::open(db, data, Default::default()).unwrap();
+    let lib = chain.libraries()[0];
+    chain
+        .log(&lib)
+        .unwrap()
+        .iter()
+        .filter_map(|h| chain.entry(h).ok().flatten())
+        .filter_map(|(_, e)| match &e.meta().op {
+            harpbridge::chain::Op::Put { path, content, .. } => {
+                let mut bytes = Vec::new();
+                let mut reader = store.open_reader(&(*content).into()).unwrap();
+                std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+                Some((path.as_str().to_owned(), bytes))
+            }
+            _ => None,
+        })
+        .collect()
+}

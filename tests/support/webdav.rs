@@ -268,11 +268,98 @@ pub(crate) async fn handle(State(inner): State<Arc<Inner>>, request: Request) ->
         Ok(u) => u,
         Err(r) => return r,
     };
+    if area == "files" && parts.method == Method::GET {
+        if let Some(files) = tar_request(&parts.headers, parts.uri.query()) {
+            return folder_tar(&inner, &user, &file, &files);
+        }
+    }
     match area {
         "files" => files(&inner, &parts.method, &parts.headers, &user, &file, body).await,
         "uploads" => uploads(&inner, &parts.method, &parts.headers, &user, &file, body),
         _ => sabre(StatusCode::NOT_FOUND, "NotFound", "Principal not found"),
     }
+}
+
+/// The `files` of a folder GET asking for a tar stream (`Accept: application/x-tar`,
+/// `?files=<JSON array>`), as Nextcloud's `ZipFolderPlugin` takes them.
+fn tar_request(headers: &HeaderMap, query: Option<&str>) -> Option<Vec<String>> {
+    let accept = header(headers, "accept")?;
+    if !accept.split(',').any(|a| a.trim() == "application/x-tar") {
+        return None;
+    }
+    let (_, files) = url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "files")?;
+    serde_json::from_str(&files).ok()
+}
+
+/// `files` of the folder `path` as Nextcloud 33 streams them (`TarStreamer`): ustar, each
+/// entry's prefix `/` and its name below the folder, a GNU `././@LongLink` entry before a
+/// name over 99 bytes, two zero blocks at the end. A missing file is a 404 before any byte.
+fn folder_tar(inner: &Inner, uid: &str, path: &str, files: &[String]) -> Response {
+    let mut contents = Vec::new();
+    {
+        let mut state = inner.lock();
+        for name in files {
+            let file = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            if let Some((status, _)) = state.fail_get.get(&(uid.to_owned(), file.clone())) {
+                let status =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return sabre(
+                    status,
+                    "NotFound",
+                    &format!("File with name /{file} could not be located"),
+                );
+            }
+            match files_of(&mut state, uid).get(&file) {
+                Some(FileNode {
+                    content: Some(c), ..
+                }) => contents.push((name.clone(), c.clone())),
+                _ => return fs_error(FsError::NotFound, &file),
+            }
+        }
+    }
+    let mut tar = Vec::new();
+    for (name, content) in contents {
+        let bytes: Vec<u8> = content.pieces(256 << 10).flat_map(|b| b.to_vec()).collect();
+        if name.len() > 99 {
+            tar_entry(&mut tar, b"././@LongLink", b"", b'L', name.as_bytes());
+        }
+        tar_entry(&mut tar, name.as_bytes(), b"/", b'0', &bytes);
+    }
+    tar.extend_from_slice(&[0; 1024]);
+    let mut response = Response::new(Body::from(tar));
+    response.headers_mut().insert(
+        "Content-Type",
+        HeaderValue::from_static("application/x-tar"),
+    );
+    response
+}
+
+/// One ustar header (name cut at 100 bytes) and its data, padded to 512 bytes.
+fn tar_entry(tar: &mut Vec<u8>, name: &[u8], prefix: &[u8], kind: u8, data: &[u8]) {
+    let mut header = [0u8; 512];
+    let name = &name[..name.len().min(100)];
+    header[..name.len()].copy_from_slice(name);
+    header[100..107].copy_from_slice(b"0000777");
+    header[108..109].copy_from_slice(b"0");
+    header[116..117].copy_from_slice(b"0");
+    header[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+    header[136..147].copy_from_slice(format!("{:011o}", now()).as_bytes());
+    header[156] = kind;
+    header[257..262].copy_from_slice(b"ustar");
+    header[263..265].copy_from_slice(b"00");
+    header[345..345 + prefix.len()].copy_from_slice(prefix);
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..154].copy_from_slice(format!("{sum:06o}").as_bytes());
+    header[154] = 0;
+    header[155] = b' ';
+    tar.extend_from_slice(&header);
+    tar.extend_from_slice(data);
+    tar.resize(tar.len().div_ceil(512) * 512, 0);
 }
 
 async fn files(

@@ -10,6 +10,9 @@
 pub mod multistatus;
 pub mod webdav;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{Backend, BackendError, ByteStream, Depth, Item, Root, WriteOptions, Written};
@@ -24,12 +27,16 @@ const NAME: &str = "Nextcloud";
 #[derive(Debug, Clone)]
 pub struct NextcloudBackend {
     dav: WebDav,
+    /// This Nextcloud answered a folder's tar GET with something else
+    /// ([`WebDav::get_tar`]): files are read one by one from then on.
+    no_tar: Arc<AtomicBool>,
 }
 
 impl NextcloudBackend {
     pub fn new(client: NextcloudClient) -> Self {
         NextcloudBackend {
             dav: WebDav::new(client),
+            no_tar: Arc::default(),
         }
     }
 }
@@ -120,6 +127,33 @@ impl Backend for NextcloudBackend {
             .bytes_stream()
             .map_err(std::io::Error::other)
             .boxed())
+    }
+
+    async fn read_tar(
+        &self,
+        root: Root<'_>,
+        folder: &str,
+        names: &[&str],
+    ) -> Result<Option<ByteStream>, BackendError> {
+        if self.no_tar.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let tar = self
+            .dav
+            .get_tar(root.owner, &root.owner_path(folder), names)
+            .await?;
+        let Some(response) = tar else {
+            if !self.no_tar.swap(true, Ordering::Relaxed) {
+                tracing::info!("Nextcloud does not send folders as tar streams (Nextcloud 30 or later does): small files are read one request each");
+            }
+            return Ok(None);
+        };
+        Ok(Some(
+            response
+                .bytes_stream()
+                .map_err(std::io::Error::other)
+                .boxed(),
+        ))
     }
 
     async fn write(
