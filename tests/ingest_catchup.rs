@@ -458,3 +458,70 @@ fn the_doubles_filter_evaluation_agrees_with_nextclouds() {
     assert!(mongo::filter_match(&json!({}), &cases[0].0));
     assert!(mongo::filter_match(&json!([]), &cases[0].0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_scan_reads_small_files_a_tar_stream_per_32() {
+    let nc = FakeNextcloud::start().await;
+    nc.user_mkdir("alice", "Team");
+    nc.user_mkdir("alice", "Team/docs");
+    let small = |i: usize| format!("small file {i}\n").repeat(i % 7 + 1);
+    for i in 0..70 {
+        nc.user_put("alice", &format!("Team/f{i:02}.txt"), small(i));
+    }
+    for i in 0..3 {
+        nc.user_put("alice", &format!("Team/docs/d{i}.txt"), small(100 + i));
+    }
+    // Over the size read in bundles: a GET of its own.
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    nc.user_put("alice", "Team/big.bin", big.clone());
+    nc.discard_webhook_jobs();
+    let dir = tempfile::tempdir().unwrap();
+    let exapp = started(&nc, dir.path(), 3600).await;
+
+    let gets: Vec<(String, String)> = nc
+        .state()
+        .received
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/remote.php/dav/files/"))
+        .map(|r| (r.path.clone(), r.query.clone()))
+        .collect();
+    let tar_files = |folder: &str| -> Vec<usize> {
+        let mut sizes: Vec<usize> = gets
+            .iter()
+            .filter(|(path, query)| path.ends_with(folder) && query.contains("files="))
+            .map(|(_, query)| {
+                let (_, files) = url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == "files")
+                    .unwrap();
+                serde_json::from_str::<Vec<String>>(&files).unwrap().len()
+            })
+            .collect();
+        sizes.sort();
+        sizes
+    };
+    assert_eq!(tar_files("/Team"), [6, 32, 32], "{gets:#?}");
+    assert_eq!(tar_files("/Team/docs"), [3], "{gets:#?}");
+    let alone: Vec<&String> = gets
+        .iter()
+        .filter(|(_, query)| query.is_empty())
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(alone, ["/remote.php/dav/files/alice/Team/big.bin"]);
+    exapp.stop();
+
+    let files = support::exapp::chain_files(dir.path());
+    assert_eq!(files.len(), 74);
+    for (path, bytes) in files {
+        let expected = match path.as_str() {
+            "big.bin" => big.clone(),
+            p => {
+                let i: usize = match p.strip_prefix("docs/d") {
+                    Some(rest) => 100 + rest.trim_end_matches(".txt").parse::<usize>().unwrap(),
+                    None => p[1..3].parse().unwrap(),
+                };
+                small(i).into_bytes()
+            }
+        };
+        assert!(bytes == expected, "{path}");
+    }
+}

@@ -29,7 +29,7 @@ use super::libraries::Library;
 use super::stats::Counters;
 use super::{Engine, EngineError};
 use crate::backend::{BackendError, Item};
-use crate::chain::LibraryId;
+use crate::chain::{LibraryId, Op};
 use crate::content::{ContentStore, Staged};
 
 /// Files asked for in one request. Each costs Nextcloud a file-cache lookup and an open;
@@ -137,6 +137,63 @@ impl Engine {
             }
         }
         (out, left)
+    }
+
+    /// [`Engine::fetch_bundle`] and then what each file means for the chain, as
+    /// [`Engine::ingest_file`] of each (unchanged ones trusted) would, with one commit
+    /// for all the versions read: what a walk records, in path order.
+    pub(super) async fn ingest_bundle(
+        &self,
+        library: &Library,
+        folder: &str,
+        files: Vec<Item>,
+    ) -> Vec<Result<Option<Op>, EngineError>> {
+        let files = files.into_iter().map(|item| (item, true)).collect();
+        let (mut got, left) = self.fetch_bundle(library, folder, files).await;
+        for item in left {
+            let fetched = self
+                .fetch_file(library, &item.path, &item, true, true)
+                .await;
+            got.push((item, fetched));
+        }
+        let mut settled = Vec::new();
+        let (mut staged_items, mut staged) = (Vec::new(), Vec::new());
+        for (item, fetched) in got {
+            match fetched {
+                Ok(Fetched::Staged(s)) => {
+                    staged_items.push(item);
+                    staged.push(*s);
+                }
+                other => settled.push((item, other)),
+            }
+        }
+        let mut out: Vec<(String, Result<Option<Op>, EngineError>)> = Vec::new();
+        if !staged.is_empty() {
+            let store = self.inner.content.clone();
+            let committed = tokio::task::spawn_blocking(move || store.commit_staged(staged))
+                .await
+                .map_err(EngineError::from)
+                .and_then(|c| c.map_err(EngineError::from));
+            match committed {
+                Ok(ingested) => {
+                    for (entry, i) in staged_items.into_iter().zip(ingested) {
+                        let op = self.version_op(library, &entry.path, &entry, i.id, i.size);
+                        out.push((entry.path.clone(), op.await));
+                    }
+                }
+                // The walk stops at it; nothing read here is recorded.
+                Err(e) => out.push((staged_items.swap_remove(0).path, Err(e))),
+            }
+        }
+        for (entry, fetched) in settled {
+            let op = match fetched {
+                Ok(fetched) => self.file_op(library, &entry.path, &entry, fetched).await,
+                Err(e) => Err(e),
+            };
+            out.push((entry.path, op));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter().map(|(_, op)| op).collect()
     }
 
     /// One tar request for `items` of `folder`, each entry staged: by path, the files

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::StreamExt;
 
+use super::bundle::bundles;
 use super::libraries::Library;
 use super::mirror::{Held, HeldFile};
 use super::stats::{lock, Counters, ScanProgress, ScanState};
@@ -719,17 +720,31 @@ impl Engine {
                         folders.push(child);
                     }
                 } else {
-                    files.push((child, entry));
+                    files.push(entry);
                 }
             }
-            // Files are read a few at a time: each costs a round trip to Nextcloud and an
-            // fsync'd commit, which overlap well.
-            let mut results = futures_util::stream::iter(files)
-                .map(|(child, entry)| async move {
-                    self.scan_progress(progress_key, |p| p.files_seen += 1);
-                    self.ingest_file(library, &child, &entry, true).await
+            // Files are read a few requests at a time: each costs a round trip to Nextcloud
+            // and an fsync'd commit, which overlap well. Small ones go a bundle a request
+            // and a commit, bigger ones on their own.
+            let (small, big): (Vec<Item>, Vec<Item>) = files
+                .into_iter()
+                .partition(|entry| entry.size.is_some_and(|size| size <= STAGE_MAX));
+            let reads = bundles(small, |entry| &entry.path)
+                .into_iter()
+                .chain(big.into_iter().map(|entry| vec![entry]));
+            let folder = folder.as_str();
+            let mut results = futures_util::stream::iter(reads)
+                .map(|files| async move {
+                    self.scan_progress(progress_key, |p| p.files_seen += files.len() as u64);
+                    match <[Item; 1]>::try_from(files) {
+                        Ok([entry]) => {
+                            vec![self.ingest_file(library, &entry.path, &entry, true).await]
+                        }
+                        Err(files) => self.ingest_bundle(library, folder, files).await,
+                    }
                 })
-                .buffered(PARALLEL_FILES);
+                .buffered(PARALLEL_FILES)
+                .flat_map(futures_util::stream::iter);
             while let Some(result) = results.next().await {
                 if let Some(op) = result? {
                     if let Op::Put { size, .. } = &op {
