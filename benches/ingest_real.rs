@@ -30,7 +30,10 @@
 //!    sequential WebDAV GETs (a sample of 300), and parallel GETs with as many in flight as
 //!    serve's worker uses (12), signed with AppAPI's headers as serve's are (a Basic-auth
 //!    GET costs Nextcloud a password hash each); `ratio_to_parallel_get` is the backlog's
-//!    entries/s over the parallel GETs' files/s.
+//!    entries/s over the parallel GETs' files/s. serve reads small files as tar streams of
+//!    their folder, 32 to a request, so the same files read that way (bytes only, 12
+//!    requests in flight) are the baseline of what this Nextcloud can serve at best:
+//!    `ratio_to_tar_get`.
 //!
 //! Other ExApps registered on the same Nextcloud share that worker (their webhooks fire for
 //! every change too): the JSON says how many webhooks they have. For a figure of harpbridge
@@ -54,6 +57,8 @@ use support::real_nc::{entries_after, real, App};
 
 /// The worker's requests in flight (`harpbridge::engine`'s default `--ingest-in-flight`).
 const IN_FLIGHT: usize = 12;
+/// Files serve asks for in one tar request (`harpbridge::engine`'s bundles).
+const TAR_FILES: usize = 32;
 /// PUTs in flight while uploading, as a sync client does (Nextcloud's desktop client uses
 /// up to 6; `up.sh` serves with 4 PHP workers).
 const UPLOADERS: usize = 4;
@@ -187,6 +192,7 @@ async fn run() -> Option<Value> {
         "webhook_worker": "occ background-job:worker -i 1 (dedicated)",
         "end_to_end_entries_per_s": e2e,
         "ratio_to_parallel_get": ratio,
+        "ratio_to_tar_get": bulk["ratio_to_tar_get"],
         "ratio_to_delivery": bulk["ratio_to_delivery"],
         "throughput": bulk,
         "uploads": uploads,
@@ -197,6 +203,7 @@ async fn run() -> Option<Value> {
             "webdav_put_ms": {"p50": put50, "p99": put99},
             "sequential_get_files_per_s": bulk["baseline"]["sequential_get_files_per_s"],
             "parallel_get_files_per_s": bulk["baseline"]["parallel_get_files_per_s"],
+            "tar_get_files_per_s": bulk["baseline"]["tar_get_files_per_s"],
         },
     }))
 }
@@ -397,11 +404,39 @@ async fn throughput(
         "baseline: WebDAV GETs of the same files, sequential {sequential:.1} files/s ({sample} files), \
          {IN_FLIGHT} in flight {parallel:.1} files/s; backlog end to end / parallel GETs = {ratio:.2}"
     );
+    // And as serve reads them: the folder's tar stream, TAR_FILES names a request, as
+    // many requests in flight; the bytes read, not unpacked or stored.
+    let names: Vec<String> = (0..files).map(|i| format!("f{i:05}.txt")).collect();
+    let tar = |chunk: &[String]| {
+        let chunk = chunk.to_vec();
+        async move {
+            let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let response = dav
+                .get_tar(uid, "Bench/backlog", &names)
+                .await
+                .expect("tar GET")
+                .expect("Nextcloud sends tar streams");
+            response.bytes().await.expect("tar body").len()
+        }
+    };
+    let t = Instant::now();
+    futures_util::stream::iter(names.chunks(TAR_FILES))
+        .map(tar)
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    let tar_rate = rate(files, t.elapsed());
+    let ratio_to_tar = e2e / tar_rate;
+    println!(
+        "baseline: the same files as tar streams of the folder, {TAR_FILES} a request, {IN_FLIGHT} in flight \
+         {tar_rate:.1} files/s; backlog end to end / tar GETs = {ratio_to_tar:.2}"
+    );
     json!({
         "files": files,
         "uploaders": UPLOADERS,
         "end_to_end_entries_per_s": e2e,
         "ratio_to_parallel_get": ratio,
+        "ratio_to_tar_get": ratio_to_tar,
         "ratio_to_delivery": ratio_to_delivery,
         "backlog": {
             "delivered_files_per_s": delivered_files,
@@ -417,6 +452,8 @@ async fn throughput(
             "sequential_sample": sample,
             "parallel_get_files_per_s": parallel,
             "parallel_in_flight": IN_FLIGHT,
+            "tar_get_files_per_s": tar_rate,
+            "tar_files_per_request": TAR_FILES,
         },
     })
 }

@@ -392,3 +392,37 @@ async fn a_file_gone_before_its_tar_stream_costs_a_few_requests_not_the_others()
     exapp.stop();
     assert_eq!(sorted(chain_paths(dir.path())), sorted(queued_order()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nextcloud_without_tar_streams_has_its_files_read_one_by_one() {
+    let (nc, exapp, dir, ids) = undelivered_files().await;
+    nc.state().no_tar = true;
+    let before = entries(&exapp).await;
+    let first = format!("Sync/{}", name(0));
+    let (status, _) = exapp
+        .deliver(
+            "NodeCreatedEvent",
+            "alice",
+            delivery("Created", &first, ids[0], now_s() - 600),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let status = exapp.wait_idle().await;
+    assert_eq!(entries(&exapp).await - before, FILES as u64, "{status}");
+    assert_eq!(file_gets(&nc), FILES, "each file read on its own");
+    assert!(
+        tar_gets(&nc).len() <= 2,
+        "asked only until the first answer said no: {:?}",
+        tar_gets(&nc)
+    );
+    assert_eq!(status["counters"]["read_in_tar"], 0, "{status}");
+    exapp.stop();
+    for (path, bytes) in chain_files(dir.path()) {
+        let i = (0..FILES).find(|i| name(*i) == path).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            format!("new {i}\n"),
+            "{path}"
+        );
+    }
+}

@@ -2,10 +2,11 @@
 //! as its bytes arrive.
 //!
 //! On a real Nextcloud most of a small file's GET is the server starting a PHP request and
-//! authenticating it, not sending the bytes. When a batch reads ahead in a folder
-//! ([`super::batch`]), it asks for its files [`BUNDLE_FILES`] at a time as one tar stream
-//! ([`crate::backend::Backend::read_tar`]), which a blocking thread unpacks entry by entry
-//! into the store, none of it held whole in memory.
+//! authenticating it, not sending the bytes. So wherever many small files of one folder
+//! are read (a batch's looks at a listed folder and its read-ahead, [`super::batch`]; a
+//! scan's walk, [`Engine::ingest_bundle`]), they are asked for [`BUNDLE_FILES`] at a time as
+//! one tar stream ([`crate::backend::Backend::read_tar`]), which a blocking thread unpacks
+//! entry by entry into the store, none of it held whole in memory.
 //!
 //! What a bundle delivers is what a GET of each file would have: an entry is taken only if
 //! its size is the one its listing gave, and only once the archive went on cleanly after it

@@ -122,6 +122,9 @@ pub struct NcState {
     /// `(uid, path)` → `(status, times)`: the next `times` GETs of that file answer
     /// `status` (a file Nextcloud fails to serve, among others it serves).
     pub fail_get: BTreeMap<(String, String), (u16, u32)>,
+    /// When set, a folder's GET is never a tar stream (a Nextcloud before 30, whose Sabre
+    /// answers 501 "GET is only implemented on File objects").
+    pub no_tar: bool,
     /// `(uid, path, bytes)`: a user writes this file the moment the ExApp's next WebDAV PUT
     /// to that path arrives, before the PUT is judged; stages a user's write landing
     /// between the ExApp's look and its write.

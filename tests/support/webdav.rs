@@ -268,7 +268,7 @@ pub(crate) async fn handle(State(inner): State<Arc<Inner>>, request: Request) ->
         Ok(u) => u,
         Err(r) => return r,
     };
-    if area == "files" && parts.method == Method::GET {
+    if area == "files" && parts.method == Method::GET && !inner.lock().no_tar {
         if let Some(files) = tar_request(&parts.headers, parts.uri.query()) {
             return folder_tar(&inner, &user, &file, &files);
         }
