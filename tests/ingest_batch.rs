@@ -426,3 +426,43 @@ async fn a_nextcloud_without_tar_streams_has_its_files_read_one_by_one() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_refused_at_a_tar_stream_are_not_tried_again_file_by_file() {
+    let (nc, exapp, _dir) = serving_sync(&[]).await;
+    // Every file's delivery waits in one batch (WebDAV down meanwhile): their looks go a
+    // tar stream a bundle, after the first look, alone.
+    nc.state().dav_down = true;
+    for i in 0..FILES {
+        nc.user_put("alice", &format!("Sync/{}", name(i)), format!("new {i}\n"));
+    }
+    nc.discard_webhook_jobs();
+    for i in 0..FILES {
+        let path = format!("Sync/{}", name(i));
+        let (status, _) = exapp
+            .deliver("NodeCreatedEvent", "alice", created(&path, i))
+            .await;
+        assert_eq!(status, 200);
+    }
+    {
+        let mut state = nc.state();
+        state.secret_at_tar = Some("another-secret".into());
+        state.bruteforce_attempts = 0;
+        state.received.clear();
+        state.dav_down = false;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let state = nc.state();
+    let refused: Vec<String> = state
+        .received
+        .iter()
+        .filter(|r| r.status == 401)
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    assert!(
+        !refused.is_empty() && refused.iter().all(|r| r.contains("files=")) && refused.len() <= 2,
+        "the tar streams in flight, no file on its own after them: {refused:?}"
+    );
+    drop(state);
+    exapp.stop();
+}

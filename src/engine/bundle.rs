@@ -98,16 +98,21 @@ impl Engine {
                 None => parts[0].push(item),
             }
         }
+        // Once Nextcloud refused our credentials, nothing more is asked (about five refused
+        // logins lock the ExApp out for 30 minutes): every file not read gets the refusal.
+        let mut refused: Option<&'static str> = None;
         while let Some(mut part) = parts.pop() {
-            if part.len() <= 1 {
-                for item in part {
-                    let fetched = self.fetch_file(library, &item.path, &item, false, true);
-                    let fetched = fetched.await;
-                    out.push((item, fetched));
-                }
+            if let Some(backend) = refused {
+                out.extend(part.into_iter().map(|item| (item, refusal(backend))));
                 continue;
             }
-            match self.read_tar_staged(library, folder, &part).await {
+            // One file, or a backend that sends no archives: each on its own.
+            let alone = part.len() <= 1;
+            let tar = match alone {
+                true => Ok(None),
+                false => self.read_tar_staged(library, folder, &part).await,
+            };
+            match tar {
                 Ok(Some(mut staged)) => {
                     Counters::add(&self.inner.counters.read_in_tar, staged.len() as u64);
                     for item in part {
@@ -117,11 +122,20 @@ impl Engine {
                         }
                     }
                 }
-                // The backend sends no archives: each file on its own.
                 Ok(None) => {
                     for item in part {
-                        let fetched = self.fetch_file(library, &item.path, &item, false, true);
-                        let fetched = fetched.await;
+                        let fetched = match refused {
+                            Some(backend) => refusal(backend),
+                            None => {
+                                self.fetch_file(library, &item.path, &item, false, true)
+                                    .await
+                            }
+                        };
+                        if let Err(EngineError::Backend(BackendError::Unauthorized(backend))) =
+                            &fetched
+                        {
+                            refused = Some(backend);
+                        }
                         out.push((item, fetched));
                     }
                 }
@@ -129,6 +143,10 @@ impl Engine {
                 Err(EngineError::Backend(BackendError::NotFound(_))) => {
                     let second = part.split_off(part.len() / 2);
                     parts.push(second);
+                    parts.push(part);
+                }
+                Err(EngineError::Backend(BackendError::Unauthorized(backend))) => {
+                    refused = Some(backend);
                     parts.push(part);
                 }
                 Err(e) => {
@@ -233,6 +251,11 @@ impl Engine {
         }
         Ok(Some(staged))
     }
+}
+
+/// What a file not read gets once the backend refused our credentials.
+fn refusal(backend: &'static str) -> Result<Fetched, EngineError> {
+    Err(BackendError::Unauthorized(backend).into())
 }
 
 /// Stages each entry of a tar stream that `wanted` names (name in the archive → library

@@ -125,6 +125,9 @@ pub struct NcState {
     /// When set, a folder's GET is never a tar stream (a Nextcloud before 30, whose Sabre
     /// answers 501 "GET is only implemented on File objects").
     pub no_tar: bool,
+    /// When set, the first folder's tar GET finds the calling app's secret changed to this
+    /// (re-registered elsewhere): credentials refused in the middle of a batch.
+    pub secret_at_tar: Option<String>,
     /// `(uid, path, bytes)`: a user writes this file the moment the ExApp's next WebDAV PUT
     /// to that path arrives, before the PUT is judged; stages a user's write landing
     /// between the ExApp's look and its write.

@@ -264,6 +264,15 @@ pub(crate) async fn handle(State(inner): State<Arc<Inner>>, request: Request) ->
     let file = percent_decode_str(file_enc.trim_end_matches('/'))
         .decode_utf8_lossy()
         .into_owned();
+    if parts.method == Method::GET && tar_request(&parts.headers, parts.uri.query()).is_some() {
+        let mut state = inner.lock();
+        if let Some(secret) = state.secret_at_tar.take() {
+            let app_id = header(&parts.headers, "ex-app-id").unwrap_or("").to_owned();
+            if let Some(app) = state.apps.get_mut(&app_id) {
+                app.secret = secret;
+            }
+        }
+    }
     let user = match dav_login(&inner, &parts.headers, &uid) {
         Ok(u) => u,
         Err(r) => return r,
