@@ -67,7 +67,8 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, OwnedMutexGuard};
 
 use super::bundle::bundles;
-use super::ingest::{touches, Fetched, STAGE_MAX};
+use super::fetched::{Fetched, STAGE_MAX};
+use super::ingest::touches;
 use super::libraries::Library;
 use super::mirror::{Held, HeldFile};
 use super::queue::QueuedEvent;

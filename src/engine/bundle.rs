@@ -25,7 +25,7 @@ use std::io::Read;
 use futures_util::StreamExt;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::ingest::Fetched;
+use super::fetched::Fetched;
 use super::libraries::Library;
 use super::stats::Counters;
 use super::{Engine, EngineError};

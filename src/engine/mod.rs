@@ -36,6 +36,7 @@ pub mod changes;
 pub mod echo;
 pub mod enablement;
 pub mod events;
+mod fetched;
 pub mod ingest;
 pub mod libraries;
 pub mod mirror;
