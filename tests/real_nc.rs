@@ -18,7 +18,8 @@
 //! - A library a device offers is listed for an admin (refused to a user), accepted with a
 //!   POST through the proxy into a folder that did not exist, and its file lands there.
 //! - A backlog of small files (deliveries late) is read ahead in tar streams of the folder,
-//!   names with spaces, non-ASCII letters and over 100 bytes too, each with its own bytes.
+//!   names with spaces, non-ASCII letters and over 100 bytes too, each with its own bytes;
+//!   a library's first scan reads its small files the same way.
 //!
 //! Needs root (see `support::real_nc`); elsewhere each test prints why and returns. The
 //! tests run one at a time; every wait is a generous deadline, not a timing assertion.
@@ -691,6 +692,23 @@ async fn an_admin_accepts_an_offered_library_through_the_php_proxy() {
     exapp.stop();
 }
 
+/// Waits until serve's entries hold every one of `expected` (`kind path` lines), in any order.
+async fn until_recorded(exapp: &ExApp, expected: &[String]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let lines = exapp.entry_lines().await;
+        let missing: Vec<&String> = expected.iter().filter(|e| !lines.contains(e)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not recorded in {WAIT:?}: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_of_small_files_is_read_in_the_folders_tar_streams() {
     let Some(nc) = real() else { return };
@@ -720,22 +738,8 @@ async fn a_backlog_of_small_files_is_read_in_the_folders_tar_streams() {
         // Later than a delivery on time can be (`READ_AHEAD_LAG`, 10 s).
         tokio::time::sleep(Duration::from_secs(12)).await;
     }
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let lines = exapp.entry_lines().await;
-        let missing: Vec<&String> = names
-            .iter()
-            .filter(|n| !lines.contains(&format!("put backlog/{n}")))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not recorded in {WAIT:?}: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let expected: Vec<String> = names.iter().map(|n| format!("put backlog/{n}")).collect();
+    until_recorded(&exapp, &expected).await;
     let status = exapp.wait_idle().await;
     let in_tar = status["counters"]["read_in_tar"].as_u64().unwrap_or(0);
     assert!(
@@ -755,5 +759,43 @@ async fn a_backlog_of_small_files_is_read_in_the_folders_tar_streams() {
             .find(|(p, _)| *p == path)
             .unwrap_or_else(|| panic!("{path} not in the chain"));
         assert_eq!(String::from_utf8_lossy(bytes), body(name), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_scan_reads_small_files_in_the_folders_tar_streams() {
+    let Some(nc) = real() else { return };
+    let _serial = serial().await;
+    nc.reset_bruteforce();
+    let user = nc.user(false);
+    user.mkdir("Scan").await;
+    user.mkdir("Scan/sub").await;
+    let mut paths: Vec<String> = (0..40).map(|i| format!("f{i:02}.txt")).collect();
+    paths.push(format!("sub/{}.md", "a long name ".repeat(10)));
+    paths.push("sub/é à.txt".into());
+    let body = |path: &str| format!("{path} as uploaded\n").repeat(1 + path.len() % 4);
+    for path in &paths {
+        user.put(&format!("Scan/{path}"), body(path)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (app, exapp) = registered(nc, dir.path(), &library_arg(&user, "Scan")).await;
+    app.remember_user(&user.name);
+    exapp.wait_libraries(1).await;
+    let expected: Vec<String> = paths.iter().map(|p| format!("put {p}")).collect();
+    until_recorded(&exapp, &expected).await;
+    let status = exapp.wait_idle().await;
+    assert!(
+        status["counters"]["read_in_tar"].as_u64() >= Some(40),
+        "the files came in tar streams, not a GET each: {status}"
+    );
+    drop(app);
+    exapp.stop();
+    let files = support::exapp::chain_files(dir.path());
+    for path in &paths {
+        let (_, bytes) = files
+            .iter()
+            .find(|(p, _)| p == path)
+            .unwrap_or_else(|| panic!("{path} not in the chain"));
+        assert_eq!(String::from_utf8_lossy(bytes), body(path), "{path}");
     }
 }
