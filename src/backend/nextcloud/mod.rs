@@ -144,7 +144,7 @@ impl Backend for NextcloudBackend {
             .await?;
         let Some(response) = tar else {
             if !self.no_tar.swap(true, Ordering::Relaxed) {
-                tracing::info!("Nextcloud does not send folders as tar streams (Nextcloud 30 or later does): small files are read one request each");
+                tracing::info!("Nextcloud does not send folders as tar streams (before Nextcloud 30, or an app forbids archives): small files are read one request each");
             }
             return Ok(None);
         };

@@ -223,7 +223,7 @@ impl WebDav {
     /// One request instead of one per file: on a real server most of a small file's GET is
     /// PHP starting up and authenticating. A name that is not there makes the whole request
     /// [`DavError::NotFound`] (before any byte is sent). `Ok(None)`: this server does not
-    /// make such archives (an older Nextcloud, or one an app forbids it on).
+    /// make such archives (an older Nextcloud, or one where an app forbids them).
     pub async fn get_tar(
         &self,
         uid: &str,
@@ -239,8 +239,10 @@ impl WebDav {
         let response = request.send().await.map_err(DavError::Transport)?;
         match response.status() {
             // No plugin takes a folder's GET (Sabre's "GET is only implemented on File
-            // objects"), or a front end refuses it.
+            // objects"), an app forbids archives (`BeforeZipCreatedEvent`, 403), or a front
+            // end refuses it.
             StatusCode::NOT_IMPLEMENTED
+            | StatusCode::FORBIDDEN
             | StatusCode::METHOD_NOT_ALLOWED
             | StatusCode::BAD_REQUEST => return Ok(None),
             status if !status.is_success() => return Err(error_of(response, folder).await),
