@@ -107,11 +107,9 @@ const LIST_RATIO: usize = 16;
 const READ_AHEAD_LAG: i64 = 10;
 /// Files read ahead at most per batch, or a listing's worth ([`LIST_RATIO`] children per
 /// file) if that is more: each holds the library's write lock a little longer (write-back
-/// and catch-ups wait for the batch). Read in tar streams ([`super::bundle`]), a thousand
-/// small files are about two seconds of a busy Nextcloud (bench/ingest-real: 600 files/s
-/// here), as a few hundred were one GET each; fewer per batch would list a big folder
-/// again for every few hundred of its files.
-const READ_AHEAD: usize = 1024;
+/// and catch-ups wait for the batch), and a few hundred small files are a few seconds of a
+/// busy Nextcloud.
+const READ_AHEAD: usize = 256;
 /// A folder whose last read-ahead listing left nothing unread is listed for it again only
 /// after this long.
 const RELIST_AFTER: Duration = Duration::from_secs(READ_AHEAD_LAG as u64);
