@@ -106,11 +106,11 @@ impl Engine {
                 out.extend(part.into_iter().map(|item| (item, refusal(backend))));
                 continue;
             }
-            // One file, or a backend that sends no archives: each on its own.
-            let alone = part.len() <= 1;
-            let tar = match alone {
-                true => Ok(None),
-                false => self.read_tar_staged(library, folder, &part).await,
+            // One file is asked for alone, as a backend without archives asks for each.
+            let tar = if part.len() <= 1 {
+                Ok(None)
+            } else {
+                self.read_tar_staged(library, folder, &part).await
             };
             match tar {
                 Ok(Some(mut staged)) => {
