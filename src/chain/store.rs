@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::db::Db;
@@ -114,32 +114,6 @@ impl std::fmt::Debug for ChainStore {
 }
 
 pub use crate::clock::now_ms;
-
-/// Signs entry hashes, spread over the machine's cores (ed25519 signing is what bounds a
-/// batch of local appends).
-fn sign_all(hashes: &[EntryHash], key: &SigningKey) -> Vec<[u8; 64]> {
-    let sign = |chunk: &[EntryHash]| -> Vec<[u8; 64]> {
-        chunk.iter().map(|h| key.sign(&h.0).to_bytes()).collect()
-    };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    if hashes.len() < 256 || threads < 2 {
-        return sign(hashes);
-    }
-    let per = hashes.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = hashes
-            .chunks(per)
-            .map(|c| s.spawn(move || sign(c)))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_default())
-            .collect()
-    })
-}
 
 fn write_entries(
     db: &Db,
@@ -619,7 +593,7 @@ impl ChainStore {
         // The DAG checks do not need the signatures: they run while the entries are signed.
         let hashes: Vec<EntryHash> = entries.iter().map(Entry::hash).collect();
         let (signatures, checked) = std::thread::scope(|s| {
-            let signing = s.spawn(|| sign_all(&hashes, key));
+            let signing = s.spawn(|| sig::sign_all(&hashes, key));
             let checked = entries.iter().try_for_each(|e| {
                 let c = index.check(e).map_err(|fault| ChainError::Rejected {
                     hash: e.hash(),
