@@ -44,7 +44,7 @@ pub(crate) fn sign_all(hashes: &[EntryHash], key: &SigningKey) -> Vec<[u8; 64]> 
     let Ok(pair) = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(key.as_bytes()) else {
         return hashes.iter().map(|h| sign_dalek(key, h)).collect();
     };
-    let sign = |chunk: &[EntryHash]| -> Vec<[u8; 64]> {
+    let sign = |_at: usize, chunk: &[EntryHash]| -> Vec<[u8; 64]> {
         chunk
             .iter()
             .map(|h| {
@@ -54,21 +54,11 @@ pub(crate) fn sign_all(hashes: &[EntryHash], key: &SigningKey) -> Vec<[u8; 64]> 
             })
             .collect()
     };
-    let threads = threads();
-    if hashes.len() < 256 || threads < 2 {
-        return sign(hashes);
-    }
-    let per = hashes.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = hashes
-            .chunks(per)
-            .map(|c| s.spawn(move || sign(c)))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_default())
-            .collect()
-    })
+    // A run whose thread panicked leaves the result short, which the caller refuses.
+    spread(hashes, 256, sign)
+        .into_iter()
+        .flat_map(|(_, run)| run.unwrap_or_default())
+        .collect()
 }
 
 fn sign_dalek(key: &SigningKey, h: &EntryHash) -> [u8; 64] {
@@ -78,23 +68,40 @@ fn sign_dalek(key: &SigningKey, h: &EntryHash) -> [u8; 64] {
 
 /// Checks every signature; `Err(i)` names the first bad one.
 pub(crate) fn verify_all(items: &[SigItem]) -> Result<(), usize> {
+    let bad = spread(items, PARALLEL_MIN, |at, chunk| {
+        verify_chunks(chunk).map(|i| at + i)
+    })
+    .into_iter()
+    // A check that did not finish (its thread panicked) passes nothing.
+    .filter_map(|(at, run)| run.unwrap_or(Some(at)))
+    .min();
+    bad.map_or(Ok(()), Err)
+}
+
+/// Runs `work(offset, run)` on `items` split into one run per core (scoped threads), or on
+/// all of them here when there are fewer than `min`. Each result comes back in order with its
+/// run's offset, `None` if its thread panicked.
+fn spread<T: Sync, R: Send>(
+    items: &[T],
+    min: usize,
+    work: impl Fn(usize, &[T]) -> R + Sync,
+) -> Vec<(usize, Option<R>)> {
     let threads = threads();
-    if items.len() < PARALLEL_MIN || threads < 2 {
-        return verify_chunks(items).map_or(Ok(()), Err);
+    if items.len() < min || threads < 2 {
+        return vec![(0, Some(work(0, items)))];
     }
     let per = items.len().div_ceil(threads);
-    let bad = std::thread::scope(|s| {
-        let handles: Vec<_> = items
+    let work = &work;
+    std::thread::scope(|s| {
+        let runs: Vec<_> = items
             .chunks(per)
             .enumerate()
-            .map(|(t, chunk)| s.spawn(move || verify_chunks(chunk).map(|i| t * per + i)))
+            .map(|(t, c)| (t * per, s.spawn(move || work(t * per, c))))
             .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap_or(Some(0)))
-            .min()
-    });
-    bad.map_or(Ok(()), Err)
+        runs.into_iter()
+            .map(|(at, r)| (at, r.join().ok()))
+            .collect()
+    })
 }
 
 fn threads() -> usize {
