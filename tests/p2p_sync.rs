@@ -234,6 +234,76 @@ async fn an_interrupted_pull_resumes_from_what_was_stored() {
     b.node.shutdown().await;
 }
 
+/// A pull runs ahead of what is stored: the next fetch asks with the version vector the
+/// batches received so far will give. In batches of 4 from two members at once, over entries
+/// of three authors written concurrently, the puller must still converge without a single
+/// batch refused (a vector counted wrongly would skip entries, and the next batch would lack
+/// its parents) and without storing an entry twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_pull_from_two_members_converges_in_small_batches() {
+    let a = TestNode::start(loopback()).await;
+    let c = TestNode::start(loopback()).await;
+    let (lib, _) = a.chain.create_library(a.id.signing_key(), "a").unwrap();
+    a.add(&lib, c.id.device_key(), "c");
+    c.node.dial(a.addr(false)).await.unwrap();
+    eventually("C to pull A's library", || converged(&[&a, &c], &lib)).await;
+    // A and C write at once, each on its own chain of seqs, and each learns of the other's.
+    for i in 0..60 {
+        let ops = (0..3).map(|j| mkdir(&format!("a{i}-{j}"))).collect();
+        a.chain.append_batch(&lib, a.id.signing_key(), ops).unwrap();
+        c.append(&lib, mkdir(&format!("c{i}")));
+    }
+    a.node.library_changed(lib).await.unwrap();
+    c.node.library_changed(lib).await.unwrap();
+    eventually("A and C to exchange their writes", || {
+        converged(&[&a, &c], &lib)
+    })
+    .await;
+    let b = TestNode::start(P2pConfig {
+        sync_batch: 4,
+        ..loopback()
+    })
+    .await;
+    a.add(&lib, b.id.device_key(), "b");
+    c.add(&lib, b.id.device_key(), "b too");
+    a.node.library_changed(lib).await.unwrap();
+    c.node.library_changed(lib).await.unwrap();
+    eventually("A and C to agree on B", || converged(&[&a, &c], &lib)).await;
+    let total = a.chain.len(&lib).unwrap();
+
+    let mut events = b.node.subscribe();
+    b.node.dial(a.addr(false)).await.unwrap();
+    b.node.dial(c.addr(true)).await.unwrap();
+    let mut inserted = 0;
+    let mut done = std::collections::HashSet::new();
+    event(
+        &mut events,
+        "B's pulls from A and C to finish",
+        |e| match e {
+            NodeEvent::Pulled { inserted: n, .. } => {
+                inserted += n;
+                None
+            }
+            NodeEvent::SyncFailed { peer, error, .. } => {
+                panic!("a pull from {peer} failed: {error}")
+            }
+            NodeEvent::PullDone { peer, .. } => {
+                done.insert(*peer);
+                (done.len() == 2 && inserted == total).then_some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert!(converged(&[&a, &b, &c], &lib));
+    assert_eq!(inserted, total, "every entry stored exactly once");
+    assert_eq!(b.chain.verify().unwrap().entries, total as u64);
+
+    for n in [a, b, c] {
+        n.node.shutdown().await;
+    }
+}
+
 /// With `join_offered` off, a library a peer offers is reported, not pulled, until the node
 /// is told to join it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,9 @@
 //!
 //! - On the first connection to a peer (dialled, accepted, or found by mDNS and dialled), it
 //!   asks `Libraries` and pulls every shared library whose heads it lacks.
-//! - A pull fetches batches (ancestors first) until nothing remains; at most one pull per
-//!   (peer, library) runs at a time, and a request to pull again while one runs is
+//! - A pull fetches batches (ancestors first) until nothing remains, asking for the next
+//!   batch while the last ones are verified and stored ([`pull::Pull`]); at most one pull
+//!   per (peer, library) runs at a time, and a request to pull again while one runs is
 //!   remembered and done afterwards.
 //! - When a library changes (the engine calls [`NodeHandle::library_changed`], or a pull
 //!   stored new entries) it publishes the new heads on the library's gossip topic
@@ -103,7 +104,7 @@ mod pull;
 pub use handle::NodeHandle;
 use handle::{Command, COMMAND_BUFFER};
 use peers::{peer_of, strip_p2p, PeerEntry};
-use pull::Pending;
+use pull::{Pending, Pull};
 
 /// Events buffered per subscriber before the slowest one starts missing some.
 const EVENT_BUFFER: usize = 1024;
@@ -117,19 +118,23 @@ enum Internal {
         pull: Vec<LibraryId>,
         offered: Vec<LibraryId>,
     },
-    SendFetch {
+    /// Our version vector of `library`, read to start pull number `pull`.
+    Have {
         peer: PeerId,
         library: LibraryId,
-        request: Request,
+        pull: u64,
+        have: Vec<(DeviceKey, u64)>,
     },
     PullMany {
         peer: PeerId,
         libraries: Vec<LibraryId>,
         offered: Vec<LibraryId>,
     },
+    /// A batch of pull number `pull` was stored (or refused).
     Stored {
         peer: PeerId,
         library: LibraryId,
+        pull: u64,
         result: Result<InsertOutcome, ChainError>,
         remaining: u64,
     },
@@ -158,8 +163,10 @@ pub struct Node {
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     peers: HashMap<PeerId, PeerEntry>,
     pending: HashMap<OutboundRequestId, Pending>,
-    /// Pulls under way, and whether another was asked for meanwhile.
-    pulls: HashMap<(PeerId, LibraryId), bool>,
+    /// Pulls under way ([`pull::Pull`]).
+    pulls: HashMap<(PeerId, LibraryId), Pull>,
+    /// The number the next pull gets, to tell its messages from an ended pull's.
+    next_pull: u64,
     /// Configured peers: the address and, once known, who answers there.
     configured: Vec<(Multiaddr, Option<PeerId>)>,
     /// Block bytes and peer classes, shared with the block server and fetches.
@@ -245,6 +252,7 @@ impl Node {
             peers: HashMap::new(),
             pending: HashMap::new(),
             pulls: HashMap::new(),
+            next_pull: 0,
             configured,
             topics: HashMap::new(),
             quarantined: HashMap::new(),
@@ -418,18 +426,12 @@ impl Node {
                 }
                 self.pull_or_offer(peer, pull, offered);
             }
-            Internal::SendFetch {
+            Internal::Have {
                 peer,
                 library,
-                request,
-            } => {
-                if !self.swarm.is_connected(&peer) {
-                    self.pulls.remove(&(peer, library));
-                    return;
-                }
-                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-                self.pending.insert(id, Pending::Fetch(peer, library));
-            }
+                pull,
+                have,
+            } => self.on_have(peer, library, pull, have),
             Internal::PullMany {
                 peer,
                 libraries,
@@ -438,43 +440,10 @@ impl Node {
             Internal::Stored {
                 peer,
                 library,
+                pull,
                 result,
                 remaining,
-            } => match result {
-                Ok(outcome) => {
-                    tracing::debug!(%peer, %library, inserted = outcome.inserted, remaining, "pulled a batch");
-                    self.emit(NodeEvent::Pulled {
-                        peer,
-                        library,
-                        inserted: outcome.inserted,
-                        remaining,
-                    });
-                    if outcome.inserted > 0 {
-                        self.announce(library, Some(peer));
-                    }
-                    // A batch that brought nothing new while more "remains" would loop.
-                    if remaining > 0 && outcome.inserted > 0 {
-                        self.next_fetch(peer, library);
-                    } else {
-                        self.emit(NodeEvent::PullDone { peer, library });
-                        self.end_pull(peer, library, true);
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%peer, %library, %error, "a batch from a peer was refused by the chain");
-                    if matches!(error, ChainError::Rejected { .. }) {
-                        // An honest peer only holds verified entries: this one is broken or
-                        // hostile. Stop talking to it for a while.
-                        self.quarantine(peer);
-                    }
-                    self.emit(NodeEvent::SyncFailed {
-                        peer,
-                        library: Some(library),
-                        error: error.to_string(),
-                    });
-                    self.end_pull(peer, library, false);
-                }
-            },
+            } => self.on_stored(peer, library, pull, result, remaining),
             Internal::Announce {
                 heads,
                 members,
