@@ -252,6 +252,13 @@ impl Engine {
         Ok(Some(walked.appended))
     }
 
+    /// Whether `library`'s initial scan is running.
+    fn scan_running(&self, library: &LibraryId) -> bool {
+        lock(&self.inner.status.scans)
+            .get(&library.to_hex())
+            .is_some_and(|scan| scan.state == super::stats::ScanState::Running)
+    }
+
     /// One catch-up of one library, with its outcome in the status and the log.
     pub async fn catch_up(&self, library: &Library, why: &str) -> Result<u64, EngineError> {
         let key = library.id.to_hex();
@@ -359,6 +366,11 @@ pub(crate) async fn run(engine: Engine) {
             if !held.contains(&library.id) {
                 // Joined, and its chain not pulled yet: nothing to record into.
                 lock(&engine.inner.catch_up.awaiting_chain).insert(library.id);
+                continue;
+            }
+            if engine.scan_running(&library.id) {
+                // Its initial scan is this library's catch-up; a second walk beside it would
+                // record what the scan is about to, and the scan would report less than it saw.
                 continue;
             }
             match engine.catch_up(&library, &why).await {
