@@ -52,14 +52,14 @@ pub fn eta(queued: u64, size: u32, rate: f64) -> f64 {
 
 /// A window holds this many times a provider's bandwidth × delay: one to keep its link busy
 /// for the delay, one more so it never drains while the next asks travel and a batch of
-/// blocks is stored (a block counts against the window until it is stored).
+/// blocks is staged (a block counts against the window until it is staged).
 pub const WINDOW_BDPS: f64 = 2.0;
 /// The smallest measured window: two large blocks, so that one can arrive while the other
 /// is stored.
 pub const WINDOW_FLOOR: u64 = 2 << 20;
 
 /// A WAN provider's window once its rate (bytes/s) and delay (the shortest time seen from
-/// a `Get` to its block stored) are measured: [`WINDOW_BDPS`] × rate × delay, at least
+/// a `Get` to its block staged) are measured: [`WINDOW_BDPS`] × rate × delay, at least
 /// [`WINDOW_FLOOR`], at most `cap` (the configured window, which bounds memory). A fixed
 /// window on a slow link holds seconds of bytes: what a co-fetching office pays twice, and
 /// what the endgame waits for. (Why not on the LAN: see `fetch`'s `Provider::window`.)

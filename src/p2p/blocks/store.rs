@@ -54,13 +54,24 @@ pub struct Outcome {
     pub good: bool,
 }
 
-/// Stores blocks from `rx` until it closes, reporting outcomes on `tx` (bad blocks when
-/// they are staged, good ones when their commit is durable); a store error (disk full,
-/// database) is reported and ends the storer.
+/// What the storer reports about blocks, twice for a good one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Hashed and written under temporary names, or found not to match their hash (`good`
+    /// false): either way their bytes have left memory, so they stop counting against their
+    /// provider's window here, not when the commit's fsyncs are done.
+    Staged(Vec<Outcome>),
+    /// Good blocks made durable by their group's commit.
+    Stored(Vec<Outcome>),
+}
+
+/// Stores blocks from `rx` until it closes, reporting each block when it is staged and,
+/// if good, again when its commit is durable; a store error (disk full, database) is
+/// reported and ends the storer.
 pub async fn run(
     content: ContentStore,
     rx: mpsc::UnboundedReceiver<Arrived>,
-    tx: mpsc::UnboundedSender<Result<Vec<Outcome>, ContentError>>,
+    tx: mpsc::UnboundedSender<Result<Progress, ContentError>>,
 ) {
     let (staged_tx, staged_rx) = mpsc::unbounded_channel();
     // One task, two loops: aborting the storer drops both, and with them whatever is staged
@@ -74,7 +85,7 @@ pub async fn run(
 /// Blocks staged, and the outcomes to report once they are committed.
 type Group = (ReceivedBlocks, Vec<Outcome>);
 
-type Report = mpsc::UnboundedSender<Result<Vec<Outcome>, ContentError>>;
+type Report = mpsc::UnboundedSender<Result<Progress, ContentError>>;
 
 /// Stages what arrives; ends when `rx` closes (dropping `staged`, which ends the commits
 /// after the last group) or on an error.
@@ -101,7 +112,7 @@ async fn stage(
             let (received, rejected) =
                 store.stage_blocks(batch.iter().map(|a| (a.hash, a.bytes.as_slice())))?;
             let rejected: HashSet<BlockHash> = rejected.into_iter().collect();
-            let (good, bad) = batch
+            let all: Vec<Outcome> = batch
                 .iter()
                 .map(|a| Outcome {
                     peer: a.peer,
@@ -109,14 +120,14 @@ async fn stage(
                     size: a.bytes.len() as u64,
                     good: !rejected.contains(&a.hash),
                 })
-                .partition(|o| o.good);
-            Ok(((received, good), bad))
+                .collect();
+            let good = all.iter().filter(|o| o.good).copied().collect();
+            Ok(((received, good), all))
         })
         .await;
         match r {
-            Ok((group, bad)) => {
-                let bad: Vec<Outcome> = bad;
-                if !bad.is_empty() && tx.send(Ok(bad)).is_err() {
+            Ok((group, all)) => {
+                if tx.send(Ok(Progress::Staged(all))).is_err() {
                     return;
                 }
                 if staged.send(group).is_err() {
@@ -143,7 +154,7 @@ async fn commit(content: ContentStore, mut staged: mpsc::UnboundedReceiver<Group
             let (received, outcomes): (Vec<ReceivedBlocks>, Vec<Vec<Outcome>>) =
                 groups.into_iter().unzip();
             store.commit_blocks(received)?;
-            Ok(outcomes.into_iter().flatten().collect())
+            Ok(Progress::Stored(outcomes.into_iter().flatten().collect()))
         })
         .await;
         let failed = r.is_err();
@@ -166,4 +177,69 @@ pub(super) async fn blocking<T: Send + 'static>(
             source: std::io::Error::other(e.to_string()),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::StoreOptions;
+
+    /// Every block is reported staged (bad ones only so, and at once), and the good ones
+    /// again once their commit is durable, when they can be read back.
+    #[tokio::test]
+    async fn blocks_are_reported_staged_then_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let content = ContentStore::open(db, dir.path(), StoreOptions::default()).unwrap();
+        let peer = PeerId::random();
+        let blocks: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (report, mut reports) = mpsc::unbounded_channel();
+        let storer = tokio::spawn(run(content.clone(), rx, report));
+        for (slot, bytes) in blocks.iter().enumerate() {
+            // Slot 1's bytes are not the block it was asked for (a fetch asks each hash once).
+            let hash = match slot {
+                1 => BlockHash::of(b"the block that was asked for"),
+                _ => BlockHash::of(bytes),
+            };
+            tx.send(Arrived {
+                peer,
+                slot,
+                hash,
+                bytes: bytes.clone(),
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let (mut staged, mut stored) = (Vec::new(), Vec::new());
+        while let Some(progress) = reports.recv().await {
+            match progress.unwrap() {
+                Progress::Staged(o) => {
+                    // Nothing is reported stored before it was reported staged.
+                    for s in &o {
+                        assert!(!stored.iter().any(|d: &Outcome| d.slot == s.slot));
+                    }
+                    staged.extend(o)
+                }
+                Progress::Stored(o) => {
+                    for s in &o {
+                        assert!(staged.iter().any(|d| d.slot == s.slot && d.good));
+                    }
+                    stored.extend(o)
+                }
+            }
+        }
+        storer.await.unwrap();
+        let mut staged: Vec<(usize, bool)> = staged.iter().map(|o| (o.slot, o.good)).collect();
+        staged.sort();
+        assert_eq!(staged, vec![(0, true), (1, false), (2, true)]);
+        let mut stored: Vec<usize> = stored.iter().map(|o| o.slot).collect();
+        stored.sort();
+        assert_eq!(stored, vec![0, 2]);
+        for slot in [0, 2] {
+            let read = content.read_block(&BlockHash::of(&blocks[slot])).unwrap();
+            assert_eq!(read, blocks[slot]);
+        }
+        assert!(!content.has_block(&BlockHash::of(&blocks[1])).unwrap());
+    }
 }
