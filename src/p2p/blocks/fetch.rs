@@ -16,9 +16,9 @@
 //! twice in the [`endgame`], until the losing copy arrived and was dropped), so bytes held
 //! in memory never exceed the sum of the windows. The commit that makes it durable comes
 //! later and does not hold the window: counted until then, the group fsyncs' wait kept a
-//! 16 MiB LAN window from filling the link (bench/transfer over TCP, same machine, two runs
-//! each: 406 and 441 MB/s before, 495 and 455 after). See the module docs of [`super`] for
-//! the rules.
+//! 16 MiB LAN window from filling the link (bench/transfer over TCP, same machine and
+//! session: 406 and 441 MB/s before, 427 to 542 in five runs after). See the module docs of
+//! [`super`] for the rules.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
