@@ -1,5 +1,5 @@
 //! Reading a byte format front to back: the one cursor every wire decoder (chain entries,
-//! content manifests, `/harp/sync/1` messages, `/harp/blocks/1` bodies) reads with.
+//! content manifests, `/harp/sync/1` messages, `/harp/blocks/2` bodies) reads with.
 //!
 //! Every read checks the length first and fails with [`Truncated`] instead of reading past
 //! the end, so a peer's short or lying message is an error, never a panic. Integers are

@@ -14,7 +14,7 @@
 //! - [`chain`]: the signed SHA3-256 hash chain of file changes: format, DAG, fold to a tree.
 //! - [`identity`]: the device's ed25519 key and PeerId.
 //! - [`content`]: content-defined chunks, manifests and the block store.
-//! - [`p2p`]: the libp2p swarm: discovery, `/harp/sync/1` for chains, `/harp/blocks/1` for
+//! - [`p2p`]: the libp2p swarm: discovery, `/harp/sync/1` for chains, `/harp/blocks/2` for
 //!   content, trust and LAN/WAN classes.
 //! - [`roles`]: what a device does with a data directory when there is no Nextcloud: the
 //!   office cache's prefetcher, importing a tree, the peers snapshot.

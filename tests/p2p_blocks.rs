@@ -1,4 +1,4 @@
-//! Block transfer (`/harp/blocks/1`) between real swarms on loopback: a 256 MiB file reaches
+//! Block transfer (`/harp/blocks/2`) between real swarms on loopback: a 256 MiB file reaches
 //! two members byte-identical, a provider killed mid-transfer is replaced, a provider that
 //! serves corrupt blocks is excluded, disconnected and not asked for the library again, a stranger (and a member asking for another library's
 //! content) gets nothing, two "offices" behind one "cloud" pull over the LAN, a LAN
@@ -512,7 +512,8 @@ enum Mode {
 }
 
 /// A peer that speaks `/harp/blocks/1` by hand: it serves its manifest to anyone, claims
-/// every block, and misbehaves on `Get` as its [`Mode`] says.
+/// every block, and misbehaves on `Get` as its [`Mode`] says. Being version 1 only, it also
+/// has every fetch against it fall back from `/harp/blocks/2`.
 #[derive(NetworkBehaviour)]
 struct RawBehaviour {
     ping: ping::Behaviour,
@@ -551,7 +552,9 @@ impl RawPeer {
             .build();
         let mut control = swarm.behaviour().stream.new_control();
         if let Some((manifest, mode)) = serve {
-            let mut incoming = control.accept(StreamProtocol::new(wire::PROTOCOL)).unwrap();
+            let mut incoming = control
+                .accept(StreamProtocol::new(wire::PROTOCOL_V1))
+                .unwrap();
             tokio::spawn(async move {
                 let mut first = true;
                 while let Some((_, mut s)) = incoming.next().await {
@@ -596,6 +599,9 @@ impl RawPeer {
                                     };
                                     Answer::Block { index, bytes }
                                 }
+                                // Not in version 1: a real version 1 provider closes the
+                                // stream on the unknown tag.
+                                Ask::Cancel { .. } => break,
                             };
                             if wire::write_answer(&mut s, &answer).await.is_err() {
                                 break;
@@ -749,7 +755,7 @@ async fn a_provider_that_stops_answering_is_dropped() {
 /// as LAN, so S ranks like A and is asked blocks up to its window at the start). Every
 /// block S holds in flight costs it 8 s per MiB, so without the endgame the fetch would
 /// outlast the test's deadline unless S was asked at most a few blocks; the counters show
-/// what happened either way: blocks asked of S came from A.
+/// what happened either way: blocks asked of S came from A, and S's copies were cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endgame_finishes_a_fetch_whose_last_blocks_sit_at_a_slow_provider() {
     let slow_s = P2pConfig {
@@ -772,18 +778,28 @@ async fn the_endgame_finishes_a_fetch_whose_last_blocks_sit_at_a_slow_provider()
     let s_sent = s.node.traffic().wan_out;
     eprintln!(
         "in {:?}: {} B from A, {} B from S (S sent {s_sent} B); endgame asked {} blocks \
-         again, {} came from the second provider first, {} B of late copies dropped",
+         again, {} came from the second provider first, {} B of late copies dropped, {} \
+         losing copies cancelled",
         report.elapsed,
         from(pa),
         from(ps),
         report.endgame_asked,
         report.endgame_won,
-        report.endgame_dropped
+        report.endgame_dropped,
+        report.endgame_cancelled
     );
     assert_eq!(from(pa) + from(ps), size, "{report:?}");
     // Blocks asked of S were asked of A too, and A's copies came first.
     assert!(report.endgame_won >= 1, "{report:?}");
     assert!(report.endgame_asked >= report.endgame_won, "{report:?}");
+    // Every losing copy was cancelled (S is still in the fetch). Whether S sees the
+    // `Cancel` before the fetch ends and closes its streams is a race; what S then does is
+    // `a_cancelled_get_is_answered_cancelled_in_its_turn`.
+    assert!(report.endgame_cancelled >= report.endgame_won, "{report:?}");
+    assert!(
+        report.endgame_cancelled <= report.endgame_asked,
+        "{report:?}"
+    );
     // S was slow, not silent: it was never cut off; the endgame finished the fetch.
     assert!(report.excluded.is_empty(), "{report:?}");
     // What S sent before the fetch ended is all B took from it, or was dropped as late.
@@ -961,6 +977,145 @@ async fn a_non_member_gets_nothing() {
     assert!(!matches!(r, Ok(Some(Answer::Block { .. }))), "{r:?}");
     assert_eq!(a.node.traffic().lan_out + a.node.traffic().wan_out, 0);
     s.task.abort();
+    shutdown([a, b]).await;
+}
+
+/// `/harp/blocks/2`'s `Cancel`, spoken by hand to a real node: `Get`s queued behind a window
+/// the fetcher does not read are answered `Cancelled` in their turn once cancelled, the rest
+/// still come in request order, and the stream goes on. On a `/harp/blocks/1` stream a
+/// `Cancel` ends the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_get_is_answered_cancelled_in_its_turn() {
+    let member = DeviceIdentity::from_secret([88; 32]);
+    let (a, b, lib, content, _) =
+        a_file_for_b(loopback(), &[member.device_key()], 12, 16 * MIB).await;
+    let m = RawPeer::start(&member, a.addr(false), None, None).await;
+    let open = |mut control: libp2p_stream::Control, peer: PeerId, protocol: &'static str| async move {
+        loop {
+            match control
+                .open_stream(peer, StreamProtocol::new(protocol))
+                .await
+            {
+                Ok(st) => return st,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    };
+    let want = Ask::Want {
+        library: lib,
+        content,
+        send_manifest: true,
+    };
+    let mut st = bounded(
+        "a stream to A",
+        open(m.control.clone(), a.node.peer_id(), wire::PROTOCOL),
+    )
+    .await;
+    wire::write_ask(&mut st, &want).await.unwrap();
+    libp2p::futures::AsyncWriteExt::flush(&mut st)
+        .await
+        .unwrap();
+    let answer = bounded("A's Have", wire::read_answer(&mut st, wire::MAX_HAVE_BYTES)).await;
+    let Ok(Some(Answer::Have(have))) = answer else {
+        panic!("not a Have: {answer:?}");
+    };
+    let manifest = harpbridge::content::Manifest::decode(&have.manifest.unwrap()).unwrap();
+    let n = manifest.blocks.len() as u32;
+    assert!(n >= 16, "{n} blocks");
+    // Every block asked, nothing read: A can send no more than the stream's flow-control
+    // window (256 KiB) before it waits, so the last blocks are still queued when the
+    // cancels arrive. Cancelled: the last two, and one that is not asked (ignored).
+    for index in 0..n {
+        wire::write_ask(&mut st, &Ask::Get { index }).await.unwrap();
+    }
+    let cancelled = [n - 1, n - 3];
+    for index in cancelled.into_iter().chain([n + 5]) {
+        wire::write_ask(&mut st, &Ask::Cancel { index })
+            .await
+            .unwrap();
+    }
+    libp2p::futures::AsyncWriteExt::flush(&mut st)
+        .await
+        .unwrap();
+    let mut sent = 0u64;
+    for (index, b) in (0..n).zip(&manifest.blocks) {
+        let answer = bounded(
+            "A's answer",
+            wire::read_answer(&mut st, wire::MAX_BLOCK_BYTES),
+        )
+        .await
+        .unwrap();
+        if cancelled.contains(&index) {
+            assert_eq!(answer, Some(Answer::Cancelled { index }));
+        } else {
+            let Some(Answer::Block { index: i, bytes }) = answer else {
+                panic!("block {index}: {answer:?}");
+            };
+            assert_eq!(i, index);
+            assert_eq!(harpbridge::content::BlockHash::of(&bytes), b.hash);
+            sent += bytes.len() as u64;
+        }
+    }
+    // A cancelled block can be asked again.
+    wire::write_ask(&mut st, &Ask::Get { index: n - 1 })
+        .await
+        .unwrap();
+    libp2p::futures::AsyncWriteExt::flush(&mut st)
+        .await
+        .unwrap();
+    let again = bounded(
+        "A's answer",
+        wire::read_answer(&mut st, wire::MAX_BLOCK_BYTES),
+    )
+    .await;
+    assert!(
+        matches!(&again, Ok(Some(Answer::Block { index, .. })) if *index == n - 1),
+        "{again:?}"
+    );
+    // The cancelled blocks' bytes never crossed: A counts only what it sent.
+    let last = manifest.blocks[(n - 1) as usize].size as u64;
+    assert_eq!(
+        a.node.traffic().lan_out + a.node.traffic().wan_out,
+        sent + last
+    );
+
+    // Version 1 is still served, and has no Cancel.
+    let mut v1 = bounded(
+        "a version 1 stream to A",
+        open(m.control.clone(), a.node.peer_id(), wire::PROTOCOL_V1),
+    )
+    .await;
+    wire::write_ask(&mut v1, &want).await.unwrap();
+    wire::write_ask(&mut v1, &Ask::Get { index: 0 })
+        .await
+        .unwrap();
+    libp2p::futures::AsyncWriteExt::flush(&mut v1)
+        .await
+        .unwrap();
+    let answer = bounded("A's Have", wire::read_answer(&mut v1, wire::MAX_HAVE_BYTES)).await;
+    assert!(matches!(answer, Ok(Some(Answer::Have(_)))), "{answer:?}");
+    let answer = bounded(
+        "A's block",
+        wire::read_answer(&mut v1, wire::MAX_BLOCK_BYTES),
+    )
+    .await;
+    assert!(
+        matches!(answer, Ok(Some(Answer::Block { index: 0, .. }))),
+        "{answer:?}"
+    );
+    wire::write_ask(&mut v1, &Ask::Cancel { index: 0 })
+        .await
+        .unwrap();
+    libp2p::futures::AsyncWriteExt::flush(&mut v1)
+        .await
+        .unwrap();
+    let answer = bounded(
+        "A's close",
+        wire::read_answer(&mut v1, wire::MAX_BLOCK_BYTES),
+    )
+    .await;
+    assert!(matches!(answer, Ok(None) | Err(_)), "{answer:?}");
+    m.task.abort();
     shutdown([a, b]).await;
 }
 

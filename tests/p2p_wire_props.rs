@@ -1,5 +1,5 @@
 //! Property tests of every decoder a peer reaches besides chain entries (those are in
-//! tests/chain_props.rs): `/harp/sync/1` bodies and frames, `/harp/blocks/1` requests and
+//! tests/chain_props.rs): `/harp/sync/1` bodies and frames, `/harp/blocks/2` requests and
 //! answers, gossip head announcements. The same properties the fuzz targets check
 //! (fuzz/README.md), so `cargo test` covers them without cargo-fuzz: no input panics or
 //! makes an allocation sized by a length it claims, and whatever is accepted re-encodes to
@@ -269,6 +269,7 @@ fn ask() -> impl Strategy<Value = Ask> {
             }
         }),
         any::<u32>().prop_map(|index| Ask::Get { index }),
+        any::<u32>().prop_map(|index| Ask::Cancel { index }),
     ]
 }
 
@@ -307,6 +308,7 @@ fn answer() -> impl Strategy<Value = Answer> {
             .prop_map(|(index, bytes)| Answer::Block { index, bytes }),
         any::<u32>().prop_map(|index| Answer::Missing { index }),
         refusal().prop_map(Answer::Refused),
+        any::<u32>().prop_map(|index| Answer::Cancelled { index }),
     ]
 }
 

@@ -5,7 +5,7 @@
 //!   double's files become the office's tree, byte for byte (with `OC-Checksum` and the
 //!   office's mtime; the moved file keeps its Nextcloud file id). The webhooks Nextcloud
 //!   fires for serve's own writes add no entry to the chain.
-//! - A version only the office has is fetched from it (`/harp/blocks/1`), then written.
+//! - A version only the office has is fetched from it (`/harp/blocks/2`), then written.
 //! - A file a user edits in Nextcloud while the office writes it is not overwritten: both
 //!   versions are kept, the office's under its conflict name, and the chain says so.
 //! - Nextcloud down (503): write-back waits, shows `retrying` in `/api/ingest`, then writes.

@@ -7,7 +7,7 @@
 //! | `ping` | `/ipfs/ping/1.0.0` | round-trip time: tells a LAN peer from a WAN one |
 //! | `mdns` | multicast DNS | find peers on the LAN (off when the config says so) |
 //! | `sync` | `/harp/sync/1` | chain sync (see [`super::message`]) |
-//! | `blocks` | `/harp/blocks/1` | block transfer on raw streams (see [`super::blocks`]) |
+//! | `blocks` | `/harp/blocks/2` | block transfer on raw streams (see [`super::blocks`]) |
 //! | `gossip` | gossipsub | new heads of each library, relayed through the mesh (see [`super::gossip`]) |
 //! | `limits` | none (local) | bounds on connections: half-open, per peer, in total ([`P2pConfig::connection_limits`]) |
 //!
@@ -39,7 +39,7 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// `/harp/sync/1`.
     pub sync: request_response::Behaviour<SyncCodec>,
-    /// `/harp/blocks/1`: streams handed to [`libp2p_stream::Control`]s outside the swarm.
+    /// `/harp/blocks/2` and `/1`: streams handed to [`libp2p_stream::Control`]s outside the swarm.
     pub blocks: libp2p_stream::Behaviour,
     /// Head announcements, one topic per library.
     pub gossip: gossipsub::Behaviour,

@@ -124,6 +124,10 @@ pub struct FetchReport {
     pub endgame_won: u64,
     /// Bytes of copies that came second and were dropped (the endgame's cost on the wire).
     pub endgame_dropped: u64,
+    /// Losing copies cancelled: the `Get` withdrawn before it was written, or a `Cancel`
+    /// sent (`/harp/blocks/2`), which stops the copy if its provider has not started
+    /// sending it (see `p2p::blocks::wire`).
+    pub endgame_cancelled: u64,
     /// Each provider still in the fetch at its end, with its window then (bytes it could
     /// have in flight: see `p2p::blocks::rank::window`).
     pub windows: Vec<(PeerId, u64)>,
@@ -151,7 +155,7 @@ pub struct PeerInfo {
     pub agent: Option<String>,
     /// The libraries held here of which it is a member. Empty: it is only "discovered".
     pub libraries: Vec<LibraryId>,
-    /// Block bytes received from it (`/harp/blocks/1` payloads).
+    /// Block bytes received from it (`/harp/blocks/2` payloads).
     pub bytes_in: u64,
     /// Block bytes sent to it.
     pub bytes_out: u64,

@@ -1,7 +1,7 @@
 //! Counting block bytes: per peer, and per class of link (LAN or WAN), for `harpbridge
 //! peers`, the REST API and Prometheus `/metrics`.
 //!
-//! Only `/harp/blocks/1` payloads are counted (the bytes of blocks sent and received), not
+//! Only `/harp/blocks/2` payloads are counted (the bytes of blocks sent and received), not
 //! the framing, the manifests or the chain sync: those are a few bytes per MiB moved, and the
 //! figure the office story cares about is "how much file content crossed the WAN".
 //!

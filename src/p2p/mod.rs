@@ -14,7 +14,7 @@
 //! | [`sync`] | the chain side: answering requests and storing pulled batches |
 //! | [`node`] | the task that owns the swarm, driven by commands over a channel |
 //! | [`events`] | what the node reports: [`NodeEvent`]s and the [`PeerInfo`] table |
-//! | [`blocks`] | `/harp/blocks/1`: block transfer between members, LAN first |
+//! | [`blocks`] | `/harp/blocks/2`: block transfer between members, LAN first |
 //! | [`metrics`] | block bytes per peer and per class (LAN / WAN): [`Traffic`] |
 //! | [`offers`] | libraries peers offer, waiting for a person's approval (on disk) |
 //! | [`error`] | [`P2pError`] |

@@ -6,18 +6,19 @@
 //! sit idle, and one that stopped answering is cut off only after half the stall timeout.
 //! So once every block is asked (none pending), a provider with nothing in flight is also
 //! asked for blocks in flight elsewhere; the first copy to arrive is stored and the other
-//! is dropped when it comes, neither stored again nor counted as an error
+//! is cancelled, or dropped if it comes anyway, neither stored again nor counted as an error
 //! ([`super::fetch`] does that bookkeeping; this file only chooses).
 //!
-//! Which blocks: only those of an owner the helper is expected to beat. The protocol has no
-//! cancel for a `Get` already written, so a doubled block is usually sent twice; doubling
-//! between two providers of the same speed would only add traffic. So a helper takes an
-//! owner's blocks only if it is at least [`FASTER`] times as fast, and then from the back
-//! of the owner's queue (the block asked last first), as long as it would deliver the block
-//! sooner than the owner reaches it: a provider answers in request order, so the owner
-//! sends its earliest blocks while the helper sends the latest, and the two meet in the
-//! middle instead of racing for the same block. Slowest owner first; each block is asked
-//! twice at most, and a helper gets at most its window (at least one block).
+//! Which blocks: only those of an owner the helper is expected to beat. The losing copy is
+//! cancelled (`Cancel`, see [`super::wire`]), but a provider answers in request order and
+//! cannot take back a block it started sending, so what is already on its way still
+//! crosses; doubling between two providers of the same speed would only add traffic. So a
+//! helper takes an owner's blocks only if it is at least [`FASTER`] times as fast, and then
+//! from the back of the owner's queue (the block asked last first), as long as it would
+//! deliver the block sooner than the owner reaches it: a provider answers in request order,
+//! so the owner sends its earliest blocks while the helper sends the latest, and the two
+//! meet in the middle instead of racing for the same block. Slowest owner first; each block
+//! is asked twice at most, and a helper gets at most its window (at least one block).
 //!
 //! A LAN pull never trickles over the WAN: a WAN provider is asked again only for a block
 //! no LAN provider that is still answering holds (a LAN owner that went quiet, see

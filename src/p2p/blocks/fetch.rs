@@ -13,8 +13,8 @@
 //! and runs a `select!` over worker messages, storer outcomes and a tick; workers and the
 //! storer only move bytes. A block counts against its provider's window from the `Get`
 //! until it is staged: hashed and written under a temporary name, out of memory (or, asked
-//! twice in the [`endgame`], until the losing copy arrived and was dropped), so bytes held
-//! in memory never exceed the sum of the windows. The commit that makes it durable comes
+//! twice in the [`endgame`], until the losing copy was cancelled or arrived and was
+//! dropped), so bytes held in memory never exceed the sum of the windows. The commit that makes it durable comes
 //! later and does not hold the window: counted until then, the group fsyncs' wait kept a
 //! 16 MiB LAN window from filling the link (bench/transfer over TCP, same machine and
 //! session: 406 and 441 MB/s before, 427 to 542 in five runs after). See the module docs of
@@ -798,11 +798,18 @@ impl<'a> Fetch<'a> {
     }
 
     /// `peer`'s copy of slot `s` is no longer wanted (the other copy came first): it is
-    /// dropped when it comes. (The protocol has no cancel: a `Get` written is answered.
-    /// Copies not yet sent when the fetch ends are never sent: its streams close.)
+    /// cancelled, and dropped if it comes all the same (the provider had started sending
+    /// it, or speaks `/harp/blocks/1`, which has no cancel). It counts against `peer`'s
+    /// window until it came or was cancelled.
     fn drop_copy(&mut self, s: usize, peer: PeerId) {
-        if self.providers.contains_key(&peer) {
+        if let Some(p) = self.providers.get(&peer) {
             self.late.insert((peer, s));
+            let cancel = ToWorker::Cancel {
+                index: self.slots[s].index,
+            };
+            if p.tx.send(cancel).is_ok() {
+                self.report.endgame_cancelled += 1;
+            }
         }
     }
 
@@ -837,9 +844,10 @@ impl<'a> Fetch<'a> {
 
     async fn on_worker(&mut self, msg: FromWorker) -> Result<(), P2pError> {
         let from = match &msg {
-            FromWorker::Have(p, _) | FromWorker::Block(p, ..) | FromWorker::Missing(p, _) => {
-                Some(*p)
-            }
+            FromWorker::Have(p, _)
+            | FromWorker::Block(p, ..)
+            | FromWorker::Missing(p, _)
+            | FromWorker::Cancelled(p, _) => Some(*p),
             _ => None,
         };
         if let Some(p) = from.and_then(|p| self.providers.get_mut(&p)) {
@@ -904,6 +912,18 @@ impl<'a> Fetch<'a> {
                     }
                 }
             }
+            FromWorker::Cancelled(peer, index) => {
+                if let Some(&s) = self.by_index.get(&index) {
+                    if !self.late_done(s, peer) {
+                        // Not a copy we cancelled (asked again since): the provider will
+                        // not send it, as if it lacked it, though it holds it.
+                        self.give_back(s, peer);
+                        if let Some(p) = self.providers.get_mut(&peer) {
+                            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
+                        }
+                    }
+                }
+            }
             FromWorker::Refused(peer, reason) => {
                 let behind = self
                     .providers
@@ -920,7 +940,7 @@ impl<'a> Fetch<'a> {
                 self.drop_provider(peer);
             }
             FromWorker::NoProtocol(peer) => {
-                tracing::debug!(%peer, "a member does not speak /harp/blocks/1");
+                tracing::debug!(%peer, "a member speaks no version of /harp/blocks");
                 self.refused.insert(peer);
                 self.drop_provider(peer);
             }

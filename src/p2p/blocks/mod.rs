@@ -1,5 +1,5 @@
-//! `/harp/blocks/1`: moving file content (blocks) between trusted peers, LAN first
-//! (docs/wire.md §5).
+//! `/harp/blocks/2` (and `/1`): moving file content (blocks) between trusted peers, LAN
+//! first (docs/wire.md §5).
 //!
 //! # Pieces, one file each
 //!
@@ -9,7 +9,7 @@
 //! | [`server`] | answering other peers' streams: who may read what, bitmaps, blocks from disk |
 //! | [`rank`] | choosing a provider for a block: LAN first, RTT, throughput; the LAN split |
 //! | [`fetch`] | one fetch of one version: providers, the window, verify, store, resume |
-//! | [`endgame`] | the last blocks asked of a second provider; the first copy wins |
+//! | [`endgame`] | the last blocks asked of a second provider; the first copy wins, the other is cancelled |
 //! | [`shun`] | providers that sent a bad block: disconnected, not asked again for a while |
 //! | [`worker`] | one provider's streams during a fetch: requests out, answers in, in order |
 //! | [`store`] | writing verified blocks in batches (one fsync round per batch) |

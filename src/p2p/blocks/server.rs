@@ -1,5 +1,5 @@
-//! Answering `/harp/blocks/1` streams: one task per inbound stream (at most
-//! [`MAX_STREAMS`] at once), each serving one version to one peer.
+//! Answering block streams (`/harp/blocks/2` and `/1`): one task per inbound stream (at
+//! most [`MAX_STREAMS`] at once), each serving one version to one peer.
 //!
 //! The stream's first `Want` decides, on the blocking pool, whether the peer may read the
 //! version (`Blocks::references` and the membership check, see the module docs of
@@ -8,10 +8,17 @@
 //! answered in order: the block is read and verified by
 //! [`crate::content::ContentStore::read_block`] on the blocking pool, so a block that rotted
 //! on disk is answered `Missing` (and dropped from the store) rather than sent. The next
-//! block is read while the current one is written (`READ_AHEAD`).
+//! blocks are read while the current one is written (`READ_AHEAD`).
+//!
+//! Requests are read as they come, ahead of the answers: a `Cancel` must be seen while the
+//! `Get` it cancels still waits its turn behind a window of others, not after it was
+//! answered. Each queued `Get` carries a flag its `Cancel` sets; the writer answers
+//! `Cancelled` for a flagged `Get` it has not started writing (checked once more after the
+//! read and after the upload limit's pause, which can last seconds).
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
@@ -22,17 +29,25 @@ use crate::chain::{ContentId, LibraryId};
 use crate::content::{BlockRef, ContentError, ManifestId};
 use crate::p2p::trust::Refusal;
 
-use super::wire::{self, Answer, Ask, Bits, Have};
+use super::wire::{self, Answer, Ask, Bits, Have, Version};
 use super::Blocks;
 
-/// Inbound block streams served at once; more are closed at once (the fetcher sees the
-/// provider vanish and asks another).
+/// Inbound block streams served at once, of both versions; more are closed at once (the
+/// fetcher sees the provider vanish and asks another).
 pub const MAX_STREAMS: usize = 256;
 
-/// Serves inbound streams until the swarm goes away.
-pub async fn serve(blocks: Blocks, mut incoming: libp2p_stream::IncomingStreams) {
+/// Serves inbound streams of both versions until the swarm goes away.
+pub async fn serve(
+    blocks: Blocks,
+    v2: libp2p_stream::IncomingStreams,
+    v1: libp2p_stream::IncomingStreams,
+) {
     let limit = Arc::new(Semaphore::new(MAX_STREAMS));
-    while let Some((peer, stream)) = incoming.next().await {
+    let mut incoming = libp2p::futures::stream::select(
+        v2.map(|(peer, s)| (peer, s, Version::V2)),
+        v1.map(|(peer, s)| (peer, s, Version::V1)),
+    );
+    while let Some((peer, stream, version)) = incoming.next().await {
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::info!(%peer, "too many block streams, closing one");
             continue;
@@ -40,7 +55,7 @@ pub async fn serve(blocks: Blocks, mut incoming: libp2p_stream::IncomingStreams)
         let blocks = blocks.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_stream(&blocks, peer, stream).await {
+            if let Err(e) = serve_stream(&blocks, peer, stream, version).await {
                 tracing::debug!(%peer, error = %e, "block stream ended with an error");
             }
         });
@@ -60,31 +75,59 @@ struct Session {
     offsets: Vec<u64>,
 }
 
-/// An answer on its way to the writer: ready, or a block still being read.
-enum Next {
+/// A request's answer, queued in request order for the writer.
+enum Queued {
     /// Written as is; `last`: the stream closes after it (a refusal).
     Ready { answer: Answer, last: bool },
-    /// Block `index`, read and verified on the blocking pool.
+    /// Block `index`: read when its turn nears, unless cancelled first.
+    Get {
+        library: LibraryId,
+        index: u32,
+        block: BlockRef,
+        /// The synced file holding it, and where.
+        placed: Option<(std::path::PathBuf, u64)>,
+        cancelled: Arc<AtomicBool>,
+    },
+}
+
+/// A queued answer the writer has started on.
+enum Started {
+    Ready {
+        answer: Answer,
+        last: bool,
+    },
+    /// Block `index`, being read and verified on the blocking pool.
     Reading {
         library: LibraryId,
         index: u32,
         read: JoinHandle<Result<Vec<u8>, ContentError>>,
+        cancelled: Arc<AtomicBool>,
     },
 }
 
-/// Answers still to be written while the reader goes on: the next block is read from disk
-/// while the current one is on the wire, so the link never waits for the disk. Bounded:
-/// a stream holds at most this many blocks plus the one being written and the one the
-/// reader has in hand.
-const READ_AHEAD: usize = 1;
+/// Blocks read ahead of the one being written, so the link never waits for the disk. A
+/// stream holds at most this many blocks plus the one being written.
+const READ_AHEAD: usize = 2;
 
-/// Serves one stream: the reader half checks each request and starts its answer, the
-/// writer half writes the answers in request order.
-async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io::Result<()> {
+/// Requests read ahead of their answers. A fetcher's window is at most a few hundred
+/// blocks; past this the reader waits (and a `Cancel` behind it is seen later).
+const QUEUED: usize = 4096;
+
+/// Serves one stream: the reader half checks each request and queues its answer, the
+/// writer half reads blocks a little ahead and writes the answers in request order.
+async fn serve_stream(
+    blocks: &Blocks,
+    peer: PeerId,
+    stream: Stream,
+    version: Version,
+) -> std::io::Result<()> {
     let (mut rd, mut wr) = stream.split();
-    let (tx, mut rx) = mpsc::channel::<Next>(READ_AHEAD);
+    let (tx, mut rx) = mpsc::channel::<Queued>(QUEUED);
     let reader = async move {
         let mut session: Option<Session> = None;
+        // The flags of `Get`s not yet answered, by index (a `Get` answered drops its flag,
+        // so a dead entry means "nothing to cancel"; dead entries are pruned as they pile).
+        let mut cancels: HashMap<u32, Weak<AtomicBool>> = HashMap::new();
         while let Some(ask) = wire::read_ask(&mut rd).await? {
             let next = match ask {
                 Ask::Want {
@@ -125,53 +168,116 @@ async fn serve_stream(blocks: &Blocks, peer: PeerId, stream: Stream) -> std::io:
                             offsets,
                         });
                     }
-                    Next::Ready { answer, last }
+                    Queued::Ready { answer, last }
                 }
                 Ask::Get { index } => {
                     let Some(s) = &session else {
                         return Err(invalid("Get before Want"));
                     };
-                    let Some(b) = s.blocks.get(index as usize).copied() else {
+                    let Some(block) = s.blocks.get(index as usize).copied() else {
                         return Err(invalid("Get of a block the manifest does not list"));
                     };
-                    let store = blocks.content.clone();
-                    let placed = s.file.clone().zip(s.offsets.get(index as usize).copied());
-                    Next::Reading {
+                    let cancelled = Arc::new(AtomicBool::new(false));
+                    if cancels.len() >= 2 * QUEUED {
+                        cancels.retain(|_, flag| flag.strong_count() > 0);
+                    }
+                    // A second `Get` of the same index replaces the first's entry: a
+                    // `Cancel` then reaches the later one (the protocol allows either).
+                    cancels.insert(index, Arc::downgrade(&cancelled));
+                    Queued::Get {
                         library: s.library,
                         index,
-                        read: tokio::task::spawn_blocking(move || {
-                            match store.read_block(&b.hash) {
-                                Ok(bytes) => Ok(bytes),
-                                Err(e) => match &placed {
-                                    Some((file, offset)) => read_placed(file, *offset, &b).ok_or(e),
-                                    None => Err(e),
-                                },
-                            }
-                        }),
+                        block,
+                        placed: s.file.clone().zip(s.offsets.get(index as usize).copied()),
+                        cancelled,
                     }
                 }
+                Ask::Cancel { index } => {
+                    if version == Version::V1 {
+                        return Err(invalid("Cancel is not part of /harp/blocks/1"));
+                    }
+                    if let Some(flag) = cancels.remove(&index).and_then(|f| f.upgrade()) {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
             };
-            let last = matches!(next, Next::Ready { last: true, .. });
+            let last = matches!(next, Queued::Ready { last: true, .. });
             if tx.send(next).await.is_err() || last {
                 break; // the writer stopped, or the stream ends with this refusal
             }
         }
         Ok(())
     };
+    let content = blocks.content.clone();
+    let start = move |q: Queued| match q {
+        Queued::Ready { answer, last } => Started::Ready { answer, last },
+        Queued::Get {
+            index, cancelled, ..
+        } if cancelled.load(Ordering::Relaxed) => Started::Ready {
+            answer: Answer::Cancelled { index },
+            last: false,
+        },
+        Queued::Get {
+            library,
+            index,
+            block,
+            placed,
+            cancelled,
+        } => {
+            let store = content.clone();
+            Started::Reading {
+                library,
+                index,
+                read: tokio::task::spawn_blocking(move || match store.read_block(&block.hash) {
+                    Ok(bytes) => Ok(bytes),
+                    Err(e) => match &placed {
+                        Some((file, offset)) => read_placed(file, *offset, &block).ok_or(e),
+                        None => Err(e),
+                    },
+                }),
+                cancelled,
+            }
+        }
+    };
     let meter = blocks.meter.clone();
     let writer = async move {
-        while let Some(next) = rx.recv().await {
+        let mut ahead: VecDeque<Started> = VecDeque::with_capacity(READ_AHEAD + 1);
+        loop {
+            if ahead.is_empty() {
+                match rx.recv().await {
+                    Some(q) => ahead.push_back(start(q)),
+                    None => break,
+                }
+            }
+            while ahead.len() <= READ_AHEAD {
+                match rx.try_recv() {
+                    Ok(q) => ahead.push_back(start(q)),
+                    Err(_) => break,
+                }
+            }
+            let Some(next) = ahead.pop_front() else {
+                continue;
+            };
             let (answer, last) = match next {
-                Next::Ready { answer, last } => (answer, last),
-                Next::Reading {
+                Started::Ready { answer, last } => (answer, last),
+                Started::Reading {
                     library,
                     index,
                     read,
+                    cancelled,
                 } => match read.await {
+                    Ok(Ok(_)) if cancelled.load(Ordering::Relaxed) => {
+                        (Answer::Cancelled { index }, false)
+                    }
                     Ok(Ok(bytes)) => {
                         meter.pace_out(&library, &peer, bytes.len() as u64).await;
-                        meter.add_out(peer, bytes.len() as u64);
-                        (Answer::Block { index, bytes }, false)
+                        if cancelled.load(Ordering::Relaxed) {
+                            (Answer::Cancelled { index }, false)
+                        } else {
+                            meter.add_out(peer, bytes.len() as u64);
+                            (Answer::Block { index, bytes }, false)
+                        }
                     }
                     _ => (Answer::Missing { index }, false),
                 },

@@ -1,4 +1,5 @@
-//! The `/harp/blocks/1` messages and their bounded encoding on a stream.
+//! The `/harp/blocks/2` messages (and `/1`, the same without `Cancel`) and their bounded
+//! encoding on a stream.
 //!
 //! # The conversation (one long-lived stream per fetcher and provider)
 //!
@@ -7,6 +8,9 @@
 //! P → F  Have{manifest?, n, have[n], fetching[n]} bitmaps over the manifest's block list
 //! F → P  Get{index} Get{index} Get{index} …       pipelined: a window of requests in flight
 //! P → F  Block{index, bytes} | Missing{index} …   one answer per request, in request order
+//! F → P  Cancel{index}                            (2 only) no longer wanted: not answered
+//!                                                 itself; the Get's answer may turn into
+//! P → F  Cancelled{index}                         (2 only) instead of the block
 //! F → P  Want{…}                                  again, any time: a fresh Have (same version)
 //! any    Refused(reason)                          not a member, or content the library
 //!                                                 does not reference (told apart from nothing)
@@ -18,7 +22,20 @@
 //! the manifest of the stream's version, so a provider serves only blocks of the version it
 //! has authorised, never "any hash".
 //!
-//! # Encoding (version 1: the protocol name carries the version)
+//! `Cancel{index}` is how the endgame stops the copy it no longer needs (see
+//! [`super::endgame`]): the provider answers the earliest unanswered `Get{index}` on the
+//! stream with `Cancelled{index}` if it has not started writing that block, and with the
+//! block otherwise; a `Cancel` with no such `Get` is ignored. Either way the answers stay in
+//! request order and every `Get` gets exactly one.
+//!
+//! # Versions
+//!
+//! The protocol name carries the version. A fetcher opens `/harp/blocks/2` and, if the
+//! provider does not speak it, `/harp/blocks/1`, and then sends no `Cancel` (a version 1
+//! provider closes the stream on an unknown request tag). A provider accepts both, and
+//! refuses `Cancel` on a version 1 stream.
+//!
+//! # Encoding
 //!
 //! Every message is a frame: a big-endian `u32` body length, then the body, a tag byte and
 //! the fields, big-endian:
@@ -26,6 +43,7 @@
 //! ```text
 //! Want    := 1 | library[16] | content[32] | flags u8 (bit 0: send the manifest)
 //! Get     := 2 | index u32
+//! Cancel  := 3 | index u32                                      (version 2)
 //! Have    := 1 | flags u8 (bit 0: manifest follows; bit 1: fetching this version, manifest
 //!              not here yet) | [u32 len | manifest]
 //!              | u32 n | have ⌈n/8⌉ bytes | fetching ⌈n/8⌉ bytes   (bit i = byte i/8, 1<<(i%8);
@@ -33,6 +51,7 @@
 //! Block   := 2 | index u32 | bytes
 //! Missing := 3 | index u32
 //! Refused := 4 | reason u8 (1 not a member, 2 not a device, 3 internal)
+//! Cancelled := 5 | index u32                                    (version 2)
 //! ```
 //!
 //! A provider that lacks the manifest answers `Have` with n = 0. Lengths are checked against
@@ -50,8 +69,29 @@ use crate::content::{MAX_BLOCK_SIZE, MAX_MANIFEST_LEN};
 use crate::cursor::{Cursor, Truncated};
 use crate::p2p::trust::Refusal;
 
-/// The protocol name negotiated on the stream.
-pub const PROTOCOL: &str = "/harp/blocks/1";
+/// The protocol's name, newest version: what a fetcher opens first.
+pub const PROTOCOL: &str = "/harp/blocks/2";
+/// Version 1: no `Cancel`. Still served, and opened when a provider lacks version 2.
+pub const PROTOCOL_V1: &str = "/harp/blocks/1";
+
+/// Which version a stream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `/harp/blocks/1`.
+    V1,
+    /// `/harp/blocks/2`: adds `Cancel` and `Cancelled`.
+    V2,
+}
+
+impl Version {
+    /// The protocol name of this version.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Version::V1 => PROTOCOL_V1,
+            Version::V2 => PROTOCOL,
+        }
+    }
+}
 /// Largest request body (a `Want`).
 pub const MAX_ASK_BYTES: usize = 1 + 16 + 32 + 1;
 /// Most blocks a `Have` may describe (the manifest format's own cap).
@@ -76,6 +116,12 @@ pub enum Ask {
     },
     /// Send block number `index` of the stream's version.
     Get {
+        /// Its index in the manifest's block list.
+        index: u32,
+    },
+    /// (Version 2.) Block `index` is no longer wanted: the earliest unanswered `Get` of it
+    /// may be answered `Cancelled`.
+    Cancel {
         /// Its index in the manifest's block list.
         index: u32,
     },
@@ -181,6 +227,11 @@ pub enum Answer {
     },
     /// The provider will not serve this version to us.
     Refused(Refusal),
+    /// (Version 2.) To `Get`, after a `Cancel` of it: the block is not sent.
+    Cancelled {
+        /// Its index.
+        index: u32,
+    },
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -292,6 +343,7 @@ pub async fn write_ask<W: AsyncWrite + Unpin>(io: &mut W, ask: &Ask) -> io::Resu
             .await
         }
         Ask::Get { index } => write_parts(io, &[&[2], &index.to_be_bytes()]).await,
+        Ask::Cancel { index } => write_parts(io, &[&[3], &index.to_be_bytes()]).await,
     }
 }
 
@@ -316,6 +368,7 @@ pub async fn read_ask<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Option<Ask
             }
         }
         2 => Ask::Get { index: b.u32()? },
+        3 => Ask::Cancel { index: b.u32()? },
         t => return Err(invalid(format!("unknown request tag {t}"))),
     };
     finished(&b)?;
@@ -366,6 +419,7 @@ pub async fn write_answer<W: AsyncWrite + Unpin>(io: &mut W, answer: &Answer) ->
         }
         Answer::Missing { index } => write_parts(io, &[&[3], &index.to_be_bytes()]).await,
         Answer::Refused(r) => write_parts(io, &[&[4, refusal_code(*r)]]).await,
+        Answer::Cancelled { index } => write_parts(io, &[&[5], &index.to_be_bytes()]).await,
     }
 }
 
@@ -434,6 +488,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
             2 => Refusal::NotADevice,
             _ => Refusal::Internal,
         }),
+        5 => Answer::Cancelled { index: b.u32()? },
         t => return Err(invalid(format!("unknown answer tag {t}"))),
     };
     finished(&b)?;
@@ -454,6 +509,7 @@ mod tests {
                 send_manifest: true,
             },
             Ask::Get { index: 77 },
+            Ask::Cancel { index: 78 },
         ];
         let mut buf = Cursor::new(Vec::new());
         for a in &asks {
@@ -486,6 +542,7 @@ mod tests {
             },
             Answer::Missing { index: 6 },
             Answer::Refused(Refusal::NotAMember),
+            Answer::Cancelled { index: 7 },
         ];
         let mut buf = Cursor::new(Vec::new());
         for a in &answers {
@@ -500,7 +557,8 @@ mod tests {
         assert!(have.get(9) && !have.get(8) && !have.get(10));
     }
 
-    /// Freezes version 1 of the encoding: a change here is a protocol change (a new name).
+    /// Freezes the encoding (version 1, and what version 2 adds): a change here is a protocol
+    /// change (a new name).
     #[tokio::test]
     async fn golden_bytes() {
         let mut buf = Cursor::new(Vec::new());
@@ -517,11 +575,15 @@ mod tests {
         write_ask(&mut buf, &Ask::Get { index: 0x0102_0304 })
             .await
             .unwrap();
+        write_ask(&mut buf, &Ask::Cancel { index: 0x0102_0305 })
+            .await
+            .unwrap();
         let mut want = vec![0, 0, 0, 50, 1];
         want.extend([0x11; 16]);
         want.extend([0x22; 32]);
         want.push(1);
         want.extend([0, 0, 0, 5, 2, 1, 2, 3, 4]);
+        want.extend([0, 0, 0, 5, 3, 1, 2, 3, 5]);
         assert_eq!(buf.get_ref(), &want);
 
         let mut have = Bits::new(9);
@@ -547,6 +609,7 @@ mod tests {
             },
             Answer::Missing { index: 8 },
             Answer::Refused(Refusal::NotAMember),
+            Answer::Cancelled { index: 9 },
         ] {
             write_answer(&mut buf, &a).await.unwrap();
         }
@@ -558,6 +621,7 @@ mod tests {
             &[0, 0, 0, 7, 2, 0, 0, 0, 7, 0xAA, 0xBB],
             &[0, 0, 0, 5, 3, 0, 0, 0, 8],
             &[0, 0, 0, 2, 4, 1],
+            &[0, 0, 0, 5, 5, 0, 0, 0, 9],
         ]
         .concat();
         assert_eq!(buf.get_ref(), &golden);

@@ -8,14 +8,20 @@
 //! index, an answer of the wrong kind, bytes that do not decode) is a broken protocol and the
 //! provider is excluded; an I/O error or a closed stream means it went away.
 //!
+//! A `Cancel` from the coordinator (the endgame's losing copy) withdraws the block's `Get`
+//! if a lane has not written it yet (reported `Cancelled` at once, on either version), and
+//! otherwise, on `/harp/blocks/2`, is written on every lane: the lane that asked the block
+//! then reads `Cancelled` or the block, whichever the provider sent.
+//!
 //! The first lane carries the `Want`s and their `Have`s. Once blocks are asked, up to
 //! `LANES` streams share the `Get`s, each block on the lane with the fewest bytes asked:
 //! one stream's flow-control window is too small to keep a LAN link busy. A stream closed
 //! before its first answer is opened again (`OPEN_ATTEMPTS`): providers drop streams they
 //! cannot take at once.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::chain::{ContentId, LibraryId};
 use crate::p2p::trust::Refusal;
 
-use super::wire::{self, Answer, Ask, Have};
+use super::wire::{self, Answer, Ask, Have, Version};
 use super::Blocks;
 
 /// What a worker tells the coordinator.
@@ -34,8 +40,10 @@ pub(super) enum FromWorker {
     Have(PeerId, Have),
     Block(PeerId, u32, Vec<u8>),
     Missing(PeerId, u32),
+    /// A block the coordinator cancelled was not sent.
+    Cancelled(PeerId, u32),
     Refused(PeerId, Refusal),
-    /// The peer does not speak `/harp/blocks/1`.
+    /// The peer speaks neither version of `/harp/blocks`.
     NoProtocol(PeerId),
     /// The stream failed or ended (the provider went away).
     Gone(PeerId, String),
@@ -46,8 +54,17 @@ pub(super) enum FromWorker {
 /// What the coordinator asks a worker to send.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum ToWorker {
-    Want { send_manifest: bool },
-    Get { index: u32, size: u32 },
+    Want {
+        send_manifest: bool,
+    },
+    Get {
+        index: u32,
+        size: u32,
+    },
+    /// The block's `Get`s sent before this are no longer wanted.
+    Cancel {
+        index: u32,
+    },
 }
 
 /// What the next answer on a stream answers.
@@ -80,20 +97,29 @@ pub(super) async fn worker(
                 content,
                 send_manifest,
             },
-            Expect::Have,
+            Some(Expect::Have),
         ),
-        ToWorker::Get { index, size } => (Ask::Get { index }, Expect::Block { index, size }),
+        ToWorker::Get { index, size } => (Ask::Get { index }, Some(Expect::Block { index, size })),
+        ToWorker::Cancel { index } => (Ask::Cancel { index }, None),
     };
-    let Some(first) = rx.recv().await else {
-        return;
+    // The coordinator's first message is a `Want` (a `Cancel` before it has nothing to
+    // cancel).
+    let (first_ask, first_expect) = loop {
+        match rx.recv().await {
+            None => return,
+            Some(m) => {
+                if let (a, Some(e)) = ask(m) {
+                    break (a, e);
+                }
+            }
+        }
     };
-    let (first_ask, first_expect) = ask(first);
     // The first request is sent, and its answer read, before the stream is handed to the
     // writer and reader below: a stream that closes before that is opened again.
     let mut attempt = 0;
-    let (stream, first_answer) = loop {
+    let (stream, first_answer, version) = loop {
         attempt += 1;
-        let why = match first_exchange(&blocks, peer, &first_ask, first_expect).await {
+        let why = match first_exchange(&blocks, peer, None, &first_ask, first_expect).await {
             Ok(Some(done)) => break done,
             Ok(None) => "the provider closed the stream before answering".to_string(),
             Err(Opened::NoProtocol) => {
@@ -118,7 +144,9 @@ pub(super) async fn worker(
     if tx.send(msg).is_err() || last {
         return;
     }
-    let (lane, run) = Lane::start(stream, peer, library, &tx, &meter);
+    // `Get`s the coordinator cancelled: a lane that has not written one yet drops it.
+    let withdrawn = Arc::new(Mutex::new(HashSet::new()));
+    let (lane, run) = Lane::start(stream, peer, library, &tx, &meter, &withdrawn);
     let mut lanes = vec![lane];
     // Every lane's writer and reader, polled here: the loop below only routes requests to
     // the lanes' queues, so it never waits on a write while answers wait to be read.
@@ -136,26 +164,39 @@ pub(super) async fn worker(
                     opened = true;
                     for _ in 1..LANES {
                         let blocks = blocks.clone();
-                        let (ask, expect) = ask(ToWorker::Want { send_manifest: false });
+                        let want = Ask::Want { library, content, send_manifest: false };
                         opening.push(async move {
-                            first_exchange(&blocks, peer, &ask, expect).await
+                            first_exchange(&blocks, peer, Some(version), &want, Expect::Have).await
                         });
                     }
                 }
                 // A `Want` goes on the first lane (its `Have` answers the coordinator), a
-                // `Get` on the lane with the fewest bytes asked.
-                let i = match m {
-                    ToWorker::Want { .. } => 0,
-                    ToWorker::Get { .. } => (0..lanes.len())
-                        .min_by_key(|&i| lanes[i].asked.load(Ordering::Relaxed))
-                        .unwrap_or(0),
-                };
-                lanes[i].send(ask(m));
+                // `Get` on the lane with the fewest bytes asked, a `Cancel` on every lane
+                // (it is ignored where its block was not asked).
+                match m {
+                    ToWorker::Want { .. } => lanes[0].send(ask(m)),
+                    ToWorker::Get { index, .. } => {
+                        // Asked again after a cancel: this `Get` is wanted.
+                        lock(&withdrawn).remove(&index);
+                        let i = (0..lanes.len())
+                            .min_by_key(|&i| lanes[i].asked.load(Ordering::Relaxed))
+                            .unwrap_or(0);
+                        lanes[i].send(ask(m));
+                    }
+                    ToWorker::Cancel { index } => {
+                        lock(&withdrawn).insert(index);
+                        if version == Version::V2 {
+                            for lane in &lanes {
+                                lane.send(ask(m));
+                            }
+                        }
+                    }
+                }
             }
             Some(done) = opening.next() => {
                 // An extra lane that cannot open, or is refused, is simply not used.
-                if let Ok(Some((stream, Answer::Have(_)))) = done {
-                    let (lane, run) = Lane::start(stream, peer, library, &tx, &meter);
+                if let Ok(Some((stream, Answer::Have(_), _))) = done {
+                    let (lane, run) = Lane::start(stream, peer, library, &tx, &meter, &withdrawn);
                     running.push(run);
                     lanes.push(lane);
                 }
@@ -186,10 +227,18 @@ const LANES: usize = 4;
 /// reported, `Ok(false)` when the lane closed, or the error that ended the stream.
 type Running = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>>;
 
+/// The set of withdrawn `Get`s, poisoned or not (it holds plain indices).
+fn lock(set: &Mutex<HashSet<u32>>) -> std::sync::MutexGuard<'_, HashSet<u32>> {
+    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A request for a lane, with what its answer will be (none for a `Cancel`).
+type Request = (Ask, Option<Expect>);
+
 /// One stream to the provider: the queue of requests its writer sends, and the bytes of
 /// blocks asked on it and not yet answered.
 struct Lane {
-    queue: mpsc::UnboundedSender<(Ask, Expect)>,
+    queue: mpsc::UnboundedSender<Request>,
     asked: Arc<AtomicU64>,
 }
 
@@ -203,29 +252,54 @@ impl Lane {
         library: LibraryId,
         tx: &mpsc::UnboundedSender<FromWorker>,
         meter: &crate::p2p::metrics::Meter,
+        withdrawn: &Arc<Mutex<HashSet<u32>>>,
     ) -> (Lane, Running) {
         let (mut rd, mut wr) = stream.split();
-        let (queue, mut queued) = mpsc::unbounded_channel::<(Ask, Expect)>();
+        let (queue, mut queued) = mpsc::unbounded_channel::<Request>();
         let (expect_tx, mut expect_rx) = mpsc::unbounded_channel::<Expect>();
         let asked = Arc::new(AtomicU64::new(0));
         let pacer = meter.clone();
+        let (writer_tx, writer_asked, writer_withdrawn) =
+            (tx.clone(), asked.clone(), withdrawn.clone());
+        // Whether a `Get` not written yet was cancelled: if so it is reported and dropped.
+        let withdraw = move |expect: Option<Expect>| {
+            let Some(Expect::Block { index, size }) = expect else {
+                return false;
+            };
+            if !lock(&writer_withdrawn).remove(&index) {
+                return false;
+            }
+            writer_asked.fetch_sub(u64::from(size), Ordering::Relaxed);
+            let _ = writer_tx.send(FromWorker::Cancelled(peer, index));
+            true
+        };
         let writer = async move {
             while let Some(first) = queued.recv().await {
                 let mut next = Some(first);
                 while let Some((ask, expect)) = next {
+                    if withdraw(expect) {
+                        next = queued.try_recv().ok();
+                        continue;
+                    }
                     // A block is asked for only once the WAN limit allows its bytes (see
                     // `pace`): the provider sends it as soon as it is asked, so pacing the
                     // asks paces what crosses the WAN. (Pacing the reads instead lets the
                     // transport's buffers fill at the link's rate first: 1.09x the limit
                     // measured on the lab's gateway.) What is asked so far goes out first.
-                    if let Expect::Block { size, .. } = expect {
+                    if let Some(Expect::Block { size, .. }) = expect {
                         if pacer.paces_in(&library, &peer) {
                             wr.flush().await?;
                             pacer.pace_in(&library, &peer, u64::from(size)).await;
+                            if withdraw(expect) {
+                                next = queued.try_recv().ok();
+                                continue;
+                            }
                         }
                     }
-                    if expect_tx.send(expect).is_err() {
-                        return Ok(());
+                    if let Some(expect) = expect {
+                        if expect_tx.send(expect).is_err() {
+                            return Ok(());
+                        }
                     }
                     wire::write_ask(&mut wr, &ask).await?;
                     next = queued.try_recv().ok();
@@ -235,6 +309,7 @@ impl Lane {
             wr.close().await
         };
         let (tx, meter, lane_asked) = (tx.clone(), meter.clone(), asked.clone());
+        let withdrawn = withdrawn.clone();
         let reader = async move {
             while let Some(expect) = expect_rx.recv().await {
                 let answer = match read(&mut rd, expect).await {
@@ -246,8 +321,10 @@ impl Lane {
                     }
                     Err(e) => return Err(e.to_string()),
                 };
-                if let Expect::Block { size, .. } = expect {
+                if let Expect::Block { index, size } = expect {
                     lane_asked.fetch_sub(u64::from(size), Ordering::Relaxed);
+                    // Answered: a cancel that came too late has nothing left to withdraw.
+                    lock(&withdrawn).remove(&index);
                 }
                 let (msg, last) = interpret(peer, expect, answer, &meter);
                 if tx.send(msg).is_err() || last {
@@ -272,8 +349,8 @@ impl Lane {
     }
 
     /// Queues a request; a lane whose writer ended drops it (its reader reports why).
-    fn send(&self, (ask, expect): (Ask, Expect)) {
-        if let Expect::Block { size, .. } = expect {
+    fn send(&self, (ask, expect): Request) {
+        if let Some(Expect::Block { size, .. }) = expect {
             self.asked.fetch_add(u64::from(size), Ordering::Relaxed);
         }
         let _ = self.queue.send((ask, expect));
@@ -288,30 +365,43 @@ enum Opened {
     Failed(String),
 }
 
-/// Opens a stream to `peer`, sends `ask` and reads its answer; `None` if the provider closed
-/// the stream before answering.
+/// Opens a stream to `peer` (of `version`, or the newest it speaks), sends `ask` and reads
+/// its answer; `None` if the provider closed the stream before answering.
 async fn first_exchange(
     blocks: &Blocks,
     peer: PeerId,
+    version: Option<Version>,
     ask: &Ask,
     expect: Expect,
-) -> Result<Option<(libp2p::Stream, Answer)>, Opened> {
+) -> Result<Option<(libp2p::Stream, Answer, Version)>, Opened> {
     let mut control = blocks.control.clone();
-    let mut stream = match control
-        .open_stream(peer, StreamProtocol::new(wire::PROTOCOL))
-        .await
-    {
-        Ok(s) => s,
-        Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
-            return Err(Opened::NoProtocol)
+    let tries: &[Version] = match version {
+        Some(Version::V1) => &[Version::V1],
+        Some(Version::V2) => &[Version::V2],
+        None => &[Version::V2, Version::V1],
+    };
+    let mut opened = None;
+    for &v in tries {
+        match control
+            .open_stream(peer, StreamProtocol::new(v.protocol()))
+            .await
+        {
+            Ok(s) => {
+                opened = Some((s, v));
+                break;
+            }
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {}
+            Err(e) => return Err(Opened::Failed(e.to_string())),
         }
-        Err(e) => return Err(Opened::Failed(e.to_string())),
+    }
+    let Some((mut stream, version)) = opened else {
+        return Err(Opened::NoProtocol);
     };
     let failed = |e: std::io::Error| Opened::Failed(e.to_string());
     wire::write_ask(&mut stream, ask).await.map_err(failed)?;
     stream.flush().await.map_err(failed)?;
     match read(&mut stream, expect).await {
-        Ok(Some(a)) => Ok(Some((stream, a))),
+        Ok(Some(a)) => Ok(Some((stream, a, version))),
         Ok(None) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(Opened::Broken(e.to_string())),
         Err(e) => Err(failed(e)),
@@ -350,12 +440,16 @@ fn interpret(
         (Expect::Block { index, .. }, Answer::Missing { index: i }) if i == index => {
             FromWorker::Missing(peer, index)
         }
+        (Expect::Block { index, .. }, Answer::Cancelled { index: i }) if i == index => {
+            FromWorker::Cancelled(peer, index)
+        }
         (_, other) => {
             let what = match other {
                 Answer::Have(_) => "Have",
                 Answer::Block { .. } => "Block",
                 Answer::Missing { .. } => "Missing",
                 Answer::Refused(_) => "Refused",
+                Answer::Cancelled { .. } => "Cancelled",
             };
             let why = format!("answered {what} out of order ({expect:?} expected)");
             return (FromWorker::Broken(peer, why), true);

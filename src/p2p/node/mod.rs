@@ -173,7 +173,7 @@ pub struct Node {
     meter: Meter,
     /// Connected peers with their class and RTT, for fetches.
     views: watch::Sender<Vec<PeerView>>,
-    /// The task answering `/harp/blocks/1` streams.
+    /// The task answering `/harp/blocks/2` (and `/1`) streams.
     block_server: JoinHandle<()>,
     /// The gossip topics we follow, and their libraries.
     topics: HashMap<TopicHash, LibraryId>,
@@ -223,11 +223,15 @@ impl Node {
         let incoming = control
             .accept(libp2p::StreamProtocol::new(blocks::wire::PROTOCOL))
             .map_err(build_error)?;
+        let incoming_v1 = control
+            .accept(libp2p::StreamProtocol::new(blocks::wire::PROTOCOL_V1))
+            .map_err(build_error)?;
         let meter = Meter::with_wan_limits(config.wan_limit_up, config.wan_limit_down);
         let (disconnect_tx, disconnect_rx) = mpsc::unbounded_channel();
         let shunned = blocks::shun::Shunned::new(disconnect_tx);
         let blocks = Blocks::new(content, chain.clone(), meter.clone(), control, shunned);
-        let block_server = tokio::spawn(blocks::server::serve(blocks.clone(), incoming));
+        let block_server =
+            tokio::spawn(blocks::server::serve(blocks.clone(), incoming, incoming_v1));
         let (views, views_rx) = watch::channel(Vec::new());
         let fetch_config = FetchConfig {
             window_lan: config.block_window_lan,
