@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! fetched <library> <content> <path> bytes <fetched> present <already here> seconds <s> from <peer>=<bytes>,…
-//! fetch-failed <library> <content> <path>: <error>
+//! fetch-failed <library> <content> <path>: <error>; trying again in <n>s
 //! skipped <library> <content> <path>: the cache is full (--cache-limit-mib)
 //! ```
 //!
@@ -120,11 +120,16 @@ async fn serve(data_dir: PathBuf, args: CacheArgs) -> anyhow::Result<()> {
 fn line(r: &PrefetchReport) -> String {
     match r {
         PrefetchReport::Fetched { wanted, report } => fetched_line(wanted, report),
-        PrefetchReport::FetchFailed { wanted, error } => format!(
-            "fetch-failed {} {} {}: {error}",
+        PrefetchReport::FetchFailed {
+            wanted,
+            error,
+            retry_in,
+        } => format!(
+            "fetch-failed {} {} {}: {error}; trying again in {}s",
             wanted.library,
             wanted.content,
-            super::shown::field(wanted.path.as_str())
+            super::shown::field(wanted.path.as_str()),
+            retry_in.as_secs()
         ),
         PrefetchReport::Skipped { wanted } => format!(
             "skipped {} {} {}: the cache is full (--cache-limit-mib)",

@@ -73,12 +73,15 @@ pub enum PrefetchReport {
         /// Which.
         wanted: Wanted,
     },
-    /// Fetching a version failed; it is tried again later.
+    /// Fetching a version failed; it is tried again after `retry_in` (or when the library
+    /// changes).
     FetchFailed {
         /// Which.
         wanted: Wanted,
         /// Why.
         error: P2pError,
+        /// When it is tried again.
+        retry_in: Duration,
     },
     /// A library's tree or content state could not be read; it is looked at again on its
     /// next change.
@@ -304,7 +307,11 @@ impl Worker {
                             wait,
                         },
                     );
-                    (self.report)(PrefetchReport::FetchFailed { wanted, error });
+                    (self.report)(PrefetchReport::FetchFailed {
+                        wanted,
+                        error,
+                        retry_in: wait,
+                    });
                 }
             }
         }

@@ -412,7 +412,7 @@ impl<'a> Fetch<'a> {
             || self.behind_waiting();
         if self.manifest.is_none() && !waiting {
             return Err(P2pError::Fetch(format!(
-                "no connected member can serve {} ({} refused)",
+                "no connected member holds {} or is fetching it yet ({} refused)",
                 self.content,
                 self.refused.len()
             )));
