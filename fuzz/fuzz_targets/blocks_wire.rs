@@ -1,8 +1,9 @@
-//! `/harp/blocks/1` on arbitrary bytes: the provider's request reader (`read_ask`) and the
-//! fetcher's answer reader (`read_answer`, src/p2p/blocks/wire.rs), each reading frames off
-//! the same stream until it ends or breaks. Never a panic, a hang or an allocation sized by
-//! a claimed length (the allocator in fuzz/src/lib.rs aborts on one); every frame accepted
-//! re-encodes to the same bytes, and a `Have`'s bitmaps hold no bit past their length.
+//! `/harp/blocks/2` (and so `/1`) on arbitrary bytes: the provider's request reader
+//! (`read_ask`) and the fetcher's answer reader (`read_answer`, src/p2p/blocks/wire.rs),
+//! each reading frames off the same stream until it ends or breaks. Never a panic, a hang
+//! or an allocation sized by a claimed length (the allocator in fuzz/src/lib.rs aborts on
+//! one); every frame accepted re-encodes to the same bytes, and a `Have`'s bitmaps hold no
+//! bit past their length.
 //!
 //! The first byte picks the limit the fetcher reads the answer with (a `Have`, any block,
 //! or a small block), as it knows what the next answer answers.
