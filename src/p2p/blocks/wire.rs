@@ -23,10 +23,10 @@
 //! has authorised, never "any hash".
 //!
 //! `Cancel{index}` is how the endgame stops the copy it no longer needs (see
-//! [`super::endgame`]): the provider answers the earliest unanswered `Get{index}` on the
-//! stream with `Cancelled{index}` if it has not started writing that block, and with the
-//! block otherwise; a `Cancel` with no such `Get` is ignored. Either way the answers stay in
-//! request order and every `Get` gets exactly one.
+//! [`super::endgame`]): the provider answers an unanswered `Get{index}` on the stream
+//! (the latest, if there are several) with `Cancelled{index}` if it has not started
+//! writing that block, and with the block otherwise; a `Cancel` with no such `Get` is
+//! ignored. Either way the answers stay in request order and every `Get` gets exactly one.
 //!
 //! # Versions
 //!
@@ -119,8 +119,8 @@ pub enum Ask {
         /// Its index in the manifest's block list.
         index: u32,
     },
-    /// (Version 2.) Block `index` is no longer wanted: the earliest unanswered `Get` of it
-    /// may be answered `Cancelled`.
+    /// (Version 2.) Block `index` is no longer wanted: an unanswered `Get` of it may be
+    /// answered `Cancelled`.
     Cancel {
         /// Its index in the manifest's block list.
         index: u32,
