@@ -14,11 +14,11 @@
 //! storer only move bytes. A block counts against its provider's window from the `Get`
 //! until it is staged: hashed and written under a temporary name, out of memory (or, asked
 //! twice in the [`endgame`], until the losing copy was cancelled or arrived and was
-//! dropped), so bytes held in memory never exceed the sum of the windows. The commit that makes it durable comes
-//! later and does not hold the window: counted until then, the group fsyncs' wait kept a
-//! 16 MiB LAN window from filling the link (bench/transfer over TCP, same machine and
-//! session: 406 and 441 MB/s before, 427 to 542 in five runs after). See the module docs of
-//! [`super`] for the rules.
+//! dropped), so bytes held in memory never exceed the sum of the windows. The commit that
+//! makes it durable comes later and does not hold the window: counted until then, the group
+//! fsyncs' wait kept a 16 MiB LAN window from filling the link (bench/transfer over TCP,
+//! same machine and session: 406 and 441 MB/s before, 427 to 542 in five runs after). See
+//! the module docs of [`super`] for the rules.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
