@@ -527,6 +527,36 @@ struct RawPeer {
 }
 
 impl RawPeer {
+    /// A stream of `protocol` to `to`, opened again until the connection is up (within
+    /// [`WAIT`]).
+    async fn open(&self, to: PeerId, protocol: &'static str) -> libp2p::Stream {
+        let mut control = self.control.clone();
+        bounded("a block stream", async move {
+            loop {
+                match control.open_stream(to, StreamProtocol::new(protocol)).await {
+                    Ok(st) => return st,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Writes `asks` and flushes them.
+async fn send(st: &mut libp2p::Stream, asks: &[Ask]) {
+    for a in asks {
+        wire::write_ask(st, a).await.unwrap();
+    }
+    libp2p::futures::AsyncWriteExt::flush(st).await.unwrap();
+}
+
+/// The next answer, of at most `max` bytes (within [`WAIT`]).
+async fn answer(st: &mut libp2p::Stream, max: usize) -> std::io::Result<Option<Answer>> {
+    bounded("an answer", wire::read_answer(st, max)).await
+}
+
+impl RawPeer {
     /// A swarm with `id`'s key that dials `target` and, if `serve` is given, answers block
     /// streams with that manifest and garbage blocks of the right sizes.
     async fn start(
@@ -934,18 +964,7 @@ async fn a_non_member_gets_nothing() {
     // ends the stream.
     let stranger = DeviceIdentity::from_secret([77; 32]);
     let s = RawPeer::start(&stranger, a.addr(false), None, None).await;
-    let open = |mut control: libp2p_stream::Control, peer: PeerId| async move {
-        loop {
-            match control
-                .open_stream(peer, StreamProtocol::new(wire::PROTOCOL))
-                .await
-            {
-                Ok(st) => return st,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    };
-    let mut st = bounded("a stream to A", open(s.control.clone(), a.node.peer_id())).await;
+    let mut st = s.open(a.node.peer_id(), wire::PROTOCOL).await;
     for (library, content) in [(y, secret), (x, secret)] {
         wire::write_ask(
             &mut st,
@@ -964,7 +983,7 @@ async fn a_non_member_gets_nothing() {
         .await
         .unwrap();
         assert_eq!(answer, Some(Answer::Refused(Refusal::NotAMember)));
-        st = bounded("a stream to A", open(s.control.clone(), a.node.peer_id())).await;
+        st = s.open(a.node.peer_id(), wire::PROTOCOL).await;
     }
     wire::write_ask(&mut st, &Ask::Get { index: 0 })
         .await
@@ -990,66 +1009,39 @@ async fn a_cancelled_get_is_answered_cancelled_in_its_turn() {
     let (a, b, lib, content, _) =
         a_file_for_b(loopback(), &[member.device_key()], 12, 16 * MIB).await;
     let m = RawPeer::start(&member, a.addr(false), None, None).await;
-    let open = |mut control: libp2p_stream::Control, peer: PeerId, protocol: &'static str| async move {
-        loop {
-            match control
-                .open_stream(peer, StreamProtocol::new(protocol))
-                .await
-            {
-                Ok(st) => return st,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    };
     let want = Ask::Want {
         library: lib,
         content,
         send_manifest: true,
     };
-    let mut st = bounded(
-        "a stream to A",
-        open(m.control.clone(), a.node.peer_id(), wire::PROTOCOL),
-    )
-    .await;
-    wire::write_ask(&mut st, &want).await.unwrap();
-    libp2p::futures::AsyncWriteExt::flush(&mut st)
-        .await
-        .unwrap();
-    let answer = bounded("A's Have", wire::read_answer(&mut st, wire::MAX_HAVE_BYTES)).await;
-    let Ok(Some(Answer::Have(have))) = answer else {
-        panic!("not a Have: {answer:?}");
+    let mut st = m.open(a.node.peer_id(), wire::PROTOCOL).await;
+    send(&mut st, &[want]).await;
+    let have = answer(&mut st, wire::MAX_HAVE_BYTES).await;
+    let Ok(Some(Answer::Have(have))) = have else {
+        panic!("not a Have: {have:?}");
     };
     let manifest = harpbridge::content::Manifest::decode(&have.manifest.unwrap()).unwrap();
     let n = manifest.blocks.len() as u32;
     assert!(n >= 16, "{n} blocks");
     // Every block asked, nothing read: A can send no more than the stream's flow-control
     // window (256 KiB) before it waits, so the last blocks are still queued when the
-    // cancels arrive. Cancelled: the last two, and one that is not asked (ignored).
-    for index in 0..n {
-        wire::write_ask(&mut st, &Ask::Get { index }).await.unwrap();
-    }
+    // cancels arrive. Cancelled: the last one and the third from last, and one that is not
+    // asked (ignored).
     let cancelled = [n - 1, n - 3];
-    for index in cancelled.into_iter().chain([n + 5]) {
-        wire::write_ask(&mut st, &Ask::Cancel { index })
-            .await
-            .unwrap();
-    }
-    libp2p::futures::AsyncWriteExt::flush(&mut st)
-        .await
-        .unwrap();
+    let gets = (0..n).map(|index| Ask::Get { index });
+    let cancels = cancelled
+        .into_iter()
+        .chain([n + 5])
+        .map(|index| Ask::Cancel { index });
+    send(&mut st, &gets.chain(cancels).collect::<Vec<_>>()).await;
     let mut sent = 0u64;
     for (index, b) in (0..n).zip(&manifest.blocks) {
-        let answer = bounded(
-            "A's answer",
-            wire::read_answer(&mut st, wire::MAX_BLOCK_BYTES),
-        )
-        .await
-        .unwrap();
+        let got = answer(&mut st, wire::MAX_BLOCK_BYTES).await.unwrap();
         if cancelled.contains(&index) {
-            assert_eq!(answer, Some(Answer::Cancelled { index }));
+            assert_eq!(got, Some(Answer::Cancelled { index }));
         } else {
-            let Some(Answer::Block { index: i, bytes }) = answer else {
-                panic!("block {index}: {answer:?}");
+            let Some(Answer::Block { index: i, bytes }) = got else {
+                panic!("block {index}: {got:?}");
             };
             assert_eq!(i, index);
             assert_eq!(harpbridge::content::BlockHash::of(&bytes), b.hash);
@@ -1057,17 +1049,8 @@ async fn a_cancelled_get_is_answered_cancelled_in_its_turn() {
         }
     }
     // A cancelled block can be asked again.
-    wire::write_ask(&mut st, &Ask::Get { index: n - 1 })
-        .await
-        .unwrap();
-    libp2p::futures::AsyncWriteExt::flush(&mut st)
-        .await
-        .unwrap();
-    let again = bounded(
-        "A's answer",
-        wire::read_answer(&mut st, wire::MAX_BLOCK_BYTES),
-    )
-    .await;
+    send(&mut st, &[Ask::Get { index: n - 1 }]).await;
+    let again = answer(&mut st, wire::MAX_BLOCK_BYTES).await;
     assert!(
         matches!(&again, Ok(Some(Answer::Block { index, .. })) if *index == n - 1),
         "{again:?}"
@@ -1080,41 +1063,18 @@ async fn a_cancelled_get_is_answered_cancelled_in_its_turn() {
     );
 
     // Version 1 is still served, and has no Cancel.
-    let mut v1 = bounded(
-        "a version 1 stream to A",
-        open(m.control.clone(), a.node.peer_id(), wire::PROTOCOL_V1),
-    )
-    .await;
-    wire::write_ask(&mut v1, &want).await.unwrap();
-    wire::write_ask(&mut v1, &Ask::Get { index: 0 })
-        .await
-        .unwrap();
-    libp2p::futures::AsyncWriteExt::flush(&mut v1)
-        .await
-        .unwrap();
-    let answer = bounded("A's Have", wire::read_answer(&mut v1, wire::MAX_HAVE_BYTES)).await;
-    assert!(matches!(answer, Ok(Some(Answer::Have(_)))), "{answer:?}");
-    let answer = bounded(
-        "A's block",
-        wire::read_answer(&mut v1, wire::MAX_BLOCK_BYTES),
-    )
-    .await;
+    let mut v1 = m.open(a.node.peer_id(), wire::PROTOCOL_V1).await;
+    send(&mut v1, &[want, Ask::Get { index: 0 }]).await;
+    let got = answer(&mut v1, wire::MAX_HAVE_BYTES).await;
+    assert!(matches!(got, Ok(Some(Answer::Have(_)))), "{got:?}");
+    let got = answer(&mut v1, wire::MAX_BLOCK_BYTES).await;
     assert!(
-        matches!(answer, Ok(Some(Answer::Block { index: 0, .. }))),
-        "{answer:?}"
+        matches!(got, Ok(Some(Answer::Block { index: 0, .. }))),
+        "{got:?}"
     );
-    wire::write_ask(&mut v1, &Ask::Cancel { index: 0 })
-        .await
-        .unwrap();
-    libp2p::futures::AsyncWriteExt::flush(&mut v1)
-        .await
-        .unwrap();
-    let answer = bounded(
-        "A's close",
-        wire::read_answer(&mut v1, wire::MAX_BLOCK_BYTES),
-    )
-    .await;
-    assert!(matches!(answer, Ok(None) | Err(_)), "{answer:?}");
+    send(&mut v1, &[Ask::Cancel { index: 0 }]).await;
+    let got = answer(&mut v1, wire::MAX_BLOCK_BYTES).await;
+    assert!(matches!(got, Ok(None) | Err(_)), "{got:?}");
     m.task.abort();
     shutdown([a, b]).await;
 }

@@ -842,6 +842,18 @@ impl<'a> Fetch<'a> {
         }
     }
 
+    /// `peer` answered slot `s` without its bytes (`Missing`, `Cancelled`): its window has
+    /// room again, and a copy still wanted goes to the other provider or back to the queue.
+    fn not_sent(&mut self, s: usize, peer: PeerId) {
+        if self.late_done(s, peer) {
+            return;
+        }
+        self.give_back(s, peer);
+        if let Some(p) = self.providers.get_mut(&peer) {
+            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
+        }
+    }
+
     async fn on_worker(&mut self, msg: FromWorker) -> Result<(), P2pError> {
         let from = match &msg {
             FromWorker::Have(p, _)
@@ -901,27 +913,17 @@ impl<'a> Fetch<'a> {
             }
             FromWorker::Missing(peer, index) => {
                 if let Some(&s) = self.by_index.get(&index) {
-                    if !self.late_done(s, peer) {
-                        self.give_back(s, peer);
-                        if let Some(p) = self.providers.get_mut(&peer) {
-                            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
-                        }
-                    }
+                    self.not_sent(s, peer);
                     if let Some(p) = self.providers.get_mut(&peer) {
                         p.have.clear(index);
                     }
                 }
             }
+            // Usually a late copy we cancelled; otherwise (asked again since) as if the
+            // provider lacked it, though it holds it.
             FromWorker::Cancelled(peer, index) => {
                 if let Some(&s) = self.by_index.get(&index) {
-                    if !self.late_done(s, peer) {
-                        // Not a copy we cancelled (asked again since): the provider will
-                        // not send it, as if it lacked it, though it holds it.
-                        self.give_back(s, peer);
-                        if let Some(p) = self.providers.get_mut(&peer) {
-                            p.queued = p.queued.saturating_sub(u64::from(self.slots[s].size));
-                        }
-                    }
+                    self.not_sent(s, peer);
                 }
             }
             FromWorker::Refused(peer, reason) => {
