@@ -1,4 +1,4 @@
-//! `bench/transfer`: block transfer (`/harp/blocks/1`) of one large version between two
+//! `bench/transfer`: block transfer (`/harp/blocks/2`) of one large version between two
 //! nodes on loopback, over TCP (noise + yamux) and over QUIC, beside a raw TCP copy of the
 //! same bytes measured in the same run (and Syncthing, when `bench/syncthing-baseline` is
 //! there: see the script).
@@ -8,7 +8,13 @@
 //! 2. node B, dialled to A over TCP only, fetches it (every block verified and fsync'd into
 //!    B's store); then node C over QUIC only; each reports MB/s and B's / C's bytes in;
 //! 3. baseline: the same bytes as a plain file, sent over a plain loopback TCP socket into a
-//!    file that is fsync'd at the end (what `nc` + `sync` would do), in the same run.
+//!    file that is fsync'd at the end (what `nc` + `sync` would do), in the same run;
+//! 4. the floor: what one core spends per byte on the work a block transfer cannot skip and
+//!    the raw copy does not do (noise's ChaCha20-Poly1305 seal and open, BLAKE3 at both
+//!    ends), and from it the fastest any transfer could go on this machine's cores.
+//!
+//! Every phase also reports its CPU time per byte (user + system, both ends: all nodes live
+//! in this process), so a slow figure says whether the cores were busy or waiting.
 //!
 //! Ends with one JSON line, also written to `bench/out/transfer.json`. MB = 10^6 bytes.
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs an 8 MiB smoke version.
@@ -50,18 +56,47 @@ fn peak_rss_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-/// Fetches the version at `b` from `a` dialled at `addr`; MB/s.
+/// CPU time (user + system) this process has used, over all its threads.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills in the struct it is given, and RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A phase's figures: its rate, and the CPU it spent per byte moved.
+#[derive(Clone, Copy)]
+struct Rate {
+    mb_s: f64,
+    cpu_ns_per_byte: f64,
+}
+
+impl Rate {
+    fn new(bytes: u64, elapsed: Duration, cpu: Duration) -> Rate {
+        Rate {
+            mb_s: bytes as f64 / elapsed.as_secs_f64() / 1e6,
+            cpu_ns_per_byte: cpu.as_nanos() as f64 / bytes as f64,
+        }
+    }
+}
+
+/// Fetches the version at `b` from `a` dialled at `addr`.
 async fn fetch(
     a: &TestNode,
     b: &TestNode,
     lib: LibraryId,
     content: ContentId,
     addr: Multiaddr,
-) -> f64 {
+) -> Rate {
     b.node.dial(addr).await.unwrap();
     swarm::converge(Duration::from_secs(60), &[a, b], lib).await;
+    let cpu = cpu_time();
     let report = b.node.fetch_content(lib, content).await.unwrap();
-    let mb_s = report.bytes_fetched as f64 / report.elapsed.as_secs_f64() / 1e6;
+    let rate = Rate::new(report.bytes_fetched, report.elapsed, cpu_time() - cpu);
     // Check the bytes (untimed): every block was verified on arrival; this reads them back.
     let store = b.content.clone();
     let n = tokio::task::spawn_blocking(move || {
@@ -71,13 +106,13 @@ async fn fetch(
     .await
     .unwrap();
     assert_eq!(n, report.bytes_fetched + report.bytes_present);
-    mb_s
+    rate
 }
 
 /// The baseline: the same bytes as a plain file, over a plain loopback TCP socket into a
 /// file fsync'd at the end, with 1 MiB reads and writes on two threads (what `nc` + `sync`
-/// would do, minus their small buffers); MB/s.
-fn raw_tcp(size: u64) -> f64 {
+/// would do, minus their small buffers).
+fn raw_tcp(size: u64) -> Rate {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -90,6 +125,7 @@ fn raw_tcp(size: u64) -> f64 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let t = Instant::now();
+    let cpu = cpu_time();
     let recv = std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().unwrap();
         let mut out = std::fs::File::create(&dst).unwrap();
@@ -119,7 +155,48 @@ fn raw_tcp(size: u64) -> f64 {
     sock.shutdown(std::net::Shutdown::Write).unwrap();
     let n = recv.join().unwrap();
     assert_eq!(n, size);
-    n as f64 / t.elapsed().as_secs_f64() / 1e6
+    Rate::new(n, t.elapsed(), cpu_time() - cpu)
+}
+
+/// What one core spends per byte, in ns, on the work every block transfer does beyond a raw
+/// copy: noise seals and opens each byte once (ring's ChaCha20-Poly1305, in 64 KiB frames
+/// as libp2p-noise sends them), and the provider and the fetcher each hash it (BLAKE3, in
+/// 4 MiB blocks). Returns (seal + open, hash × 2).
+fn floor_ns_per_byte() -> (f64, f64) {
+    use harpbridge::content::BlockHash;
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+    const BYTES: usize = 64 << 20;
+    const FRAME: usize = 65535 - 16;
+    let mut data = Vec::with_capacity(BYTES);
+    generate(BYTES as u64, |b| data.extend_from_slice(b));
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7; 32]).unwrap());
+    let nonce = |n: u64| {
+        let mut b = [0; 12];
+        b[4..].copy_from_slice(&n.to_le_bytes());
+        Nonce::assume_unique_for_key(b)
+    };
+    let t = Instant::now();
+    let mut sealed = Vec::with_capacity(FRAME + 16);
+    for (n, frame) in data.chunks(FRAME).enumerate() {
+        sealed.clear();
+        sealed.extend_from_slice(frame);
+        key.seal_in_place_append_tag(nonce(n as u64), Aad::empty(), &mut sealed)
+            .unwrap();
+        let opened = key
+            .open_in_place(nonce(n as u64), Aad::empty(), &mut sealed)
+            .unwrap();
+        assert_eq!(opened.len(), frame.len());
+    }
+    let cipher = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..2 {
+        for block in data.chunks(4 << 20) {
+            std::hint::black_box(BlockHash::of(block));
+        }
+    }
+    let hash = t.elapsed();
+    let per_byte = |d: Duration| d.as_nanos() as f64 / BYTES as f64;
+    (per_byte(cipher), per_byte(hash))
 }
 
 /// Runs `bench/syncthing-baseline MIB` if it exists and takes its last JSON line.
@@ -181,13 +258,27 @@ async fn run(mib: u64, full: bool) -> Value {
         .unwrap();
 
     let tcp = fetch(&a, &b, lib, content, a.addr(false)).await;
-    println!("blocks over TCP (noise+yamux): {tcp:.0} MB/s");
+    print_rate("blocks over TCP (noise+yamux):", tcp);
     let quic = fetch(&a, &c, lib, content, a.addr(true)).await;
-    println!("blocks over QUIC:              {quic:.0} MB/s");
+    print_rate("blocks over QUIC:             ", quic);
     let raw = tokio::task::spawn_blocking(move || raw_tcp(size))
         .await
         .unwrap();
-    println!("raw TCP copy to a file:        {raw:.0} MB/s (baseline)");
+    print_rate("raw TCP copy to a file:       ", raw);
+    let (cipher, hash) = tokio::task::spawn_blocking(floor_ns_per_byte)
+        .await
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The least CPU a block transfer can cost per byte: the raw copy's (the same reads,
+    // socket and writes) plus the cipher and the hashes. All cores busy and nothing else
+    // running, this is the fastest it can go here.
+    let ceiling = cores as f64 * 1e3 / (raw.cpu_ns_per_byte + cipher + hash);
+    println!(
+        "floor per byte, one core: seal + open {cipher:.2} ns, BLAKE3 x2 {hash:.2} ns; \
+         with the raw copy's CPU, at most {ceiling:.0} MB/s on {cores} cores \
+         (0.8 of the raw copy would be {:.0} MB/s)",
+        0.8 * raw.mb_s
+    );
     let rss = peak_rss_mib();
     println!("peak RSS of the bench process (three nodes): {rss:?} MiB");
     for n in [&a, &b, &c] {
@@ -201,7 +292,8 @@ async fn run(mib: u64, full: bool) -> Value {
     // sender's scan (hashing); ours starts with the version already ingested at A, so the
     // fair comparison is with its rate after the scan.
     let st_after_scan = st.get("after_scan_mb_s").and_then(Value::as_f64);
-    let vs_syncthing = st_after_scan.map(|s| (tcp.max(quic) / s * 1000.0).round() / 1000.0);
+    let vs_syncthing =
+        st_after_scan.map(|s| (tcp.mb_s.max(quic.mb_s) / s * 1000.0).round() / 1000.0);
     if let Some(r) = vs_syncthing {
         println!("best of TCP/QUIC vs Syncthing after its scan: {r:.2}x");
     }
@@ -210,16 +302,45 @@ async fn run(mib: u64, full: bool) -> Value {
         "best_vs_syncthing_after_scan": vs_syncthing,
         "mib": mib,
         "blocks": ingested.blocks,
-        "tcp_mb_s": (tcp * 10.0).round() / 10.0,
-        "quic_mb_s": (quic * 10.0).round() / 10.0,
+        "tcp_mb_s": round1(tcp.mb_s),
+        "quic_mb_s": round1(quic.mb_s),
+        "tcp_cpu_ns_per_byte": round2(tcp.cpu_ns_per_byte),
+        "quic_cpu_ns_per_byte": round2(quic.cpu_ns_per_byte),
         "peak_rss_mib": rss,
-        "tcp_vs_raw": (tcp / raw * 1000.0).round() / 1000.0,
-        "quic_vs_raw": (quic / raw * 1000.0).round() / 1000.0,
+        "tcp_vs_raw": round3(tcp.mb_s / raw.mb_s),
+        "quic_vs_raw": round3(quic.mb_s / raw.mb_s),
+        "tcp_vs_ceiling": round3(tcp.mb_s / ceiling),
         "baseline": {
-            "raw_tcp_mb_s": (raw * 10.0).round() / 10.0,
+            "raw_tcp_mb_s": round1(raw.mb_s),
+            "raw_tcp_cpu_ns_per_byte": round2(raw.cpu_ns_per_byte),
+            "floor": {
+                "cores": cores,
+                "seal_open_ns_per_byte": round2(cipher),
+                "blake3_x2_ns_per_byte": round2(hash),
+                "ceiling_mb_s": round1(ceiling),
+            },
             "syncthing": st,
         },
     })
+}
+
+fn print_rate(what: &str, r: Rate) {
+    println!(
+        "{what} {:.0} MB/s, CPU {:.2} ns per byte",
+        r.mb_s, r.cpu_ns_per_byte
+    );
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 fn main() {
