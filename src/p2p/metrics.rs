@@ -145,16 +145,24 @@ impl Meter {
     /// download limits ask (never for a LAN peer).
     pub async fn pace_in(&self, library: &LibraryId, peer: &PeerId, n: u64) {
         if n > 0 && !self.is_lan(peer) {
-            pace::pay_all(&self.paces(library, false), n).await;
+            pace::pay_all(&self.paces(library, false), n, std::future::pending()).await;
         }
     }
 
     /// Before `n` block bytes of `library` are written to `peer`: waits as the WAN upload
-    /// limits ask (never for a LAN peer).
-    pub async fn pace_out(&self, library: &LibraryId, peer: &PeerId, n: u64) {
-        if n > 0 && !self.is_lan(peer) {
-            pace::pay_all(&self.paces(library, true), n).await;
+    /// limits ask (never for a LAN peer). If `withdrawn` completes first (the block was
+    /// cancelled), stops waiting, gives the bytes back and returns false.
+    pub async fn pace_out(
+        &self,
+        library: &LibraryId,
+        peer: &PeerId,
+        n: u64,
+        withdrawn: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        if n == 0 || self.is_lan(peer) {
+            return true;
         }
+        pace::pay_all(&self.paces(library, true), n, withdrawn).await
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

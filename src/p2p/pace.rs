@@ -12,10 +12,15 @@
 //! follows the asks. (Pacing the reads instead would let the transport's flow-control
 //! windows and socket buffers fill at the link's rate before the sender waits.) The sending
 //! side pays before writing a block into its stream; what its socket buffers hold ahead
-//! leaves at the link's rate at first, then the writes bound it.
+//! leaves at the link's rate at first, then the writes bound it. A block cancelled while its
+//! sender waits is withdrawn: the wait ends and its bytes are given back, so a limited
+//! uplink does not stand idle for a block nobody wants any more.
 
+use std::future::Future;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The most credit the bucket holds (one large block).
 pub const BURST: f64 = 256.0 * 1024.0;
@@ -55,16 +60,40 @@ impl Pace {
             Duration::from_secs_f64(-left / self.rate)
         }
     }
+
+    /// Gives back `n` bytes taken for a move that did not happen (still at most [`BURST`]).
+    fn refund(&self, n: u64) {
+        let mut s = crate::locks::lock(&self.state);
+        let now = Instant::now();
+        let credit = s.0 + now.duration_since(s.1).as_secs_f64() * self.rate + n as f64;
+        *s = (credit.min(BURST), now);
+    }
 }
 
 /// Accounts for `n` bytes in every one of `paces` (a global limit and a library's) and
 /// sleeps until the slowest is paid: each bucket is back at zero at its own time, so
-/// waiting for the latest honours them all.
-pub async fn pay_all(paces: &[std::sync::Arc<Pace>], n: u64) {
+/// waiting for the latest honours them all. If `withdrawn` completes first, the wait ends
+/// there and every bucket gets its `n` bytes back; returns whether the bytes were paid.
+pub async fn pay_all(
+    paces: &[std::sync::Arc<Pace>],
+    n: u64,
+    withdrawn: impl Future<Output = ()>,
+) -> bool {
     let wait = paces.iter().map(|p| p.take(n)).max().unwrap_or_default();
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+    if wait.is_zero() {
+        return true;
     }
+    let paid = tokio::select! {
+        biased;
+        () = withdrawn => false,
+        () = tokio::time::sleep(wait) => true,
+    };
+    if !paid {
+        for p in paces {
+            p.refund(n);
+        }
+    }
+    paid
 }
 
 /// Parses a rate as people write it: `2mbit`, `500kbit`, `10MiB`, `800KiB`, `1000000`
@@ -125,5 +154,23 @@ mod tests {
         assert!(wait > Duration::from_millis(450) && wait <= Duration::from_millis(500));
         // The next mover waits behind that debt too.
         assert!(pace.take(500) > Duration::from_millis(950));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_withdrawn_while_waiting_are_given_back() {
+        let pace = std::sync::Arc::new(Pace::new(1000));
+        let paces = [pace.clone()];
+        let start = Instant::now();
+        // 2,000 bytes at 1,000 B/s wait 2 s; the block is cancelled after half a second.
+        let withdrawn = tokio::time::sleep(Duration::from_millis(500));
+        assert!(!pay_all(&paces, 2000, withdrawn).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        // Nothing was sent in that half second, so its 500 bytes are credit: the next
+        // 500 go at once (kept, the 2,000 would have left 1.5 s of debt in front of them).
+        assert_eq!(pace.take(500), Duration::ZERO);
+        // A payment nobody withdraws waits its full time.
+        let start = Instant::now();
+        assert!(pay_all(&paces, 1000, std::future::pending()).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 }

@@ -12,18 +12,19 @@
 //!
 //! Requests are read as they come, ahead of the answers: a `Cancel` must be seen while the
 //! `Get` it cancels still waits its turn behind a window of others, not after it was
-//! answered. Each queued `Get` carries a flag its `Cancel` sets; the writer answers
-//! `Cancelled` for a flagged `Get` it has not started writing (checked once more after the
-//! read and after the upload limit's pause, which can last seconds).
+//! answered. Each queued `Get` carries a token its `Cancel` fires; the writer answers
+//! `Cancelled` for such a `Get` it has not started writing: checked when its turn comes,
+//! after the read, and during the upload limit's pause, which can last seconds and which a
+//! cancel ends at once (the limit gets the block's bytes back, [`crate::p2p::pace`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::chain::{ContentId, LibraryId};
 use crate::content::{BlockRef, ContentError, ManifestId};
@@ -86,7 +87,7 @@ enum Queued {
         block: BlockRef,
         /// The synced file holding it, and where.
         placed: Option<(std::path::PathBuf, u64)>,
-        cancelled: Arc<AtomicBool>,
+        cancelled: Arc<CancellationToken>,
     },
 }
 
@@ -101,7 +102,7 @@ enum Started {
         library: LibraryId,
         index: u32,
         read: JoinHandle<Result<Vec<u8>, ContentError>>,
-        cancelled: Arc<AtomicBool>,
+        cancelled: Arc<CancellationToken>,
     },
 }
 
@@ -125,9 +126,9 @@ async fn serve_stream(
     let (tx, mut rx) = mpsc::channel::<Queued>(QUEUED);
     let reader = async move {
         let mut session: Option<Session> = None;
-        // The flags of `Get`s not yet answered, by index (a `Get` answered drops its flag,
+        // The tokens of `Get`s not yet answered, by index (a `Get` answered drops its token,
         // so a dead entry means "nothing to cancel"; dead entries are pruned as they pile).
-        let mut cancels: HashMap<u32, Weak<AtomicBool>> = HashMap::new();
+        let mut cancels: HashMap<u32, Weak<CancellationToken>> = HashMap::new();
         while let Some(ask) = wire::read_ask(&mut rd).await? {
             let next = match ask {
                 Ask::Want {
@@ -177,7 +178,7 @@ async fn serve_stream(
                     let Some(block) = s.blocks.get(index as usize).copied() else {
                         return Err(invalid("Get of a block the manifest does not list"));
                     };
-                    let cancelled = Arc::new(AtomicBool::new(false));
+                    let cancelled = Arc::new(CancellationToken::new());
                     if cancels.len() >= 2 * QUEUED {
                         cancels.retain(|_, flag| flag.strong_count() > 0);
                     }
@@ -197,7 +198,7 @@ async fn serve_stream(
                         return Err(invalid("Cancel is not part of /harp/blocks/1"));
                     }
                     if let Some(flag) = cancels.remove(&index).and_then(|f| f.upgrade()) {
-                        flag.store(true, Ordering::Relaxed);
+                        flag.cancel();
                     }
                     continue;
                 }
@@ -214,7 +215,7 @@ async fn serve_stream(
         Queued::Ready { answer, last } => Started::Ready { answer, last },
         Queued::Get {
             index, cancelled, ..
-        } if cancelled.load(Ordering::Relaxed) => Started::Ready {
+        } if cancelled.is_cancelled() => Started::Ready {
             answer: Answer::Cancelled { index },
             last: false,
         },
@@ -267,16 +268,18 @@ async fn serve_stream(
                     read,
                     cancelled,
                 } => match read.await {
-                    Ok(Ok(_)) if cancelled.load(Ordering::Relaxed) => {
-                        (Answer::Cancelled { index }, false)
-                    }
+                    Ok(Ok(_)) if cancelled.is_cancelled() => (Answer::Cancelled { index }, false),
                     Ok(Ok(bytes)) => {
-                        meter.pace_out(&library, &peer, bytes.len() as u64).await;
-                        if cancelled.load(Ordering::Relaxed) {
-                            (Answer::Cancelled { index }, false)
-                        } else {
-                            meter.add_out(peer, bytes.len() as u64);
+                        let n = bytes.len() as u64;
+                        if meter
+                            .pace_out(&library, &peer, n, cancelled.cancelled())
+                            .await
+                            && !cancelled.is_cancelled()
+                        {
+                            meter.add_out(peer, n);
                             (Answer::Block { index, bytes }, false)
+                        } else {
+                            (Answer::Cancelled { index }, false)
                         }
                     }
                     _ => (Answer::Missing { index }, false),
