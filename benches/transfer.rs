@@ -292,8 +292,7 @@ async fn run(mib: u64, full: bool) -> Value {
     // sender's scan (hashing); ours starts with the version already ingested at A, so the
     // fair comparison is with its rate after the scan.
     let st_after_scan = st.get("after_scan_mb_s").and_then(Value::as_f64);
-    let vs_syncthing =
-        st_after_scan.map(|s| (tcp.mb_s.max(quic.mb_s) / s * 1000.0).round() / 1000.0);
+    let vs_syncthing = st_after_scan.map(|s| round3(tcp.mb_s.max(quic.mb_s) / s));
     if let Some(r) = vs_syncthing {
         println!("best of TCP/QUIC vs Syncthing after its scan: {r:.2}x");
     }
