@@ -292,7 +292,7 @@ async fn run(mib: u64, full: bool) -> Value {
     // sender's scan (hashing); ours starts with the version already ingested at A, so the
     // fair comparison is with its rate after the scan.
     let st_after_scan = st.get("after_scan_mb_s").and_then(Value::as_f64);
-    let vs_syncthing = st_after_scan.map(|s| round3(tcp.mb_s.max(quic.mb_s) / s));
+    let vs_syncthing = st_after_scan.map(|s| round(tcp.mb_s.max(quic.mb_s) / s, 3));
     if let Some(r) = vs_syncthing {
         println!("best of TCP/QUIC vs Syncthing after its scan: {r:.2}x");
     }
@@ -301,22 +301,22 @@ async fn run(mib: u64, full: bool) -> Value {
         "best_vs_syncthing_after_scan": vs_syncthing,
         "mib": mib,
         "blocks": ingested.blocks,
-        "tcp_mb_s": round1(tcp.mb_s),
-        "quic_mb_s": round1(quic.mb_s),
-        "tcp_cpu_ns_per_byte": round2(tcp.cpu_ns_per_byte),
-        "quic_cpu_ns_per_byte": round2(quic.cpu_ns_per_byte),
+        "tcp_mb_s": round(tcp.mb_s, 1),
+        "quic_mb_s": round(quic.mb_s, 1),
+        "tcp_cpu_ns_per_byte": round(tcp.cpu_ns_per_byte, 2),
+        "quic_cpu_ns_per_byte": round(quic.cpu_ns_per_byte, 2),
         "peak_rss_mib": rss,
-        "tcp_vs_raw": round3(tcp.mb_s / raw.mb_s),
-        "quic_vs_raw": round3(quic.mb_s / raw.mb_s),
-        "tcp_vs_ceiling": round3(tcp.mb_s / ceiling),
+        "tcp_vs_raw": round(tcp.mb_s / raw.mb_s, 3),
+        "quic_vs_raw": round(quic.mb_s / raw.mb_s, 3),
+        "tcp_vs_ceiling": round(tcp.mb_s / ceiling, 3),
         "baseline": {
-            "raw_tcp_mb_s": round1(raw.mb_s),
-            "raw_tcp_cpu_ns_per_byte": round2(raw.cpu_ns_per_byte),
+            "raw_tcp_mb_s": round(raw.mb_s, 1),
+            "raw_tcp_cpu_ns_per_byte": round(raw.cpu_ns_per_byte, 2),
             "floor": {
                 "cores": cores,
-                "seal_open_ns_per_byte": round2(cipher),
-                "blake3_x2_ns_per_byte": round2(hash),
-                "ceiling_mb_s": round1(ceiling),
+                "seal_open_ns_per_byte": round(cipher, 2),
+                "blake3_x2_ns_per_byte": round(hash, 2),
+                "ceiling_mb_s": round(ceiling, 1),
             },
             "syncthing": st,
         },
@@ -330,16 +330,10 @@ fn print_rate(what: &str, r: Rate) {
     );
 }
 
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+/// `x` rounded to `digits` decimals, for the JSON.
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
 }
 
 fn main() {

@@ -15,7 +15,8 @@
 //! answered. Each queued `Get` carries a token its `Cancel` fires; the writer answers
 //! `Cancelled` for such a `Get` it has not started writing: checked when its turn comes,
 //! after the read, and during the upload limit's pause, which can last seconds and which a
-//! cancel ends at once (the limit gets the block's bytes back, [`crate::p2p::pace`]).
+//! cancel ends at once (the limit gets the block's bytes back, [`crate::p2p::pace`]). A
+//! cancel that comes once the block is paid for is too late: the block is sent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
@@ -268,13 +269,12 @@ async fn serve_stream(
                     read,
                     cancelled,
                 } => match read.await {
-                    Ok(Ok(_)) if cancelled.is_cancelled() => (Answer::Cancelled { index }, false),
                     Ok(Ok(bytes)) => {
                         let n = bytes.len() as u64;
-                        if meter
-                            .pace_out(&library, &peer, n, cancelled.cancelled())
-                            .await
-                            && !cancelled.is_cancelled()
+                        if !cancelled.is_cancelled()
+                            && meter
+                                .pace_out(&library, &peer, n, cancelled.cancelled())
+                                .await
                         {
                             meter.add_out(peer, n);
                             (Answer::Block { index, bytes }, false)
